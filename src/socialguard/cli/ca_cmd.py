@@ -1,0 +1,7 @@
+"""`socialguard ca` commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="ca commands (not yet implemented).", no_args_is_help=True)

@@ -1,0 +1,7 @@
+"""`socialguard grant` commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="grant commands (not yet implemented).", no_args_is_help=True)

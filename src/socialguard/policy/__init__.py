@@ -1,0 +1,1 @@
+"""socialguard.policy"""
