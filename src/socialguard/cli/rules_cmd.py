@@ -1,7 +1,11 @@
-"""`socialguard rules` commands."""
+"""`socialguard rules` commands: check, test, import, fingerprint."""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="rules commands (not yet implemented).", no_args_is_help=True)
+from . import fingerprint_cmd, import_cmd
+
+app = typer.Typer(help="Validate and test the rules file; import domain lists.", no_args_is_help=True)
+app.command("import")(import_cmd.import_list)
+app.command("fingerprint")(fingerprint_cmd.fingerprint)
