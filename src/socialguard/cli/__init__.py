@@ -42,4 +42,4 @@ def _root(
 
 
 def main() -> None:
-    app()
+    app(prog_name="socialguard")
