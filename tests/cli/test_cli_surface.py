@@ -5,6 +5,7 @@ The list of commands is read from the CLI itself, so a new command without help 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,7 @@ def test_command_has_help_with_an_example(command: tuple[str, ...]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "socialguard", *command, "--help"],
         capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert "Usage:" in result.stdout
