@@ -1,0 +1,263 @@
+"""Prometheus metrics and the admin endpoint (`/healthz`, `/metrics`) of one proxy process.
+
+The proxy's hot path only calls the small recording methods of `Metrics` (a counter increment
+and a histogram observation each); everything else — rendering, health checks, HTTP — happens on
+the admin server's own daemon thread, so a slow scraper can never hold up a decision. The registry
+is private to each `Metrics` (not prometheus_client's global one) so that tests and several
+embedded proxies in one process never see each other's figures.
+
+The admin server listens on localhost on its own port, never on the proxy's port: the district's
+clients must not be able to read it; a load balancer or the container HEALTHCHECK asks `/healthz`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+__all__ = ["AdminServer", "HealthCheck", "Metrics", "run_checks"]
+
+log = structlog.get_logger(__name__)
+
+# Decisions take well under a millisecond when all is well; upper buckets catch a stalled loop.
+LATENCY_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+
+HealthCheck = Callable[[], bool]
+"""A health check: returns True when healthy; False or an exception means unhealthy."""
+
+
+class Metrics:
+    """The figures one proxy process exposes; the addon calls the recording methods.
+
+    Example (in the addon)::
+
+        metrics = Metrics()
+        metrics.decision("block", "rule", 0.00012)            # per request
+        metrics.decision("pass", "rule", 0.00003, stage="connection")
+        metrics.reload(ok=False)                              # a broken rules file was rejected
+        metrics.overrides(grants=3, emergencies=0)            # after each snapshot refresh
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._decisions = Counter(
+            "socialguard_decisions",
+            "Decisions taken, by action (allow/block, or pass/inspect/block per connection), "
+            "basis (rule/grant/emergency/default/error) and stage (connection/request).",
+            ["action", "basis", "stage"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "socialguard_decision_seconds",
+            "Time spent deciding (engine call plus the addon's own work), by stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._reloads = Counter(
+            "socialguard_rules_reloads",
+            "Rules reloads, by result: ok (new policy in force) or rejected (previous kept).",
+            ["result"],
+            registry=self.registry,
+        )
+        self._grants = Gauge(
+            "socialguard_active_grants",
+            "Grants in force in the proxy's current overrides snapshot.",
+            registry=self.registry,
+        )
+        self._emergencies = Gauge(
+            "socialguard_active_emergencies",
+            "Emergencies in force in the proxy's current overrides snapshot.",
+            registry=self.registry,
+        )
+        self._policy_loaded = Gauge(
+            "socialguard_policy_loaded",
+            "1 while a valid policy is in force, 0 while none is (the failure mode applies).",
+            registry=self.registry,
+        )
+        # Pre-create the label sets a dashboard plots, so they read 0 rather than missing.
+        for result in ("ok", "rejected"):
+            self._reloads.labels(result=result)
+
+    def decision(self, action: str, basis: str, seconds: float, stage: str = "request") -> None:
+        """Count one decision and record how long it took (seconds, from a monotonic clock)."""
+        self._decisions.labels(action=str(action), basis=str(basis), stage=stage).inc()
+        self._latency.labels(stage=stage).observe(max(seconds, 0.0))
+
+    def reload(self, ok: bool) -> None:
+        """Count one rules reload: `ok` when the new policy took effect, else it was rejected."""
+        self._reloads.labels(result="ok" if ok else "rejected").inc()
+        if ok:
+            self._policy_loaded.set(1)
+
+    def policy_loaded(self, loaded: bool) -> None:
+        """Say whether a valid policy is in force (at start-up; `reload(ok=True)` sets it too)."""
+        self._policy_loaded.set(1 if loaded else 0)
+
+    def overrides(self, grants: int, emergencies: int) -> None:
+        """Record how many grants and emergencies the current snapshot holds."""
+        self._grants.set(grants)
+        self._emergencies.set(emergencies)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every figure in this registry."""
+        return generate_latest(self.registry)
+
+
+def run_checks(checks: Mapping[str, HealthCheck]) -> tuple[bool, dict[str, str]]:
+    """Run every check; a check that raises is failed with its error, never crashes the endpoint.
+
+    Returns (all healthy, {name: "ok" | "failing" | "error: ..."}).
+    """
+    results: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            results[name] = "ok" if check() else "failing"
+        except Exception as e:  # a health check must report, not raise
+            results[name] = f"error: {type(e).__name__}: {e}"
+    healthy = all(r == "ok" for r in results.values())
+    return healthy, results
+
+
+class _AdminHandler(BaseHTTPRequestHandler):
+    """Serves /healthz and /metrics; everything else is 404. GET and HEAD only."""
+
+    server: _AdminHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._serve(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(send_body=False)
+
+    def _serve(self, send_body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            healthy, results = run_checks(self.server.checks)
+            body = json.dumps(
+                {"status": "ok" if healthy else "failing", "checks": results}, sort_keys=True
+            ).encode()
+            self._reply(200 if healthy else 503, "application/json", body, send_body)
+        elif path == "/metrics":
+            self._reply(200, CONTENT_TYPE_LATEST, self.server.metrics.render(), send_body)
+        else:
+            self._reply(404, "text/plain; charset=utf-8", b"not found\n", send_body)
+
+    def _reply(self, status: int, content_type: str, body: bytes, send_body: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would flood stderr; they are not worth a log line."""
+
+
+class _AdminHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        metrics: Metrics,
+        checks: Mapping[str, HealthCheck],
+    ) -> None:
+        self.metrics = metrics
+        self.checks = dict(checks)
+        super().__init__(address, _AdminHandler)
+
+
+class _AdminHTTPServerV6(_AdminHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class AdminServer:
+    """The admin HTTP endpoint on its own port, served from a daemon thread.
+
+    Example (in the addon's `running()` / `done()`)::
+
+        admin = AdminServer(metrics, {"policy": lambda: policy is not None,
+                                      "store": store_ok, "log": log_writable}, port=9180)
+        admin.start()     # binds now: a port in use raises OSError here, not later
+        ...
+        admin.stop()
+
+    `port=0` picks a free port (tests); `address` gives the bound (host, port).
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        checks: Mapping[str, HealthCheck],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.metrics = metrics
+        self.checks = dict(checks)
+        self.host = host
+        self.port = port
+        self._server: _AdminHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) actually bound; only valid after start()."""
+        if self._server is None:
+            raise RuntimeError("admin server not started")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Bind and serve in a daemon thread. Idempotent."""
+        if self._server is not None:
+            return
+        host = self.host.strip("[]")
+        server_cls = _AdminHTTPServerV6 if ":" in host else _AdminHTTPServer
+        self._server = server_cls((host, self.port), self.metrics, self.checks)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="socialguard-admin",
+            daemon=True,
+        )
+        self._thread.start()
+        host, port = self.address
+        log.info("admin_server_started", host=host, port=port)
+
+    def stop(self) -> None:
+        """Stop serving and release the port. Idempotent."""
+        server, thread = self._server, self._thread
+        self._server, self._thread = None, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        log.info("admin_server_stopped")
