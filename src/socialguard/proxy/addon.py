@@ -1,0 +1,841 @@
+"""The mitmproxy addon: facts from the wire → engine → decision log → pass, inspect, block.
+
+Thin glue, no policy logic. Each hook starts with a guard, then runs one straight line: gather the
+facts (who, which host, when), ask the engine, write the decision to the log (before any byte of
+the answer goes out), then apply it. mitmproxy is fail-open — an exception in a hook is logged and
+traffic flows — so every hook wraps its own work and, on any error, applies the policy's failure
+mode (`fail: closed` by default: block) and records the error as a decision with basis `error`.
+
+Two questions are asked (see ARCHITECTURE.md):
+- per TLS connection, at the ClientHello: pass (not decrypted), inspect (decrypted, every request
+  decided), or block (refused at the TLS layer: the origin is never contacted);
+- per HTTP request inside inspected connections and plain HTTP: allow or block, on every name the
+  request carries (Host/:authority, SNI, the explicit proxy's target); the stricter answer wins.
+
+Refusing at the ClientHello needs `connection_strategy=lazy` (under `eager` mitmproxy has already
+connected upstream and forwards the bytes), so the addon refuses to start without it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import ipaddress
+import time
+import weakref
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+from mitmproxy import connection, ctx, exceptions, http, tcp, tls, udp
+from mitmproxy.proxy import mode_specs
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+
+from socialguard.engine.model import (
+    Action,
+    Basis,
+    ConnectionDecision,
+    ConnectionVerdict,
+    Decision,
+    Principal,
+    Request,
+)
+
+from . import blockpage
+from .admin_events import AdminEventPump
+from .clock import Clock, SystemClock
+from .neighbours import NeighbourTable
+from .options import NeighbourMode, Settings, parse_settings
+from .reload import LoadedPolicy, RulesWatcher, load_checked, rejection_errors
+
+log = structlog.get_logger(__name__)
+
+ECH_EXTENSION = 0xFE0D
+METADATA_KEY = "socialguard"
+REFUSED_MESSAGE = "refused by socialguard: the district's policy blocks this destination"
+AUTH_REALM = "socialguard"
+_STRICTNESS = {ConnectionVerdict.PASS: 0, ConnectionVerdict.INSPECT: 1, ConnectionVerdict.BLOCK: 2}
+
+
+class NoPolicy(RuntimeError):
+    """No valid policy is in force (only possible before start-up completed)."""
+
+
+class BlockPageForms(Protocol):
+    """The hook for the overrides' block-page forms ("this is an emergency", "ask administration").
+
+    `handles` claims requests aimed at the forms' own endpoint (answered by `respond` before any
+    decision); `block_page_html` returns the (escaped) HTML fragment placed in the block page's
+    actions area for a decision whose rule allows a bypass.
+    """
+
+    def handles(self, flow: http.HTTPFlow) -> bool: ...
+
+    def respond(self, flow: http.HTTPFlow, principal: Principal, now: datetime) -> None: ...
+
+    def block_page_html(
+        self, flow: http.HTTPFlow, decision: Decision, decision_id: str, now: datetime
+    ) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the addon stores in `flow.metadata["socialguard"]` for later hooks and other addons."""
+
+    decision_id: str
+    action: str
+    basis: str
+    rule_id: str | None
+    hosts: tuple[str, ...]
+
+
+class SocialGuard:
+    """Enforce the district's rules on every connection and request passing through mitmproxy."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.forms: BlockPageForms | None = None
+        self._settings: Settings | None = None
+        self._loaded: LoadedPolicy | None = None
+        self._watcher: RulesWatcher | None = None
+        self._audit: Any = None
+        self._store: Any = None
+        self._refresher: Any = None
+        self._metrics: Any = None
+        self._admin: Any = None
+        self._neighbours: NeighbourTable | None = None
+        self._neighbours_mode = NeighbourMode.OFF
+        self._refused: set[str] = set()  # client connection ids to reset in server_connect
+        self._users: MutableMapping[connection.Client, str] = weakref.WeakKeyDictionary()
+        self._pump: AdminEventPump | None = None
+
+    # ----------------------------------------------------------------- options and lifecycle
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "socialguard_rules",
+            str,
+            "",
+            "The rules file (YAML), reloaded on change. "
+            "Empty: $SOCIALGUARD_RULES, else rules/policy.yaml.",
+        )
+        loader.add_option(
+            "socialguard_state",
+            str,
+            "",
+            "State directory holding the overrides store. Empty: $SOCIALGUARD_STATE, else var/.",
+        )
+        loader.add_option(
+            "socialguard_log_dir",
+            str,
+            "",
+            "Decision log directory. Empty: $SOCIALGUARD_LOG_DIR, else <state>/log.",
+        )
+        loader.add_option(
+            "socialguard_node",
+            str,
+            "",
+            "This proxy's node id, naming its decision-log chain. Empty: the host name.",
+        )
+        loader.add_option(
+            "socialguard_neighbours",
+            str,
+            "auto",
+            "Read client MAC addresses from the host's neighbour table for the device inventory: "
+            "auto (in transparent and wireguard mode), on, off.",
+        )
+        loader.add_option(
+            "socialguard_reload_interval",
+            float,
+            0.25,
+            "Seconds between checks of the rules file and its includes for changes.",
+        )
+        loader.add_option(
+            "socialguard_admin",
+            str,
+            "",
+            "HOST:PORT (loopback) for the admin endpoint serving /healthz and /metrics. "
+            "Empty: none.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        _require_lazy()
+        if self._settings is None or any(k.startswith("socialguard_") for k in updated):
+            try:
+                settings = parse_settings(
+                    rules=ctx.options.socialguard_rules,
+                    state=ctx.options.socialguard_state,
+                    log_dir=ctx.options.socialguard_log_dir,
+                    node=ctx.options.socialguard_node,
+                    neighbours=ctx.options.socialguard_neighbours,
+                    reload_interval=ctx.options.socialguard_reload_interval,
+                    admin=ctx.options.socialguard_admin,
+                )
+            except ValueError as e:
+                raise exceptions.OptionsError(str(e)) from e
+            self._apply(settings)
+        if self._settings is not None and (
+            "mode" in updated or "socialguard_neighbours" in updated
+        ):
+            self._update_neighbours(self._settings.neighbours, list(ctx.options.mode))
+
+    def _apply(self, settings: Settings) -> None:
+        """Open or reopen what changed; the policy first, so a bad rules file changes nothing."""
+        old = self._settings
+        if old is None or (old.rules, old.reload_interval_s) != (
+            settings.rules,
+            settings.reload_interval_s,
+        ):
+            self._start_policy(settings)
+        if old is None or old.admin != settings.admin:
+            self._start_admin(settings)
+        if old is None or (old.log_dir, old.node) != (settings.log_dir, settings.node):
+            self._stop_pump()
+            self._open_audit(settings)
+        if old is None or old.state != settings.state:
+            self._stop_pump()
+            self._open_store(settings)
+        if self._pump is None:
+            self._pump = AdminEventPump(self._store, self._audit, settings.node).start()
+        self._settings = settings
+        self._update_neighbours(settings.neighbours, list(ctx.options.mode))
+
+    def done(self) -> None:
+        """Stop the background threads, then close the decision log (flushed, fsynced, sealed)."""
+        steps = (
+            ("rules_watcher", lambda: self._watcher and self._watcher.stop()),
+            ("overrides_refresher", lambda: self._refresher and self._refresher.stop()),
+            ("admin_events", self._stop_pump),
+            ("neighbours", lambda: self._neighbours and self._neighbours.stop()),
+            ("admin_endpoint", lambda: self._admin and self._admin.stop()),
+            ("store", lambda: self._store and self._store.close()),
+            ("decision_log", lambda: self._audit and self._audit.close()),
+        )
+        for name, stop in steps:
+            try:
+                stop()
+            except Exception as e:  # shutting down: report and carry on closing the rest
+                log.error("shutdown_step_failed", step=name, error=str(e))
+        self._watcher = self._refresher = self._neighbours = self._admin = None
+        self._store = self._audit = None
+        log.info("socialguard_stopped")
+
+    @property
+    def policy(self) -> Any:
+        """The compiled policy in force (for tests and the CLI); None before configuration."""
+        return self._loaded.policy if self._loaded else None
+
+    def _start_policy(self, settings: Settings) -> None:
+        try:
+            loaded = load_checked(settings.rules)
+        except Exception as e:
+            errors = rejection_errors(e)
+            raise exceptions.OptionsError(
+                f"socialguard_rules: {settings.rules} was not accepted:\n" + "\n".join(errors)
+            ) from e
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._install_policy(loaded, reloaded=False)
+        self._watcher = RulesWatcher(
+            settings.rules,
+            loaded,
+            self._install_reloaded,
+            self._reject_reload,
+            interval_s=settings.reload_interval_s,
+        )
+        self._watcher.start()
+
+    def _install_policy(self, loaded: LoadedPolicy, *, reloaded: bool) -> None:
+        self._loaded = loaded  # one reference assignment: hooks see the old policy or the new one
+        event = "rules_reloaded" if reloaded else "rules_loaded"
+        log.info(event, version=loaded.policy.version, files=[s[0] for s in loaded.stamps])
+        if self._metrics is not None:
+            if reloaded:
+                self._metrics.reload(ok=True)
+            else:
+                self._metrics.policy_loaded(True)
+
+    def _install_reloaded(self, loaded: LoadedPolicy) -> None:
+        self._install_policy(loaded, reloaded=True)
+
+    def _reject_reload(self, errors: list[str]) -> None:
+        current = self._loaded.policy.version if self._loaded else None
+        log.error("rules_rejected", errors=errors, kept_version=current)
+        if self._metrics is not None:
+            self._metrics.reload(ok=False)
+
+    def _open_audit(self, settings: Settings) -> None:
+        from socialguard import paths
+        from socialguard.audit import AuditLog
+
+        kwargs: dict[str, Any] = {"checkpoint_dir": paths.checkpoint_dir(settings.log_dir)}
+        if self._loaded is not None:
+            kwargs["timezone"] = self._loaded.policy.district.timezone
+        old, self._audit = self._audit, None
+        if old is not None:
+            old.close()  # one writer per chain: the old log must let go before the new one opens
+        self._audit = AuditLog(settings.log_dir, settings.node, **kwargs)
+
+    def _open_store(self, settings: Settings) -> None:
+        from socialguard import paths
+        from socialguard.overrides import SnapshotRefresher, open_store
+
+        settings.state.mkdir(parents=True, exist_ok=True)
+        store = open_store(paths.store_path(settings.state), clock=self.clock.now)
+        refresher = SnapshotRefresher(store, interval_s=0.5, clock=self.clock.now).start()
+        old_refresher, old_store = self._refresher, self._store
+        self._store, self._refresher = store, refresher
+        if old_refresher is not None:
+            old_refresher.stop()
+        if old_store is not None:
+            old_store.close()
+
+    def _stop_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.stop()
+
+    def _start_admin(self, settings: Settings) -> None:
+        from socialguard.deploy.metrics import AdminServer, Metrics
+
+        if self._metrics is None:
+            self._metrics = Metrics()
+            self._metrics.policy_loaded(self._loaded is not None)
+        if self._admin is not None:
+            self._admin.stop()
+            self._admin = None
+        if settings.admin is None:
+            return
+        host, port = settings.admin
+        self._admin = AdminServer(
+            self._metrics, host=host, port=port, checks={"policy": lambda: self._loaded is not None}
+        )
+        self._admin.start()
+        log.info("admin_endpoint_listening", address=list(self._admin.address))
+
+    def _update_neighbours(self, mode: NeighbourMode, proxy_modes: list[str]) -> None:
+        on = mode is NeighbourMode.ON or (
+            mode is NeighbourMode.AUTO and any(_gateway_mode(m) for m in proxy_modes)
+        )
+        if on and self._neighbours is None:
+            self._neighbours = NeighbourTable()
+            self._neighbours.start()
+        elif not on and self._neighbours is not None:
+            self._neighbours.stop()
+            self._neighbours = None
+
+    # ----------------------------------------------------------------- connection-level hooks
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """Explicit proxy: authenticate the CONNECT once; the tunnel's requests inherit the user."""
+        if flow.response or flow.error or not flow.live:
+            return
+        try:
+            loaded = self._require_policy()
+            if loaded.htpasswd is not None:
+                user = self._authenticate(flow, loaded)
+                if user is not None:
+                    self._users[flow.client_conn] = user
+        except Exception as e:
+            self._fail_request(flow, e, hook="http_connect")
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        try:
+            self._decide_connection(data)
+        except Exception as e:
+            self._fail_connection(data, e)
+
+    def server_connect(self, data: ServerConnectionHookData) -> None:
+        """Reset connections refused at the ClientHello before the origin is ever contacted."""
+        if data.client.id in self._refused:
+            data.server.error = REFUSED_MESSAGE
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._refused.discard(client.id)
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        """Raw TCP (neither TLS nor HTTP) cannot be inspected: it goes through only on PASS."""
+        try:
+            loaded = self._require_policy()
+            address = flow.server_conn.address
+            dest = address[0] if address else None
+            dest_ip = dest if dest and _is_ip(dest) else None
+            sni = None if dest_ip or not dest else self._normalise(dest)
+            principal = self._principal(loaded, flow.client_conn)
+            cd = self._engine_connection(loaded, sni, principal, dest_ip=dest_ip, ech=False)
+            decision_id = self._record_connection(cd, flow.client_conn, sni, stage="tcp")
+            if cd.verdict is not ConnectionVerdict.PASS:
+                flow.kill()
+                log.info("tcp_refused", decision_id=decision_id, dest=dest)
+        except Exception as e:
+            log.error("hook_failed", hook="tcp_start", error=repr(e))
+            if self._fail_mode() == "closed":
+                flow.kill()
+
+    def udp_start(self, flow: udp.UDPFlow) -> None:
+        """QUIC (UDP 443/80) cannot be inspected; dropping it makes browsers fall back to TCP."""
+        address = flow.server_conn.address
+        if address and address[1] in (80, 443):
+            flow.kill()
+
+    def _decide_connection(self, data: tls.ClientHelloData) -> None:
+        loaded = self._require_policy()
+        client = data.context.client
+        raw_sni = data.client_hello.sni
+        sni = self._normalise(raw_sni) if raw_sni else None
+        ech = any(ext == ECH_EXTENSION for ext, _ in data.client_hello.extensions)
+        address = data.context.server.address
+        target = address[0] if address else None
+        dest_ip = target if target and _is_ip(target) else None
+        principal = self._principal(loaded, client)
+        cd = self._engine_connection(loaded, sni, principal, dest_ip=dest_ip, ech=ech)
+        if target and not dest_ip and _is_explicit(client):
+            # Explicit proxy: the CONNECT target is a second name for this connection.
+            connect_host = self._normalise(target)
+            if connect_host != sni:
+                other = self._engine_connection(
+                    loaded, connect_host, principal, dest_ip=None, ech=ech
+                )
+                if _STRICTNESS[other.verdict] > _STRICTNESS[cd.verdict]:
+                    cd = other
+                elif cd.verdict is ConnectionVerdict.PASS:
+                    cd = ConnectionDecision(ConnectionVerdict.INSPECT, cd.decision)
+        self._record_connection(cd, client, sni, stage="connection", ech=ech)
+        self._apply_connection(data, cd.verdict)
+
+    def _apply_connection(self, data: tls.ClientHelloData, verdict: ConnectionVerdict) -> None:
+        if verdict is ConnectionVerdict.PASS:
+            data.ignore_connection = True
+        elif verdict is ConnectionVerdict.BLOCK:
+            data.ignore_connection = True
+            self._refused.add(data.context.client.id)
+        # INSPECT: let mitmproxy decrypt; every request is decided in requestheaders.
+
+    def _fail_connection(self, data: tls.ClientHelloData, exc: Exception) -> None:
+        log.error("hook_failed", hook="tls_clienthello", error=repr(exc), exc_info=exc)
+        client = data.context.client
+        closed = self._fail_mode() == "closed"
+        try:
+            decision = self._error_decision(
+                client, data.client_hello.sni or "", closed, f"{type(exc).__name__}: {exc}"
+            )
+            verdict = ConnectionVerdict.BLOCK if closed else ConnectionVerdict.INSPECT
+            self._record_connection(
+                ConnectionDecision(verdict, decision), client, None, stage="connection"
+            )
+        except Exception as e:
+            log.error("decision_log_failed", error=repr(e))
+        if closed:
+            self._apply_connection(data, ConnectionVerdict.BLOCK)
+
+    # ----------------------------------------------------------------- request-level hooks
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Decide before the body arrives, so a blocked upload is never streamed upstream."""
+        if flow.response or flow.error or not flow.live:
+            return
+        try:
+            self._decide_request(flow)
+        except Exception as e:
+            self._fail_request(flow, e, hook="requestheaders")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """The whole request is here. Body-based checks (uploads, issue 7) belong in this hook.
+
+        A request that reached no decision in `requestheaders` (it never ran, or it failed without
+        blocking) is refused here: nothing leaves the proxy undecided.
+        """
+        if flow.response or flow.error or not flow.live:
+            return
+        if METADATA_KEY not in flow.metadata and self._fail_mode() == "closed":
+            self._fail_request(flow, RuntimeError("request reached no decision"), hook="request")
+
+    def _decide_request(self, flow: http.HTTPFlow) -> None:
+        loaded = self._require_policy()
+        user = self._users.get(flow.client_conn)
+        if loaded.htpasswd is not None and user is None and _is_explicit(flow.client_conn):
+            user = self._authenticate(flow, loaded)
+            if user is None:
+                return  # 407 already set
+        principal = self._principal(loaded, flow.client_conn, user)
+        now = self.clock.now()
+        if self.forms is not None and self.forms.handles(flow):
+            self.forms.respond(flow, principal, now)
+            return
+        started = time.perf_counter()
+        hosts = self._request_hosts(flow)
+        sni = self._normalise(flow.client_conn.sni) if flow.client_conn.sni else None
+        overrides = self._overrides()
+        from socialguard.engine import decide
+
+        decisions = [
+            decide(loaded.policy, self._engine_request(flow, host, sni), principal, now, overrides)
+            for host in hosts
+        ]
+        decision = _strictest(decisions)
+        extra: dict[str, Any] = {}
+        if len(hosts) > 1:
+            extra["hosts"] = list(hosts)
+            log.warning(
+                "host_mismatch",
+                hosts=list(hosts),
+                client=principal.client_ip,
+                kept=decision.host,
+                action=str(decision.action),
+            )
+        decision_id = self._record_request(flow, decision, loaded, sni, extra)
+        flow.metadata[METADATA_KEY] = Verdict(
+            decision_id, str(decision.action), str(decision.basis), decision.rule_id, hosts
+        )
+        if decision.action is Action.BLOCK:
+            flow.response = self._block_response(flow, decision, decision_id, now, loaded)
+        if self._metrics is not None:
+            self._metrics.decision(
+                str(decision.action), str(decision.basis), time.perf_counter() - started
+            )
+
+    def _request_hosts(self, flow: http.HTTPFlow) -> tuple[str, ...]:
+        """Every name this request is addressed to, normalised, Host/:authority first.
+
+        In transparent mode `request.host` is only the original destination IP (where DNS pointed),
+        decided at connection level; with an explicit proxy it is the name the client asked for.
+        """
+        names: list[str] = []
+        header = flow.request.host_header
+        if header:
+            names.append(self._normalise(header))
+        dest = flow.request.host
+        if dest and (_is_explicit(flow.client_conn) or not _is_ip(dest) or not names):
+            names.append(self._normalise(dest))
+        if flow.client_conn.sni:
+            names.append(self._normalise(flow.client_conn.sni))
+        if not names:
+            raise ValueError("request carries no host name")
+        return tuple(dict.fromkeys(names))
+
+    def _engine_request(self, flow: http.HTTPFlow, host: str, sni: str | None) -> Request:
+        req = flow.request
+        return Request(
+            host=host,
+            scheme=req.scheme,
+            method=req.method,
+            path=req.path or "/",
+            port=req.port,
+            sni=sni,
+            content_type=req.headers.get("content-type"),
+        )
+
+    def _fail_request(self, flow: http.HTTPFlow, exc: Exception, *, hook: str) -> None:
+        log.error("hook_failed", hook=hook, error=repr(exc), exc_info=exc)
+        closed = self._fail_mode() == "closed"
+        decision_id = "unrecorded"
+        now = self._safe_now()
+        decision: Decision | None = None
+        try:
+            decision = self._error_decision(
+                flow.client_conn, flow.request.pretty_host, closed, f"{type(exc).__name__}: {exc}"
+            )
+            decision_id = self._record_request(flow, decision, self._loaded, None, {"hook": hook})
+            flow.metadata[METADATA_KEY] = Verdict(
+                decision_id, str(decision.action), str(decision.basis), None, (decision.host,)
+            )
+        except Exception as e:
+            log.error("decision_log_failed", error=repr(e))
+        if self._metrics is not None:
+            self._metrics.decision("block" if closed else "allow", "error", 0.0)
+        if not closed:
+            return
+        try:
+            assert decision is not None
+            flow.response = self._block_response(flow, decision, decision_id, now, self._loaded)
+        except Exception as e:
+            log.error("block_page_failed", error=repr(e))
+            flow.response = http.Response.make(
+                403,
+                f"Blocked by socialguard (internal error). Reference: {decision_id}\n",
+                {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
+            )
+
+    # ----------------------------------------------------------------- facts, engine, log, answer
+
+    def _require_policy(self) -> LoadedPolicy:
+        loaded = self._loaded
+        if loaded is None:
+            raise NoPolicy("no valid policy is loaded")
+        return loaded
+
+    def _fail_mode(self) -> str:
+        loaded = self._loaded
+        return str(getattr(loaded.policy, "fail_mode", "closed")) if loaded else "closed"
+
+    def _safe_now(self) -> datetime:
+        try:
+            return self.clock.now()
+        except Exception:
+            return SystemClock().now()
+
+    @staticmethod
+    def _normalise(raw: str) -> str:
+        from socialguard.engine import normalise_host
+
+        return normalise_host(raw)
+
+    def _overrides(self) -> Any:
+        if self._refresher is not None:
+            return self._refresher.current
+        from socialguard.engine import Overrides
+
+        return Overrides.EMPTY
+
+    def _principal(
+        self, loaded: LoadedPolicy, client: connection.Client, user: str | None = None
+    ) -> Principal:
+        from socialguard.engine import resolve_principal
+
+        ip = _client_ip(client)
+        if user is None:
+            user = self._users.get(client)
+        mac = self._neighbours.lookup(ip) if self._neighbours is not None else None
+        return resolve_principal(loaded.policy, ip, user=user, mac=mac)
+
+    def _engine_connection(
+        self,
+        loaded: LoadedPolicy,
+        sni: str | None,
+        principal: Principal,
+        *,
+        dest_ip: str | None,
+        ech: bool,
+    ) -> ConnectionDecision:
+        from socialguard.engine import decide_connection
+
+        started = time.perf_counter()
+        cd = decide_connection(
+            loaded.policy,
+            sni,
+            principal,
+            self.clock.now(),
+            self._overrides(),
+            dest_ip=dest_ip,
+            ech=ech,
+        )
+        if self._metrics is not None:
+            self._metrics.decision(
+                str(cd.verdict),
+                str(cd.decision.basis),
+                time.perf_counter() - started,
+                stage="connection",
+            )
+        return cd
+
+    def _authenticate(self, flow: http.HTTPFlow, loaded: LoadedPolicy) -> str | None:
+        """Proxy Basic auth against the policy's htpasswd; on failure the flow gets a 407."""
+        user = _check_basic(flow.request.headers.get("Proxy-Authorization", ""), loaded.htpasswd)
+        if user is not None:
+            flow.request.headers.pop("Proxy-Authorization", None)
+            return user
+        flow.response = http.Response.make(
+            407,
+            "Proxy authentication required: sign in with your district account.\n",
+            {
+                "Proxy-Authenticate": f'Basic realm="{AUTH_REALM}"',
+                "Content-Type": "text/plain; charset=utf-8",
+            },
+        )
+        return None
+
+    def _write(self, event: dict[str, Any]) -> None:
+        if self._audit is None:
+            raise RuntimeError("the decision log is not open")
+        self._audit.write(event)
+
+    def _record_connection(
+        self,
+        cd: ConnectionDecision,
+        client: connection.Client,
+        sni: str | None,
+        *,
+        stage: str,
+        **extra: Any,
+    ) -> str:
+        from socialguard.audit import decision_event, new_decision_id
+
+        decision_id = new_decision_id()
+        event = decision_event(
+            cd.decision,
+            decision_id=decision_id,
+            stage=stage,
+            client=_client_ip(client),
+            sni=sni,
+            verdict=str(cd.verdict),
+            **extra,
+        )
+        self._write(event)
+        return decision_id
+
+    def _record_request(
+        self,
+        flow: http.HTTPFlow,
+        decision: Decision,
+        loaded: LoadedPolicy | None,
+        sni: str | None,
+        extra: dict[str, Any],
+    ) -> str:
+        from socialguard.audit import decision_event, new_decision_id
+
+        decision_id = new_decision_id()
+        log_paths = bool(
+            loaded and getattr(getattr(loaded.policy, "logging", None), "paths", False)
+        )
+        req = flow.request
+        if req.headers.get("upgrade", "").lower() == "websocket":
+            extra = {**extra, "websocket": True}
+        event = decision_event(
+            decision,
+            decision_id=decision_id,
+            stage="request",
+            client=_client_ip(flow.client_conn),
+            scheme=req.scheme,
+            method=req.method,
+            path=req.path if log_paths else None,
+            sni=sni,
+            **extra,
+        )
+        self._write(event)
+        return decision_id
+
+    def _error_decision(
+        self, client: connection.Client, host: str, closed: bool, detail: str
+    ) -> Decision:
+        loaded = self._loaded
+        what = "blocked" if closed else "allowed"
+        return Decision(
+            action=Action.BLOCK if closed else Action.ALLOW,
+            basis=Basis.ERROR,
+            reason=(
+                f"socialguard could not decide this ({detail}); the district's failure mode "
+                f"({'closed' if closed else 'open'}) applies, so it is {what}."
+            ),
+            principal=Principal(client_ip=_client_ip(client)),
+            policy_version=loaded.policy.version if loaded else "none",
+            host=host or "unknown",
+        )
+
+    def _block_response(
+        self,
+        flow: http.HTTPFlow,
+        decision: Decision,
+        decision_id: str,
+        now: datetime,
+        loaded: LoadedPolicy | None,
+    ) -> http.Response:
+        h = flow.request.headers
+        fmt = blockpage.choose_format(
+            accept=h.get("accept", ""),
+            sec_fetch_dest=h.get("sec-fetch-dest", ""),
+            sec_fetch_mode=h.get("sec-fetch-mode", ""),
+            upgrade=h.get("upgrade", ""),
+        )
+        bypass_html = ""
+        if fmt is blockpage.BlockFormat.HTML and decision.bypass and self.forms is not None:
+            bypass_html = self.forms.block_page_html(flow, decision, decision_id, now)
+        district = getattr(loaded.policy, "district", None) if loaded else None
+        tz = getattr(district, "timezone", None)
+        local = now.astimezone(tz) if tz is not None else now
+        notice = blockpage.BlockNotice(
+            host=decision.host,
+            reason=decision.reason,
+            reference=decision_id,
+            time=local.strftime("%Y-%m-%d %H:%M %Z"),
+            district=getattr(district, "name", None) or "district",
+            rule=decision.rule_id,
+            category=decision.category,
+            who=describe_principal(decision.principal),
+            contact=getattr(district, "contact", None),
+            policy_url=getattr(district, "policy_url", None),
+            bypass_html=bypass_html,
+        )
+        out = blockpage.render(notice, fmt)
+        return http.Response.make(
+            out.status,
+            out.body,
+            {
+                "Content-Type": out.content_type,
+                "Cache-Control": "no-store",
+                "X-SocialGuard-Reference": decision_id,
+            },
+        )
+
+
+# --------------------------------------------------------------------- pure helpers
+
+
+def describe_principal(p: Principal) -> str:
+    """Who the proxy took the person to be, in words for the block page."""
+    parts = []
+    if p.user:
+        parts.append(f"user {p.user}")
+    if p.device:
+        parts.append(f"device {p.device}")
+    parts.append(f"address {p.client_ip}")
+    if p.mac:
+        parts.append(f"MAC {p.mac}")
+    groups = ", ".join(sorted(p.groups)) if p.groups else "no group"
+    return f"{', '.join(parts)} ({groups})"
+
+
+def _strictest(decisions: list[Decision]) -> Decision:
+    """Block wins over allow; among equals the first (the Host/:authority decision) is kept."""
+    for d in decisions:
+        if d.action is Action.BLOCK:
+            return d
+    return decisions[0]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _client_ip(client: connection.Client) -> str:
+    """The client's address; IPv4-mapped IPv6 (dual-stack listeners) is shown as IPv4."""
+    ip = ipaddress.ip_address(client.peername[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def _is_explicit(client: connection.Client) -> bool:
+    return isinstance(client.proxy_mode, mode_specs.RegularMode | mode_specs.UpstreamMode)
+
+
+def _check_basic(value: str, htpasswd: Any) -> str | None:
+    """The user name if `value` is valid Basic credentials in `htpasswd`, else None."""
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "basic" or not token:
+        return None
+    try:
+        user, sep, password = binascii.a2b_base64(token.strip()).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    if not sep or not user:
+        return None
+    return user if htpasswd.check_password(user, password) else None
+
+
+def _gateway_mode(spec: str) -> bool:
+    """transparent and wireguard mode put the proxy in the clients' path, so it sees their MACs."""
+    return spec.split("@", maxsplit=1)[0].split(":", maxsplit=1)[0] in ("transparent", "wireguard")
+
+
+def _require_lazy() -> None:
+    if ctx.options.connection_strategy != "lazy":
+        raise exceptions.OptionsError(
+            "socialguard needs connection_strategy=lazy: under 'eager' mitmproxy connects to the "
+            "server before the ClientHello is seen, so refused TLS connections would go through "
+            "(add --set connection_strategy=lazy)"
+        )

@@ -1,0 +1,132 @@
+"""The addon's options, parsed by pure functions that raise ValueError.
+
+mitmproxy rolls an option change back only when `configure()` raises `OptionsError`, so the addon's
+`configure()` does nothing but call `parse_settings` and translate its ValueError; everything that
+can be wrong with a value is found here, where it is easy to test.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from socialguard import paths
+
+_NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MIN_RELOAD_S = 0.05
+MAX_RELOAD_S = 10.0
+
+
+class NeighbourMode(StrEnum):
+    """When to read the host's neighbour table for MAC addresses."""
+
+    AUTO = "auto"  # on in transparent and wireguard mode (the proxy is the clients' gateway)
+    ON = "on"
+    OFF = "off"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    rules: Path
+    state: Path
+    log_dir: Path
+    node: str
+    neighbours: NeighbourMode
+    reload_interval_s: float
+    admin: tuple[str, int] | None
+
+
+def parse_node(raw: str) -> str:
+    """The node id names this proxy's decision-log chain; default: the host name."""
+    node = raw.strip() or socket.gethostname().split(".")[0] or "node"
+    if not _NODE.match(node):
+        raise ValueError(
+            f"socialguard_node: {raw!r} is not a valid node id "
+            "(letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit)"
+        )
+    return node
+
+
+def parse_neighbours(raw: str) -> NeighbourMode:
+    try:
+        return NeighbourMode(raw.strip().lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in NeighbourMode)
+        raise ValueError(f"socialguard_neighbours: {raw!r} is not one of {choices}") from None
+
+
+def parse_reload_interval(raw: float) -> float:
+    if not MIN_RELOAD_S <= raw <= MAX_RELOAD_S:
+        raise ValueError(
+            f"socialguard_reload_interval: {raw} s is outside {MIN_RELOAD_S}..{MAX_RELOAD_S} s"
+        )
+    return raw
+
+
+def parse_hostport(raw: str, *, what: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT`; port 0 means any free port."""
+    text = raw.strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if not m:
+        raise ValueError(f"{what}: {raw!r} is not HOST:PORT (IPv6 as [ADDR]:PORT)")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if m.group(1):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{what}: {host!r} is not an IPv6 address") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{what}: port {port} is outside 0..65535")
+    return host, port
+
+
+def parse_admin(raw: str) -> tuple[str, int] | None:
+    """The admin endpoint (/healthz, /metrics): empty for none; loopback only, not for clients."""
+    if not raw.strip():
+        return None
+    host, port = parse_hostport(raw, what="socialguard_admin")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ValueError(
+            f"socialguard_admin: {host!r} is not a loopback address; the admin endpoint "
+            "must not be reachable by the district's clients"
+        )
+    return host, port
+
+
+def parse_settings(
+    *,
+    rules: str,
+    state: str,
+    log_dir: str,
+    node: str,
+    neighbours: str,
+    reload_interval: float,
+    admin: str,
+) -> Settings:
+    """All options at once; empty paths fall back to the env var, then the shipped default."""
+    rules_path = paths.rules_path(Path(rules) if rules.strip() else None)
+    state_path = paths.state_dir(Path(state) if state.strip() else None)
+    log_path = paths.log_dir(Path(log_dir) if log_dir.strip() else None, state_path)
+    if not rules_path.is_file():
+        raise ValueError(f"socialguard_rules: {rules_path} does not exist or is not a file")
+    for what, p in (("socialguard_state", state_path), ("socialguard_log_dir", log_path)):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{what}: {p} exists and is not a directory")
+    return Settings(
+        rules=rules_path,
+        state=state_path,
+        log_dir=log_path,
+        node=parse_node(node),
+        neighbours=parse_neighbours(neighbours),
+        reload_interval_s=parse_reload_interval(reload_interval),
+        admin=parse_admin(admin),
+    )
