@@ -1,7 +1,224 @@
-"""`socialguard emergency` commands."""
+"""`socialguard emergency`: declare and stop emergencies; review self-declared ones from the block page."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(help="emergency commands (not yet implemented).", no_args_is_help=True)
+from socialguard.cli.common import JsonOption, RulesOption, StateOption, domain_errors
+from socialguard.cli.grant_cmd import (
+    ByOption,
+    ForOption,
+    load_limits,
+    open_state_store,
+    print_json,
+    print_table,
+    resolve_end,
+    show_time,
+    zone_of,
+)
+from socialguard.errors import ConfigError
+from socialguard.overrides import EmergencyRecord, invoking_actor, utc_now
+from socialguard.overrides.parse import check_reason, check_scope
+
+app = typer.Typer(
+    help="Emergencies: district-wide or per group, and self-declared ones awaiting review.",
+    no_args_is_help=True,
+)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.astimezone(UTC).isoformat()
+
+
+def emergency_as_dict(r: EmergencyRecord, now: datetime) -> dict[str, Any]:
+    e = r.emergency
+    return {
+        "id": e.id,
+        "scope": e.scope,
+        "sites": list(e.sites),
+        "starts": _iso(e.starts),
+        "ends": _iso(e.ends),
+        "reason": e.reason,
+        "by": e.by,
+        "source": r.source,
+        "self_declared": e.self_declared,
+        "person": r.person,
+        "url": r.url,
+        "status": r.status(now),
+        "stopped_at": _iso(r.stopped_at),
+        "stopped_by": r.stopped_by,
+        "acked_at": _iso(r.acked_at),
+        "acked_by": r.acked_by,
+        "ack_note": r.ack_note,
+    }
+
+
+def _rows(records: list[EmergencyRecord], now: datetime, zone: Any) -> list[list[str]]:
+    return [
+        [r.emergency.id, r.emergency.scope, ",".join(r.emergency.sites) or "(every site)",
+         show_time(r.emergency.starts, zone), show_time(r.emergency.ends, zone),
+         "self" if r.emergency.self_declared else "admin", r.status(now), r.emergency.by,
+         " ".join(r.emergency.reason.split())[:40]]
+        for r in records
+    ]
+
+
+HEADERS = ["ID", "SCOPE", "SITES", "STARTS", "ENDS", "KIND", "STATUS", "BY", "REASON"]
+
+
+@app.command("start")
+def start(
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (goes in the audit log).")] = None,
+    for_: ForOption = None,
+    scope: Annotated[
+        str, typer.Option("--scope", help="all (district-wide) or group:NAME (a policy group).")
+    ] = "all",
+    by: ByOption = None,
+    rules: RulesOption = None,
+    state: StateOption = None,
+) -> None:
+    """Declare an emergency: lifts every rule whose bypass allows it, for its scope.
+
+    Without --for it lasts until `socialguard emergency stop`. The running proxy applies it within 2 s.
+
+    Example:
+
+        socialguard emergency start --reason "Lockdown: reach families via district pages" --for 3h
+    """
+    with domain_errors():
+        limits = load_limits(rules, required=scope.strip().lower() != "all")
+        zone = zone_of(limits)
+        why = check_reason(reason)
+        where = check_scope(scope, limits)
+        now = utc_now()
+        ends = resolve_end(for_, None, now=now, zone=zone)
+        store = open_state_store(state)
+        try:
+            e = store.start_emergency(where, ends, why, invoking_actor(by))
+        finally:
+            store.close()
+    typer.echo(e.id)
+    typer.echo(f"emergency in force for {e.scope}, {show_time(e.ends, zone)}"
+               if e.ends is None else
+               f"emergency in force for {e.scope} until {show_time(e.ends, zone)}")
+
+
+@app.command("stop")
+def stop(
+    emergency_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", help="The emergency to stop (default: every one in force)."),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (goes in the audit log).")] = "stopped",
+    by: ByOption = None,
+    state: StateOption = None,
+) -> None:
+    """Stop an emergency now (without ID: every administrator-declared emergency in force).
+
+    Example:
+
+        socialguard emergency stop e-4m2k7q9xza
+    """
+    with domain_errors():
+        why = check_reason(reason)
+        store = open_state_store(state)
+        try:
+            stopped = store.stop_emergencies(
+                None if emergency_id is None else [emergency_id], why, invoking_actor(by)
+            )
+        finally:
+            store.close()
+    for r in stopped:
+        typer.echo(f"stopped {r.emergency.id} ({r.emergency.scope})")
+
+
+@app.command("status")
+def status(
+    all_: Annotated[bool, typer.Option("--all", help="Include stopped and ended ones.")] = False,
+    rules: RulesOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Emergencies in force: administrator-declared and self-declared.
+
+    Example:
+
+        socialguard emergency status --json
+    """
+    with domain_errors():
+        zone = zone_of(load_limits(rules, required=False))
+        now = utc_now()
+        store = open_state_store(state)
+        try:
+            records = store.list_emergencies(now, include_all=all_)
+        finally:
+            store.close()
+    if as_json:
+        print_json([emergency_as_dict(r, now) for r in records])
+        return
+    if not records:
+        typer.echo("no emergency in force")
+        return
+    print_table(HEADERS, _rows(records, now, zone))
+
+
+@app.command("review")
+def review(
+    rules: RulesOption = None,
+    state: StateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Self-declared emergencies (from the block page) awaiting an administrator's acknowledgement.
+
+    Example:
+
+        socialguard emergency review
+    """
+    with domain_errors():
+        zone = zone_of(load_limits(rules, required=False))
+        now = utc_now()
+        store = open_state_store(state)
+        try:
+            records = store.pending_reviews()
+        finally:
+            store.close()
+    if as_json:
+        print_json([emergency_as_dict(r, now) for r in records])
+        return
+    if not records:
+        typer.echo("nothing to review")
+        return
+    print_table(
+        ["ID", "PERSON", "SITE", "STARTED", "ENDS", "STATUS", "REASON"],
+        [[r.emergency.id, r.person or r.emergency.scope, ",".join(r.emergency.sites),
+          show_time(r.emergency.starts, zone), show_time(r.emergency.ends, zone), r.status(now),
+          " ".join(r.emergency.reason.split())[:60]] for r in records],
+    )
+
+
+@app.command("ack")
+def ack(
+    emergency_id: Annotated[str, typer.Argument(metavar="ID", help="The self-declared emergency (e-...).")],
+    note: Annotated[str | None, typer.Option("--note", help="What the review found.")] = None,
+    by: ByOption = None,
+    state: StateOption = None,
+) -> None:
+    """Acknowledge a self-declared emergency after review.
+
+    Example:
+
+        socialguard emergency ack e-4m2k7q9xza --note "Called the parent back; genuine"
+    """
+    with domain_errors():
+        text = note.strip() if note and note.strip() else None
+        if note is not None and text is None:
+            raise ConfigError("--note: empty; leave it out or say what the review found")
+        store = open_state_store(state)
+        try:
+            r = store.ack_emergency(emergency_id, text, invoking_actor(by))
+        finally:
+            store.close()
+    typer.echo(f"acknowledged {r.emergency.id} ({r.person or r.emergency.scope})")

@@ -1,0 +1,147 @@
+"""What the store keeps beyond the engine's Grant and Emergency: who changed what, when, and its status.
+
+The engine only needs the Grant/Emergency in force; administrators and auditors need the whole history
+(revoked, stopped, acknowledged, approved, denied). These records carry both.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from socialguard.engine.model import Emergency, Grant
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The hands behind a change: `by` (a person) and `source` (host and tty, or a client address)."""
+
+    by: str
+    source: str
+
+
+def invoking_actor(by: str | None = None) -> Actor:
+    """The person running the CLI: `--by` if given, else the sudo user under sudo, else the OS user."""
+    name = (by or "").strip() or os.environ.get("SUDO_USER") or _os_user()
+    return Actor(by=name, source=f"{socket.gethostname()}:{_tty()}")
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def _tty() -> str:
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.isatty():
+                return os.ttyname(stream.fileno())
+        except (OSError, ValueError):
+            continue
+    return "no-tty"
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    """A grant with its history: when it was made, and whether (and why) it was revoked."""
+
+    grant: Grant
+    created: datetime
+    source: str
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+
+    def status(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.grant.ends <= now:
+            return "expired"
+        if self.grant.starts > now:
+            return "scheduled"
+        return "active"
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyRecord:
+    """An emergency with its history: stop, and for self-declared ones the review."""
+
+    emergency: Emergency
+    created: datetime
+    source: str
+    person: str | None = None  # self-declared: the person key the daily limit counts against
+    url: str | None = None  # self-declared: the page the person was trying to reach
+    stopped_at: datetime | None = None
+    stopped_by: str | None = None
+    acked_at: datetime | None = None
+    acked_by: str | None = None
+    ack_note: str | None = None
+
+    def status(self, now: datetime) -> str:
+        e = self.emergency
+        if self.stopped_at is not None:
+            return "stopped"
+        if e.ends is not None and e.ends <= now:
+            return "ended"
+        return "active"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """A request filed from the block page ("Ask administration for access"), and its answer."""
+
+    id: str
+    who: str  # the key a grant for it would name: user:, device: or ip:
+    site: str
+    url: str
+    rule_id: str | None
+    decision_id: str | None
+    reason: str
+    created: datetime
+    client_ip: str
+    status: str = "pending"  # pending | approved | denied
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    decision_note: str | None = None
+    grant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminEvent:
+    """One change, as it goes to the decision log: who, from where, what, on what, why."""
+
+    seq: int
+    created: datetime
+    action: str
+    by: str
+    source: str
+    target: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Keyword arguments for `socialguard.audit.admin_event` plus the store's own seq and time."""
+        return {
+            "action": self.action,
+            "by": self.by,
+            "source": self.source,
+            "target": self.target,
+            "reason": self.reason,
+            "details": {**self.details, "store_seq": self.seq, "at": self.created.isoformat()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveOverrides:
+    """What is in force (or scheduled) at `now`, and the next moment that changes by the clock alone."""
+
+    grants: tuple[Grant, ...]
+    emergencies: tuple[Emergency, ...]
+    next_boundary: datetime | None

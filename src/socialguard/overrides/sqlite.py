@@ -1,0 +1,1006 @@
+"""The SQLite implementation of the overrides store.
+
+Several processes share one file: the proxy (its refresher reads, its block-page forms write) and any
+number of CLI invocations. So: WAL mode (readers never wait for the writer), a busy timeout, every write in
+`BEGIN IMMEDIATE` (the write lock is taken up front, so no transaction fails half-way upgrading its lock),
+and a bounded retry around the rest, so "database is locked" never reaches a user. Times are stored as
+fixed-width ISO-8601 UTC text, which sorts as it compares.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from socialguard.engine.model import Emergency, Grant
+from socialguard.errors import StoreError
+
+from .records import (
+    AccessRequest,
+    ActiveOverrides,
+    Actor,
+    AdminEvent,
+    EmergencyRecord,
+    GrantRecord,
+)
+from .store import Clock, LimitReachedError, NotFoundError, StateError, utc_now
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5000
+RETRY_DEADLINE_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One named, ordered schema step; applied once and recorded in `schema_migrations`."""
+
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "0001_initial",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO meta (key, value) VALUES ('change_counter', 0);
+        CREATE TABLE grants (
+            id TEXT PRIMARY KEY,
+            who TEXT NOT NULL,
+            sites TEXT NOT NULL,            -- JSON array
+            starts TEXT NOT NULL,
+            ends TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            by_name TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created TEXT NOT NULL,
+            request_id TEXT,
+            revoked_at TEXT,
+            revoked_by TEXT,
+            revoke_reason TEXT
+        );
+        CREATE INDEX grants_in_force ON grants (ends) WHERE revoked_at IS NULL;
+        CREATE TABLE emergencies (
+            id TEXT PRIMARY KEY,
+            scope TEXT NOT NULL,            -- all | group:NAME | device:ID | ip:ADDR | user:NAME
+            sites TEXT NOT NULL,            -- JSON array; empty = every site
+            starts TEXT NOT NULL,
+            ends TEXT,                      -- NULL = until stopped
+            reason TEXT NOT NULL,
+            by_name TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created TEXT NOT NULL,
+            self_declared INTEGER NOT NULL DEFAULT 0,
+            person TEXT,
+            url TEXT,
+            stopped_at TEXT,
+            stopped_by TEXT,
+            acked_at TEXT,
+            acked_by TEXT,
+            ack_note TEXT
+        );
+        CREATE INDEX emergencies_by_person ON emergencies (person, starts) WHERE self_declared = 1;
+        CREATE TABLE access_requests (
+            id TEXT PRIMARY KEY,
+            who TEXT NOT NULL,
+            site TEXT NOT NULL,
+            url TEXT NOT NULL,
+            rule_id TEXT,
+            decision_id TEXT,
+            reason TEXT NOT NULL,
+            created TEXT NOT NULL,
+            client_ip TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            decided_at TEXT,
+            decided_by TEXT,
+            decision_note TEXT,
+            grant_id TEXT
+        );
+        CREATE TABLE admin_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            created TEXT NOT NULL,
+            action TEXT NOT NULL,
+            by_name TEXT NOT NULL,
+            source TEXT NOT NULL,
+            target TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            details TEXT NOT NULL,          -- JSON object
+            claimed_by TEXT,
+            claimed_at TEXT
+        );
+        CREATE INDEX admin_events_unclaimed ON admin_events (seq) WHERE claimed_by IS NULL;
+        """,
+    ),
+)
+
+
+def _ts(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        raise StoreError("internal: naive datetime given to the store")
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _req_dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def new_id(prefix: str) -> str:
+    """Short ids an administrator can read out over the phone: `g-7k2m9qxa3b`."""
+    return f"{prefix}-{base64.b32encode(secrets.token_bytes(5)).decode().lower()}"
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return True
+    text = str(e).lower()
+    return "locked" in text or "busy" in text
+
+
+class SqliteStore:
+    """The Store on one SQLite file; safe to share between threads (one connection per thread)."""
+
+    def __init__(self, path: Path, *, clock: Clock = utc_now) -> None:
+        self.path = path
+        self._clock = clock
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{path.parent}: cannot create the state directory: {e}") from e
+        self._retry(self._migrate)
+
+    # -- connections and transactions ---------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                )
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: cannot open the overrides store: {e}") from e
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._retry_raw(lambda: conn.execute("PRAGMA journal_mode = WAL"))  # type: ignore[union-attr]
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _retry_raw(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + RETRY_DEADLINE_S
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or time.monotonic() > deadline:
+                    if _is_busy(e):
+                        raise StoreError(
+                            f"{self.path}: the overrides store stayed busy for {RETRY_DEADLINE_S:.0f} s; "
+                            "try again"
+                        ) from e
+                    raise StoreError(f"{self.path}: {e}") from e
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def _retry(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body` in its own write transaction (BEGIN IMMEDIATE), retrying whole on SQLITE_BUSY."""
+
+        def attempt() -> T:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        try:
+            return self._retry_raw(attempt)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: {e}") from e
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """A change: `body` plus a bump of the change counter, in one transaction."""
+
+        def with_bump(conn: sqlite3.Connection) -> T:
+            result = body(conn)
+            conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'change_counter'")
+            return result
+
+        return self._retry(with_bump)
+
+    def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """A consistent read (one deferred transaction; WAL readers never wait for the writer)."""
+
+        def attempt() -> T:
+            conn = self._conn()
+            conn.execute("BEGIN")
+            try:
+                return body(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+        try:
+            return self._retry_raw(attempt)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: {e}") from e
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {r["name"] for r in conn.execute("SELECT name FROM schema_migrations")}
+        known = {m.name for m in MIGRATIONS}
+        if unknown := done - known:
+            raise StoreError(
+                f"{self.path}: written by a newer socialguard (unknown migrations: {', '.join(sorted(unknown))})"
+            )
+        for m in MIGRATIONS:
+            if m.name in done:
+                continue
+            for statement in _statements(m.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                (m.name, _ts(self._clock())),
+            )
+
+    def migrations(self) -> list[str]:
+        """Names of the migrations recorded in the database, in order."""
+        return self._read(
+            lambda c: [
+                r["name"] for r in c.execute("SELECT name FROM schema_migrations ORDER BY name")
+            ]
+        )
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                continue
+        self._local = threading.local()
+
+    # -- the outbox -----------------------------------------------------------------------------
+
+    def _event(
+        self,
+        conn: sqlite3.Connection,
+        action: str,
+        actor: Actor,
+        target: str,
+        reason: str,
+        details: dict[str, Any],
+    ) -> None:
+        conn.execute(
+            "INSERT INTO admin_events (created, action, by_name, source, target, reason, details)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                _ts(self._clock()),
+                action,
+                actor.by,
+                actor.source,
+                target,
+                reason,
+                json.dumps(details, sort_keys=True, default=str),
+            ),
+        )
+
+    def claim_admin_events(self, node: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Hand up to `limit` unclaimed events to `node`, oldest first; no other node will get them."""
+
+        def claim(conn: sqlite3.Connection) -> list[AdminEvent]:
+            rows = conn.execute(
+                "SELECT * FROM admin_events WHERE claimed_by IS NULL ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+            if rows:
+                conn.execute(
+                    "UPDATE admin_events SET claimed_by = ?, claimed_at = ? WHERE claimed_by IS NULL"
+                    " AND seq <= ?",
+                    (node, _ts(self._clock()), rows[-1]["seq"]),
+                )
+            return [_event_from_row(r) for r in rows]
+
+        return [e.as_dict() for e in self._retry(claim)]
+
+    def admin_events(self) -> list[AdminEvent]:
+        """Every event, claimed or not (for tests and `emergency review`-style reports)."""
+        return self._read(
+            lambda c: [
+                _event_from_row(r) for r in c.execute("SELECT * FROM admin_events ORDER BY seq")
+            ]
+        )
+
+    # -- change counter and snapshot ------------------------------------------------------------
+
+    def change_counter(self) -> int:
+        row = self._retry_raw(
+            lambda: (
+                self._conn()
+                .execute("SELECT value FROM meta WHERE key = 'change_counter'")
+                .fetchone()
+            )
+        )
+        return int(row[0])
+
+    def active(self, now: datetime) -> ActiveOverrides:
+        """Grants and emergencies not revoked/stopped and not yet ended (including scheduled ones)."""
+        t = _ts(now)
+
+        def read(conn: sqlite3.Connection) -> ActiveOverrides:
+            grants = tuple(
+                _grant_from_row(r)
+                for r in conn.execute(
+                    "SELECT * FROM grants WHERE revoked_at IS NULL AND ends > ?", (t,)
+                )
+            )
+            emergencies = tuple(
+                _emergency_from_row(r)
+                for r in conn.execute(
+                    "SELECT * FROM emergencies WHERE stopped_at IS NULL AND (ends IS NULL OR ends > ?)",
+                    (t,),
+                )
+            )
+            return ActiveOverrides(grants, emergencies, _next_boundary(now, grants, emergencies))
+
+        return self._read(read)
+
+    def snapshot(self, now: datetime) -> Any:
+        from socialguard.engine import Overrides  # type: ignore[attr-defined]
+
+        a = self.active(now)
+        return Overrides.build(a.grants, a.emergencies)
+
+    # -- grants ---------------------------------------------------------------------------------
+
+    def add_grant(
+        self,
+        who: str,
+        sites: tuple[str, ...],
+        starts: datetime,
+        ends: datetime,
+        reason: str,
+        actor: Actor,
+        *,
+        request_id: str | None = None,
+    ) -> Grant:
+        if ends <= starts:
+            raise StoreError("the grant would end before it starts")
+        grant = Grant(
+            id=new_id("g"),
+            who=who,
+            sites=tuple(sites),
+            starts=starts.astimezone(UTC),
+            ends=ends.astimezone(UTC),
+            reason=reason,
+            by=actor.by,
+            request_id=request_id,
+        )
+
+        def body(conn: sqlite3.Connection) -> Grant:
+            self._insert_grant(conn, grant, actor)
+            return grant
+
+        return self._write(body)
+
+    def _insert_grant(self, conn: sqlite3.Connection, grant: Grant, actor: Actor) -> None:
+        conn.execute(
+            "INSERT INTO grants (id, who, sites, starts, ends, reason, by_name, source, created, request_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                grant.id,
+                grant.who,
+                json.dumps(list(grant.sites)),
+                _ts(grant.starts),
+                _ts(grant.ends),
+                grant.reason,
+                grant.by,
+                actor.source,
+                _ts(self._clock()),
+                grant.request_id,
+            ),
+        )
+        self._event(
+            conn,
+            "grant_added",
+            actor,
+            grant.id,
+            grant.reason,
+            {
+                "who": grant.who,
+                "sites": list(grant.sites),
+                "starts": _ts(grant.starts),
+                "ends": _ts(grant.ends),
+                "request_id": grant.request_id,
+            },
+        )
+
+    def get_grant(self, grant_id: str) -> GrantRecord:
+        row = self._read(
+            lambda c: c.execute("SELECT * FROM grants WHERE id = ?", (grant_id.strip(),)).fetchone()
+        )
+        if row is None:
+            raise NotFoundError(
+                f"no grant with id {grant_id!r} (see `socialguard grant list --all`)"
+            )
+        return _grant_record_from_row(row)
+
+    def list_grants(self, now: datetime, *, include_all: bool = False) -> list[GrantRecord]:
+        if include_all:
+            sql, args = "SELECT * FROM grants ORDER BY created", ()
+        else:
+            sql, args = (
+                "SELECT * FROM grants WHERE revoked_at IS NULL AND ends > ? ORDER BY ends",
+                (_ts(now),),
+            )
+        return self._read(lambda c: [_grant_record_from_row(r) for r in c.execute(sql, args)])
+
+    def revoke_grant(self, grant_id: str, reason: str, actor: Actor) -> GrantRecord:
+        def body(conn: sqlite3.Connection) -> GrantRecord:
+            row = conn.execute("SELECT * FROM grants WHERE id = ?", (grant_id.strip(),)).fetchone()
+            if row is None:
+                raise NotFoundError(
+                    f"no grant with id {grant_id!r} (see `socialguard grant list --all`)"
+                )
+            if row["revoked_at"] is not None:
+                raise StateError(f"grant {row['id']} was already revoked at {row['revoked_at']}")
+            now = _ts(self._clock())
+            conn.execute(
+                "UPDATE grants SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ?",
+                (now, actor.by, reason, row["id"]),
+            )
+            self._event(
+                conn,
+                "grant_revoked",
+                actor,
+                row["id"],
+                reason,
+                {"who": row["who"], "sites": json.loads(row["sites"])},
+            )
+            return _grant_record_from_row(
+                conn.execute("SELECT * FROM grants WHERE id = ?", (row["id"],)).fetchone()
+            )
+
+        return self._write(body)
+
+    # -- emergencies ----------------------------------------------------------------------------
+
+    def start_emergency(
+        self, scope: str, ends: datetime | None, reason: str, actor: Actor
+    ) -> Emergency:
+        now = self._clock()
+        emergency = Emergency(
+            id=new_id("e"),
+            scope=scope,
+            starts=now,
+            ends=None if ends is None else ends.astimezone(UTC),
+            reason=reason,
+            by=actor.by,
+        )
+
+        def body(conn: sqlite3.Connection) -> Emergency:
+            self._insert_emergency(conn, emergency, actor)
+            self._event(
+                conn,
+                "emergency_started",
+                actor,
+                emergency.id,
+                reason,
+                {"scope": scope, "ends": None if ends is None else _ts(ends)},
+            )
+            return emergency
+
+        return self._write(body)
+
+    def _insert_emergency(
+        self,
+        conn: sqlite3.Connection,
+        e: Emergency,
+        actor: Actor,
+        *,
+        person: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO emergencies (id, scope, sites, starts, ends, reason, by_name, source, created,"
+            " self_declared, person, url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                e.id,
+                e.scope,
+                json.dumps(list(e.sites)),
+                _ts(e.starts),
+                None if e.ends is None else _ts(e.ends),
+                e.reason,
+                e.by,
+                actor.source,
+                _ts(self._clock()),
+                int(e.self_declared),
+                person,
+                url,
+            ),
+        )
+
+    def stop_emergencies(
+        self, ids: list[str] | None, reason: str, actor: Actor
+    ) -> list[EmergencyRecord]:
+        """Stop the given emergencies, or (ids None) every administrator-declared one in force."""
+
+        def body(conn: sqlite3.Connection) -> list[EmergencyRecord]:
+            now = self._clock()
+            t = _ts(now)
+            if ids is None:
+                rows = conn.execute(
+                    "SELECT * FROM emergencies WHERE self_declared = 0 AND stopped_at IS NULL"
+                    " AND (ends IS NULL OR ends > ?) ORDER BY starts",
+                    (t,),
+                ).fetchall()
+                if not rows:
+                    raise StateError("no administrator-declared emergency is in force")
+            else:
+                rows = []
+                for i in ids:
+                    row = conn.execute(
+                        "SELECT * FROM emergencies WHERE id = ?", (i.strip(),)
+                    ).fetchone()
+                    if row is None:
+                        raise NotFoundError(
+                            f"no emergency with id {i!r} (see `socialguard emergency status`)"
+                        )
+                    record = _emergency_record_from_row(row)
+                    if record.status(now) != "active":
+                        raise StateError(
+                            f"emergency {record.emergency.id} is already {record.status(now)}"
+                        )
+                    rows.append(row)
+            out = []
+            for row in rows:
+                conn.execute(
+                    "UPDATE emergencies SET stopped_at = ?, stopped_by = ?,"
+                    " ends = CASE WHEN ends IS NULL OR ends > ? THEN ? ELSE ends END WHERE id = ?",
+                    (t, actor.by, t, t, row["id"]),
+                )
+                self._event(
+                    conn,
+                    "emergency_stopped",
+                    actor,
+                    row["id"],
+                    reason,
+                    {"scope": row["scope"], "self_declared": bool(row["self_declared"])},
+                )
+                out.append(
+                    _emergency_record_from_row(
+                        conn.execute(
+                            "SELECT * FROM emergencies WHERE id = ?", (row["id"],)
+                        ).fetchone()
+                    )
+                )
+            return out
+
+        return self._write(body)
+
+    def get_emergency(self, emergency_id: str) -> EmergencyRecord:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT * FROM emergencies WHERE id = ?", (emergency_id.strip(),)
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFoundError(
+                f"no emergency with id {emergency_id!r} (see `socialguard emergency status`)"
+            )
+        return _emergency_record_from_row(row)
+
+    def list_emergencies(
+        self, now: datetime, *, include_all: bool = False
+    ) -> list[EmergencyRecord]:
+        if include_all:
+            sql, args = "SELECT * FROM emergencies ORDER BY created", ()
+        else:
+            sql, args = (
+                "SELECT * FROM emergencies WHERE stopped_at IS NULL AND (ends IS NULL OR ends > ?)"
+                " ORDER BY starts",
+                (_ts(now),),
+            )
+        return self._read(lambda c: [_emergency_record_from_row(r) for r in c.execute(sql, args)])
+
+    def declare_self_emergency(
+        self,
+        *,
+        scope: str,
+        person: str,
+        site: str,
+        url: str,
+        reason: str,
+        actor: Actor,
+        minutes: int,
+        per_day: int,
+        day_start: datetime,
+    ) -> EmergencyRecord:
+        """A person's own emergency from the block page: counted against the daily limit atomically."""
+        if minutes <= 0:
+            raise StoreError(
+                "overrides.emergency_minutes is zero: self-declared emergencies are off"
+            )
+
+        def body(conn: sqlite3.Connection) -> EmergencyRecord:
+            used = conn.execute(
+                "SELECT COUNT(*) FROM emergencies WHERE self_declared = 1 AND person = ? AND starts >= ?",
+                (person, _ts(day_start)),
+            ).fetchone()[0]
+            if used >= per_day:
+                raise LimitReachedError(
+                    f"{person} has used {used} of {per_day} emergency accesses today"
+                )
+            now = self._clock()
+            e = Emergency(
+                id=new_id("e"),
+                scope=scope,
+                starts=now,
+                ends=now + timedelta(minutes=minutes),
+                reason=reason,
+                by=actor.by,
+                sites=(site,),
+                self_declared=True,
+            )
+            self._insert_emergency(conn, e, actor, person=person, url=url)
+            self._event(
+                conn,
+                "emergency_self_declared",
+                actor,
+                e.id,
+                reason,
+                {
+                    "scope": scope,
+                    "site": site,
+                    "url": url,
+                    "ends": _ts(e.ends or now),
+                    "used_today": used + 1,
+                    "per_day": per_day,
+                },
+            )
+            return _emergency_record_from_row(
+                conn.execute("SELECT * FROM emergencies WHERE id = ?", (e.id,)).fetchone()
+            )
+
+        return self._write(body)
+
+    def pending_reviews(self) -> list[EmergencyRecord]:
+        return self._read(
+            lambda c: [
+                _emergency_record_from_row(r)
+                for r in c.execute(
+                    "SELECT * FROM emergencies WHERE self_declared = 1 AND acked_at IS NULL ORDER BY starts"
+                )
+            ]
+        )
+
+    def ack_emergency(self, emergency_id: str, note: str | None, actor: Actor) -> EmergencyRecord:
+        def body(conn: sqlite3.Connection) -> EmergencyRecord:
+            row = conn.execute(
+                "SELECT * FROM emergencies WHERE id = ?", (emergency_id.strip(),)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(
+                    f"no emergency with id {emergency_id!r} (see `socialguard emergency review`)"
+                )
+            if not row["self_declared"]:
+                raise StateError(
+                    f"emergency {row['id']} was declared by an administrator; nothing to review"
+                )
+            if row["acked_at"] is not None:
+                raise StateError(
+                    f"emergency {row['id']} was already acknowledged by {row['acked_by']}"
+                )
+            conn.execute(
+                "UPDATE emergencies SET acked_at = ?, acked_by = ?, ack_note = ? WHERE id = ?",
+                (_ts(self._clock()), actor.by, note, row["id"]),
+            )
+            self._event(
+                conn,
+                "emergency_acknowledged",
+                actor,
+                row["id"],
+                note or "",
+                {"person": row["person"], "sites": json.loads(row["sites"])},
+            )
+            return _emergency_record_from_row(
+                conn.execute("SELECT * FROM emergencies WHERE id = ?", (row["id"],)).fetchone()
+            )
+
+        return self._write(body)
+
+    # -- access requests ------------------------------------------------------------------------
+
+    def file_request(
+        self,
+        *,
+        who: str,
+        site: str,
+        url: str,
+        rule_id: str | None,
+        decision_id: str | None,
+        reason: str,
+        client_ip: str,
+        actor: Actor,
+    ) -> AccessRequest:
+        req = AccessRequest(
+            id=new_id("r"),
+            who=who,
+            site=site,
+            url=url,
+            rule_id=rule_id,
+            decision_id=decision_id,
+            reason=reason,
+            created=self._clock(),
+            client_ip=client_ip,
+        )
+
+        def body(conn: sqlite3.Connection) -> AccessRequest:
+            conn.execute(
+                "INSERT INTO access_requests (id, who, site, url, rule_id, decision_id, reason, created,"
+                " client_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (req.id, who, site, url, rule_id, decision_id, reason, _ts(req.created), client_ip),
+            )
+            self._event(
+                conn,
+                "access_requested",
+                actor,
+                req.id,
+                reason,
+                {
+                    "who": who,
+                    "site": site,
+                    "url": url,
+                    "rule_id": rule_id,
+                    "decision_id": decision_id,
+                },
+            )
+            return req
+
+        return self._write(body)
+
+    def get_request(self, request_id: str) -> AccessRequest:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT * FROM access_requests WHERE id = ?", (request_id.strip(),)
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFoundError(
+                f"no access request with id {request_id!r} (see `socialguard grant requests`)"
+            )
+        return _request_from_row(row)
+
+    def list_requests(self, *, include_all: bool = False) -> list[AccessRequest]:
+        where = "" if include_all else "WHERE status = 'pending'"
+        return self._read(
+            lambda c: [
+                _request_from_row(r)
+                for r in c.execute(f"SELECT * FROM access_requests {where} ORDER BY created")
+            ]
+        )
+
+    def _pending_request(self, conn: sqlite3.Connection, request_id: str) -> sqlite3.Row:
+        row = conn.execute(
+            "SELECT * FROM access_requests WHERE id = ?", (request_id.strip(),)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"no access request with id {request_id!r} (see `socialguard grant requests`)"
+            )
+        if row["status"] != "pending":
+            raise StateError(
+                f"request {row['id']} was already {row['status']} by {row['decided_by']}"
+            )
+        return row
+
+    def approve_request(
+        self, request_id: str, ends: datetime, actor: Actor, *, note: str | None = None
+    ) -> tuple[AccessRequest, Grant]:
+        def body(conn: sqlite3.Connection) -> tuple[AccessRequest, Grant]:
+            row = self._pending_request(conn, request_id)
+            now = self._clock()
+            if ends <= now:
+                raise StoreError("the end is in the past")
+            reason = note or f"access request {row['id']}: {row['reason']}"
+            grant = Grant(
+                id=new_id("g"),
+                who=row["who"],
+                sites=(row["site"],),
+                starts=now,
+                ends=ends.astimezone(UTC),
+                reason=reason,
+                by=actor.by,
+                request_id=row["id"],
+            )
+            self._insert_grant(conn, grant, actor)
+            conn.execute(
+                "UPDATE access_requests SET status = 'approved', decided_at = ?, decided_by = ?,"
+                " decision_note = ?, grant_id = ? WHERE id = ?",
+                (_ts(now), actor.by, note, grant.id, row["id"]),
+            )
+            self._event(
+                conn,
+                "access_approved",
+                actor,
+                row["id"],
+                reason,
+                {
+                    "who": row["who"],
+                    "site": row["site"],
+                    "grant_id": grant.id,
+                    "ends": _ts(grant.ends),
+                },
+            )
+            req = _request_from_row(
+                conn.execute("SELECT * FROM access_requests WHERE id = ?", (row["id"],)).fetchone()
+            )
+            return req, grant
+
+        return self._write(body)
+
+    def deny_request(self, request_id: str, reason: str, actor: Actor) -> AccessRequest:
+        def body(conn: sqlite3.Connection) -> AccessRequest:
+            row = self._pending_request(conn, request_id)
+            conn.execute(
+                "UPDATE access_requests SET status = 'denied', decided_at = ?, decided_by = ?,"
+                " decision_note = ? WHERE id = ?",
+                (_ts(self._clock()), actor.by, reason, row["id"]),
+            )
+            self._event(
+                conn,
+                "access_denied",
+                actor,
+                row["id"],
+                reason,
+                {"who": row["who"], "site": row["site"]},
+            )
+            return _request_from_row(
+                conn.execute("SELECT * FROM access_requests WHERE id = ?", (row["id"],)).fetchone()
+            )
+
+        return self._write(body)
+
+
+# -- rows to records --------------------------------------------------------------------------------
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (sqlite3.executescript would commit our transaction)."""
+    out, buf = [], []
+    for line in sql.splitlines():
+        buf.append(line.split("--", 1)[0])
+        if line.split("--", 1)[0].rstrip().endswith(";"):
+            stmt = "\n".join(buf).strip()
+            if stmt.strip(";").strip():
+                out.append(stmt)
+            buf = []
+    if "".join(buf).strip():
+        out.append("\n".join(buf).strip())
+    return out
+
+
+def _next_boundary(
+    now: datetime, grants: Iterable[Grant], emergencies: Iterable[Emergency]
+) -> datetime | None:
+    moments: list[datetime] = []
+    for g in grants:
+        moments.extend(m for m in (g.starts, g.ends) if m > now)
+    for e in emergencies:
+        moments.extend(m for m in (e.starts, e.ends) if m is not None and m > now)
+    return min(moments, default=None)
+
+
+def _grant_from_row(r: sqlite3.Row) -> Grant:
+    return Grant(
+        id=r["id"],
+        who=r["who"],
+        sites=tuple(json.loads(r["sites"])),
+        starts=_req_dt(r["starts"]),
+        ends=_req_dt(r["ends"]),
+        reason=r["reason"],
+        by=r["by_name"],
+        request_id=r["request_id"],
+    )
+
+
+def _grant_record_from_row(r: sqlite3.Row) -> GrantRecord:
+    return GrantRecord(
+        grant=_grant_from_row(r),
+        created=_req_dt(r["created"]),
+        source=r["source"],
+        revoked_at=_dt(r["revoked_at"]),
+        revoked_by=r["revoked_by"],
+        revoke_reason=r["revoke_reason"],
+    )
+
+
+def _emergency_from_row(r: sqlite3.Row) -> Emergency:
+    return Emergency(
+        id=r["id"],
+        scope=r["scope"],
+        starts=_req_dt(r["starts"]),
+        ends=_dt(r["ends"]),
+        reason=r["reason"],
+        by=r["by_name"],
+        sites=tuple(json.loads(r["sites"])),
+        self_declared=bool(r["self_declared"]),
+    )
+
+
+def _emergency_record_from_row(r: sqlite3.Row) -> EmergencyRecord:
+    return EmergencyRecord(
+        emergency=_emergency_from_row(r),
+        created=_req_dt(r["created"]),
+        source=r["source"],
+        person=r["person"],
+        url=r["url"],
+        stopped_at=_dt(r["stopped_at"]),
+        stopped_by=r["stopped_by"],
+        acked_at=_dt(r["acked_at"]),
+        acked_by=r["acked_by"],
+        ack_note=r["ack_note"],
+    )
+
+
+def _request_from_row(r: sqlite3.Row) -> AccessRequest:
+    return AccessRequest(
+        id=r["id"],
+        who=r["who"],
+        site=r["site"],
+        url=r["url"],
+        rule_id=r["rule_id"],
+        decision_id=r["decision_id"],
+        reason=r["reason"],
+        created=_req_dt(r["created"]),
+        client_ip=r["client_ip"],
+        status=r["status"],
+        decided_at=_dt(r["decided_at"]),
+        decided_by=r["decided_by"],
+        decision_note=r["decision_note"],
+        grant_id=r["grant_id"],
+    )
+
+
+def _event_from_row(r: sqlite3.Row) -> AdminEvent:
+    return AdminEvent(
+        seq=r["seq"],
+        created=_req_dt(r["created"]),
+        action=r["action"],
+        by=r["by_name"],
+        source=r["source"],
+        target=r["target"],
+        reason=r["reason"],
+        details=json.loads(r["details"]),
+    )

@@ -1,0 +1,408 @@
+"""The block page's two ways out: "This is an emergency" and "Ask administration for access".
+
+The forms are served by the proxy on the blocked site's own origin, under the reserved path
+`/.socialguard/`, so they must resist cross-site submission. Each form carries a token that is:
+- bound to the person (client address, user, device) and to the decision (host, rule, decision id, URL),
+- signed with HMAC-SHA256 under a secret that lives only in this process,
+- short-lived (10 minutes by default) and single-use (a used-token set, pruned as tokens expire).
+A replayed, forged, expired or misdirected token is refused and logged; a cross-site POST (Origin or
+Sec-Fetch-Site says so) is refused before the token is even looked at.
+
+No mitmproxy types here: the addon passes the facts of the request in (`FormRequest`) and turns the
+`FormResponse` into a flow response. `handle()` writes to the store, so the addon must call it off the
+event loop (`await forms.handle_async(req)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import html
+import json
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+
+from socialguard.engine.model import Bypass, Decision, Principal
+from socialguard.errors import SocialGuardError
+from socialguard.overrides import Actor, Limits, SnapshotRefresher, Store, utc_now
+from socialguard.overrides.store import LimitReachedError
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "/.socialguard/"
+EMERGENCY_PATH = PREFIX + "emergency"
+REQUEST_PATH = PREFIX + "request"
+TOKEN_TTL = timedelta(minutes=10)
+MAX_BODY = 16 * 1024
+MAX_REASON = 500
+
+SECURITY_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def is_form_path(path: str) -> bool:
+    """True for requests the proxy must hand to `handle()` instead of deciding them as usual."""
+    return path.split("?", 1)[0].startswith(PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class FormRequest:
+    """The facts of one request to a form path, as the addon saw them."""
+
+    method: str
+    path: str
+    host: str  # normalised host the request was for (the blocked site's origin)
+    principal: Principal
+    body: bytes = b""
+    content_type: str | None = None
+    origin: str | None = None  # the Origin header
+    sec_fetch_site: str | None = None  # the Sec-Fetch-Site header
+
+
+@dataclass(frozen=True, slots=True)
+class FormResponse:
+    """What to answer, plus `event`: what happened, for the decision log."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    event: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What a valid token vouches for: who was blocked, where, by which rule, and where they were going."""
+
+    kind: str  # "emergency" | "request"
+    binding: str
+    host: str
+    site: str
+    url: str
+    rule_id: str | None
+    decision_id: str | None
+    expires: int
+    nonce: str
+
+
+class TokenError(SocialGuardError):
+    """A form token was refused; `why` is forged | expired | replayed | wrong_person | wrong_site."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        super().__init__(f"form token refused: {why}")
+
+
+def principal_binding(p: Principal) -> str:
+    """The person a token belongs to: address, user and device together."""
+    return f"{p.client_ip}|{p.user or ''}|{p.device or ''}"
+
+
+def person_key(p: Principal) -> str:
+    """Whom the daily emergency limit counts: the user if known, else the device, else the address."""
+    if p.user:
+        return f"user:{p.user}"
+    if p.device:
+        return f"device:{p.device}"
+    return f"ip:{p.client_ip}"
+
+
+def emergency_scope(p: Principal) -> str:
+    """A self-declared emergency opens the site for this device (or this address), not for the user
+    everywhere."""
+    return f"device:{p.device}" if p.device else f"ip:{p.client_ip}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenSigner:
+    """Issues and checks single-use form tokens; the secret never leaves the process."""
+
+    def __init__(self, secret: bytes | None = None, ttl: timedelta = TOKEN_TTL) -> None:
+        self._secret = secret or secrets.token_bytes(32)
+        self.ttl = ttl
+        self._used: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
+
+    def issue(self, ticket_fields: dict[str, Any], now: datetime) -> str:
+        data = {
+            **ticket_fields,
+            "expires": int((now + self.ttl).timestamp()),
+            "nonce": secrets.token_urlsafe(12),
+        }
+        payload = _b64(json.dumps(data, separators=(",", ":"), sort_keys=True).encode())
+        return f"{payload}.{self._mac(payload)}"
+
+    def check(self, token: str, *, kind: str, binding: str, host: str, now: datetime) -> Ticket:
+        """Verify without consuming: signature, kind, person, site, expiry, not used before."""
+        payload, _, mac = token.strip().partition(".")
+        if not payload or not mac or not hmac.compare_digest(mac, self._mac(payload)):
+            raise TokenError("forged")
+        try:
+            ticket = Ticket(**json.loads(_unb64(payload)))
+        except (ValueError, TypeError) as e:
+            raise TokenError("forged") from e
+        if ticket.kind != kind:
+            raise TokenError("forged")
+        if ticket.binding != binding:
+            raise TokenError("wrong_person")
+        if ticket.host != host:
+            raise TokenError("wrong_site")
+        if now.timestamp() >= ticket.expires:
+            raise TokenError("expired")
+        with self._lock:
+            if ticket.nonce in self._used:
+                raise TokenError("replayed")
+        return ticket
+
+    def consume(self, ticket: Ticket, now: datetime) -> None:
+        """Mark used (raises `replayed` if another request got there first); prunes expired entries."""
+        with self._lock:
+            if ticket.nonce in self._used:
+                raise TokenError("replayed")
+            cutoff = int(now.timestamp())
+            for nonce in [n for n, exp in self._used.items() if exp <= cutoff]:
+                del self._used[nonce]
+            self._used[ticket.nonce] = ticket.expires
+
+
+class BlockPageForms:
+    """The forms' whole life: links on the block page, then the POST that comes back.
+
+    `limits` is called on each use so a policy reload is honoured; `refresher` (if given) is refreshed
+    right after a self-declared emergency, so the redirect back to the site is already allowed.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        limits: Callable[[], Limits],
+        *,
+        refresher: SnapshotRefresher | None = None,
+        secret: bytes | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        ttl: timedelta = TOKEN_TTL,
+    ) -> None:
+        self.store = store
+        self.limits = limits
+        self.refresher = refresher
+        self.signer = TokenSigner(secret, ttl)
+        self._clock = clock
+
+    # -- the block page side --------------------------------------------------------------------
+
+    def links(
+        self, decision: Decision, *, url: str, decision_id: str | None, now: datetime | None = None
+    ) -> str:
+        """HTML for the block page: the forms the blocking rule's `bypass` allows (may be empty)."""
+        now = now or self._clock()
+        limits = self.limits()
+        fields = {
+            "binding": principal_binding(decision.principal),
+            "host": decision.host,
+            "site": decision.matched_domain or decision.host,
+            "url": url,
+            "rule_id": decision.rule_id,
+            "decision_id": decision_id,
+        }
+        parts = []
+        if (
+            Bypass.EMERGENCY in decision.bypass
+            and limits.emergency_minutes > 0
+            and limits.emergency_per_day > 0
+        ):
+            token = self.signer.issue({**fields, "kind": "emergency"}, now)
+            parts.append(_emergency_form(token, limits))
+        if Bypass.GRANT in decision.bypass:
+            token = self.signer.issue({**fields, "kind": "request"}, now)
+            parts.append(_request_form(token))
+        return "\n".join(parts)
+
+    # -- the POST side --------------------------------------------------------------------------
+
+    async def handle_async(self, req: FormRequest) -> FormResponse:
+        """`handle` in a worker thread: it writes to the store, which must not block the event loop."""
+        return await asyncio.to_thread(self.handle, req)
+
+    def handle(self, req: FormRequest) -> FormResponse:
+        path = req.path.split("?", 1)[0]
+        kind = {EMERGENCY_PATH: "emergency", REQUEST_PATH: "request"}.get(path)
+        base = {"event": "block_page_form", "form": kind or path, "client": req.principal.client_ip}
+        if kind is None:
+            return _page(404, "Not found", "There is nothing here.", {**base, "outcome": "not_found"})
+        if req.method.upper() != "POST":
+            return _page(405, "Use the form", "Open the page again and use the form on it.",
+                         {**base, "outcome": "bad_method"}, {"Allow": "POST"})
+        if why := _cross_site(req):
+            return self._refused(req, base, why)
+        fields = _form_fields(req)
+        now = self._clock()
+        try:
+            ticket = self.signer.check(
+                fields.get("token", ""), kind=kind, binding=principal_binding(req.principal),
+                host=req.host, now=now,
+            )
+        except TokenError as e:
+            return self._refused(req, base, e.why)
+        reason = " ".join(fields.get("reason", "").split())[:MAX_REASON]
+        if not reason:
+            return _page(400, "Please say why", "A reason is required. Go back, fill it in and send "
+                         "the form again.", {**base, "outcome": "invalid", "why": "empty_reason"})
+        try:
+            self.signer.consume(ticket, now)
+        except TokenError as e:
+            return self._refused(req, base, e.why)
+        base = {**base, "decision_id": ticket.decision_id, "rule_id": ticket.rule_id,
+                "site": ticket.site}
+        if kind == "emergency":
+            return self._declare(req, ticket, reason, now, base)
+        return self._file_request(req, ticket, reason, base)
+
+    def _refused(self, req: FormRequest, base: dict[str, Any], why: str) -> FormResponse:
+        log.warning("form_token_refused", form=base["form"], why=why, host=req.host,
+                    client=req.principal.client_ip, user=req.principal.user)
+        return _page(403, "This form has expired",
+                     "This form was already used, has expired, or did not come from this page. "
+                     "Reload the page you were trying to reach to get a fresh one.",
+                     {**base, "outcome": "refused", "why": why})
+
+    def _declare(
+        self, req: FormRequest, ticket: Ticket, reason: str, now: datetime, base: dict[str, Any]
+    ) -> FormResponse:
+        limits = self.limits()
+        local = now.astimezone(limits.timezone)
+        day_start = datetime.combine(local.date(), time(0), tzinfo=limits.timezone)
+        person = person_key(req.principal)
+        try:
+            record = self.store.declare_self_emergency(
+                scope=emergency_scope(req.principal), person=person, site=ticket.site,
+                url=ticket.url, reason=reason, actor=Actor(by=person, source=req.principal.client_ip),
+                minutes=limits.emergency_minutes, per_day=limits.emergency_per_day,
+                day_start=day_start,
+            )
+        except LimitReachedError:
+            log.info("emergency_limit_reached", person=person, per_day=limits.emergency_per_day)
+            return _page(429, "Emergency limit reached",
+                         f"You have used all {limits.emergency_per_day} emergency accesses allowed "
+                         "today. Please contact administration directly.",
+                         {**base, "outcome": "limit_reached"})
+        if self.refresher is not None:
+            self.refresher.refresh_now()
+        log.info("emergency_self_declared", emergency_id=record.emergency.id, person=person,
+                 site=ticket.site)
+        return FormResponse(
+            303,
+            {**SECURITY_HEADERS, "Location": ticket.url},
+            _html("Emergency access granted",
+                  f'<p>Continue to <a href="{html.escape(ticket.url)}">{html.escape(ticket.url)}</a>. '
+                  "Administration will review this emergency.</p>"),
+            {**base, "outcome": "emergency_declared", "override_id": record.emergency.id,
+             "ends": record.emergency.ends.isoformat() if record.emergency.ends else None},
+        )
+
+    def _file_request(
+        self, req: FormRequest, ticket: Ticket, reason: str, base: dict[str, Any]
+    ) -> FormResponse:
+        p = req.principal
+        who = f"user:{p.user}" if p.user else (f"device:{p.device}" if p.device else f"ip:{p.client_ip}")
+        r = self.store.file_request(
+            who=who, site=ticket.site, url=ticket.url, rule_id=ticket.rule_id,
+            decision_id=ticket.decision_id, reason=reason, client_ip=p.client_ip,
+            actor=Actor(by=person_key(p), source=p.client_ip),
+        )
+        log.info("access_requested", request_id=r.id, who=who, site=ticket.site)
+        return _page(200, "Request sent",
+                     f"Your request ({r.id}) for {ticket.site} was sent to administration. "
+                     "You will be able to reach the site once it is approved.",
+                     {**base, "outcome": "access_requested", "request_id": r.id})
+
+
+def _cross_site(req: FormRequest) -> str | None:
+    """Refuse what the browser itself says came from elsewhere (defence in depth beside the token)."""
+    site = (req.sec_fetch_site or "").strip().lower()
+    if site and site not in ("same-origin", "none"):
+        return "cross_site"
+    if req.origin:
+        origin_host = (urlsplit(req.origin.strip()).hostname or "").lower()
+        if origin_host != req.host.lower():
+            return "cross_site"
+    return None
+
+
+def _form_fields(req: FormRequest) -> dict[str, str]:
+    ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded" or len(req.body) > MAX_BODY:
+        return {}
+    try:
+        parsed = parse_qs(req.body.decode("utf-8"), keep_blank_values=True, max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return {k: v[0] for k, v in parsed.items() if v}
+
+
+def _emergency_form(token: str, limits: Limits) -> str:
+    return (
+        '<form class="sg-form" method="post" action="/.socialguard/emergency">'
+        "<h2>This is an emergency</h2>"
+        f"<p>The policy allows access in an emergency: this device may reach this site for "
+        f"{limits.emergency_minutes} minutes (at most {limits.emergency_per_day} times a day). "
+        "Administration will review it.</p>"
+        f'<input type="hidden" name="token" value="{html.escape(token)}">'
+        '<label>What is the emergency? <textarea name="reason" required maxlength="500">'
+        "</textarea></label>"
+        '<button type="submit">Continue: this is an emergency</button></form>'
+    )
+
+
+def _request_form(token: str) -> str:
+    return (
+        '<form class="sg-form" method="post" action="/.socialguard/request">'
+        "<h2>Ask administration for access</h2>"
+        f'<input type="hidden" name="token" value="{html.escape(token)}">'
+        '<label>Why do you need this site? <textarea name="reason" required maxlength="500">'
+        "</textarea></label>"
+        '<button type="submit">Send the request</button></form>'
+    )
+
+
+def _html(title: str, body_html: str) -> bytes:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em}"
+        "</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body_html}</body></html>"
+    ).encode()
+
+
+def _page(
+    status: int, title: str, text: str, event: dict[str, Any], extra: dict[str, str] | None = None
+) -> FormResponse:
+    return FormResponse(
+        status, {**SECURITY_HEADERS, **(extra or {})}, _html(title, f"<p>{html.escape(text)}</p>"),
+        event,
+    )
