@@ -1,0 +1,128 @@
+"""Where the decision log's files live and how they are named, opened and listed.
+
+Names are `decisions-<node>-<YYYYMMDD>-<NNNNNN>.jsonl` (gzipped once closed: `.jsonl.gz`), the date
+being the district-local day the file was opened. Names are for people and for the writer's restart;
+readers order files by the chain inside them (`seq` of the first record), never by name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, cast
+
+PREFIX = "decisions-"
+SUFFIX = ".jsonl"
+GZ_SUFFIX = ".jsonl.gz"
+PRUNE_ANCHOR_PREFIX = "pruned-"
+CHECKPOINT_PREFIX = "checkpoints-"
+
+_NAME = re.compile(r"^decisions-(?P<node>.+)-(?P<date>\d{8})-(?P<index>\d{6})\.jsonl(?P<gz>\.gz)?$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_node(node: str) -> str:
+    """The node id as it may appear in a file name."""
+    return _UNSAFE.sub("_", node) or "node"
+
+
+def log_file_name(node: str, local_date: str, index: int) -> str:
+    """The name of a (plain) log file; `local_date` is YYYYMMDD."""
+    return f"{PREFIX}{safe_node(node)}-{local_date}-{index:06d}{SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogFile:
+    """One log file found on disk."""
+
+    path: Path
+    node_in_name: str
+    date: str
+    index: int
+    gz: bool
+
+    @property
+    def base_name(self) -> str:
+        """The name without `.gz`: what the chain's file_open/file_close records call it."""
+        return self.path.name[:-3] if self.gz else self.path.name
+
+
+def parse_name(path: Path) -> LogFile | None:
+    """A LogFile for a name that follows the pattern, else None."""
+    m = _NAME.match(path.name)
+    if not m:
+        return None
+    return LogFile(path, m["node"], m["date"], int(m["index"]), bool(m["gz"]))
+
+
+def list_log_files(log_dir: Path) -> list[LogFile]:
+    """Every log file in a directory; when both `x.jsonl` and `x.jsonl.gz` exist (compression was
+    interrupted after the rename) the plain one is kept, it being the original."""
+    found: dict[str, LogFile] = {}
+    try:
+        entries = list(os.scandir(log_dir))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        lf = parse_name(Path(entry.path))
+        if lf is None:
+            continue
+        prior = found.get(lf.base_name)
+        if prior is None or prior.gz:
+            found[lf.base_name] = lf
+    return sorted(found.values(), key=lambda f: (f.node_in_name, f.index))
+
+
+def open_lines(path: Path) -> IO[bytes]:
+    """Open a log file (plain or gzip) for reading lines as bytes."""
+    if path.name.endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb")
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, raw line) for each line of a log file, streaming."""
+    with open_lines(path) as f:
+        yield from enumerate(f, start=1)
+
+
+def first_line(path: Path) -> bytes | None:
+    """The first line of a log file, or None if empty."""
+    with open_lines(path) as f:
+        line = f.readline()
+    return line or None
+
+
+def compress(path: Path) -> Path:
+    """Gzip a closed log file safely: write `.gz.tmp`, fsync, rename, then remove the original.
+
+    A crash at any point leaves either the original or a complete `.gz` (and at worst both, which
+    list_log_files resolves), never a half-written file under a final name.
+    """
+    gz_path = path.with_name(path.name + ".gz")
+    tmp = path.with_name(path.name + ".gz.tmp")
+    with open(path, "rb") as src, open(tmp, "wb") as raw:
+        with gzip.GzipFile(
+            filename=path.name, mode="wb", fileobj=raw, compresslevel=6, mtime=0
+        ) as gz:
+            while chunk := src.read(1 << 20):
+                gz.write(chunk)
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, gz_path)
+    fsync_dir(path.parent)
+    path.unlink()
+    return gz_path
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

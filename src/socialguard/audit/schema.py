@@ -1,0 +1,166 @@
+"""The decision log's record schema: what one line says, and what it never says.
+
+Modelled on Open Policy Agent's decision logs: a versioned schema (`v`), a `decision_id` the block page
+shows as its reference, the policy revision (`policy_version`), and redaction that is declared rather
+than implied: every decision record lists in `erased` what the request carried that the log left out
+(`path`, `query`), and in `masked` what it shortened. Bodies, headers, cookies and credentials have no
+field here at all, so no caller can log them by accident.
+
+These functions build plain dicts; `AuditLog.write` adds the chain fields (`seq`, `ts`, `node`,
+`prev`, `h`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from socialguard.engine.model import Decision
+
+SCHEMA_VERSION = 1
+
+# Record types. Decisions and admin events come from the proxy; the rest are the chain's own bookkeeping.
+TYPE_DECISION = "decision"
+TYPE_ADMIN = "admin"
+TYPE_FILE_OPEN = "file_open"
+TYPE_FILE_CLOSE = "file_close"
+
+# Fields the writer owns; an event that carries them has them replaced.
+CHAIN_FIELDS = frozenset({"v", "seq", "ts", "node", "prev", "h"})
+
+# Never logged whatever a caller passes as **extra: request content, not decision facts.
+FORBIDDEN_EXTRA = frozenset(
+    {
+        "body",
+        "content",
+        "headers",
+        "cookie",
+        "cookies",
+        "authorization",
+        "password",
+        "query",
+        "token",
+    }
+)
+
+MAX_PATH = 256
+
+# Crockford base32 without I, L, O, U: readable over the phone from a block page.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_decision_id() -> str:
+    """A short, readable reference id (e.g. `K7Q2-9XMD-4TRA`): 60 random bits, unambiguous letters.
+
+    Random rather than sequential so that an id on a block page reveals nothing about traffic volume.
+    """
+    n = secrets.randbits(60)
+    chars = []
+    for _ in range(12):
+        chars.append(_ALPHABET[n & 31])
+        n >>= 5
+    s = "".join(chars)
+    return f"{s[0:4]}-{s[4:8]}-{s[8:12]}"
+
+
+def _redact_path(path: str) -> tuple[str, list[str], list[str]]:
+    """Keep only the path: drop the query string and fragment, cap the length; say what was removed."""
+    erased: list[str] = []
+    masked: list[str] = []
+    for sep in ("?", "#"):
+        if sep in path:
+            path = path.split(sep, 1)[0]
+            if "query" not in erased:
+                erased.append("query")
+    if len(path) > MAX_PATH:
+        path = path[:MAX_PATH]
+        masked.append("path")
+    return path, erased, masked
+
+
+def decision_event(
+    decision: Decision,
+    *,
+    decision_id: str,
+    stage: str,
+    client: str,
+    scheme: str | None = None,
+    method: str | None = None,
+    path: str | None = None,
+    sni: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One decision as a log event.
+
+    `stage` says where the proxy decided (`connection`, `request`, `websocket`, ...). `path` is given
+    only when the policy's `logging.paths` asks for it; its query string is always erased. `sni` is kept
+    only when it differs from the host (domain fronting is worth seeing). `extra` carries facts the proxy
+    adds (`mismatch`, `verdict`, `error`, ...); request content is refused there too.
+    """
+    principal = decision.principal
+    event: dict[str, Any] = {
+        "type": TYPE_DECISION,
+        "decision_id": decision_id,
+        "stage": stage,
+        "client": client,
+        "user": principal.user,
+        "device": principal.device,
+        "groups": sorted(principal.groups),
+        "host": decision.host,
+    }
+    if sni and sni != decision.host:
+        event["sni"] = sni
+    if scheme is not None:
+        event["scheme"] = scheme
+    if method is not None:
+        event["method"] = method
+    erased: list[str] = []
+    masked: list[str] = []
+    if path is not None:
+        event["path"], erased, masked = _redact_path(path)
+    elif stage != "connection":
+        erased.append("path")
+    event["category"] = decision.category
+    event["rule"] = decision.rule_id
+    event["action"] = str(decision.action)
+    event["basis"] = str(decision.basis)
+    event["override_id"] = decision.override_id
+    event["policy_version"] = decision.policy_version
+    for key, value in extra.items():
+        if key.lower() in FORBIDDEN_EXTRA:
+            erased.append(key)
+            continue
+        event[key] = value
+    if erased:
+        event["erased"] = erased
+    if masked:
+        event["masked"] = masked
+    return event
+
+
+def admin_event(
+    action: str,
+    *,
+    by: str,
+    source: str,
+    target: str,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An administrator's change (grant issued, emergency declared, ...) for the chain.
+
+    `action` is the store's name for the change (e.g. `grant_added`, `emergency_started`,
+    `emergency_self_declared`, `emergency_acknowledged`); `source` says from where (cli@host, block
+    page from 10.0.0.5); `target` what it applies to (user:NAME, group:NAME, all, or an override id).
+    """
+    event: dict[str, Any] = {
+        "type": TYPE_ADMIN,
+        "action": action,
+        "by": by,
+        "source": source,
+        "target": target,
+        "reason": reason,
+    }
+    if details:
+        event["details"] = details
+    return event

@@ -1,0 +1,481 @@
+"""AuditLog: the proxy's hash-chained, rotating, durable decision log writer.
+
+Writing is a structlog processor chain that ends in this module's own file sink:
+
+    event dict ─▶ DropChainFields ─▶ ChainRenderer (v, seq, ts, node, prev; JSON; h) ─▶ ChainFileSink (os.write)
+
+`write()` returns only after `os.write` has handed the whole line to the kernel, so a SIGKILL of the
+proxy after a response went out cannot lose that response's record. A background thread fsyncs at
+least every `fsync_interval_s` (default 0.5 s), writes signed checkpoints (every `checkpoint_interval_s`,
+after `idle_checkpoint_s` without writes, and at rotation) and gzips closed files. Rotation happens by
+size and at midnight in the district's zone; each file ends with `file_close` (its name and record
+count) and the next begins with `file_open`, linked by `prev` like any other record.
+
+One writer per chain: a lock file in the log directory refuses a second process for the same node.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from structlog.typing import EventDict
+
+from socialguard import paths
+from socialguard.errors import AuditError
+
+from . import files
+from .chain import GENESIS, LineError, encode_event, seal, unseal
+from .checkpoints import CheckpointSink, load_private_key
+from .schema import CHAIN_FIELDS, SCHEMA_VERSION, TYPE_FILE_CLOSE, TYPE_FILE_OPEN
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_TIMEZONE = ZoneInfo("America/Denver")
+
+
+class _ChainState:
+    """The chain's head: last seq and hash written, the open file and its counters."""
+
+    __slots__ = ("bytes", "count", "fd", "file_name", "head", "seq")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.head = GENESIS
+        self.fd = -1
+        self.file_name = ""
+        self.bytes = 0
+        self.count = 0
+
+
+class DropChainFields:
+    """Processor: the writer owns v, seq, ts, node, prev and h; an event cannot set them."""
+
+    def __call__(self, _logger: Any, _method: str, event: EventDict) -> EventDict:
+        if CHAIN_FIELDS.isdisjoint(event):
+            return event
+        return {k: v for k, v in event.items() if k not in CHAIN_FIELDS}
+
+
+class ChainRenderer:
+    """Processor (renderer): stamp the chain fields, encode, seal; returns (line, seq, h) for the sink.
+
+    The fixed fields are laid out by string formatting around the JSON of the event itself, so the
+    JSON encoder only sees what varies (this is the hot path: one call per decision).
+    """
+
+    def __init__(self, state: _ChainState, node: str, clock: Callable[[], float]) -> None:
+        self._state = state
+        self._head = f'{{"v":{SCHEMA_VERSION},"seq":'
+        self._node = f',"node":{json.dumps(node, ensure_ascii=False)}'
+        self._clock = clock
+        self._sec = -1
+        self._prefix = ""
+
+    def timestamp(self, t: float) -> str:
+        """UTC ISO-8601 with milliseconds; the date-time part is cached per second."""
+        sec = int(t)
+        if sec != self._sec:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            self._sec = sec
+        return f"{self._prefix}.{int((t - sec) * 1000):03d}Z"
+
+    def __call__(self, _logger: Any, _method: str, event: EventDict) -> Any:
+        state = self._state
+        seq = state.seq + 1
+        fields = encode_event(event)
+        text = (
+            f'{self._head}{seq},"ts":"{self.timestamp(self._clock())}"{self._node}'
+            f'{fields},"prev":"{state.head}"}}'
+        )
+        line, h = seal(text.encode("utf-8"))
+        return (line, seq, h), {}
+
+
+class ChainFileSink:
+    """The wrapped "logger": hands the line to the OS, then advances the chain head."""
+
+    def __init__(self, state: _ChainState) -> None:
+        self._state = state
+
+    def msg(self, line: bytes, seq: int, h: str) -> int:
+        state = self._state
+        view = memoryview(line)
+        while view:
+            try:
+                n = os.write(state.fd, view)
+            except OSError as e:
+                raise AuditError(
+                    f"{state.file_name}: cannot write the decision log: {e.strerror}"
+                ) from e
+            view = view[n:]
+        state.seq = seq
+        state.head = h
+        state.bytes += len(line)
+        state.count += 1
+        return seq
+
+
+class AuditLog:
+    """The decision log of one node (one chain). Thread-safe; meant to be written from one process."""
+
+    def __init__(
+        self,
+        log_dir: Path | str,
+        node: str,
+        *,
+        checkpoint_dir: Path | str | None = None,
+        signing_key: Ed25519PrivateKey | Path | str | None = None,
+        timezone: ZoneInfo = DEFAULT_TIMEZONE,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        fsync_interval_s: float = 0.5,
+        checkpoint_interval_s: float = 300.0,
+        idle_checkpoint_s: float = 10.0,
+        syslog_address: str | tuple[str, int] | None = None,
+        compress: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not node:
+            raise AuditError("the node id must not be empty")
+        if max_bytes < 4096:
+            raise AuditError(f"max_bytes must be at least 4096, not {max_bytes}")
+        self.log_dir = Path(log_dir)
+        self.node = node
+        self.timezone = timezone
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._compress = compress
+        self._fsync_interval = fsync_interval_s
+        self._checkpoint_interval = checkpoint_interval_s
+        self._idle_checkpoint = idle_checkpoint_s
+        self._lock = threading.Lock()
+        self._state = _ChainState()
+        self._closed = False
+        self._to_compress: list[Path] = []
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AuditError(
+                f"{self.log_dir}: cannot create the log directory: {e.strerror}"
+            ) from e
+        self._lock_fd = self._take_writer_lock()
+        key = load_private_key(signing_key) if signing_key is not None else None
+        cp_dir = (
+            Path(checkpoint_dir)
+            if checkpoint_dir is not None
+            else paths.checkpoint_dir(self.log_dir)
+        )
+        self._checkpoints = CheckpointSink(cp_dir, node, key, syslog_address=syslog_address)
+        self._stamp = ChainRenderer(self._state, node, clock)
+        self._logger = structlog.wrap_logger(
+            ChainFileSink(self._state),
+            processors=[DropChainFields(), self._stamp],
+            wrapper_class=structlog.BoundLogger,
+            context_class=dict,
+            cache_logger_on_first_use=True,
+        ).bind()
+        self._last_write = clock()
+        self._last_checkpoint = self._last_write
+        self._checkpoint_seq = -1
+        self._dirty = False
+        self._next_midnight = 0.0
+        index, prev_file, recovery = self._recover()
+        self._open_file(self._clock(), index, prev_file, recovery)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._background, name=f"audit-{node}", daemon=True)
+        self._thread.start()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def seq(self) -> int:
+        """The last sequence number written."""
+        return self._state.seq
+
+    @property
+    def head(self) -> str:
+        """The hash of the last record written."""
+        return self._state.head
+
+    @property
+    def current_file(self) -> Path:
+        return self.log_dir / self._state.file_name
+
+    def write(self, event: dict[str, Any]) -> int:
+        """Append one event; return its seq once the line is in the kernel's hands."""
+        with self._lock:
+            if self._closed:
+                raise AuditError("the decision log is closed")
+            now = self._clock()
+            if now >= self._next_midnight:
+                self._rotate(now, "day")
+            elif self._state.bytes >= self.max_bytes:
+                self._rotate(now, "size")
+            seq: int = self._logger.msg(**event)
+            self._dirty = True
+            self._last_write = now
+            return seq
+
+    def checkpoint(self, reason: str = "requested") -> dict[str, Any] | None:
+        """Fsync and write a signed checkpoint of the current head now."""
+        with self._lock:
+            if self._closed:
+                return None
+            return self._checkpoint_locked(reason)
+
+    def close(self) -> None:
+        """Stop the background thread, close the file (`file_close`), fsync, checkpoint."""
+        with self._lock:
+            if self._closed:
+                return
+            self._stop.set()
+        self._thread.join(timeout=30)
+        with self._lock:
+            self._close_file(self._clock(), "shutdown")
+            self._checkpoint_locked("shutdown")
+            os.close(self._state.fd)
+            self._state.fd = -1
+            self._closed = True
+        self._run_compression()
+        self._checkpoints.close()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- files and rotation -------------------------------------------------------------------
+
+    def _take_writer_lock(self) -> int:
+        path = self.log_dir / f".writer-{files.safe_node(self.node)}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            os.close(fd)
+            raise AuditError(
+                f"{self.log_dir}: another process is already writing the chain of node {self.node!r}"
+            ) from e
+        return fd
+
+    def _recover(self) -> tuple[int, str | None, dict[str, Any]]:
+        """Continue the node's chain after the last file on disk (seq, head, next index)."""
+        mine = [
+            f
+            for f in files.list_log_files(self.log_dir)
+            if f.node_in_name == files.safe_node(self.node)
+        ]
+        if not mine:
+            anchor = _read_prune_anchor(self.log_dir, self.node)
+            if anchor:
+                self._state.seq = int(anchor["next_seq"]) - 1
+                self._state.head = str(anchor["next_prev"])
+            return 1, None, {}
+        mine.sort(key=lambda f: f.index)
+        while len(mine) > 1 and not mine[-1].gz and mine[-1].path.stat().st_size == 0:
+            mine.pop().path.unlink()  # created but never written (crash before file_open)
+        last = mine[-1]
+        record, torn = _last_record(last)
+        self._state.seq = int(record["seq"])
+        self._state.head = str(record["h"])
+        recovery: dict[str, Any] = {}
+        if record.get("type") != TYPE_FILE_CLOSE:
+            recovery["recovered"] = True
+            if torn:
+                recovery["torn_bytes"] = torn
+            log.warning(
+                "audit_chain_recovered", file=str(last.path), seq=self._state.seq, torn_bytes=torn
+            )
+            if self._compress and not last.gz:
+                self._to_compress.append(last.path)
+        for f in mine:
+            if not f.gz and f.path != last.path:
+                self._to_compress.append(f.path)
+        if record.get("type") == TYPE_FILE_CLOSE and self._compress and not last.gz:
+            self._to_compress.append(last.path)
+        return last.index + 1, last.base_name, recovery
+
+    def _local_day(self, now: float) -> date:
+        return datetime.fromtimestamp(now, self.timezone).date()
+
+    def _midnight_after(self, day: date) -> float:
+        nxt = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=self.timezone)
+        return nxt.timestamp()
+
+    def _open_file(
+        self, now: float, index: int, prev_file: str | None, extra: dict[str, Any]
+    ) -> None:
+        day = self._local_day(now)
+        name = files.log_file_name(self.node, day.strftime("%Y%m%d"), index)
+        path = self.log_dir / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o640)
+        except OSError as e:
+            raise AuditError(f"{path}: cannot create a decision log file: {e.strerror}") from e
+        files.fsync_dir(self.log_dir)
+        st = self._state
+        st.fd, st.file_name, st.bytes, st.count = fd, name, 0, 0
+        self._file_index = index
+        self._next_midnight = self._midnight_after(day)
+        self._logger.msg(type=TYPE_FILE_OPEN, file=name, prev_file=prev_file, **extra)
+        self._dirty = True
+
+    def _close_file(self, now: float, reason: str) -> str:
+        st = self._state
+        name = st.file_name
+        self._logger.msg(type=TYPE_FILE_CLOSE, file=name, count=st.count + 1, reason=reason)
+        try:
+            os.fsync(st.fd)
+        except OSError as e:
+            log.error("audit_fsync_failed", file=name, error=e.strerror)
+        self._dirty = False
+        return name
+
+    def _rotate(self, now: float, reason: str) -> None:
+        """Close the current file and open the next, linked by the chain (called with the lock held)."""
+        old = self._close_file(now, reason)
+        os.close(self._state.fd)
+        self._state.fd = -1
+        self._open_file(now, self._file_index + 1, old, {})
+        if self._compress:
+            self._to_compress.append(self.log_dir / old)
+        self._checkpoint_locked("rotation", fsync=False)
+        log.info("audit_file_rotated", closed=old, opened=self._state.file_name, reason=reason)
+
+    # -- durability and checkpoints -----------------------------------------------------------
+
+    def _checkpoint_locked(self, reason: str, *, fsync: bool = True) -> dict[str, Any] | None:
+        st = self._state
+        if st.seq == 0:
+            return None
+        if fsync and st.fd >= 0:
+            os.fsync(st.fd)
+            self._dirty = False
+        now = self._clock()
+        body = {
+            "v": SCHEMA_VERSION,
+            "type": "checkpoint",
+            "node": self.node,
+            "seq": st.seq,
+            "head": st.head,
+            "ts": self._stamp.timestamp(now),
+            "file": st.file_name,
+            "reason": reason,
+        }
+        try:
+            cp = self._checkpoints.emit(body)
+        except OSError as e:
+            log.error("audit_checkpoint_failed", error=e.strerror, seq=st.seq)
+            return None
+        self._last_checkpoint = now
+        self._checkpoint_seq = st.seq
+        return cp
+
+    def _fsync_now(self) -> None:
+        """Fsync outside the lock (on a duplicate descriptor) so writers never wait on the disk."""
+        with self._lock:
+            if not self._dirty or self._state.fd < 0:
+                return
+            fd = os.dup(self._state.fd)
+            self._dirty = False
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            log.error("audit_fsync_failed", error=e.strerror)
+        finally:
+            os.close(fd)
+
+    def _checkpoint_due(self, now: float) -> str | None:
+        if now - self._last_checkpoint >= self._checkpoint_interval:
+            return "interval"
+        if (
+            self._state.seq != self._checkpoint_seq
+            and now - self._last_write >= self._idle_checkpoint
+        ):
+            return "idle"
+        return None
+
+    def _run_compression(self) -> None:
+        with self._lock:
+            pending, self._to_compress = self._to_compress, []
+        for path in pending:
+            try:
+                files.compress(path)
+            except OSError as e:
+                log.error("audit_compress_failed", file=str(path), error=str(e))
+
+    def _background(self) -> None:
+        while not self._stop.wait(self._fsync_interval):
+            try:
+                self._fsync_now()
+                reason = self._checkpoint_due(self._clock())
+                if reason:
+                    self.checkpoint(reason)
+                if self._to_compress:
+                    self._run_compression()
+            except Exception as e:  # the thread must survive; the write path reports its own errors
+                log.error("audit_background_failed", error=repr(e))
+
+
+def _last_record(lf: files.LogFile) -> tuple[dict[str, Any], int]:
+    """The last complete record of a file, and how many torn bytes after it were cut off."""
+    torn = 0
+    if lf.gz:
+        last = b""
+        for _, line in files.iter_lines(lf.path):
+            last = line
+        tail = last
+    else:
+        with open(lf.path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            chunk = 1 << 16
+            while True:
+                start = max(0, size - chunk)
+                f.seek(start)
+                data = f.read(size - start)
+                body = data if data.endswith(b"\n") else data[: data.rfind(b"\n") + 1]
+                if body.count(b"\n") >= 2 or start == 0:
+                    break
+                chunk *= 4
+            if not data.endswith(b"\n"):
+                torn = len(data) - len(body)
+                f.truncate(size - torn)
+                f.flush()
+                os.fsync(f.fileno())
+            lines = body.splitlines()
+            tail = lines[-1] if lines else b""
+    if not tail:
+        raise AuditError(f"{lf.path}: the last log file is empty; run `socialguard audit verify`")
+    try:
+        record, stored, _ = unseal(tail)
+    except LineError as e:
+        raise AuditError(
+            f"{lf.path}: cannot continue the chain, its last record is unreadable ({e}); "
+            "run `socialguard audit verify`"
+        ) from e
+    record["h"] = stored
+    return record, torn
+
+
+def _read_prune_anchor(log_dir: Path, node: str) -> dict[str, Any] | None:
+    path = log_dir / f"{files.PRUNE_ANCHOR_PREFIX}{files.safe_node(node)}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise AuditError(f"{path}: unreadable prune anchor: {e}") from e
+    return data if isinstance(data, dict) else None
