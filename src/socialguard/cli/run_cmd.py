@@ -2,9 +2,182 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
+from socialguard import paths
 
-def run() -> None:
-    """Not yet implemented."""
-    raise typer.Exit(3)
+if TYPE_CHECKING:
+    from socialguard.proxy import ProxyConfig
+
+from .common import EXIT_INTERNAL, EXIT_USAGE, LogDirOption, RulesOption, StateOption, fail
+
+ModeOption = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        help="regular (explicit proxy), transparent (gateway redirects 80/443 here), or wireguard.",
+    ),
+]
+ListenOption = Annotated[
+    str, typer.Option("--listen", help="HOST:PORT to listen on ([ADDR]:PORT for IPv6).")
+]
+CertsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--certs", help="The interception CA's directory [env SOCIALGUARD_CERTS; default certs/]."
+    ),
+]
+NodeOption = Annotated[
+    str, typer.Option("--node", help="Node id naming this proxy's decision-log chain [host name].")
+]
+AdminOption = Annotated[
+    str,
+    typer.Option("--admin", help="Loopback HOST:PORT for /healthz and /metrics (default: none)."),
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers", min=1, help="Run N proxy processes on ports PORT..PORT+N-1 (one per core)."
+    ),
+]
+
+
+def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
+    rules: RulesOption = None,
+    mode: ModeOption = "regular",
+    listen: ListenOption = "127.0.0.1:8080",
+    certs: CertsOption = None,
+    state: StateOption = None,
+    log_dir: LogDirOption = None,
+    node: NodeOption = "",
+    admin: AdminOption = "",
+    workers: WorkersOption = 1,
+) -> None:
+    """Start the proxy: enforce the rules on traffic through it, and log every decision.
+
+    The interception CA is created in --certs on first start; its certificate's path is printed so
+    that it can be trusted on the devices. The rules file and its includes are reloaded when they
+    change (a broken file is refused and the running rules stay). Ctrl-C or SIGTERM stop it cleanly,
+    closing the decision log.
+
+    Example:
+
+        socialguard run --rules rules/demo.yaml --listen 127.0.0.1:8080
+    """
+    from socialguard.proxy import ProxyConfig, ensure_ca, parse_listen, parse_mode
+
+    try:
+        proxy_mode = parse_mode(mode)
+        host, port = parse_listen(listen)
+    except ValueError as e:
+        raise fail(str(e)) from e
+    rules_path = paths.rules_path(rules)
+    state_path = paths.state_dir(state)
+    if not rules_path.is_file():
+        raise fail(f"{rules_path}: no such rules file (--rules or SOCIALGUARD_RULES)")
+    if workers > 1:
+        _run_workers(workers, host, port, node)
+        return
+    certs_path = paths.certs_dir(certs)
+    _configure_logging()
+    try:
+        ca_cert, created = ensure_ca(certs_path)
+    except Exception as e:
+        raise fail(f"{certs_path}: cannot create or read the interception CA: {e}") from e
+    what = "created" if created else "using"
+    typer.echo(f"CA certificate ({what}): {ca_cert.resolve()}", err=True)
+    typer.echo("  trust it on client devices so that block pages show over HTTPS.", err=True)
+    config = ProxyConfig(
+        rules=rules_path,
+        certs=certs_path,
+        state=state_path,
+        log_dir=paths.log_dir(log_dir, state_path),
+        mode=proxy_mode,
+        listen_host=host,
+        listen_port=port,
+        node=node,
+        admin=admin,
+    )
+    _serve(config)
+
+
+def _serve(config: ProxyConfig) -> None:
+    from socialguard.errors import SocialGuardError
+    from socialguard.proxy import serve
+
+    def ready(addrs: list[tuple[str, int]]) -> None:
+        where = ", ".join(f"{h}:{p}" for h, p in addrs)
+        typer.echo(f"socialguard {config.mode.value} proxy listening on {where}", err=True)
+
+    try:
+        asyncio.run(serve(config, on_ready=ready, handle_signals=True))
+    except SocialGuardError as e:
+        raise fail(str(e), EXIT_USAGE) from e
+    except SystemExit as e:  # mitmproxy exits this way when it cannot start (e.g. port in use)
+        if e.code not in (0, None):
+            raise fail("mitmproxy could not start (see the messages above)", EXIT_INTERNAL) from e
+    except KeyboardInterrupt:
+        pass
+
+
+def _run_workers(n: int, host: str, port: int, node: str) -> None:
+    """N full `socialguard run` processes on consecutive ports, each with its own log chain."""
+    from socialguard.deploy.workers import spawn_workers, worker_node_id, worker_port
+
+    args = sys.argv[1:]
+
+    def argv_for(i: int) -> list[str]:
+        rest = _strip_options(args, {"--workers", "--listen", "--node"})
+        listen = (
+            f"[{host}]:{worker_port(port, i)}" if ":" in host else f"{host}:{worker_port(port, i)}"
+        )
+        return [
+            sys.executable, "-m", "socialguard", *rest,
+            "--listen", listen, "--node", worker_node_id(i, node or None),
+        ]  # fmt: skip
+
+    raise typer.Exit(spawn_workers(n, argv_for))
+
+
+def _strip_options(argv: list[str], names: set[str]) -> list[str]:
+    """argv without the given options (as `--opt value` or `--opt=value`)."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in names:
+            skip = True
+            continue
+        if a.split("=", 1)[0] in names:
+            continue
+        out.append(a)
+    return out
+
+
+def _configure_logging() -> None:
+    """Operational logs: console rendering on a TTY, JSON lines otherwise (journald, containers)."""
+    import structlog
+
+    tail: list[structlog.types.Processor] = (
+        [structlog.dev.ConsoleRenderer()]
+        if sys.stderr.isatty()
+        else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *tail,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        cache_logger_on_first_use=True,
+    )

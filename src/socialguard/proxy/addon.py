@@ -25,7 +25,7 @@ import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from mitmproxy import connection, ctx, exceptions, http, tcp, tls, udp
@@ -45,6 +45,7 @@ from socialguard.engine.model import (
 from . import blockpage
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
+from .forms import FormRequest, is_form_path
 from .neighbours import NeighbourTable
 from .options import NeighbourMode, Settings, parse_settings
 from .reload import LoadedPolicy, RulesWatcher, load_checked, rejection_errors
@@ -53,6 +54,7 @@ log = structlog.get_logger(__name__)
 
 ECH_EXTENSION = 0xFE0D
 METADATA_KEY = "socialguard"
+FORM_KEY = "socialguard_form"
 REFUSED_MESSAGE = "refused by socialguard: the district's policy blocks this destination"
 AUTH_REALM = "socialguard"
 _STRICTNESS = {ConnectionVerdict.PASS: 0, ConnectionVerdict.INSPECT: 1, ConnectionVerdict.BLOCK: 2}
@@ -60,23 +62,6 @@ _STRICTNESS = {ConnectionVerdict.PASS: 0, ConnectionVerdict.INSPECT: 1, Connecti
 
 class NoPolicy(RuntimeError):
     """No valid policy is in force (only possible before start-up completed)."""
-
-
-class BlockPageForms(Protocol):
-    """The hook for the overrides' block-page forms ("this is an emergency", "ask administration").
-
-    `handles` claims requests aimed at the forms' own endpoint (answered by `respond` before any
-    decision); `block_page_html` returns the (escaped) HTML fragment placed in the block page's
-    actions area for a decision whose rule allows a bypass.
-    """
-
-    def handles(self, flow: http.HTTPFlow) -> bool: ...
-
-    def respond(self, flow: http.HTTPFlow, principal: Principal, now: datetime) -> None: ...
-
-    def block_page_html(
-        self, flow: http.HTTPFlow, decision: Decision, decision_id: str, now: datetime
-    ) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +80,7 @@ class SocialGuard:
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
-        self.forms: BlockPageForms | None = None
+        self.forms: Any = None  # socialguard.proxy.forms.BlockPageForms, once the store is open
         self._settings: Settings | None = None
         self._loaded: LoadedPolicy | None = None
         self._watcher: RulesWatcher | None = None
@@ -203,6 +188,8 @@ class SocialGuard:
 
     def done(self) -> None:
         """Stop the background threads, then close the decision log (flushed, fsynced, sealed)."""
+        if self._settings is None and self._audit is None:
+            return  # never configured, or already stopped
         steps = (
             ("rules_watcher", lambda: self._watcher and self._watcher.stop()),
             ("overrides_refresher", lambda: self._refresher and self._refresher.stop()),
@@ -219,6 +206,7 @@ class SocialGuard:
                 log.error("shutdown_step_failed", step=name, error=str(e))
         self._watcher = self._refresher = self._neighbours = self._admin = None
         self._store = self._audit = None
+        self._settings = None
         log.info("socialguard_stopped")
 
     @property
@@ -286,10 +274,21 @@ class SocialGuard:
         refresher = SnapshotRefresher(store, interval_s=0.5, clock=self.clock.now).start()
         old_refresher, old_store = self._refresher, self._store
         self._store, self._refresher = store, refresher
+        self.forms = self._make_forms(store, refresher)
         if old_refresher is not None:
             old_refresher.stop()
         if old_store is not None:
             old_store.close()
+
+    def _make_forms(self, store: Any, refresher: Any) -> Any:
+        from socialguard.overrides import Limits
+
+        from .forms import BlockPageForms
+
+        def limits() -> Limits:
+            return Limits.from_policy(self._require_policy().policy)
+
+        return BlockPageForms(store, limits, refresher=refresher, clock=self.clock.now)
 
     def _stop_pump(self) -> None:
         pump, self._pump = self._pump, None
@@ -440,16 +439,46 @@ class SocialGuard:
         except Exception as e:
             self._fail_request(flow, e, hook="requestheaders")
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         """The whole request is here. Body-based checks (uploads, issue 7) belong in this hook.
 
-        A request that reached no decision in `requestheaders` (it never ran, or it failed without
-        blocking) is refused here: nothing leaves the proxy undecided.
+        The block page's forms are answered here (they need the body). A request that reached no
+        decision in `requestheaders` (it failed without blocking) is refused: nothing leaves the
+        proxy undecided.
         """
         if flow.response or flow.error or not flow.live:
             return
+        try:
+            if FORM_KEY in flow.metadata:
+                await self._answer_form(flow, flow.metadata[FORM_KEY])
+                return
+        except Exception as e:
+            self._fail_request(flow, e, hook="request")
+            return
         if METADATA_KEY not in flow.metadata and self._fail_mode() == "closed":
             self._fail_request(flow, RuntimeError("request reached no decision"), hook="request")
+
+    async def _answer_form(self, flow: http.HTTPFlow, principal: Principal) -> None:
+        """Hand a block-page form submission to the overrides' forms (off the event loop)."""
+        req = flow.request
+        host = self._request_hosts(flow)[0]
+        form = FormRequest(
+            method=req.method,
+            path=req.path,
+            host=host,
+            principal=principal,
+            body=req.get_content(strict=False) or b"",
+            content_type=req.headers.get("content-type"),
+            origin=req.headers.get("origin"),
+            sec_fetch_site=req.headers.get("sec-fetch-site"),
+        )
+        answer = await self.forms.handle_async(form)
+        if answer.event:
+            from socialguard.audit import new_decision_id
+
+            self._write({"type": "form", "decision_id": new_decision_id(), **answer.event})
+        flow.metadata[METADATA_KEY] = Verdict("form", "form", "form", None, (host,))
+        flow.response = http.Response.make(answer.status, answer.body, answer.headers)
 
     def _decide_request(self, flow: http.HTTPFlow) -> None:
         loaded = self._require_policy()
@@ -460,8 +489,9 @@ class SocialGuard:
                 return  # 407 already set
         principal = self._principal(loaded, flow.client_conn, user)
         now = self.clock.now()
-        if self.forms is not None and self.forms.handles(flow):
-            self.forms.respond(flow, principal, now)
+        if self.forms is not None and is_form_path(flow.request.path):
+            # The block page's own forms, answered in `request` once the body is in.
+            flow.metadata[FORM_KEY] = principal
             return
         started = time.perf_counter()
         hosts = self._request_hosts(flow)
@@ -739,7 +769,9 @@ class SocialGuard:
         )
         bypass_html = ""
         if fmt is blockpage.BlockFormat.HTML and decision.bypass and self.forms is not None:
-            bypass_html = self.forms.block_page_html(flow, decision, decision_id, now)
+            bypass_html = self.forms.links(
+                decision, url=flow.request.url, decision_id=decision_id, now=now
+            )
         district = getattr(loaded.policy, "district", None) if loaded else None
         tz = getattr(district, "timezone", None)
         local = now.astimezone(tz) if tz is not None else now

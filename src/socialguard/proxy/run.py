@@ -1,0 +1,151 @@
+"""Embedding mitmproxy with the socialguard addon: what `socialguard run` starts.
+
+The addon is added to a `DumpMaster` in-process rather than loaded with `-s`: mitmproxy reloads `-s`
+scripts when they change and unloads one that fails, after which traffic flows unfiltered. Embedded,
+the addon is part of the program; the rules file is what reloads, with validation (see reload.py).
+
+`connection_strategy=lazy` is set here (mitmproxy 12.3 defaults to eager, under which a refused
+ClientHello would already have been forwarded upstream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from socialguard.errors import ConfigError
+
+from .clock import Clock
+from .options import parse_hostport
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+CA_CERT_FILE = "mitmproxy-ca-cert.pem"
+
+
+class ProxyMode(StrEnum):
+    """How clients reach the proxy."""
+
+    REGULAR = "regular"  # explicit proxy: browsers or PAC point at it
+    TRANSPARENT = "transparent"  # the gateway redirects ports 80/443 to it (nftables/iptables)
+    WIREGUARD = "wireguard"  # roaming devices connect through mitmproxy's WireGuard server
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """Everything `socialguard run` decides before mitmproxy starts."""
+
+    rules: Path
+    certs: Path
+    state: Path
+    log_dir: Path
+    mode: ProxyMode = ProxyMode.REGULAR
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    node: str = ""
+    admin: str = ""
+    # More mitmproxy options (tests set e.g. ssl_insecure to reach a self-signed loopback upstream).
+    mitmproxy_options: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_mode(raw: str) -> ProxyMode:
+    try:
+        return ProxyMode(raw.strip().lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in ProxyMode)
+        raise ValueError(f"--mode: {raw!r} is not one of {choices}") from None
+
+
+def parse_listen(raw: str) -> tuple[str, int]:
+    return parse_hostport(raw, what="--listen")
+
+
+def ensure_ca(certs: Path) -> tuple[Path, bool]:
+    """The CA certificate's path, creating the CA on first start; True when it was just created."""
+    from socialguard.deploy.ca import existing_ca_files, init_ca
+
+    cert = certs / CA_CERT_FILE
+    if existing_ca_files(certs):
+        return cert, False
+    info, _ = init_ca(certs)
+    return info.path, True
+
+
+class _Ready:
+    """Reports the addresses mitmproxy actually listens on, once it does (port 0 → a real port)."""
+
+    def __init__(self, callback: Callable[[list[tuple[str, int]]], None]) -> None:
+        self._callback = callback
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        ps = ctx.master.addons.get("proxyserver")
+        addrs = [(str(a[0]), int(a[1])) for a in ps.listen_addrs()] if ps else []
+        self._callback(addrs)
+
+
+async def serve(
+    config: ProxyConfig,
+    *,
+    clock: Clock | None = None,
+    extra_addons: Sequence[Any] = (),
+    on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
+    on_master: Callable[[Any], None] | None = None,
+    handle_signals: bool = False,
+    with_termlog: bool = True,
+) -> None:
+    """Run mitmproxy with the addon until shut down (SIGINT/SIGTERM when `handle_signals`).
+
+    Raises ConfigError when an option or the rules are refused at start-up; nothing is left running.
+    `on_master` receives the master (tests call `master.shutdown()` through the loop).
+    """
+    from mitmproxy import exceptions, options
+    from mitmproxy.tools.dump import DumpMaster
+
+    from .addon import SocialGuard
+
+    opts = options.Options(listen_host=config.listen_host, listen_port=config.listen_port)
+    master = DumpMaster(opts, with_termlog=with_termlog, with_dumper=False)
+    addon = SocialGuard(clock)
+    master.addons.add(addon, *extra_addons)
+    if on_ready is not None:
+        master.addons.add(_Ready(on_ready))
+    try:
+        opts.update(
+            mode=[config.mode.value],
+            confdir=str(config.certs),
+            connection_strategy="lazy",
+            socialguard_rules=str(config.rules),
+            socialguard_state=str(config.state),
+            socialguard_log_dir=str(config.log_dir),
+            socialguard_node=config.node,
+            socialguard_admin=config.admin,
+            **config.mitmproxy_options,
+        )
+    except (exceptions.OptionsError, KeyError) as e:
+        addon.done()
+        raise ConfigError(str(e).strip("'\"")) from e
+    if on_master is not None:
+        on_master(master)
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, master.shutdown)
+    try:
+        await master.run()
+    finally:
+        addon.done()  # already done if mitmproxy got as far as `running`; else close the log now
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        log.info("proxy_stopped")
