@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, Literal
 
+from socialguard.engine.hosts import normalise_host
+
 __all__ = [
     "FORMATS",
     "DomainListResult",
@@ -39,9 +41,9 @@ FORMATS: Final = ("auto", "plain", "hosts", "ut1")
 # hyphen. Possessive quantifiers: no backtracking, which matters at a million lines.
 _LABEL = r"[a-z0-9_]++(?:-++[a-z0-9_]++)*+"
 # At least two labels (a one-label entry such as `com` would match a whole TLD), and a last label
-# with a letter in it (all digits is an IP address, handled apart). Label and name lengths are
-# checked separately: a length look-ahead in the pattern would double its cost.
-_NAME = rf"(?:{_LABEL}\.)++(?=[0-9-]*+[a-z_]){_LABEL}"
+# with a letter in it that is not hex (the engine reads `1.2.3.4` and `a.0x1f` as IPv4). Label
+# and name lengths are checked separately: a length look-ahead would double the pattern's cost.
+_NAME = rf"(?:{_LABEL}\.)++(?=[0-9-]*+[a-z_])(?!0x[0-9a-f]*+$){_LABEL}"
 _CANONICAL = re.compile(_NAME)
 _NAME_LINE = re.compile(rf"^{_NAME}$", re.MULTILINE)
 _HOSTS_ADDRESS = r"(?:0\.0\.0\.0|127\.0\.0\.1)[ \t]++"
@@ -114,49 +116,32 @@ def normalise_domain(raw: str) -> str:
 
 
 def _normalise_slow(name: str) -> str:
-    """Everything the fast path refused: IPv6 literals, Unicode names, and the truly invalid."""
+    """Everything the fast path refused: IP literals, Unicode names, and the truly invalid.
+
+    The list-specific refusals come first, with messages that tell IT what to fix in the file;
+    the rest is the engine's own normalisation, so a listed name and a request's host can never
+    be spelled two ways.
+    """
     if "://" in name or "/" in name:
         raise ValueError("a URL or path, not a domain name")
-    if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1]
-    if ":" in name:
-        try:
-            return str(ipaddress.IPv6Address(name))
-        except ValueError:
-            raise ValueError("a port or a malformed IPv6 address; list the name only") from None
-    if name.replace(".", "").isdigit():
-        try:
-            return str(ipaddress.IPv4Address(name))
-        except ValueError:
-            raise ValueError("neither an IPv4 address nor a domain name") from None
     if any("\udc80" <= c <= "\udcff" for c in name):
         raise ValueError("not valid UTF-8 text")
     if any(c.isspace() for c in name):
         raise ValueError("contains whitespace")
     if "*" in name:
         raise ValueError("wildcards are allowed only as a leading '*.'")
-    if not name.isascii():
-        name = _to_punycode(name)
-    if len(name) > _MAX_NAME:
-        raise ValueError(f"longer than {_MAX_NAME} characters")
-    if "." not in name:
-        raise ValueError("a single label (a top-level domain would match everything under it)")
-    if ".." in name:
+    if name.count(":") == 1 and not name.startswith("["):
+        raise ValueError("has a port; list the name only")
+    if "]:" in name:
+        raise ValueError("has a port; list the address only")
+    if ".." in name or name.endswith("."):
         raise ValueError("empty label")
-    for label in name.split("."):
-        if len(label) > _MAX_LABEL:
-            raise ValueError(f"label longer than 63 characters: {label[:20]}...")
-    if not _CANONICAL.fullmatch(name):
-        raise ValueError("characters not allowed in a domain name")
-    return name
-
-
-def _to_punycode(name: str) -> str:
-    """Unicode labels to their ASCII (punycode) form, label by label, as browsers send them."""
-    try:
-        return name.encode("idna").decode("ascii")
-    except UnicodeError as e:
-        raise ValueError(f"not a valid internationalised domain name ({e})") from None
+    if ":" not in name and max(map(len, name.split("."))) > _MAX_LABEL:
+        raise ValueError(f"a label is longer than {_MAX_LABEL} characters")
+    host = normalise_host(name)
+    if "." not in host and ":" not in host:
+        raise ValueError("a single label (a top-level domain would match everything under it)")
+    return host
 
 
 def sniff_format(first_lines: Iterable[str], name: str = "") -> ListFormat:
