@@ -457,8 +457,9 @@ class SqliteStore:
         return _grant_record_from_row(row)
 
     def list_grants(self, now: datetime, *, include_all: bool = False) -> list[GrantRecord]:
+        args: tuple[str, ...] = ()
         if include_all:
-            sql, args = "SELECT * FROM grants ORDER BY created", ()
+            sql = "SELECT * FROM grants ORDER BY created"
         else:
             sql, args = (
                 "SELECT * FROM grants WHERE revoked_at IS NULL AND ends > ? ORDER BY ends",
@@ -624,8 +625,9 @@ class SqliteStore:
     def list_emergencies(
         self, now: datetime, *, include_all: bool = False
     ) -> list[EmergencyRecord]:
+        args: tuple[str, ...] = ()
         if include_all:
-            sql, args = "SELECT * FROM emergencies ORDER BY created", ()
+            sql = "SELECT * FROM emergencies ORDER BY created"
         else:
             sql, args = (
                 "SELECT * FROM emergencies WHERE stopped_at IS NULL AND (ends IS NULL OR ends > ?)"

@@ -140,7 +140,9 @@ def open_store(location: str | Path, *, clock: Clock = utc_now) -> Store:
     """
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
-        raise StoreError(f"{text.rsplit('@', maxsplit=1)[-1]}: the PostgreSQL store is not implemented yet")
+        raise StoreError(
+            f"{text.rsplit('@', maxsplit=1)[-1]}: the PostgreSQL store is not implemented yet"
+        )
     from .sqlite import SqliteStore
 
     return SqliteStore(Path(text), clock=clock)

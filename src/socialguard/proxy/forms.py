@@ -250,44 +250,75 @@ class BlockPageForms:
     def handle(self, req: FormRequest) -> FormResponse:
         path = req.path.split("?", 1)[0]
         kind = {EMERGENCY_PATH: "emergency", REQUEST_PATH: "request"}.get(path)
-        base = {"event": "block_page_form", "form": kind or path, "client": req.principal.client_ip}
+        base: dict[str, Any] = {
+            "event": "block_page_form",
+            "form": kind or path,
+            "client": req.principal.client_ip,
+        }
         if kind is None:
-            return _page(404, "Not found", "There is nothing here.", {**base, "outcome": "not_found"})
+            return _page(
+                404, "Not found", "There is nothing here.", {**base, "outcome": "not_found"}
+            )
         if req.method.upper() != "POST":
-            return _page(405, "Use the form", "Open the page again and use the form on it.",
-                         {**base, "outcome": "bad_method"}, {"Allow": "POST"})
+            return _page(
+                405,
+                "Use the form",
+                "Open the page again and use the form on it.",
+                {**base, "outcome": "bad_method"},
+                {"Allow": "POST"},
+            )
         if why := _cross_site(req):
             return self._refused(req, base, why)
         fields = _form_fields(req)
         now = self._clock()
         try:
             ticket = self.signer.check(
-                fields.get("token", ""), kind=kind, binding=principal_binding(req.principal),
-                host=req.host, now=now,
+                fields.get("token", ""),
+                kind=kind,
+                binding=principal_binding(req.principal),
+                host=req.host,
+                now=now,
             )
         except TokenError as e:
             return self._refused(req, base, e.why)
         reason = " ".join(fields.get("reason", "").split())[:MAX_REASON]
         if not reason:
-            return _page(400, "Please say why", "A reason is required. Go back, fill it in and send "
-                         "the form again.", {**base, "outcome": "invalid", "why": "empty_reason"})
+            return _page(
+                400,
+                "Please say why",
+                "A reason is required. Go back, fill it in and send the form again.",
+                {**base, "outcome": "invalid", "why": "empty_reason"},
+            )
         try:
             self.signer.consume(ticket, now)
         except TokenError as e:
             return self._refused(req, base, e.why)
-        base = {**base, "decision_id": ticket.decision_id, "rule_id": ticket.rule_id,
-                "site": ticket.site}
+        base = {
+            **base,
+            "decision_id": ticket.decision_id,
+            "rule_id": ticket.rule_id,
+            "site": ticket.site,
+        }
         if kind == "emergency":
             return self._declare(req, ticket, reason, now, base)
         return self._file_request(req, ticket, reason, base)
 
     def _refused(self, req: FormRequest, base: dict[str, Any], why: str) -> FormResponse:
-        log.warning("form_token_refused", form=base["form"], why=why, host=req.host,
-                    client=req.principal.client_ip, user=req.principal.user)
-        return _page(403, "This form has expired",
-                     "This form was already used, has expired, or did not come from this page. "
-                     "Reload the page you were trying to reach to get a fresh one.",
-                     {**base, "outcome": "refused", "why": why})
+        log.warning(
+            "form_token_refused",
+            form=base["form"],
+            why=why,
+            host=req.host,
+            client=req.principal.client_ip,
+            user=req.principal.user,
+        )
+        return _page(
+            403,
+            "This form has expired",
+            "This form was already used, has expired, or did not come from this page. "
+            "Reload the page you were trying to reach to get a fresh one.",
+            {**base, "outcome": "refused", "why": why},
+        )
 
     def _declare(
         self, req: FormRequest, ticket: Ticket, reason: str, now: datetime, base: dict[str, Any]
@@ -298,46 +329,76 @@ class BlockPageForms:
         person = person_key(req.principal)
         try:
             record = self.store.declare_self_emergency(
-                scope=emergency_scope(req.principal), person=person, site=ticket.site,
-                url=ticket.url, reason=reason, actor=Actor(by=person, source=req.principal.client_ip),
-                minutes=limits.emergency_minutes, per_day=limits.emergency_per_day,
+                scope=emergency_scope(req.principal),
+                person=person,
+                site=ticket.site,
+                url=ticket.url,
+                reason=reason,
+                actor=Actor(by=person, source=req.principal.client_ip),
+                minutes=limits.emergency_minutes,
+                per_day=limits.emergency_per_day,
                 day_start=day_start,
             )
         except LimitReachedError:
             log.info("emergency_limit_reached", person=person, per_day=limits.emergency_per_day)
-            return _page(429, "Emergency limit reached",
-                         f"You have used all {limits.emergency_per_day} emergency accesses allowed "
-                         "today. Please contact administration directly.",
-                         {**base, "outcome": "limit_reached"})
+            return _page(
+                429,
+                "Emergency limit reached",
+                f"You have used all {limits.emergency_per_day} emergency accesses allowed "
+                "today. Please contact administration directly.",
+                {**base, "outcome": "limit_reached"},
+            )
         if self.refresher is not None:
             self.refresher.refresh_now()
-        log.info("emergency_self_declared", emergency_id=record.emergency.id, person=person,
-                 site=ticket.site)
+        log.info(
+            "emergency_self_declared",
+            emergency_id=record.emergency.id,
+            person=person,
+            site=ticket.site,
+        )
         return FormResponse(
             303,
             {**SECURITY_HEADERS, "Location": ticket.url},
-            _html("Emergency access granted",
-                  f'<p>Continue to <a href="{html.escape(ticket.url)}">{html.escape(ticket.url)}</a>. '
-                  "Administration will review this emergency.</p>"),
-            {**base, "outcome": "emergency_declared", "override_id": record.emergency.id,
-             "ends": record.emergency.ends.isoformat() if record.emergency.ends else None},
+            _html(
+                "Emergency access granted",
+                f'<p>Continue to <a href="{html.escape(ticket.url)}">{html.escape(ticket.url)}</a>. '
+                "Administration will review this emergency.</p>",
+            ),
+            {
+                **base,
+                "outcome": "emergency_declared",
+                "override_id": record.emergency.id,
+                "ends": record.emergency.ends.isoformat() if record.emergency.ends else None,
+            },
         )
 
     def _file_request(
         self, req: FormRequest, ticket: Ticket, reason: str, base: dict[str, Any]
     ) -> FormResponse:
         p = req.principal
-        who = f"user:{p.user}" if p.user else (f"device:{p.device}" if p.device else f"ip:{p.client_ip}")
+        who = (
+            f"user:{p.user}"
+            if p.user
+            else (f"device:{p.device}" if p.device else f"ip:{p.client_ip}")
+        )
         r = self.store.file_request(
-            who=who, site=ticket.site, url=ticket.url, rule_id=ticket.rule_id,
-            decision_id=ticket.decision_id, reason=reason, client_ip=p.client_ip,
+            who=who,
+            site=ticket.site,
+            url=ticket.url,
+            rule_id=ticket.rule_id,
+            decision_id=ticket.decision_id,
+            reason=reason,
+            client_ip=p.client_ip,
             actor=Actor(by=person_key(p), source=p.client_ip),
         )
         log.info("access_requested", request_id=r.id, who=who, site=ticket.site)
-        return _page(200, "Request sent",
-                     f"Your request ({r.id}) for {ticket.site} was sent to administration. "
-                     "You will be able to reach the site once it is approved.",
-                     {**base, "outcome": "access_requested", "request_id": r.id})
+        return _page(
+            200,
+            "Request sent",
+            f"Your request ({r.id}) for {ticket.site} was sent to administration. "
+            "You will be able to reach the site once it is approved.",
+            {**base, "outcome": "access_requested", "request_id": r.id},
+        )
 
 
 def _cross_site(req: FormRequest) -> str | None:
@@ -403,6 +464,9 @@ def _page(
     status: int, title: str, text: str, event: dict[str, Any], extra: dict[str, str] | None = None
 ) -> FormResponse:
     return FormResponse(
-        status, {**SECURITY_HEADERS, **(extra or {})}, _html(title, f"<p>{html.escape(text)}</p>"),
+        status,
+        {**SECURITY_HEADERS, **(extra or {})},
+        _html(title, f"<p>{html.escape(text)}</p>"),
         event,
     )
+
