@@ -70,7 +70,7 @@ def parse_reload_interval(raw: float) -> float:
 def parse_hostport(raw: str, *, what: str) -> tuple[str, int]:
     """`HOST:PORT` or `[V6]:PORT`; port 0 means any free port."""
     text = raw.strip()
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
     if not m:
         raise ValueError(f"{what}: {raw!r} is not HOST:PORT (IPv6 as [ADDR]:PORT)")
     host = m.group(1) or m.group(3)
