@@ -1,0 +1,316 @@
+"""The compiled policy: the rules file turned into the structures the engine decides with.
+
+`socialguard.policy` builds these from YAML (validating everything with file:line); the engine
+only reads them. Everything here is immutable, so a running proxy can swap one CompiledPolicy for
+another atomically and requests in flight finish on the policy they started with.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from socialguard.errors import Problem
+
+from .domains import DomainIndex, NetworkIndex
+from .hosts import is_ip_literal
+from .model import Action, Bypass, Principal, Request, TraceStep
+from .schedule import Schedule
+
+__all__ = [
+    "AuthSettings",
+    "Category",
+    "CompiledPolicy",
+    "CompiledRule",
+    "Device",
+    "DeviceInventory",
+    "District",
+    "GroupNetworks",
+    "LoggingSettings",
+    "OverrideLimits",
+    "PolicyTest",
+    "UrlPrefix",
+    "When",
+    "is_doh_request",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+FailMode = Literal["closed", "open"]
+IpLiteralHandling = Literal["inspect", "allow", "block"]
+BlockedConnections = Literal["inspect", "reset"]
+
+
+@dataclass(frozen=True, slots=True)
+class District:
+    name: str
+    timezone: ZoneInfo
+    policy_url: str | None = None
+    contact: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideLimits:
+    """Bounds the overrides store enforces (`overrides:` in the rules file)."""
+
+    grant_max: timedelta = timedelta(hours=8)
+    emergency_minutes: int = 30
+    emergency_per_day: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    paths: bool = (
+        False  # log URL paths of intercepted requests (privacy: off unless the district opts in)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    htpasswd: Path | None = None  # proxy authentication in regular mode
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One row of the device inventory: a district device, how it is recognised, and whom it belongs to."""
+
+    id: str
+    owner: str | None = None
+    mac: str | None = None
+    ip: str | None = None
+    groups: frozenset[str] = frozenset()  # the groups whose `devices:` inventory lists it
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInventory:
+    """MAC/IP → device; a MAC (from the gateway's neighbour table) wins over an address."""
+
+    by_mac: Mapping[str, Device] = field(default_factory=dict)
+    by_ip: Mapping[str, Device] = field(default_factory=dict)
+    by_id: Mapping[str, Device] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def find(self, ip: str | None, mac: str | None) -> Device | None:
+        if mac:
+            device = self.by_mac.get(normalise_mac(mac))
+            if device is not None:
+                return device
+        return self.by_ip.get(ip) if ip else None
+
+
+def normalise_mac(mac: str) -> str:
+    """`AA-BB-CC-DD-EE-FF` / `aabb.ccdd.eeff` → `aa:bb:cc:dd:ee:ff`; raises ValueError otherwise."""
+    digits = "".join(c for c in mac.lower() if c not in ":-.")
+    if len(digits) != 12 or any(c not in "0123456789abcdef" for c in digits):
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupNetworks:
+    """Membership by address: each network with the groups it places a client in."""
+
+    entries: tuple[tuple[IPNetwork, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    name: str
+    description: str | None
+    domain_count: int
+    network_count: int = 0
+    lists: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """A rule's `when`: in a schedule, or (negate) outside it."""
+
+    schedule: Schedule
+    negate: bool = False
+
+    def holds(self, local: datetime) -> bool:
+        return self.schedule.is_open_local(local) != self.negate
+
+    def __str__(self) -> str:
+        return f"not {self.schedule.name}" if self.negate else self.schedule.name
+
+
+@dataclass(frozen=True, slots=True)
+class UrlPrefix:
+    """An approved page: scheme, exact host, and a path prefix ending on a segment boundary."""
+
+    scheme: str
+    host: str
+    path: str
+
+    def matches(self, request: Request) -> bool:
+        if request.host != self.host or request.scheme != self.scheme:
+            return False
+        path = request.path or "/"
+        if not path.startswith(self.path):
+            return False
+        rest = path[len(self.path) :]
+        return not rest or self.path.endswith("/") or rest[0] in "/?#"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}{self.path}"
+
+
+def is_doh_request(request: Request) -> bool:
+    """DNS-over-HTTPS by its request form (RFC 8484): the media type, the /dns-query path, `?dns=`."""
+    ctype = (request.content_type or "").split(";", 1)[0].strip().lower()
+    if ctype == "application/dns-message" or ctype == "application/dns-json":
+        return True
+    path, _, query = (request.path or "/").partition("?")
+    if path.rstrip("/").endswith("/dns-query"):
+        return True
+    return any(part.startswith("dns=") for part in query.split("&"))
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """One rule ready to evaluate; the TraceSteps are built once here, not per request."""
+
+    id: str
+    index: int
+    description: str
+    reason: str
+    action: Action
+    bypass: frozenset[Bypass]
+    everyone: bool
+    groups: frozenset[str]
+    users: frozenset[str]
+    devices: frozenset[str]
+    tags: frozenset[str]  # destination tags: category:NAME and this rule's own rule:ID
+    urls: tuple[UrlPrefix, ...]
+    any_destination: bool  # the rule names no destination: it concerns every host
+    methods: frozenset[str] | None
+    uploads: bool | None
+    doh: bool
+    when: When | None
+    source: str = ""  # file:line, for messages
+    step_name: str = ""
+    no_who: TraceStep = TraceStep("", "")
+    no_what: TraceStep = TraceStep("", "")
+    no_request: TraceStep = TraceStep("", "")
+    not_when: TraceStep = TraceStep("", "")
+    matched: TraceStep = TraceStep("", "")
+
+    @property
+    def request_dependent(self) -> bool:
+        """Depends on more than the host (path, method, upload, DoH form): needs decryption to apply."""
+        return bool(self.urls) or self.methods is not None or self.uploads is not None or self.doh
+
+    def concerns(self, principal: Principal) -> bool:
+        if self.everyone:
+            return True
+        if not self.groups.isdisjoint(principal.groups):
+            return True
+        if principal.user is not None and principal.user in self.users:
+            return True
+        return principal.device is not None and principal.device in self.devices
+
+    def destination(
+        self, request: Request, tags: Mapping[str, str]
+    ) -> tuple[str | None, str | None] | None:
+        """(category, matched domain) when the request's destination is one the rule names, else None."""
+        if self.any_destination:
+            return (None, None)
+        for tag in self.tags:
+            matched = tags.get(tag)
+            if matched is not None:
+                category = tag[9:] if tag.startswith("category:") else None
+                return (category, matched)
+        for url in self.urls:
+            if url.matches(request):
+                return (None, request.host)
+        return None
+
+    def may_concern_host(self, host: str, tags: Mapping[str, str]) -> bool:
+        """Could some request to this host match the rule's destination (connection-level question)?"""
+        if self.any_destination:
+            return True
+        if any(tag in tags for tag in self.tags):
+            return True
+        return any(url.host == host for url in self.urls)
+
+    def request_matches(self, request: Request) -> bool:
+        if self.methods is not None and request.method.upper() not in self.methods:
+            return False
+        if self.uploads is not None and request.upload != self.uploads:
+            return False
+        return not self.doh or is_doh_request(request)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyTest:
+    """One entry of the rules file's `tests:`: a request, who makes it, when, and what must happen."""
+
+    line: int | None
+    name: str
+    url: str
+    client: str
+    at: datetime
+    expect: Action
+    user: str | None = None
+    mac: str | None = None
+    method: str = "GET"
+    upload: bool = False
+    rule: str | None = None
+    basis: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """Everything the engine needs to decide, and what the proxy and CLI need to know about the policy."""
+
+    version: str
+    district: District
+    fail_mode: FailMode
+    default: Action
+    ip_literals: IpLiteralHandling
+    blocked_connections: BlockedConnections
+    rules: tuple[CompiledRule, ...]
+    index: DomainIndex
+    ip_index: NetworkIndex
+    group_networks: GroupNetworks
+    group_users: Mapping[str, frozenset[str]]  # user → groups naming it directly
+    group_parents: Mapping[str, frozenset[str]]  # group → itself and every group including it
+    schedules: Mapping[str, Schedule]
+    categories: Mapping[str, Category]
+    devices: DeviceInventory
+    overrides: OverrideLimits = OverrideLimits()
+    logging: LoggingSettings = LoggingSettings()
+    auth: AuthSettings = AuthSettings()
+    source_files: tuple[Path, ...] = ()
+    warnings: tuple[Problem, ...] = ()
+    tests: tuple[PolicyTest, ...] = ()
+    rules_by_id: Mapping[str, CompiledRule] = field(default_factory=dict)
+    disabled_rules: tuple[
+        str, ...
+    ] = ()  # ids of rules the district switched off (`enabled: false`)
+
+    @property
+    def group_names(self) -> frozenset[str]:
+        return frozenset(self.group_parents)
+
+    @property
+    def category_names(self) -> frozenset[str]:
+        return frozenset(self.categories)
+
+    @property
+    def schedule_names(self) -> frozenset[str]:
+        return frozenset(self.schedules)
+
+    def classify(self, host: str) -> Mapping[str, str]:
+        """The tags naming this (normalised) host: category:NAME / rule:ID → the domain or network matched."""
+        if is_ip_literal(host):
+            return self.ip_index.lookup(host)
+        return self.index.lookup(host)

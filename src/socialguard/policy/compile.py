@@ -1,0 +1,689 @@
+"""Turn validated rules-file models into a CompiledPolicy, resolving every cross-reference.
+
+The models (schema.py) know the shape of each section; only here are all sections known at once,
+so this is where `who: [staf]` becomes "unknown group 'staf' (did you mean 'staff'?)" with the line
+it was written on, where lists and inventories are read, and where unreachable rules are spotted.
+Problems are collected, never raised one at a time: IT fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from socialguard.engine.compiled import (
+    AuthSettings,
+    Category,
+    CompiledPolicy,
+    CompiledRule,
+    Device,
+    DeviceInventory,
+    District,
+    GroupNetworks,
+    IPNetwork,
+    LoggingSettings,
+    OverrideLimits,
+    PolicyTest,
+    UrlPrefix,
+    When,
+)
+from socialguard.engine.domains import DomainIndexBuilder, NetworkIndex
+from socialguard.engine.hosts import is_ip_literal, normalise_host
+from socialguard.engine.model import Action, Bypass, TraceStep
+from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
+from socialguard.errors import Problem
+
+from .inventory import read_inventory
+from .schema import (
+    CategorySpec,
+    GroupSpec,
+    IncludeFile,
+    ListRef,
+    PolicyFile,
+    RuleSpec,
+    ScheduleSpec,
+    parse_date,
+    parse_date_range,
+    parse_duration,
+)
+from .yamlpos import Located, PathKey
+
+__all__ = ["SourceFile", "compile_policy"]
+
+# A bound on how many bad lines of one list are reported one by one (the rest are counted).
+_MAX_LIST_WARNINGS = 20
+
+
+@dataclass
+class SourceFile:
+    """One validated file: its model, where it is, and the line map for its messages."""
+
+    path: Path
+    located: Located
+    spec: PolicyFile | IncludeFile
+
+    @property
+    def shown(self) -> str:
+        return self.located.file
+
+    def problem(self, path: PathKey, message: str) -> Problem:
+        return self.located.problem(path, message)
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class _Compiler:
+    main: SourceFile
+    includes: list[SourceFile]
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    hashed: list[Path] = field(default_factory=list)  # list/inventory files, for version and reload
+    schedule_specs: dict[str, tuple[SourceFile, ScheduleSpec]] = field(default_factory=dict)
+    group_specs: dict[str, tuple[SourceFile, GroupSpec]] = field(default_factory=dict)
+    category_specs: dict[str, tuple[SourceFile, CategorySpec]] = field(default_factory=dict)
+    disabled: list[str] = field(default_factory=list)  # rules switched off with `enabled: false`
+
+    @property
+    def spec(self) -> PolicyFile:
+        assert isinstance(self.main.spec, PolicyFile)
+        return self.main.spec
+
+    # -- sections gathered from the main file and its includes ------------------------------------
+
+    def gather(self) -> None:
+        for src in [self.main, *self.includes]:
+            for section, target in (
+                ("schedules", self.schedule_specs),
+                ("groups", self.group_specs),
+                ("categories", self.category_specs),
+            ):
+                for name, spec in getattr(src.spec, section).items():
+                    if name in target:
+                        first = target[name][0]
+                        self.problems.append(
+                            src.problem(
+                                (section, name),
+                                f"{section[:-1] if section != 'categories' else 'category'} {name!r} "
+                                f"is already defined in {first.shown}:{first.located.line_of((section, name))}",
+                            )
+                        )
+                        continue
+                    target[name] = (src, spec)  # type: ignore[assignment]
+
+    # -- district, schedules -----------------------------------------------------------------------
+
+    def district(self) -> District:
+        d = self.spec.district
+        return District(d.name, ZoneInfo(d.timezone), d.policy_url, d.contact)
+
+    def schedules(self, zone: ZoneInfo) -> dict[str, Schedule]:
+        out: dict[str, Schedule] = {}
+        for name in self.schedule_specs:
+            resolved = self._resolve_schedule(name, [])
+            if resolved is None:
+                continue
+            weekly, closed, special = resolved
+            out[name] = Schedule.create(name, zone, weekly, frozenset(closed), special)
+        return out
+
+    def _resolve_schedule(
+        self, name: str, chain: list[str]
+    ) -> tuple[tuple[tuple[Period, ...], ...], set[date], dict[date, tuple[Period, ...]]] | None:
+        src, spec = self.schedule_specs[name]
+        base: (
+            tuple[tuple[tuple[Period, ...], ...], set[date], dict[date, tuple[Period, ...]]] | None
+        )
+        base = (tuple(() for _ in range(7)), set(), {})
+        if spec.extends is not None:
+            if spec.extends in chain or spec.extends == name:
+                self.problems.append(
+                    src.problem(
+                        ("schedules", name, "extends"),
+                        f"schedule {name!r} extends itself through {spec.extends!r}",
+                    )
+                )
+                return None
+            if spec.extends not in self.schedule_specs:
+                self.problems.append(
+                    src.problem(
+                        ("schedules", name, "extends"),
+                        f"unknown schedule {spec.extends!r}{_suggest(spec.extends, self.schedule_specs)}",
+                    )
+                )
+                return None
+            base = self._resolve_schedule(spec.extends, [*chain, name])
+            if base is None:
+                return None
+        weekly_base, closed_base, special_base = base
+        weekly: list[tuple[Period, ...]] = list(weekly_base) if not spec.weekly else [()] * 7
+        for key, periods in spec.weekly.items():
+            parsed = tuple(parse_period(p) for p in periods)
+            for day in parse_days(key):
+                weekly[day] = parsed
+        closed = set(closed_base)
+        for item in spec.closed:
+            first, last = parse_date_range(item)
+            closed.update(first + timedelta(days=i) for i in range((last - first).days + 1))
+        special = dict(special_base)
+        for key, periods in spec.special.items():
+            special[parse_date(key)] = tuple(parse_period(p) for p in periods)
+        return tuple(weekly), closed, special
+
+    # -- groups and devices --------------------------------------------------------------------------
+
+    def groups(
+        self,
+    ) -> tuple[
+        GroupNetworks, dict[str, frozenset[str]], dict[str, frozenset[str]], DeviceInventory
+    ]:
+        networks: list[tuple[IPNetwork, str]] = []
+        users: dict[str, set[str]] = {}
+        direct_parents: dict[str, set[str]] = {name: set() for name in self.group_specs}
+        devices_by_id: dict[str, Device] = {}
+        for name, (src, spec) in self.group_specs.items():
+            networks.extend((ipaddress.ip_network(n), name) for n in spec.networks)
+            for u in spec.users:
+                users.setdefault(u, set()).add(name)
+            for i, child in enumerate(spec.include):
+                if child not in self.group_specs:
+                    self.problems.append(
+                        src.problem(
+                            ("groups", name, "include", i),
+                            f"unknown group {child!r}{_suggest(child, self.group_specs)}",
+                        )
+                    )
+                    continue
+                direct_parents[child].add(name)
+            if spec.devices is not None:
+                self._read_devices(src, name, spec.devices, devices_by_id)
+        parents: dict[str, frozenset[str]] = {}
+        for name in self.group_specs:
+            seen = {name}
+            todo = [name]
+            while todo:
+                for p in direct_parents.get(todo.pop(), ()):
+                    if p == name:
+                        src = self.group_specs[name][0]
+                        self.problems.append(
+                            src.problem(
+                                ("groups", name, "include"),
+                                f"group {name!r} includes itself (a cycle)",
+                            )
+                        )
+                    elif p not in seen:
+                        seen.add(p)
+                        todo.append(p)
+            parents[name] = frozenset(seen)
+        by_mac = {d.mac: d for d in devices_by_id.values() if d.mac}
+        by_ip = {d.ip: d for d in devices_by_id.values() if d.ip}
+        inventory = DeviceInventory(by_mac, by_ip, devices_by_id)
+        return (
+            GroupNetworks(tuple(networks)),
+            {u: frozenset(g) for u, g in users.items()},
+            parents,
+            inventory,
+        )
+
+    def _read_devices(self, src: SourceFile, group: str, rel: str, out: dict[str, Device]) -> None:
+        path = src.path.parent / rel
+        shown = str(Path(src.shown).parent / rel)
+        rows, problems = read_inventory(path, shown)
+        if problems and not rows and not path.exists():
+            self.problems.append(
+                src.problem(("groups", group, "devices"), f"device inventory {rel!r} not found")
+            )
+            return
+        self.problems.extend(problems)
+        self.hashed.append(path)
+        for row in rows:
+            have = out.get(row.device)
+            groups = (have.groups if have else frozenset()) | {group}
+            out[row.device] = Device(row.device, row.owner, row.mac, row.ip, groups)
+
+    # -- categories ----------------------------------------------------------------------------------
+
+    def categories(
+        self, builder: DomainIndexBuilder, ip_entries: list[tuple[IPNetwork, str]]
+    ) -> dict[str, Category]:
+        out: dict[str, Category] = {}
+        for name, (src, spec) in self.category_specs.items():
+            tag = f"category:{name}"
+            domains = self._domains(src, ("categories", name, "domains"), spec.domains)
+            lists: list[Path] = []
+            for i, ref in enumerate(spec.lists):
+                ref = ref if isinstance(ref, ListRef) else ListRef(path=ref)
+                listed = self._read_list(src, ("categories", name, "lists", i), ref)
+                if listed is not None:
+                    domains.extend(listed)
+                    lists.append(src.path.parent / ref.path)
+            unique = list(dict.fromkeys(domains))
+            builder.add(unique, tag)
+            ip_entries.extend((ipaddress.ip_network(n), tag) for n in spec.networks)
+            out[name] = Category(
+                name, spec.description, len(unique), len(spec.networks), tuple(lists)
+            )
+        return out
+
+    def _domains(self, src: SourceFile, path: PathKey, raw: list[str]) -> list[str]:
+        out = []
+        for i, text in enumerate(raw):
+            try:
+                host = normalise_host(text)
+            except ValueError as e:
+                self.problems.append(src.problem((*path, i), str(e)))
+                continue
+            if is_ip_literal(host):
+                self.problems.append(
+                    src.problem((*path, i), f"{text!r} is an address: list it under networks")
+                )
+                continue
+            out.append(host)
+        return out
+
+    def _read_list(self, src: SourceFile, path: PathKey, ref: ListRef) -> list[str] | None:
+        file = src.path.parent / ref.path
+        shown = str(Path(src.shown).parent / ref.path)
+        if not file.is_file():
+            self.problems.append(
+                src.problem(path, f"domain list {ref.path!r} not found (looked for {shown})")
+            )
+            return None
+        try:
+            result = read_domain_list(file, ref.format)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            self.problems.append(src.problem(path, f"cannot read domain list {shown}: {e}"))
+            return None
+        self.hashed.append(file)
+        for line, text, why in result.invalid[:_MAX_LIST_WARNINGS]:
+            self.warnings.append(Problem(shown, line, "", f"line skipped: {why}: {text[:80]!r}"))
+        extra = len(result.invalid) - _MAX_LIST_WARNINGS
+        if extra > 0:
+            self.warnings.append(Problem(shown, None, "", f"{extra} more invalid lines skipped"))
+        return result.domains
+
+    # -- rules ---------------------------------------------------------------------------------------
+
+    def rules(
+        self,
+        schedules: Mapping[str, Schedule],
+        categories: Mapping[str, Category],
+        devices: DeviceInventory,
+        builder: DomainIndexBuilder,
+        ip_entries: list[tuple[IPNetwork, str]],
+    ) -> tuple[list[CompiledRule], dict[str, list[str]]]:
+        out: list[CompiledRule] = []
+        literal_domains: dict[str, list[str]] = {}
+        seen: dict[str, int] = {}
+        for i, spec in enumerate(self.spec.rules):
+            base: PathKey = ("rules", i)
+            if spec.id in seen:
+                self.problems.append(
+                    self.main.problem(
+                        (*base, "id"),
+                        f"rule id {spec.id!r} is already used by rules[{seen[spec.id]}]",
+                    )
+                )
+                continue
+            seen[spec.id] = i
+            rule = self._rule(
+                i, spec, schedules, categories, devices, builder, ip_entries, literal_domains
+            )
+            if rule is not None and spec.enabled:
+                out.append(rule)
+            elif rule is not None:
+                self.disabled.append(spec.id)
+        return out, literal_domains
+
+    def _rule(
+        self,
+        i: int,
+        spec: RuleSpec,
+        schedules: Mapping[str, Schedule],
+        categories: Mapping[str, Category],
+        devices: DeviceInventory,
+        builder: DomainIndexBuilder,
+        ip_entries: list[tuple[IPNetwork, str]],
+        literal_domains: dict[str, list[str]],
+    ) -> CompiledRule | None:
+        base: PathKey = ("rules", i)
+        ok = True
+        groups: set[str] = set()
+        users: set[str] = set()
+        device_ids: set[str] = set()
+        for j, who in enumerate(spec.who or ()):
+            kind, sep, value = who.partition(":")
+            if sep and kind == "user" and value:
+                users.add(value)
+            elif sep and kind == "device" and value:
+                device_ids.add(value)
+                if value not in devices.by_id:
+                    self.warnings.append(
+                        self.main.problem(
+                            (*base, "who", j), f"device {value!r} is not in any inventory"
+                        )
+                    )
+            elif not sep and who in self.group_specs:
+                groups.add(who)
+            else:
+                ok = False
+                hint = (
+                    _suggest(who, self.group_specs)
+                    if not sep
+                    else " (use a group name, user:NAME or device:ID)"
+                )
+                self.problems.append(
+                    self.main.problem((*base, "who", j), f"unknown group {who!r}{hint}")
+                )
+        if spec.who is not None and not spec.who:
+            ok = False
+            self.problems.append(
+                self.main.problem((*base, "who"), "empty: omit `who` to mean everyone")
+            )
+        what = spec.what
+        tags: set[str] = set()
+        for j, c in enumerate(what.categories):
+            if c not in categories:
+                ok = False
+                self.problems.append(
+                    self.main.problem(
+                        (*base, "what", "categories", j),
+                        f"unknown category {c!r}{_suggest(c, categories)}",
+                    )
+                )
+            tags.add(f"category:{c}")
+        own_tag = f"rule:{spec.id}"
+        domains = self._domains(self.main, (*base, "what", "domains"), what.domains)
+        if domains:
+            builder.add(domains, own_tag)
+            literal_domains[spec.id] = domains
+            tags.add(own_tag)
+        if what.networks:
+            ip_entries.extend((ipaddress.ip_network(n), own_tag) for n in what.networks)
+            tags.add(own_tag)
+        urls = []
+        for j, text in enumerate(what.urls):
+            try:
+                urls.append(_url_prefix(text))
+            except ValueError as e:
+                ok = False
+                self.problems.append(self.main.problem((*base, "what", "urls", j), str(e)))
+        when = None
+        if spec.when is not None:
+            name, negate = (
+                (spec.when, False) if isinstance(spec.when, str) else (spec.when["not"], True)
+            )
+            if name not in schedules:
+                ok = False
+                if name not in self.schedule_specs:  # else its own definition already failed
+                    self.problems.append(
+                        self.main.problem(
+                            (*base, "when"),
+                            f"unknown schedule {name!r}{_suggest(name, self.schedule_specs)}",
+                        )
+                    )
+            else:
+                when = When(schedules[name], negate)
+        if not ok:
+            return None
+        action = Action(spec.action)
+        bypass = frozenset(Bypass(b) for b in spec.bypass or ())
+        if bypass and action is Action.ALLOW:
+            self.warnings.append(
+                self.main.problem((*base, "bypass"), "has no effect on a rule that allows")
+            )
+        step = f"rule:{spec.id}"
+        reason = spec.reason or spec.description
+        when_text = f" ({when})" if when else ""
+        return CompiledRule(
+            id=spec.id,
+            index=i,
+            description=spec.description,
+            reason=reason,
+            action=action,
+            bypass=bypass,
+            everyone=spec.who is None,
+            groups=frozenset(groups),
+            users=frozenset(users),
+            devices=frozenset(device_ids),
+            tags=frozenset(tags),
+            urls=tuple(urls),
+            any_destination=not (what.categories or what.domains or what.urls or what.networks),
+            methods=frozenset(m.upper() for m in what.methods)
+            if what.methods is not None
+            else None,
+            uploads=what.uploads,
+            doh=what.doh,
+            when=when,
+            source=f"{self.main.shown}:{self.main.located.line_of(base)}",
+            step_name=step,
+            no_who=TraceStep(step, "no match: not for this person"),
+            no_what=TraceStep(step, "no match: destination not named"),
+            no_request=TraceStep(step, "no match: request conditions (method/upload/DoH) not met"),
+            not_when=TraceStep(
+                step,
+                f"skipped: outside {when}"
+                if when and not when.negate
+                else f"skipped: in {when.schedule.name if when else ''}",
+            ),
+            matched=TraceStep(step, f"matched{when_text}: {action.value}"),
+        )
+
+
+def _url_prefix(text: str) -> UrlPrefix:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    host = normalise_host(parts.netloc.rpartition("@")[2])
+    path = parts.path or "/"
+    if parts.query:
+        raise ValueError(f"{text!r}: a URL prefix cannot carry a query string")
+    return UrlPrefix(parts.scheme, host, path)
+
+
+# -- shadowed rules ------------------------------------------------------------------------------------
+
+
+def shadow_warnings(
+    src: SourceFile,
+    rules: list[CompiledRule],
+    literal_domains: Mapping[str, list[str]],
+    parents: Mapping[str, frozenset[str]],
+    index_lookup: Any,
+) -> list[Problem]:
+    """A rule that an earlier rule always matches first can never apply: almost certainly a mistake."""
+    out = []
+    for j, later in enumerate(rules):
+        for earlier in rules[:j]:
+            if _covers(earlier, later, literal_domains, parents, index_lookup):
+                out.append(
+                    src.problem(
+                        ("rules", later.index),
+                        f"rule {later.id!r} can never match: rule {earlier.id!r} "
+                        f"(rules[{earlier.index}]) matches all its requests first",
+                    )
+                )
+                break
+    return out
+
+
+def _covers(
+    a: CompiledRule,
+    b: CompiledRule,
+    literal_domains: Mapping[str, list[str]],
+    parents: Mapping[str, frozenset[str]],
+    index_lookup: Any,
+) -> bool:
+    """Does rule `a` match every request rule `b` matches? (Conservative: False when unsure.)"""
+    if not a.everyone:
+        if b.everyone or not b.users <= a.users or not b.devices <= a.devices:
+            return False
+        if any(a.groups.isdisjoint(parents.get(g, {g})) for g in b.groups):
+            return False
+    if a.when is not None and (b.when is None or a.when != b.when):
+        return False
+    if a.methods is not None and (b.methods is None or not b.methods <= a.methods):
+        return False
+    if a.uploads is not None and a.uploads != b.uploads:
+        return False
+    if a.doh and not b.doh:
+        return False
+    if a.any_destination:
+        return True
+    if b.any_destination:
+        return False
+    for tag in b.tags:
+        if tag.startswith("category:"):
+            if tag not in a.tags:
+                return False
+        else:
+            for d in literal_domains.get(b.id, ()):
+                if a.tags.isdisjoint(index_lookup(d)):
+                    return False
+            if b.id not in literal_domains:
+                return False  # networks: not compared
+    for url in b.urls:
+        if a.tags.isdisjoint(index_lookup(url.host)) and not any(
+            u.scheme == url.scheme and u.host == url.host and url.path.startswith(u.path)
+            for u in a.urls
+        ):
+            return False
+    return True
+
+
+# -- tests ---------------------------------------------------------------------------------------------
+
+
+def compile_tests(
+    src: SourceFile, spec: PolicyFile, zone: ZoneInfo, problems: list[Problem]
+) -> list[PolicyTest]:
+    out = []
+    for i, t in enumerate(spec.tests):
+        base: PathKey = ("tests", i)
+        try:
+            at = t.at if isinstance(t.at, datetime) else datetime.fromisoformat(t.at.strip())
+        except ValueError:
+            problems.append(
+                src.problem(
+                    (*base, "at"), f"{t.at!r} is not an ISO-8601 time (e.g. 2026-12-01T10:00)"
+                )
+            )
+            continue
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=zone)
+        parts = urlsplit(t.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(src.problem((*base, "url"), f"{t.url!r} is not an http(s) URL"))
+            continue
+        line = src.located.line_of(base)
+        name = t.name or f"{t.expect} {t.url} from {t.client} at {t.at}"
+        out.append(
+            PolicyTest(
+                line,
+                name,
+                t.url,
+                t.client,
+                at,
+                Action(t.expect),
+                t.user,
+                t.mac,
+                t.method.upper(),
+                t.upload,
+                t.rule,
+                t.basis,
+            )
+        )
+    return out
+
+
+def policy_version(sources: list[SourceFile], data_files: list[Path]) -> str:
+    """Hash of what the policy means: the validated models (not comments) and every list's bytes."""
+    h = hashlib.sha256()
+    for src in sources:
+        h.update(json.dumps(src.spec.model_dump(mode="json"), sort_keys=True).encode())
+    for path in data_files:
+        h.update(b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"unreadable")
+    return h.hexdigest()[:16]
+
+
+def compile_policy(
+    main: SourceFile, includes: list[SourceFile]
+) -> tuple[CompiledPolicy | None, list[Problem]]:
+    """Compile, returning (policy, []) or (None, every problem found)."""
+    c = _Compiler(main, includes)
+    c.gather()
+    spec = c.spec
+    district = c.district()
+    schedules = c.schedules(district.timezone)
+    group_networks, group_users, parents, devices = c.groups()
+    builder = DomainIndexBuilder()
+    ip_entries: list[tuple[IPNetwork, str]] = []
+    categories = c.categories(builder, ip_entries)
+    rules, literal_domains = c.rules(schedules, categories, devices, builder, ip_entries)
+    tests = compile_tests(main, spec, district.timezone, c.problems)
+    htpasswd = None
+    if spec.auth.htpasswd is not None:
+        htpasswd = main.path.parent / spec.auth.htpasswd
+        if not htpasswd.is_file():
+            c.problems.append(
+                main.problem(
+                    ("auth", "htpasswd"), f"htpasswd file {spec.auth.htpasswd!r} not found"
+                )
+            )
+    if c.problems:
+        return None, c.problems
+    index = builder.build()
+    warnings = [*c.warnings, *shadow_warnings(main, rules, literal_domains, parents, index.lookup)]
+    policy = CompiledPolicy(
+        version=policy_version([main, *includes], c.hashed),
+        district=district,
+        fail_mode=spec.fail,
+        default=Action(spec.default),
+        ip_literals=spec.ip_literals,
+        blocked_connections=spec.blocked_connections,
+        rules=tuple(rules),
+        index=index,
+        ip_index=NetworkIndex(tuple(ip_entries)),
+        group_networks=group_networks,
+        group_users=group_users,
+        group_parents=parents,
+        schedules=schedules,
+        categories=categories,
+        devices=devices,
+        overrides=OverrideLimits(
+            parse_duration(spec.overrides.grant_max),
+            spec.overrides.emergency_minutes,
+            spec.overrides.emergency_per_day,
+        ),
+        logging=LoggingSettings(spec.logging.paths),
+        auth=AuthSettings(htpasswd),
+        source_files=(main.path, *(s.path for s in includes), *c.hashed),
+        warnings=tuple(warnings),
+        tests=tuple(tests),
+        rules_by_id={r.id: r for r in rules},
+        disabled_rules=tuple(c.disabled),
+    )
+    return policy, []
+
+
+# The domain-list reader is the lists module's; a minimal fallback keeps the loader working alone.
+try:
+    from .lists import read_domain_list
+except (ImportError, SyntaxError):  # pragma: no cover - only while lists.py is absent
+    from ._fallback_lists import read_domain_list  # type: ignore[assignment]

@@ -1,0 +1,144 @@
+"""`load_policy(path)`: read, validate and compile a rules file and its includes.
+
+Every problem is reported with file, line and field (`rules/policy.yaml:42: rules[3].who: unknown
+group 'staf' (did you mean 'staff'?)`) and all of them at once, in one PolicyError. Nothing here
+touches the network or the clock; the only I/O is reading the rules file, its includes, its domain
+lists and device inventories.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from socialguard.engine.compiled import CompiledPolicy
+from socialguard.errors import PolicyError, Problem
+
+from . import schema
+from .compile import SourceFile, compile_policy
+from .yamlpos import Located, PathKey, load_located
+
+__all__ = ["load_policy"]
+
+_FIELD_NAMES = sorted(
+    {
+        name
+        for model in vars(schema).values()
+        if isinstance(model, type) and issubclass(model, BaseModel)
+        for name in model.model_fields
+    }
+)
+
+
+def load_policy(path: Path) -> CompiledPolicy:
+    """Load and compile the rules file at `path`; raises PolicyError listing every problem."""
+    path = Path(path)
+    problems: list[Problem] = []
+    main = _read(path, str(path), schema.PolicyFile, problems)
+    if main is None:
+        raise PolicyError(problems)
+    assert isinstance(main.spec, schema.PolicyFile)
+    includes: list[SourceFile] = []
+    for i, rel in enumerate(main.spec.include):
+        inc_path = path.parent / rel
+        shown = str(Path(main.shown).parent / rel)
+        if not inc_path.is_file():
+            problems.append(
+                main.problem(
+                    ("include", i), f"included file {rel!r} not found (looked for {shown})"
+                )
+            )
+            continue
+        inc = _read(inc_path, shown, schema.IncludeFile, problems)
+        if inc is not None:
+            includes.append(inc)
+    if problems:
+        raise PolicyError(problems)
+    policy, problems = compile_policy(main, includes)
+    if policy is None:
+        raise PolicyError(sorted(problems, key=lambda p: (p.file, p.line or 0)))
+    return policy
+
+
+def _read(
+    path: Path, shown: str, model: type[BaseModel], problems: list[Problem]
+) -> SourceFile | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(Problem(shown, None, "", "file not found"))
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        problems.append(
+            Problem(shown, None, "", f"cannot read: {getattr(e, 'strerror', None) or e}")
+        )
+        return None
+    located, found = load_located(text, shown)
+    problems.extend(found)
+    if located is None or found:
+        return None
+    if not isinstance(located.data, dict):
+        problems.append(
+            Problem(
+                shown,
+                located.line_of(()),
+                "",
+                "expected a mapping of sections (district:, rules:, ...)",
+            )
+        )
+        return None
+    try:
+        spec = model.model_validate(located.data)
+    except ValidationError as e:
+        problems.extend(_validation_problems(e, located))
+        return None
+    return SourceFile(path, located, spec)  # type: ignore[arg-type]
+
+
+def _validation_problems(error: ValidationError, located: Located) -> list[Problem]:
+    out: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for e in error.errors():
+        path = _real_path(e["loc"], located, e["type"])
+        message = _message(e, path)
+        problem = located.problem(path, message)
+        key = (problem.field, message)
+        if key not in seen:
+            seen.add(key)
+            out.append(problem)
+    return out
+
+
+def _real_path(loc: tuple[Any, ...], located: Located, kind: str) -> PathKey:
+    """pydantic's loc minus the union-member names it inserts (`str`, `ListRef`, `function-after[...]`)."""
+    path: list[str | int] = []
+    for i, part in enumerate(loc):
+        el: str | int = part if isinstance(part, int) else str(part)
+        candidate = (*path, el)
+        last = i == len(loc) - 1
+        if candidate in located.lines or (last and kind in ("missing", "extra_forbidden")):
+            path.append(el)
+        elif isinstance(el, int):
+            path.append(el)
+    return tuple(path)
+
+
+def _message(e: Any, path: PathKey) -> str:
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else "?"
+        close = difflib.get_close_matches(key, _FIELD_NAMES, n=1, cutoff=0.6)
+        return f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if kind == "missing":
+        return "required, but missing"
+    msg = str(e["msg"])
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, ") :]
+    given = e.get("input")
+    shown = repr(given)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{msg[0].lower()}{msg[1:]} (got {shown})"
