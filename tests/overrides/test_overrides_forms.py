@@ -1,0 +1,267 @@
+"""The block page's forms and their tokens: single use, short-lived, bound to person and decision."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import pytest
+from structlog.testing import capture_logs
+
+from socialguard.engine import Action, Basis, Bypass, Decision, Principal
+from socialguard.overrides import Limits, SnapshotRefresher, open_store
+from socialguard.overrides.sqlite import SqliteStore
+from socialguard.proxy.forms import (
+    EMERGENCY_PATH,
+    REQUEST_PATH,
+    BlockPageForms,
+    FormRequest,
+    is_form_path,
+)
+
+DENVER = ZoneInfo("America/Denver")
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=DENVER).astimezone(UTC)
+JDOE = Principal(client_ip="10.20.1.5", user="jdoe", device="laptop-17", groups=frozenset({"staff"}))
+URL = "https://www.facebook.com/groups/pta"
+LIMITS = Limits(
+    group_names=frozenset({"staff"}), category_names=frozenset({"social"}),
+    grant_max=timedelta(hours=8), emergency_minutes=30, emergency_per_day=2, timezone=DENVER,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStore]:
+    s = open_store(tmp_path / "socialguard.db", clock=clock)
+    assert isinstance(s, SqliteStore)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def refresher(store: SqliteStore, clock: FakeClock) -> SnapshotRefresher:
+    return SnapshotRefresher(store, clock=clock)
+
+
+@pytest.fixture
+def forms(store: SqliteStore, refresher: SnapshotRefresher, clock: FakeClock) -> BlockPageForms:
+    return BlockPageForms(store, lambda: LIMITS, refresher=refresher, clock=clock)
+
+
+def blocked(
+    bypass: frozenset[Bypass] = frozenset({Bypass.GRANT, Bypass.EMERGENCY}),
+    principal: Principal = JDOE,
+) -> Decision:
+    return Decision(
+        action=Action.BLOCK, basis=Basis.RULE, reason="Policy: no social networking in school hours",
+        principal=principal, policy_version="v1", host="www.facebook.com",
+        rule_id="staff-social-school-hours", category="social", matched_domain="facebook.com",
+        bypass=bypass,
+    )
+
+
+def tokens(html: str) -> dict[str, str]:
+    """action path → token, read from the block page fragment."""
+    return dict(re.findall(r'action="([^"]+)".*?name="token" value="([^"]+)"', html))
+
+
+def post(
+    path: str, token: str, reason: str = "Lockdown notice from my child's school",
+    principal: Principal = JDOE, host: str = "www.facebook.com", **headers: str,
+) -> FormRequest:
+    return FormRequest(
+        method="POST", path=path, host=host, principal=principal,
+        body=urlencode({"token": token, "reason": reason}).encode(),
+        content_type="application/x-www-form-urlencoded",
+        origin=headers.get("origin", "https://www.facebook.com"),
+        sec_fetch_site=headers.get("sec_fetch_site", "same-origin"),
+    )
+
+
+def test_form_paths_are_reserved_under_dot_socialguard() -> None:
+    assert is_form_path("/.socialguard/emergency?x=1")
+    assert not is_form_path("/socialguard/emergency")
+
+
+@pytest.mark.parametrize(
+    ("bypass", "expected"),
+    [
+        (frozenset({Bypass.GRANT, Bypass.EMERGENCY}), {EMERGENCY_PATH, REQUEST_PATH}),
+        (frozenset({Bypass.EMERGENCY}), {EMERGENCY_PATH}),
+        (frozenset({Bypass.GRANT}), {REQUEST_PATH}),
+        (frozenset(), set()),
+    ],
+)
+def test_links_offer_only_what_the_rule_allows(
+    forms: BlockPageForms, bypass: frozenset[Bypass], expected: set[str]
+) -> None:
+    assert set(tokens(forms.links(blocked(bypass), url=URL, decision_id="d-1"))) == expected
+
+
+def test_emergency_submit_opens_the_site_for_the_device_and_redirects(
+    forms: BlockPageForms, refresher: SnapshotRefresher, clock: FakeClock
+) -> None:
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+    out = forms.handle(post(EMERGENCY_PATH, token))
+    assert out.status == 303 and out.headers["Location"] == URL
+    assert out.event["outcome"] == "emergency_declared" and out.event["decision_id"] == "d-1"
+    # the snapshot was refreshed before answering: the redirect is already allowed
+    e = refresher.current.emergency_for(JDOE, "www.facebook.com", {}, clock.now)
+    assert e is not None and e.self_declared and e.scope == "device:laptop-17"
+    assert e.ends - clock.now == timedelta(minutes=30)
+    assert refresher.current.emergency_for(JDOE, "www.tiktok.com", {}, clock.now) is None
+
+
+def test_access_request_is_filed_for_administration(
+    forms: BlockPageForms, store: SqliteStore
+) -> None:
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-2"))[REQUEST_PATH]
+    out = forms.handle(post(REQUEST_PATH, token, reason="Update the PTA page"))
+    assert out.status == 200
+    (req,) = store.list_requests()
+    assert (req.who, req.site, req.url, req.reason, req.decision_id) == (
+        "user:jdoe", "facebook.com", URL, "Update the PTA page", "d-2",
+    )
+    assert req.id.encode() in out.body
+
+
+def test_a_replayed_token_is_refused_and_logged(forms: BlockPageForms, store: SqliteStore) -> None:
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[REQUEST_PATH]
+    assert forms.handle(post(REQUEST_PATH, token)).status == 200
+    with capture_logs() as logs:
+        again = forms.handle(post(REQUEST_PATH, token))
+    assert again.status == 403 and again.event["why"] == "replayed"
+    assert [(entry["event"], entry["why"]) for entry in logs] == [("form_token_refused", "replayed")]
+    assert len(store.list_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature altered
+        lambda t: "x" + t,  # payload altered
+        lambda t: t.split(".")[0],  # no signature
+        lambda t: "",  # no token
+    ],
+)
+def test_a_forged_token_is_refused(forms: BlockPageForms, store: SqliteStore, tamper) -> None:  # type: ignore[no-untyped-def]
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+    out = forms.handle(post(EMERGENCY_PATH, tamper(token)))
+    assert out.status == 403 and out.event["why"] == "forged"
+    assert store.pending_reviews() == []
+
+
+def test_a_token_from_another_process_is_forged(
+    forms: BlockPageForms, store: SqliteStore, refresher: SnapshotRefresher, clock: FakeClock
+) -> None:
+    other = BlockPageForms(store, lambda: LIMITS, refresher=refresher, clock=clock)
+    token = tokens(other.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+    assert forms.handle(post(EMERGENCY_PATH, token)).event["why"] == "forged"
+
+
+def test_a_token_for_one_form_does_not_open_the_other(forms: BlockPageForms) -> None:
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[REQUEST_PATH]
+    assert forms.handle(post(EMERGENCY_PATH, token)).event["why"] == "forged"
+
+
+def test_an_expired_token_is_refused(forms: BlockPageForms, clock: FakeClock) -> None:
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+    clock.now += timedelta(minutes=10)
+    out = forms.handle(post(EMERGENCY_PATH, token))
+    assert out.status == 403 and out.event["why"] == "expired"
+
+
+def test_a_token_is_bound_to_the_person(forms: BlockPageForms) -> None:
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+    someone_else = Principal(client_ip="10.20.1.99", groups=frozenset({"staff"}))
+    out = forms.handle(post(EMERGENCY_PATH, token, principal=someone_else))
+    assert out.status == 403 and out.event["why"] == "wrong_person"
+
+
+def test_a_token_is_bound_to_the_site(forms: BlockPageForms) -> None:
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+    out = forms.handle(post(EMERGENCY_PATH, token, host="www.instagram.com",
+                            origin="https://www.instagram.com"))
+    assert out.status == 403 and out.event["why"] == "wrong_site"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"sec_fetch_site": "cross-site"},
+        {"sec_fetch_site": "same-site"},
+        {"origin": "https://evil.example"},
+    ],
+)
+def test_cross_site_submissions_are_refused(
+    forms: BlockPageForms, store: SqliteStore, headers: dict[str, str]
+) -> None:
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+    out = forms.handle(post(EMERGENCY_PATH, token, **headers))
+    assert out.status == 403 and out.event["why"] == "cross_site"
+    assert store.pending_reviews() == []
+
+
+def test_an_empty_reason_is_asked_again_without_spending_the_token(forms: BlockPageForms) -> None:
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+    assert forms.handle(post(EMERGENCY_PATH, token, reason="   ")).status == 400
+    assert forms.handle(post(EMERGENCY_PATH, token)).status == 303
+
+
+def test_past_the_daily_limit_the_form_says_so(
+    forms: BlockPageForms, store: SqliteStore, clock: FakeClock
+) -> None:
+    statuses = []
+    for _ in range(3):
+        token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+        out = forms.handle(post(EMERGENCY_PATH, token))
+        statuses.append(out.status)
+    assert statuses == [303, 303, 429]
+    assert b"all 2 emergency accesses allowed today" in out.body
+    assert len(store.pending_reviews()) == 2
+    clock.now += timedelta(days=1)  # the next local day
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+    assert forms.handle(post(EMERGENCY_PATH, token)).status == 303
+
+
+def test_get_is_not_a_submission(forms: BlockPageForms) -> None:
+    out = forms.handle(FormRequest(method="GET", path=EMERGENCY_PATH, host="www.facebook.com",
+                                   principal=JDOE))
+    assert out.status == 405
+
+
+def test_unknown_form_path_is_not_found(forms: BlockPageForms) -> None:
+    out = forms.handle(FormRequest(method="POST", path="/.socialguard/other",
+                                   host="www.facebook.com", principal=JDOE))
+    assert out.status == 404
+
+
+def test_pages_cannot_be_framed_or_cached(forms: BlockPageForms) -> None:
+    out = forms.handle(FormRequest(method="GET", path=EMERGENCY_PATH, host="www.facebook.com",
+                                   principal=JDOE))
+    assert out.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in out.headers["Content-Security-Policy"]
+    assert out.headers["Cache-Control"] == "no-store"
+
+
+def test_the_url_and_reason_are_escaped_in_html(forms: BlockPageForms) -> None:
+    evil = 'https://www.facebook.com/"><script>alert(1)</script>'
+    token = tokens(forms.links(blocked(), url=evil, decision_id="d-1"))[EMERGENCY_PATH]
+    out = forms.handle(post(EMERGENCY_PATH, token))
+    assert b"<script>" not in out.body
