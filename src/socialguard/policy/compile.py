@@ -43,6 +43,7 @@ from socialguard.engine.schedule import Period, Schedule, parse_days, parse_peri
 from socialguard.errors import Problem
 
 from .inventory import read_inventory
+from .lists import read_domain_list
 from .schema import (
     CategorySpec,
     GroupSpec,
@@ -680,10 +681,3 @@ def compile_policy(
         disabled_rules=tuple(c.disabled),
     )
     return policy, []
-
-
-# The domain-list reader is the lists module's; a minimal fallback keeps the loader working alone.
-try:
-    from .lists import read_domain_list
-except (ImportError, SyntaxError):  # pragma: no cover - only while lists.py is absent
-    from ._fallback_lists import read_domain_list  # type: ignore[assignment]
