@@ -16,7 +16,8 @@ import gzip
 import io
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, Literal
@@ -359,21 +360,21 @@ def _chosen_format(fmt: str, first_block: str, path: Path) -> ListFormat:
     return fmt  # type: ignore[return-value]  # checked against FORMATS by the caller
 
 
-def _open_text(path: Path) -> IO[str]:
-    """Open as UTF-8 text; undecodable bytes survive as surrogates and fail their line only."""
-    raw = path.open("rb")
-    try:
-        binary: IO[bytes] = (
-            gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-            if raw.peek(2)[:2] == _GZIP_MAGIC
-            else raw
-        )
-        return io.TextIOWrapper(
+@contextmanager
+def _open_text(path: Path) -> Iterator[IO[str]]:
+    """Open as UTF-8 text; undecodable bytes survive as surrogates and fail their line only.
+
+    gzip is recognised by its magic bytes, not the file name. Closes the file and any
+    decompressor on the way out (GzipFile does not close a file object it was handed).
+    """
+    with path.open("rb") as raw:
+        binary: IO[bytes] = raw
+        if raw.peek(2)[:2] == _GZIP_MAGIC:
+            binary = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+        with io.TextIOWrapper(
             binary,  # type: ignore[arg-type]  # GzipFile is a BufferedIOBase at runtime
             encoding="utf-8-sig",
             errors="surrogateescape",
             newline=None,
-        )
-    except BaseException:
-        raw.close()
-        raise
+        ) as text:
+            yield text
