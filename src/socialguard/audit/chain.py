@@ -37,9 +37,7 @@ _C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
 
 # The C encoder called directly skips JSONEncoder's per-call set-up (about 1 µs of a ~15 µs write).
 _c_encoder = (
-    _C_MAKE_ENCODER(
-        None, str, json.encoder.encode_basestring, None, ":", ",", False, False, False
-    )
+    _C_MAKE_ENCODER(None, str, json.encoder.encode_basestring, None, ":", ",", False, False, False)
     if _C_MAKE_ENCODER is not None
     else None
 )

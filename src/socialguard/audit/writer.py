@@ -36,6 +36,7 @@ from socialguard.errors import AuditError
 
 from . import files
 from .chain import GENESIS, LineError, encode_event, seal, unseal
+from .chains import read_anchor
 from .checkpoints import CheckpointSink, load_private_key
 from .schema import CHAIN_FIELDS, SCHEMA_VERSION, TYPE_FILE_CLOSE, TYPE_FILE_OPEN
 
@@ -279,7 +280,7 @@ class AuditLog:
             if f.node_in_name == files.safe_node(self.node)
         ]
         if not mine:
-            anchor = _read_prune_anchor(self.log_dir, self.node)
+            anchor = read_anchor(self.log_dir, self.node)
             if anchor:
                 self._state.seq = int(anchor["next_seq"]) - 1
                 self._state.head = str(anchor["next_prev"])
@@ -468,14 +469,3 @@ def _last_record(lf: files.LogFile) -> tuple[dict[str, Any], int]:
         ) from e
     record["h"] = stored
     return record, torn
-
-
-def _read_prune_anchor(log_dir: Path, node: str) -> dict[str, Any] | None:
-    path = log_dir / f"{files.PRUNE_ANCHOR_PREFIX}{files.safe_node(node)}.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise AuditError(f"{path}: unreadable prune anchor: {e}") from e
-    return data if isinstance(data, dict) else None

@@ -1,7 +1,511 @@
-"""`socialguard audit` commands."""
+"""`socialguard audit`: search, summarise, verify, follow and prune the decision log; make its key.
+
+The commands only parse options, call `socialguard.audit` and print. Times are shown in the district's
+zone: `--tz`, else the rules file's `district.timezone`, else America/Denver.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 import typer
 
-app = typer.Typer(help="audit commands (not yet implemented).", no_args_is_help=True)
+from socialguard import paths
+from socialguard.cli.common import (
+    EXIT_FAIL,
+    JsonOption,
+    LogDirOption,
+    RulesOption,
+    StateOption,
+    domain_errors,
+)
+from socialguard.errors import AuditError, ConfigError
+
+app = typer.Typer(
+    help="The decision log: search, report, verify, tail, prune; keygen for checkpoint signing.",
+    no_args_is_help=True,
+)
+
+DEFAULT_ZONE = "America/Denver"
+
+TzOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tz", help="Time zone for input and output [default: the rules' district zone]."
+    ),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since", help="From: 2026-11-28, 2026-11-28T08:00 (district zone), today, 24h, 7d."
+    ),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", help="Until (exclusive; a bare date includes that day)."),
+]
+
+
+def _zone(tz: str | None, rules: Path | None) -> ZoneInfo:
+    """The district's zone: --tz, else the rules file's district.timezone, else the default."""
+    name = tz
+    if name is None:
+        path = paths.rules_path(rules)
+        if path.is_file():
+            name = _zone_from_rules(path)
+        elif rules is not None:
+            raise ConfigError(f"{path}: rules file not found")
+    try:
+        return ZoneInfo(name or DEFAULT_ZONE)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ConfigError(f"--tz {name!r}: not an IANA time zone (e.g. America/Denver)") from e
+
+
+def _zone_from_rules(path: Path) -> str | None:
+    """Only `district.timezone` of the top-level file: a search need not load every domain list."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the district's time zone: {e}") from e
+    district = data.get("district") if isinstance(data, dict) else None
+    zone = district.get("timezone") if isinstance(district, dict) else None
+    return str(zone) if zone else None
+
+
+def _log_dir(log_dir: Path | None, state: Path | None) -> Path:
+    return paths.log_dir(log_dir, state)
+
+
+def _filter(
+    tz: ZoneInfo,
+    *,
+    since: str | None,
+    until: str | None,
+    **kw: Any,
+) -> Any:
+    from socialguard.audit.reader import Filter, parse_when
+
+    now = datetime.now(UTC)
+    return Filter(
+        since=parse_when(since, tz, now=now) if since else None,
+        until=parse_when(until, tz, now=now, end=True) if until else None,
+        **kw,
+    )
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+COLUMNS = ["time", "action", "basis", "who", "groups", "host", "category", "rule", "id", "node"]
+
+
+def _row(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
+    from socialguard.audit.reader import local_time
+    from socialguard.audit.report import person_of
+
+    when = local_time(str(r.get("ts")), tz).strftime("%Y-%m-%d %H:%M:%S")
+    if r.get("type") == "admin":
+        return [
+            when,
+            str(r.get("action")),
+            "admin",
+            f"by {r.get('by')}",
+            "",
+            str(r.get("target")),
+            "",
+            str(r.get("reason") or ""),
+            "",
+            str(r.get("node")),
+        ]
+    host = str(r.get("host") or "")
+    if r.get("sni"):
+        host += f" (sni {r['sni']})"
+    return [
+        when,
+        str(r.get("action") or ""),
+        str(r.get("basis") or ""),
+        person_of(r),
+        ",".join(r.get("groups") or []),
+        host,
+        str(r.get("category") or ""),
+        str(r.get("rule") or ""),
+        str(r.get("decision_id") or r.get("override_id") or ""),
+        str(r.get("node") or ""),
+    ]
+
+
+def _print_table(rows: Iterator[list[str]], batch: int = 200) -> int:
+    """Aligned columns, computed per batch so output starts at once and memory stays flat."""
+    n = 0
+    header_done = False
+    chunk: list[list[str]] = []
+
+    def flush() -> None:
+        nonlocal header_done
+        widths = [max(len(c), *(len(r[i]) for r in chunk)) for i, c in enumerate(COLUMNS)]
+        widths = [min(w, 40) for w in widths]
+        if not header_done:
+            typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+            header_done = True
+        for r in chunk:
+            typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        chunk.clear()
+
+    for row in rows:
+        chunk.append(row)
+        n += 1
+        if len(chunk) >= batch:
+            flush()
+    if chunk:
+        flush()
+    return n
+
+
+@app.command("search")
+def search(
+    since: SinceOption = None,
+    until: UntilOption = None,
+    who: Annotated[
+        str | None,
+        typer.Option("--who", help="user:NAME, device:ID, ip:ADDR[/BITS] or group:NAME."),
+    ] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Domain (and its subdomains).")] = None,
+    category: Annotated[str | None, typer.Option("--category", help="Category name.")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="allow or block.")] = None,
+    basis: Annotated[
+        str | None, typer.Option("--basis", help="rule, grant, emergency, default or error.")
+    ] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="Rule id.")] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin/--no-admin", help="Include administrators' changes.")
+    ] = True,
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    tz: TzOption = None,
+    rules: RulesOption = None,
+    log_dir: LogDirOption = None,
+    state: StateOption = None,
+) -> None:
+    """Find decisions (and administrators' changes) in the log, oldest first.
+
+    Reads every node's chain, rotated and gzipped files included, streaming.
+
+    Example: socialguard audit search --since 2026-11-28 --who group:staff --action block --host facebook.com
+    """
+    from socialguard.audit.reader import Who
+    from socialguard.audit.reader import search as run_search
+    from socialguard.audit.schema import TYPE_ADMIN, TYPE_DECISION
+
+    with domain_errors():
+        if as_json and as_csv:
+            raise ConfigError("--json and --csv cannot be used together")
+        if action is not None and action not in ("allow", "block"):
+            raise ConfigError(f"--action {action!r}: expected allow or block")
+        zone = _zone(tz, rules)
+        decision_only = any(v is not None for v in (category, action, basis, rule, host))
+        types = {TYPE_DECISION} if decision_only or not admin else {TYPE_DECISION, TYPE_ADMIN}
+        flt = _filter(
+            zone,
+            since=since,
+            until=until,
+            who=Who.parse(who) if who else None,
+            host=host,
+            category=category,
+            action=action,
+            basis=basis,
+            rule=rule,
+            types=frozenset(types),
+        )
+        found = run_search(_log_dir(log_dir, state), flt)
+        if as_json:
+            out = sys.stdout
+            for f in found:
+                out.write(json.dumps(f.record, ensure_ascii=False) + "\n")
+        elif as_csv:
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for f in found:
+                writer.writerow(_row(f.record, zone))
+        else:
+            n = _print_table(_row(f.record, zone) for f in found)
+            typer.echo(f"{n} records (times in {zone.key})", err=True)
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+@app.command("report")
+def report(
+    since: SinceOption = None,
+    until: UntilOption = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
+    ] = None,
+    as_json: JsonOption = False,
+    tz: TzOption = None,
+    rules: RulesOption = None,
+    log_dir: LogDirOption = None,
+    state: StateOption = None,
+) -> None:
+    """Summarise a period: blocked attempts by day, hour, group and person; grants used;
+    emergencies and their reasons; self-declared emergencies awaiting review; top blocked sites.
+
+    Example: socialguard audit report --since 2026-11-01 --until 2026-11-30 --html november.html
+    """
+    from socialguard.audit.reader import search as run_search
+    from socialguard.audit.report import render_html, render_text, summarise
+
+    with domain_errors():
+        zone = _zone(tz, rules)
+        flt = _filter(zone, since=since, until=until)
+        summary = summarise(
+            run_search(_log_dir(log_dir, state), flt), zone, since=since, until=until
+        )
+        if as_json:
+            typer.echo(json.dumps(_summary_json(summary), indent=2, sort_keys=True))
+        else:
+            typer.echo(render_text(summary), nl=False)
+        if html_file is not None:
+            try:
+                html_file.write_text(render_html(summary), encoding="utf-8")
+            except OSError as e:
+                raise ConfigError(f"{html_file}: cannot write: {e.strerror}") from e
+            typer.echo(f"wrote {html_file}", err=True)
+
+
+def _summary_json(s: Any) -> dict[str, Any]:
+    return {
+        "zone": s.zone,
+        "since": s.since,
+        "until": s.until,
+        "decisions": s.decisions,
+        "allowed": s.allowed,
+        "blocked": s.blocked,
+        "blocked_by_day": dict(sorted(s.blocked_by_day.items())),
+        "blocked_by_hour": {f"{h:02d}": n for h, n in sorted(s.blocked_by_hour.items())},
+        "blocked_by_group": dict(s.blocked_by_group.most_common()),
+        "blocked_by_person": dict(s.blocked_by_person.most_common()),
+        "top_blocked_destinations": dict(s.blocked_destinations.most_common(15)),
+        "by_basis": dict(s.by_basis),
+        "grants_used": dict(s.grants_used),
+        "emergencies_used": dict(s.emergencies_used),
+        "emergencies": [vars_of(e) for e in s.emergencies],
+        "awaiting_review": [{"id": k, **vars_of(e)} for k, e in s.awaiting_review],
+    }
+
+
+def vars_of(e: Any) -> dict[str, Any]:
+    return {k: getattr(e, k) for k in ("when", "action", "by", "target", "reason", "details")}
+
+
+# -- verify ---------------------------------------------------------------------------------------
+
+
+@app.command("verify")
+def verify(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Log directory [default: --log-dir, else <state>/log].")
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="Checkpoint file or directory [default: the checkpoints directory beside the log, "
+            "if present].",
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Public key (PEM) to check checkpoint signatures.")
+    ] = None,
+    as_json: JsonOption = False,
+    log_dir: LogDirOption = None,
+    state: StateOption = None,
+) -> None:
+    """Check that the log is intact: every chain, every file, every checkpoint.
+
+    Exit 0 when intact; exit 1 naming the first broken place (file:line and what is wrong).
+
+    Example: socialguard audit verify var/log --checkpoints /mnt/offbox/checkpoints --key audit.pub
+    """
+    from socialguard.audit.checkpoints import load_public_key
+    from socialguard.audit.verify import summarise as describe
+    from socialguard.audit.verify import verify_log
+
+    with domain_errors():
+        where = directory or _log_dir(log_dir, state)
+        if checkpoints is None:
+            default = paths.checkpoint_dir(where)
+            checkpoints = default if default.is_dir() else None
+        elif not checkpoints.exists():
+            raise ConfigError(f"{checkpoints}: no such checkpoint file or directory")
+        public = load_public_key(key) if key is not None else None
+        if public is not None and checkpoints is None:
+            raise ConfigError("--key given but no checkpoints found (give --checkpoints)")
+        result = verify_log(where, checkpoints=checkpoints, public_key=public)
+    if as_json:
+        typer.echo(json.dumps(_verify_json(result), indent=2))
+    else:
+        for line in describe(result):
+            typer.echo(line)
+    if not result.ok:
+        for b in result.first_problems():
+            typer.echo(f"BROKEN {b.node}: {b}", err=True)
+        raise typer.Exit(EXIT_FAIL)
+    if not result.chains:
+        typer.echo(f"{where}: no decision log files", err=True)
+    typer.echo("OK: the log is intact", err=True)
+
+
+def _verify_json(result: Any) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "chains": {
+            node: {
+                "records": r.records,
+                "files": r.files,
+                "first_seq": r.first_seq,
+                "last_seq": r.last_seq,
+                "head": r.head,
+                "checkpoints": r.checkpoints,
+                "pruned_before": r.pruned_before,
+                "notes": r.notes,
+                "problem": None
+                if r.problem is None
+                else {"where": r.problem.where, "message": r.problem.message},
+            }
+            for node, r in result.chains.items()
+        },
+        "problems": [{"where": b.where, "message": b.message} for b in result.problems],
+        "notes": result.notes,
+    }
+
+
+# -- tail -----------------------------------------------------------------------------------------
+
+
+@app.command("tail")
+def tail(
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", help="How many recent records to show.")
+    ] = 20,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new records.")
+    ] = False,
+    as_json: JsonOption = False,
+    tz: TzOption = None,
+    rules: RulesOption = None,
+    log_dir: LogDirOption = None,
+    state: StateOption = None,
+) -> None:
+    """Show the latest decisions, readable; with -f, keep following the log (Ctrl-C stops).
+
+    Example: socialguard audit tail -f --log-dir var/log
+    """
+    from socialguard.audit.tail import follow_records, last_records
+
+    with domain_errors():
+        if lines < 0:
+            raise ConfigError("--lines must be 0 or more")
+        zone = _zone(tz, rules)
+        where = _log_dir(log_dir, state)
+        if not where.is_dir():
+            raise AuditError(f"{where}: no such log directory")
+
+        def show(r: dict[str, Any]) -> None:
+            if as_json:
+                typer.echo(json.dumps(r, ensure_ascii=False))
+            else:
+                typer.echo("  ".join(v for v in _row(r, zone) if v))
+
+        recent, offsets = last_records(where, lines)
+        for r in recent:
+            show(r)
+        if follow:
+            try:
+                for r in follow_records(where, offsets):
+                    show(r)
+            except KeyboardInterrupt:
+                return
+
+
+# -- prune ----------------------------------------------------------------------------------------
+
+
+@app.command("prune")
+def prune(
+    before: Annotated[
+        str, typer.Option("--before", help="Remove files whose records all precede this date.")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
+    tz: TzOption = None,
+    rules: RulesOption = None,
+    log_dir: LogDirOption = None,
+    state: StateOption = None,
+) -> None:
+    """Remove old log files (retention) and leave an anchor so the rest still verifies.
+
+    Only whole, closed files at the start of each chain are removed, never the newest.
+
+    Example: socialguard audit prune --before 2025-07-01 --log-dir var/log
+    """
+    from socialguard.audit.prune import prune as run_prune
+
+    with domain_errors():
+        try:
+            cut = date.fromisoformat(before)
+        except ValueError as e:
+            raise ConfigError(f"--before {before!r}: expected a date such as 2025-07-01") from e
+        zone = _zone(tz, rules)
+        result = run_prune(
+            _log_dir(log_dir, state), cut, zone, now=datetime.now(UTC), dry_run=dry_run
+        )
+    verb = "would remove" if dry_run else "removed"
+    if not result.removed:
+        typer.echo(f"nothing to prune before {cut}")
+    for node, removed in result.removed.items():
+        typer.echo(
+            f"{node}: {verb} {len(removed)} files; the chain now starts at seq "
+            f"{result.kept_from[node]}"
+        )
+        for p in removed:
+            typer.echo(f"  {p}")
+
+
+# -- keygen ---------------------------------------------------------------------------------------
+
+
+@app.command("keygen")
+def keygen(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Private key file [default: <state>/audit-signing.key]; "
+            "the public key goes beside it with .pub.",
+        ),
+    ] = None,
+    state: StateOption = None,
+) -> None:
+    """Make the Ed25519 key pair that signs checkpoints (private key mode 0600).
+
+    Keep the private key on the proxy; give the public key to the auditors, off the box.
+
+    Example: socialguard audit keygen --out /etc/socialguard/audit-signing.key
+    """
+    from socialguard.audit.checkpoints import generate_keypair
+
+    with domain_errors():
+        private = out or paths.state_dir(state) / "audit-signing.key"
+        public = private.with_name(private.name.removesuffix(".key") + ".pub")
+        kid = generate_keypair(private, public)
+    typer.echo(f"private key: {private} (mode 0600; keep on the proxy)")
+    typer.echo(f"public key:  {public} (give to auditors: socialguard audit verify --key {public})")
+    typer.echo(f"key id:      {kid}")

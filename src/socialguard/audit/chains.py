@@ -1,0 +1,111 @@
+"""Finding the chains in a log directory: which files belong to which node, in chain order.
+
+A directory may hold several nodes' chains (`--workers N`, or logs gathered from several proxies).
+Files are grouped by the `node` of their first record and ordered by its `seq` — the chain's own
+facts, not file names, which anyone can change. A prune anchor (`pruned-<node>.json`, written by
+`socialguard audit prune`) says where a pruned chain now starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from socialguard.errors import AuditError
+
+from . import files
+from .chain import GENESIS, LineError, unseal
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFile:
+    """A log file and the first record in it."""
+
+    file: files.LogFile
+    first_seq: int
+    first_ts: str
+    node: str
+
+
+@dataclass(slots=True)
+class Chain:
+    """One node's files in chain order, where the chain starts, and files that could not be placed."""
+
+    node: str
+    files: list[ChainFile] = field(default_factory=list)
+    start_seq: int = 1
+    start_prev: str = GENESIS
+    anchor: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaced:
+    """A file whose first line could not be read: it cannot be placed in any chain."""
+
+    path: Path
+    problem: str
+
+
+def read_anchor(log_dir: Path, node: str) -> dict[str, Any] | None:
+    """The prune anchor of a node, if the chain was pruned."""
+    path = anchor_path(log_dir, node)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise AuditError(f"{path}: unreadable prune anchor: {e}") from e
+    if not isinstance(data, dict) or "next_seq" not in data or "next_prev" not in data:
+        raise AuditError(f"{path}: not a prune anchor (needs next_seq and next_prev)")
+    return data
+
+
+def anchor_path(log_dir: Path, node: str) -> Path:
+    return log_dir / f"{files.PRUNE_ANCHOR_PREFIX}{files.safe_node(node)}.json"
+
+
+def write_anchor(log_dir: Path, node: str, data: dict[str, Any]) -> None:
+    """Replace a node's prune anchor atomically."""
+    path = anchor_path(log_dir, node)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    files.fsync_dir(log_dir)
+
+
+def find_chains(log_dir: Path) -> tuple[dict[str, Chain], list[Unplaced]]:
+    """Every node's chain in a directory, plus the files that could not be placed."""
+    if not log_dir.is_dir():
+        raise AuditError(f"{log_dir}: no such log directory")
+    chains: dict[str, Chain] = {}
+    unplaced: list[Unplaced] = []
+    for lf in files.list_log_files(log_dir):
+        try:
+            line = files.first_line(lf.path)
+        except (OSError, EOFError) as e:
+            unplaced.append(Unplaced(lf.path, f"cannot read: {e}"))
+            continue
+        if line is None:
+            unplaced.append(Unplaced(lf.path, "empty file"))
+            continue
+        try:
+            record, _, _ = unseal(line)
+            node, seq, ts = str(record["node"]), int(record["seq"]), str(record["ts"])
+        except (LineError, KeyError, TypeError, ValueError) as e:
+            unplaced.append(Unplaced(lf.path, f"first record unreadable: {e}"))
+            continue
+        chain = chains.setdefault(node, Chain(node))
+        chain.files.append(ChainFile(lf, seq, ts, node))
+    for chain in chains.values():
+        chain.files.sort(key=lambda f: (f.first_seq, f.file.index))
+        anchor = read_anchor(log_dir, chain.node)
+        if anchor is not None:
+            chain.anchor = anchor
+            chain.start_seq = int(anchor["next_seq"])
+            chain.start_prev = str(anchor["next_prev"])
+    return chains, unplaced

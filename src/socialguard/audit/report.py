@@ -1,0 +1,314 @@
+"""The auditor's summary: what was blocked, when, for whom; which exceptions were used and why.
+
+`summarise()` folds a stream of records into a `Summary` in one pass (counters only, so memory grows
+with the number of distinct people and sites, not records). `render_text()` prints it; `render_html()`
+makes one self-contained HTML file with inline SVG charts for a board meeting: no scripts, no
+external fonts, styles or images.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .reader import Found, local_time
+from .schema import TYPE_ADMIN, TYPE_DECISION
+
+TOP = 15
+
+
+@dataclass(slots=True)
+class AdminEntry:
+    """One administrator action worth listing (an emergency, a self-declared emergency)."""
+
+    when: str
+    action: str
+    by: str
+    target: str
+    reason: str
+    details: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Summary:
+    """Counts over a period, in the district's zone."""
+
+    zone: str
+    since: str | None = None
+    until: str | None = None
+    decisions: int = 0
+    allowed: int = 0
+    blocked: int = 0
+    blocked_by_day: Counter[str] = field(default_factory=Counter)
+    blocked_by_hour: Counter[int] = field(default_factory=Counter)
+    blocked_by_group: Counter[str] = field(default_factory=Counter)
+    blocked_by_person: Counter[str] = field(default_factory=Counter)
+    blocked_destinations: Counter[str] = field(default_factory=Counter)
+    by_basis: Counter[str] = field(default_factory=Counter)
+    grants_used: Counter[str] = field(default_factory=Counter)
+    emergencies_used: Counter[str] = field(default_factory=Counter)
+    grants: dict[str, AdminEntry] = field(default_factory=dict)
+    emergencies: list[AdminEntry] = field(default_factory=list)
+    self_declared: dict[str, AdminEntry] = field(default_factory=dict)
+    acknowledged: set[str] = field(default_factory=set)
+
+    @property
+    def awaiting_review(self) -> list[tuple[str, AdminEntry]]:
+        return [(k, v) for k, v in self.self_declared.items() if k not in self.acknowledged]
+
+
+def person_of(r: dict[str, Any]) -> str:
+    """The most precise name the log has for whoever made a request."""
+    if r.get("user"):
+        return f"user:{r['user']}"
+    if r.get("device"):
+        return f"device:{r['device']}"
+    return f"ip:{r.get('client')}"
+
+
+def summarise(
+    found: Iterable[Found], tz: ZoneInfo, *, since: str | None = None, until: str | None = None
+) -> Summary:
+    """Fold records into a Summary (one pass)."""
+    s = Summary(zone=tz.key, since=since, until=until)
+    for f in found:
+        r = f.record
+        kind = r.get("type")
+        if kind == TYPE_DECISION:
+            _add_decision(s, r, tz)
+        elif kind == TYPE_ADMIN:
+            _add_admin(s, r, tz)
+    return s
+
+
+def _add_decision(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
+    s.decisions += 1
+    basis = str(r.get("basis"))
+    s.by_basis[basis] += 1
+    if basis == "grant" and r.get("override_id"):
+        s.grants_used[str(r["override_id"])] += 1
+    elif basis == "emergency" and r.get("override_id"):
+        s.emergencies_used[str(r["override_id"])] += 1
+    if r.get("action") != "block":
+        s.allowed += 1
+        return
+    s.blocked += 1
+    when = local_time(str(r.get("ts")), tz)
+    s.blocked_by_day[when.strftime("%Y-%m-%d")] += 1
+    s.blocked_by_hour[when.hour] += 1
+    for g in r.get("groups") or ("(no group)",):
+        s.blocked_by_group[str(g)] += 1
+    s.blocked_by_person[person_of(r)] += 1
+    s.blocked_destinations[str(r.get("host"))] += 1
+
+
+def _add_admin(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
+    entry = AdminEntry(
+        when=local_time(str(r.get("ts")), tz).strftime("%Y-%m-%d %H:%M"),
+        action=str(r.get("action")),
+        by=str(r.get("by")),
+        target=str(r.get("target")),
+        reason=str(r.get("reason") or ""),
+        details=dict(r.get("details") or {}),
+    )
+    if entry.action == "grant_added":
+        s.grants[entry.target] = entry
+    elif entry.action.startswith("emergency_") and entry.action != "emergency_acknowledged":
+        s.emergencies.append(entry)
+        if entry.action == "emergency_self_declared":
+            s.self_declared[entry.target] = entry
+    if entry.action == "emergency_acknowledged":
+        s.acknowledged.add(entry.target)
+
+
+# -- text ------------------------------------------------------------------------------------------
+
+
+def render_text(s: Summary) -> str:
+    """The summary as plain text for a terminal."""
+    out: list[str] = []
+    period = f"{s.since or 'the beginning'} to {s.until or 'now'}"
+    out.append(f"Decision log report ({period}; times in {s.zone})")
+    out.append(f"decisions: {s.decisions}   allowed: {s.allowed}   blocked: {s.blocked}")
+    out.append("by basis: " + (", ".join(f"{k} {v}" for k, v in s.by_basis.most_common()) or "-"))
+
+    def table(title: str, rows: Iterable[tuple[Any, int]]) -> None:
+        rows = list(rows)
+        out.append("")
+        out.append(title)
+        if not rows:
+            out.append("  (none)")
+        width = max((len(str(k)) for k, _ in rows), default=0)
+        out.extend(f"  {k!s:<{width}}  {v:>8}" for k, v in rows)
+
+    table("Blocked attempts by day", sorted(s.blocked_by_day.items()))
+    table(
+        "Blocked attempts by hour of day",
+        [(f"{h:02d}:00", s.blocked_by_hour[h]) for h in range(24) if s.blocked_by_hour[h]],
+    )
+    table("Blocked attempts by group", s.blocked_by_group.most_common(TOP))
+    table("Blocked attempts by person", s.blocked_by_person.most_common(TOP))
+    table("Top blocked destinations", s.blocked_destinations.most_common(TOP))
+    out.append("")
+    out.append("Grants used")
+    if not s.grants_used and not s.grants:
+        out.append("  (none)")
+    for gid in sorted(set(s.grants_used) | set(s.grants)):
+        g = s.grants.get(gid)
+        about = f" for {g.details.get('who')} by {g.by}: {g.reason}" if g else ""
+        out.append(f"  {gid}{about}  ({s.grants_used[gid]} requests allowed)")
+    out.append("")
+    out.append("Emergencies")
+    if not s.emergencies:
+        out.append("  (none)")
+    for e in s.emergencies:
+        used = s.emergencies_used.get(e.target, 0)
+        out.append(f"  {e.when}  {e.action}  {e.target}  by {e.by}: {e.reason}  ({used} requests)")
+    out.append("")
+    out.append("Self-declared emergencies awaiting review")
+    pending = s.awaiting_review
+    if not pending:
+        out.append("  (none)")
+    for eid, e in pending:
+        out.append(f"  {e.when}  {eid}  {e.by} ({e.details.get('scope', '')}): {e.reason}")
+    return "\n".join(out) + "\n"
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem;color:#1b1f24;max-width:60rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ccd;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #eee}
+td.n{text-align:right;font-variant-numeric:tabular-nums}.kpi{display:flex;gap:2rem}.kpi div{font-size:1.4rem}
+.kpi span{display:block;font-size:.8rem;color:#555}svg text{font-size:11px;fill:#333}
+""".strip()
+
+
+def _bar_chart(title: str, items: list[tuple[str, int]], *, vertical: bool = False) -> str:
+    """An inline SVG bar chart (horizontal bars, or columns when `vertical`)."""
+    esc = html.escape
+    if not items:
+        return f'<p class="empty">No blocked attempts for "{esc(title)}".</p>'
+    peak = max(v for _, v in items) or 1
+    if vertical:
+        col, gap, height = 22, 6, 160
+        width = len(items) * (col + gap) + 40
+        bars = []
+        for i, (label, v) in enumerate(items):
+            h = round(v / peak * (height - 30))
+            x = 30 + i * (col + gap)
+            bars.append(
+                f'<rect x="{x}" y="{height - 20 - h}" width="{col}" height="{h}" fill="#3b6ea8">'
+                f"<title>{esc(label)}: {v}</title></rect>"
+                f'<text x="{x + col / 2}" y="{height - 6}" text-anchor="middle">{esc(label)}</text>'
+                f'<text x="{x + col / 2}" y="{height - 24 - h}" text-anchor="middle">{v}</text>'
+            )
+        return (
+            f'<svg class="chart" role="img" aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg" '
+            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(bars)}</svg>'
+        )
+    row, label_w, bar_w = 22, 220, 380
+    height = len(items) * row + 10
+    width = label_w + bar_w + 60
+    bars = []
+    for i, (label, v) in enumerate(items):
+        w = max(1, round(v / peak * bar_w))
+        y = 5 + i * row
+        bars.append(
+            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{esc(label[:40])}</text>'
+            f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{row - 6}" fill="#c2533b">'
+            f"<title>{esc(label)}: {v}</title></rect>"
+            f'<text x="{label_w + w + 6}" y="{y + 15}">{v}</text>'
+        )
+    return (
+        f'<svg class="chart" role="img" aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(bars)}</svg>'
+    )
+
+
+def _rows(headers: list[str], rows: Iterable[list[Any]]) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for r in rows:
+        cells = "".join(
+            f'<td class="n">{v}</td>' if isinstance(v, int) else f"<td>{esc(str(v))}</td>"
+            for v in r
+        )
+        body.append(f"<tr>{cells}</tr>")
+    if not body:
+        body.append(f'<tr><td colspan="{len(headers)}">(none)</td></tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(s: Summary, *, district: str = "") -> str:
+    """One self-contained HTML page: figures, inline SVG charts, tables. No scripts, no links out."""
+    esc = html.escape
+    period = f"{s.since or 'the beginning'} to {s.until or 'now'}"
+    hours = [(f"{h:02d}", s.blocked_by_hour[h]) for h in range(24)]
+    if not s.blocked:
+        hours = []
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        f"<title>socialguard decision log report {esc(period)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{esc(district + ': ' if district else '')}Social networking policy: decision log report</h1>",
+        f"<p>Period: {esc(period)}. Times in {esc(s.zone)}.</p>",
+        '<div class="kpi">',
+        f"<div>{s.decisions}<span>decisions</span></div>",
+        f"<div>{s.blocked}<span>blocked attempts</span></div>",
+        f"<div>{sum(s.grants_used.values())}<span>requests allowed by grants</span></div>",
+        f"<div>{sum(s.emergencies_used.values())}<span>requests allowed in emergencies</span></div>",
+        f"<div>{len(s.awaiting_review)}<span>self-declared emergencies awaiting review</span></div>",
+        "</div>",
+        "<h2>Blocked attempts by day</h2>",
+        _bar_chart("Blocked attempts by day", sorted(s.blocked_by_day.items())),
+        "<h2>Blocked attempts by hour of day</h2>",
+        _bar_chart("Blocked attempts by hour of day", hours, vertical=True),
+        "<h2>Blocked attempts by group</h2>",
+        _bar_chart("Blocked attempts by group", s.blocked_by_group.most_common(TOP)),
+        "<h2>Blocked attempts by person</h2>",
+        _bar_chart("Blocked attempts by person", s.blocked_by_person.most_common(TOP)),
+        "<h2>Top blocked destinations</h2>",
+        _bar_chart("Top blocked destinations", s.blocked_destinations.most_common(TOP)),
+        "<h2>Grants used</h2>",
+        _rows(
+            ["grant", "for", "by", "reason", "requests allowed"],
+            (
+                [
+                    gid,
+                    str(g.details.get("who", "")) if g else "",
+                    g.by if g else "",
+                    g.reason if g else "",
+                    s.grants_used[gid],
+                ]
+                for gid in sorted(set(s.grants_used) | set(s.grants))
+                for g in [s.grants.get(gid)]
+            ),
+        ),
+        "<h2>Emergencies</h2>",
+        _rows(
+            ["when", "what", "id", "by", "reason", "requests allowed"],
+            (
+                [e.when, e.action, e.target, e.by, e.reason, s.emergencies_used.get(e.target, 0)]
+                for e in s.emergencies
+            ),
+        ),
+        "<h2>Self-declared emergencies awaiting review</h2>",
+        _rows(
+            ["when", "id", "who", "site", "reason"],
+            (
+                [e.when, eid, e.by, str(e.details.get("site", "")), e.reason]
+                for eid, e in s.awaiting_review
+            ),
+        ),
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"

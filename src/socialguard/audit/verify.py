@@ -1,0 +1,309 @@
+"""Verifying the decision log: follow each node's chain and compare it with its signed checkpoints.
+
+What each check catches:
+- `h` recomputed from the line's bytes: an edited record.
+- `seq` contiguous from the chain's start: a removed, inserted or reordered record, a removed file.
+- `prev` equal to the previous record's `h`: the same, even when the attacker renumbers.
+- `file_open`/`file_close` naming their file, its predecessor and its record count: a removed,
+  renamed or truncated file in the middle.
+- checkpoints (signed with Ed25519, kept elsewhere): a chain rewritten from some point on (head
+  mismatch) and a cut-off tail (a checkpoint beyond the log's end).
+
+The result names the first broken place of each chain as `file:line` and what is wrong there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import files
+from .chain import LineError, unseal
+from .chains import Chain, find_chains
+from .checkpoints import StoredCheckpoint, key_id, read_checkpoints, signature_valid
+from .schema import TYPE_FILE_CLOSE, TYPE_FILE_OPEN
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """The first broken place found in a chain."""
+
+    node: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass(slots=True)
+class ChainReport:
+    """What verification found for one node."""
+
+    node: str
+    records: int = 0
+    files: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    head: str = ""
+    checkpoints: int = 0
+    last_checkpoint_ts: str | None = None
+    pruned_before: str | None = None
+    problem: Break | None = None
+    notes: list[str] = field(default_factory=list)
+    last_where: str = ""
+
+
+@dataclass(slots=True)
+class VerifyResult:
+    """Every chain's report, plus problems that belong to no chain (unreadable files)."""
+
+    chains: dict[str, ChainReport] = field(default_factory=dict)
+    problems: list[Break] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(c.problem is None for c in self.chains.values())
+
+    def first_problems(self) -> list[Break]:
+        return [*self.problems, *(c.problem for c in self.chains.values() if c.problem)]
+
+
+class _Broken(Exception):
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        self.message = message
+
+
+def verify_log(
+    log_dir: Path,
+    *,
+    checkpoints: Path | None = None,
+    public_key: Ed25519PublicKey | None = None,
+) -> VerifyResult:
+    """Verify every chain in `log_dir` (and checkpoints from a file or directory, if given)."""
+    result = VerifyResult()
+    chains, unplaced = find_chains(log_dir)
+    for u in unplaced:
+        result.problems.append(Break("?", f"{u.path}:1", u.problem))
+    by_node: dict[str, list[StoredCheckpoint]] = {}
+    if checkpoints is not None and checkpoints.exists():
+        for cp in read_checkpoints(checkpoints):
+            by_node.setdefault(str(cp.data.get("node")), []).append(cp)
+    else:
+        result.notes.append(
+            "no checkpoints given: a cut-off tail or a chain rewritten from some point on "
+            "cannot be detected"
+        )
+    if checkpoints is not None and public_key is None and by_node:
+        result.notes.append("checkpoint signatures not checked (no --key given)")
+    for node in sorted(set(chains) | set(by_node)):
+        chain = chains.get(node, Chain(node))
+        result.chains[node] = _verify_chain(chain, by_node.get(node, []), public_key)
+    return result
+
+
+def _verify_chain(
+    chain: Chain, cps: list[StoredCheckpoint], public_key: Ed25519PublicKey | None
+) -> ChainReport:
+    report = ChainReport(chain.node, files=len(chain.files))
+    if chain.anchor is not None:
+        report.pruned_before = str(chain.anchor.get("pruned_before"))
+    try:
+        expected = _checkpoint_heads(chain, cps, public_key, report)
+        _walk(chain, expected, report)
+        _check_tail(expected, report)
+    except _Broken as b:
+        report.problem = Break(chain.node, b.where, b.message)
+    return report
+
+
+def _checkpoint_heads(
+    chain: Chain,
+    cps: list[StoredCheckpoint],
+    public_key: Ed25519PublicKey | None,
+    report: ChainReport,
+) -> dict[int, tuple[str, StoredCheckpoint]]:
+    """Check signatures; return seq -> (head, checkpoint) for the checkpoints still in range."""
+    wanted_key = key_id(public_key) if public_key is not None else None
+    heads: dict[int, tuple[str, StoredCheckpoint]] = {}
+    for cp in cps:
+        if public_key is not None:
+            if cp.data.get("sig") is None:
+                raise _Broken(cp.where, "checkpoint is not signed")
+            if cp.data.get("key") != wanted_key:
+                raise _Broken(
+                    cp.where,
+                    f"checkpoint signed with key {cp.data.get('key')}, not the given key {wanted_key}",
+                )
+            if not signature_valid(cp.data, public_key):
+                raise _Broken(cp.where, "checkpoint signature does not verify (forged or altered)")
+        try:
+            seq, head = int(cp.data["seq"]), str(cp.data["head"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise _Broken(cp.where, f"checkpoint lacks a valid seq/head ({e})") from e
+        report.checkpoints += 1
+        report.last_checkpoint_ts = str(cp.data.get("ts"))
+        if seq < chain.start_seq:
+            continue  # before the prune point
+        prior = heads.get(seq)
+        if prior is not None and prior[0] != head:
+            raise _Broken(
+                cp.where,
+                f"checkpoint for seq {seq} disagrees with {prior[1].where} (two different chains)",
+            )
+        heads[seq] = (head, cp)
+    return heads
+
+
+def _walk(
+    chain: Chain, expected: dict[int, tuple[str, StoredCheckpoint]], report: ChainReport
+) -> None:
+    """Follow the chain record by record across its files."""
+    seq = chain.start_seq - 1
+    prev = chain.start_prev
+    prev_file: str | None = None
+    prev_closed = True
+    where = ""
+    for index, cf in enumerate(chain.files):
+        if cf.first_seq < chain.start_seq:
+            report.notes.append(
+                f"{cf.file.path}: before the prune point (seq {chain.start_seq}); skipped"
+            )
+            continue
+        name = cf.file.base_name
+        count = 0
+        closed = False
+        last_in_chain = index == len(chain.files) - 1
+        for lineno, raw in files.iter_lines(cf.file.path):
+            where = f"{cf.file.path}:{lineno}"
+            if closed:
+                raise _Broken(where, "record after file_close (appended to a closed file)")
+            if not raw.endswith(b"\n"):
+                if last_in_chain:
+                    report.notes.append(f"{where}: incomplete last line (being written, or torn)")
+                    break
+                raise _Broken(where, "incomplete line in the middle of the chain")
+            try:
+                record, stored, computed = unseal(raw)
+            except LineError as e:
+                raise _Broken(where, f"unreadable record: {e}") from e
+            count += 1
+            rseq = _seq_of(record, where)
+            if rseq != seq + 1:
+                raise _Broken(where, _seq_message(seq + 1, rseq, lineno))
+            if stored != computed:
+                raise _Broken(where, f"seq {rseq}: hash mismatch: the record was altered")
+            if record.get("prev") != prev:
+                raise _Broken(
+                    where,
+                    f"seq {rseq}: prev does not match the hash of seq {seq}: a record before it "
+                    "was replaced, or this one was moved here",
+                )
+            if record.get("node") != chain.node:
+                raise _Broken(
+                    where, f"seq {rseq}: node {record.get('node')!r} in {chain.node}'s chain"
+                )
+            if lineno == 1:
+                _check_open(record, name, prev_file, prev_closed, where)
+            elif record.get("type") == TYPE_FILE_OPEN:
+                raise _Broken(where, f"seq {rseq}: file_open in the middle of a file")
+            if record.get("type") == TYPE_FILE_CLOSE:
+                _check_close(record, name, count, where)
+                closed = True
+            hit = expected.get(rseq)
+            if hit is not None and hit[0] != stored:
+                raise _Broken(
+                    where,
+                    f"seq {rseq}: hash differs from checkpoint {hit[1].where}: "
+                    "the chain was rewritten from here or earlier",
+                )
+            seq, prev = rseq, stored
+            report.records += 1
+        if count == 0:
+            raise _Broken(f"{cf.file.path}:1", "empty file in the chain")
+        prev_file, prev_closed = name, closed
+    report.first_seq = chain.start_seq if report.records else 0
+    report.last_seq = seq
+    report.head = prev
+    if chain.files and not prev_closed:
+        report.notes.append(
+            f"{chain.files[-1].file.path}: open (the writer is running, or stopped hard)"
+        )
+    report.last_where = where
+
+
+def _seq_of(record: dict[str, Any], where: str) -> int:
+    seq = record.get("seq")
+    if not isinstance(seq, int):
+        raise _Broken(where, "record has no integer seq")
+    return seq
+
+
+def _seq_message(want: int, got: int, lineno: int) -> str:
+    if got > want:
+        what = "record" if got == want + 1 else "records"
+        span = f"{want}" if got == want + 1 else f"{want}..{got - 1}"
+        where = "before this file" if lineno == 1 else "here"
+        return f"expected seq {want}, found {got}: {what} {span} missing {where} (removed?)"
+    return f"expected seq {want}, found {got}: a record was inserted, repeated or moved here"
+
+
+def _check_open(
+    record: dict[str, Any], name: str, prev_file: str | None, prev_closed: bool, where: str
+) -> None:
+    if record.get("type") != TYPE_FILE_OPEN:
+        raise _Broken(where, "file does not begin with file_open (its beginning was cut off?)")
+    if record.get("file") != name:
+        raise _Broken(where, f"file_open names {record.get('file')!r}: file renamed or moved")
+    if prev_file is not None and record.get("prev_file") != prev_file:
+        raise _Broken(
+            where,
+            f"file_open says the previous file was {record.get('prev_file')!r}, "
+            f"but the chain's previous file is {prev_file!r} (a file is missing)",
+        )
+    if prev_file is not None and not prev_closed and not record.get("recovered"):
+        raise _Broken(where, f"previous file {prev_file} ends without file_close (tail cut off?)")
+
+
+def _check_close(record: dict[str, Any], name: str, count: int, where: str) -> None:
+    if record.get("file") != name:
+        raise _Broken(where, f"file_close names {record.get('file')!r}: file renamed or moved")
+    if record.get("count") != count:
+        raise _Broken(
+            where, f"file_close counts {record.get('count')} records but the file has {count}"
+        )
+
+
+def _check_tail(expected: dict[int, tuple[str, StoredCheckpoint]], report: ChainReport) -> None:
+    """A checkpoint beyond the last record means the log lost its tail."""
+    beyond = [s for s in expected if s > report.last_seq]
+    if beyond:
+        seq = max(beyond)
+        head, cp = expected[seq]
+        where = report.last_where or report.node
+        raise _Broken(
+            where,
+            f"log ends at seq {report.last_seq}, but checkpoint {cp.where} "
+            f"(at {cp.data.get('ts')}) records seq {seq}: the tail was cut off",
+        )
+
+
+def summarise(result: VerifyResult) -> Iterable[str]:
+    """Human lines describing a verification, one per chain, then notes."""
+    for r in result.chains.values():
+        state = "BROKEN" if r.problem else "intact"
+        pruned = f", pruned before {r.pruned_before}" if r.pruned_before else ""
+        yield (
+            f"{r.node}: {state}: {r.records} records in {r.files} files, seq {r.first_seq}..{r.last_seq}"
+            f"{pruned}; {r.checkpoints} checkpoints"
+        )
+        for note in r.notes:
+            yield f"  note: {note}"
+    for note in result.notes:
+        yield f"note: {note}"
