@@ -1,0 +1,190 @@
+"""The printed nftables ruleset: nft accepts it, and it says what the deployment guide promises."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from socialguard.deploy.nftables import (
+    Mode,
+    RulesetOptions,
+    parse_resolver,
+    parse_subnet,
+    render_ruleset,
+)
+from socialguard.errors import ConfigError
+
+NFT = shutil.which("nft")
+UNSHARE = shutil.which("unshare")
+
+
+def sg(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "socialguard", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+
+
+def nft_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`nft -c -f` in a throw-away network namespace: nothing is applied anywhere."""
+    if NFT is None or UNSHARE is None or os.geteuid() != 0:
+        pytest.skip("nft -c needs root, nft and unshare (apt-get install nftables)")
+    path = tmp_path / "ruleset.nft"
+    path.write_text(text)
+    return subprocess.run(
+        [UNSHARE, "-n", NFT, "-c", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def rules_lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+V4 = parse_subnet("10.20.0.0/16")
+V6 = parse_subnet("fd20::/48")
+
+VARIANTS = {
+    "full-interface-only": RulesetOptions(lan=("eth1",)),
+    "full-subnets": RulesetOptions(lan=("eth1",), subnets=(V4, V6)),
+    "full-workers": RulesetOptions(lan=("eth1", "wlan*"), subnets=(V4,), workers=4),
+    "steered-local-resolver": RulesetOptions(lan=("eth1",), subnets=(V4, V6), mode=Mode.STEERED),
+    "steered-resolvers-workers": RulesetOptions(
+        lan=("br0",),
+        subnets=(V4, V6),
+        mode=Mode.STEERED,
+        workers=2,
+        resolvers=(parse_resolver("10.20.0.53"), parse_resolver("fd20::53")),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_nft_accepts_the_ruleset(name: str, tmp_path: Path) -> None:
+    result = nft_check(render_ruleset(VARIANTS[name]), tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_full_mode_redirects_web_traffic_of_both_families() -> None:
+    lines = rules_lines(render_ruleset(RulesetOptions(lan=("eth1",), subnets=(V4, V6))))
+    assert "ip saddr @district_v4 tcp dport { 80, 443 } redirect to :8080" in lines
+    assert "ip6 saddr @district_v6 tcp dport { 80, 443 } redirect to :8080" in lines
+
+
+def test_a_family_without_subnets_is_matched_by_interface() -> None:
+    lines = rules_lines(render_ruleset(RulesetOptions(lan=("eth1",), subnets=(V4,))))
+    assert "meta nfproto ipv6 tcp dport { 80, 443 } redirect to :8080" in lines
+    assert "meta nfproto ipv6 udp dport { 80, 443 } drop" in lines
+
+
+def test_quic_and_dns_over_tls_are_dropped_for_both_families() -> None:
+    lines = rules_lines(render_ruleset(RulesetOptions(lan=("eth1",), subnets=(V4, V6))))
+    for fam, s in (("ip", "v4"), ("ip6", "v6")):
+        assert f"{fam} saddr @district_{s} udp dport {{ 80, 443 }} drop" in lines
+        assert f"{fam} saddr @district_{s} meta l4proto {{ tcp, udp }} th dport 853 drop" in lines
+
+
+def test_only_the_lan_interface_is_touched() -> None:
+    lines = rules_lines(render_ruleset(RulesetOptions(lan=("eth1", "wlan0"))))
+    assert lines.count('iifname != { "eth1", "wlan0" } return') == 2
+
+
+def test_workers_are_spread_by_source_hash_over_consecutive_ports() -> None:
+    text = render_ruleset(RulesetOptions(lan=("eth1",), subnets=(V4, V6), workers=3))
+    assert "redirect to :jhash ip saddr mod 3 map { 0 : 8080, 1 : 8081, 2 : 8082 }" in text
+    assert "redirect to :jhash ip6 saddr mod 3 map { 0 : 8080, 1 : 8081, 2 : 8082 }" in text
+    assert "tcp dport 8080-8082 ct status dnat accept" in text
+
+
+def test_steered_mode_redirects_only_the_sets_and_forces_dns() -> None:
+    opts = RulesetOptions(lan=("eth1",), subnets=(V4,), mode=Mode.STEERED)
+    lines = rules_lines(render_ruleset(opts))
+    assert (
+        "ip saddr @district_v4 ip daddr @social_v4 tcp dport { 80, 443 } redirect to :8080" in lines
+    )
+    assert "ip saddr @district_v4 ip daddr @doh_v4 tcp dport { 80, 443 } redirect to :8080" in lines
+    assert not any(
+        ln.endswith("tcp dport { 80, 443 } redirect to :8080") and "daddr" not in ln for ln in lines
+    )
+    assert "ip saddr @district_v4 meta l4proto { tcp, udp } th dport 53 redirect to :53" in lines
+    assert "set social_v6 { type ipv6_addr; }" in lines
+
+
+def test_steered_mode_with_a_district_resolver_dnats_to_it() -> None:
+    opts = RulesetOptions(
+        lan=("eth1",), subnets=(V4,), mode=Mode.STEERED, resolvers=(parse_resolver("10.20.0.53"),)
+    )
+    text = render_ruleset(opts)
+    assert (
+        "ip saddr @district_v4 ip saddr != 10.20.0.53 meta l4proto { tcp, udp } th dport 53 "
+        "dnat ip to 10.20.0.53:53" in text
+    )
+
+
+def test_reapplying_replaces_the_table_atomically() -> None:
+    lines = rules_lines(render_ruleset(RulesetOptions(lan=("eth1",))))
+    assert lines[:3] == [
+        "table inet socialguard",
+        "delete table inet socialguard",
+        "table inet socialguard {",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        (RulesetOptions(lan=()), "--lan: give the interface"),
+        (RulesetOptions(lan=("eth 1",)), "--lan 'eth 1': not an interface name"),
+        (RulesetOptions(lan=("averyveryverylongname",)), "not an interface name"),
+        (RulesetOptions(lan=("eth1",), workers=0), "--workers 0: must be at least 1"),
+        (RulesetOptions(lan=("eth1",), proxy_port=0), "--proxy-port 0"),
+        (RulesetOptions(lan=("eth1",), proxy_port=65535, workers=2), "65535..65536"),
+        (
+            RulesetOptions(lan=("eth1",), resolvers=(parse_resolver("10.0.0.1"),)),
+            "--resolver: only used with --mode steered",
+        ),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(opts: RulesetOptions, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        render_ruleset(opts)
+
+
+def test_subnet_with_host_bits_suggests_the_network() -> None:
+    with pytest.raises(ConfigError, match=r"did you mean 10\.20\.0\.0/16\?"):
+        parse_subnet("10.20.1.1/16")
+
+
+def test_cli_prints_the_ruleset_with_its_command_in_the_header(tmp_path: Path) -> None:
+    r = sg("deploy", "nftables", "--lan", "eth1", "--subnet", "10.20.0.0/16", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert (
+        "#   socialguard deploy nftables --lan eth1 --subnet 10.20.0.0/16 --workers 2" in r.stdout
+    )
+    assert nft_check(r.stdout, tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lan", "eth1", "--subnet", "10.20.0.0/33"], "error: --subnet '10.20.0.0/33'"),
+        (["--lan", "eth1", "--mode", "partial"], "error: --mode 'partial': choose full or steered"),
+        (["--lan", "eth1", "--mode", "steered", "--resolver", "dns"], "error: --resolver 'dns'"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_the_option_named(args: list[str], message: str) -> None:
+    r = sg("deploy", "nftables", *args)
+    assert r.returncode == 2
+    assert r.stderr.startswith(message)
