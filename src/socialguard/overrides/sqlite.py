@@ -332,6 +332,10 @@ class SqliteStore:
                 )
             return [_event_from_row(r) for r in rows]
 
+        if not self._read(
+            lambda c: c.execute("SELECT 1 FROM admin_events WHERE claimed_by IS NULL LIMIT 1").fetchone()
+        ):
+            return []  # idle nodes poll without taking the write lock
         return [e.as_dict() for e in self._retry(claim)]
 
     def admin_events(self) -> list[AdminEvent]:
