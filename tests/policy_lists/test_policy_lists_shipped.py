@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,7 @@ def test_social_list_groups_at_least_60_services_each_under_a_comment() -> None:
     # A service is a `# Name` line directly followed by its first domain.
     services = [
         comment
-        for comment, first in zip(lines, lines[1:], strict=False)
+        for comment, first in pairwise(lines)
         if comment.startswith("# ") and first and not first.startswith("#")
     ]
     assert len(services) >= 60
