@@ -58,10 +58,13 @@ def make_decision(
 def event(host: str = "www.facebook.com", **kw: Any) -> dict[str, Any]:
     d = make_decision(host, **kw)
     return decision_event(
-        d, decision_id=new_decision_id(), stage="request", client=d.principal.client_ip,
-        scheme="https", method="GET",
+        d,
+        decision_id=new_decision_id(),
+        stage="request",
+        client=d.principal.client_ip,
+        scheme="https",
+        method="GET",
     )
-
 
 
 def lines_of(path: Path) -> list[bytes]:

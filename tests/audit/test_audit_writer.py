@@ -34,11 +34,20 @@ def records(log_dir: Path) -> list[dict]:
 
 def test_a_decision_record_carries_the_fields_the_issue_lists(tmp_path: Path, open_log) -> None:
     log = open_log()
-    d = make_decision("www.facebook.com", user="jdoe", device="lap-7", groups=frozenset({"staff", "teachers"}))
+    d = make_decision(
+        "www.facebook.com", user="jdoe", device="lap-7", groups=frozenset({"staff", "teachers"})
+    )
     did = new_decision_id()
     seq = log.write(
-        decision_event(d, decision_id=did, stage="request", client="10.0.0.5", scheme="https",
-                       method="POST", sni="cdn.example.net")
+        decision_event(
+            d,
+            decision_id=did,
+            stage="request",
+            client="10.0.0.5",
+            scheme="https",
+            method="POST",
+            sni="cdn.example.net",
+        )
     )
     log.close()
     r = next(r for r in records(tmp_path / "log") if r["seq"] == seq)
@@ -47,11 +56,23 @@ def test_a_decision_record_carries_the_fields_the_issue_lists(tmp_path: Path, op
     assert r["node"] == "n1-w0"
     assert r["decision_id"] == did
     assert (r["client"], r["user"], r["device"], r["groups"]) == (
-        "10.0.0.5", "jdoe", "lap-7", ["staff", "teachers"])
+        "10.0.0.5",
+        "jdoe",
+        "lap-7",
+        ["staff", "teachers"],
+    )
     assert (r["host"], r["sni"], r["scheme"], r["method"]) == (
-        "www.facebook.com", "cdn.example.net", "https", "POST")
+        "www.facebook.com",
+        "cdn.example.net",
+        "https",
+        "POST",
+    )
     assert (r["category"], r["rule"], r["action"], r["basis"]) == (
-        "social", "staff-social-school-hours", "block", "rule")
+        "social",
+        "staff-social-school-hours",
+        "block",
+        "rule",
+    )
     assert r["policy_version"] == "pv-test-1"
     assert r["override_id"] is None
     assert r["v"] == 1
@@ -60,14 +81,17 @@ def test_a_decision_record_carries_the_fields_the_issue_lists(tmp_path: Path, op
 
 def test_sni_equal_to_host_is_not_repeated() -> None:
     d = make_decision("www.facebook.com")
-    e = decision_event(d, decision_id="X", stage="request", client="10.0.0.5", sni="www.facebook.com")
+    e = decision_event(
+        d, decision_id="X", stage="request", client="10.0.0.5", sni="www.facebook.com"
+    )
     assert "sni" not in e
 
 
 def test_path_is_logged_without_its_query_and_the_erasure_is_recorded() -> None:
     d = make_decision("www.facebook.com")
-    e = decision_event(d, decision_id="X", stage="request", client="10.0.0.5",
-                       path="/groups/123?token=secret#frag")
+    e = decision_event(
+        d, decision_id="X", stage="request", client="10.0.0.5", path="/groups/123?token=secret#frag"
+    )
     assert e["path"] == "/groups/123"
     assert e["erased"] == ["query"]
     assert "secret" not in json.dumps(e)
@@ -75,8 +99,16 @@ def test_path_is_logged_without_its_query_and_the_erasure_is_recorded() -> None:
 
 def test_request_content_passed_as_extra_is_erased_not_logged() -> None:
     d = make_decision("www.facebook.com")
-    e = decision_event(d, decision_id="X", stage="request", client="10.0.0.5",
-                       cookies="sid=abc", authorization="Basic Zm9v", body=b"x", mismatch=True)
+    e = decision_event(
+        d,
+        decision_id="X",
+        stage="request",
+        client="10.0.0.5",
+        cookies="sid=abc",
+        authorization="Basic Zm9v",
+        body=b"x",
+        mismatch=True,
+    )
     assert e["mismatch"] is True
     for key in ("cookies", "authorization", "body"):
         assert key not in e
@@ -85,7 +117,9 @@ def test_request_content_passed_as_extra_is_erased_not_logged() -> None:
 
 def test_long_paths_are_cut_and_marked_masked() -> None:
     d = make_decision("www.facebook.com")
-    e = decision_event(d, decision_id="X", stage="request", client="10.0.0.5", path="/" + "a" * 1000)
+    e = decision_event(
+        d, decision_id="X", stage="request", client="10.0.0.5", path="/" + "a" * 1000
+    )
     assert len(e["path"]) == 256
     assert e["masked"] == ["path"]
 
@@ -131,12 +165,25 @@ def test_write_hands_the_line_to_the_os_before_returning(tmp_path: Path, open_lo
 
 def test_admin_events_join_the_chain(tmp_path: Path, open_log) -> None:
     log = open_log()
-    seq = log.write(admin_event("grant_added", by="principal", source="cli@admin1", target="G-42",
-                                reason="yearbook photos", details={"who": "user:asmith"}))
+    seq = log.write(
+        admin_event(
+            "grant_added",
+            by="principal",
+            source="cli@admin1",
+            target="G-42",
+            reason="yearbook photos",
+            details={"who": "user:asmith"},
+        )
+    )
     log.close()
     r = next(r for r in records(tmp_path / "log") if r["seq"] == seq)
     assert (r["type"], r["action"], r["by"], r["target"], r["reason"]) == (
-        "admin", "grant_added", "principal", "G-42", "yearbook photos")
+        "admin",
+        "grant_added",
+        "principal",
+        "G-42",
+        "yearbook photos",
+    )
 
 
 def test_rotation_by_size_closes_with_a_count_and_opens_linked(tmp_path: Path, open_log) -> None:
@@ -174,7 +221,10 @@ def test_rotation_happens_at_midnight_in_the_district_zone(
     assert [f.date for f in files] == ["20261124", "20261125"]
     day1 = [unseal(x)[0] for x in lines_of(files[0].path)]
     day2 = [unseal(x)[0] for x in lines_of(files[1].path)]
-    assert [r.get("host") for r in day1 if r["type"] == "decision"] == ["before.example", "last.example"]
+    assert [r.get("host") for r in day1 if r["type"] == "decision"] == [
+        "before.example",
+        "last.example",
+    ]
     assert day1[-1]["type"] == "file_close" and day1[-1]["reason"] == "day"
     assert [r.get("host") for r in day2 if r["type"] == "decision"] == ["after.example"]
     assert verify_log(tmp_path / "log").ok
@@ -271,7 +321,10 @@ def test_checkpoints_are_signed_with_the_key_and_go_to_the_second_sink(
     cp = log.checkpoint("test")
     log.close()
     assert cp is not None and (cp["seq"], cp["head"]) == (2, head)
-    stored = [json.loads(x) for x in (tmp_path / "checkpoints" / "checkpoints-n1-w0.jsonl").read_text().splitlines()]
+    stored = [
+        json.loads(x)
+        for x in (tmp_path / "checkpoints" / "checkpoints-n1-w0.jsonl").read_text().splitlines()
+    ]
     assert [c["reason"] for c in stored] == ["test", "shutdown"]
     pub = load_public_key(tmp_path / "k.pub")
     assert all(signature_valid(c, pub) for c in stored)
@@ -310,7 +363,9 @@ def test_bad_writer_settings_are_refused(tmp_path: Path, bad: dict) -> None:
 
 def test_grant_basis_records_the_override_id(tmp_path: Path, open_log) -> None:
     log = open_log()
-    seq = log.write(event("instagram.com", action=Action.ALLOW, basis=Basis.GRANT, override_id="G-1"))
+    seq = log.write(
+        event("instagram.com", action=Action.ALLOW, basis=Basis.GRANT, override_id="G-1")
+    )
     log.close()
     r = next(r for r in records(tmp_path / "log") if r["seq"] == seq)
     assert (r["action"], r["basis"], r["override_id"]) == ("allow", "grant", "G-1")

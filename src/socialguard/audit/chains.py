@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def find_chains(log_dir: Path) -> tuple[dict[str, Chain], list[Unplaced]]:
     for lf in files.list_log_files(log_dir):
         try:
             line = files.first_line(lf.path)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             unplaced.append(Unplaced(lf.path, f"cannot read: {e}"))
             continue
         if line is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -202,7 +203,7 @@ def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[str, int, Found]
                         record.get("seq", 0),
                         Found(record, f"{cf.file.path}:{lineno}", raw),
                     )
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise AuditError(f"{cf.file.path}: cannot read: {e}") from e
 
 

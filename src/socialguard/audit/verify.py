@@ -14,7 +14,8 @@ The result names the first broken place of each chain as `file:line` and what is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ def _walk(
         count = 0
         closed = False
         last_in_chain = index == len(chain.files) - 1
-        for lineno, raw in files.iter_lines(cf.file.path):
+        for lineno, raw in _lines(cf.file.path):
             where = f"{cf.file.path}:{lineno}"
             if closed:
                 raise _Broken(where, "record after file_close (appended to a closed file)")
@@ -236,6 +237,16 @@ def _walk(
             f"{chain.files[-1].file.path}: open (the writer is running, or stopped hard)"
         )
     report.last_where = where
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The file's lines; a damaged file (bad gzip, I/O error) is a break at the line it stops."""
+    lineno = 0
+    try:
+        for lineno, raw in files.iter_lines(path):
+            yield lineno, raw
+    except (OSError, EOFError, zlib.error) as e:
+        raise _Broken(f"{path}:{lineno + 1}", f"file unreadable from here: {e}") from e
 
 
 def _seq_of(record: dict[str, Any], where: str) -> int:
