@@ -34,6 +34,7 @@ __all__ = [
     "LoggingSettings",
     "OverrideLimits",
     "PolicyTest",
+    "RuleIndex",
     "UrlPrefix",
     "When",
     "is_doh_request",
@@ -249,6 +250,60 @@ class CompiledRule:
         return not self.doh or is_doh_request(request)
 
 
+_MEMO_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RuleIndex:
+    """Which rules could match a host, by tag, so decide() looks only at those (in file order).
+
+    A host's tags (from the domain index) select the rules naming them; rules naming no destination
+    apply to every host; URL-prefix rules are found by their exact host. A host nobody names goes
+    straight to the default without walking the rules.
+    """
+
+    by_tag: Mapping[str, tuple[CompiledRule, ...]]
+    generic: tuple[CompiledRule, ...]  # rules naming no destination
+    by_url_host: Mapping[str, tuple[CompiledRule, ...]]
+    # merged candidate lists for hosts with several tags or an approved URL; bounded, and pure:
+    # the same key always gives the same tuple, so sharing it between threads is harmless
+    memo: dict[tuple[str, ...], tuple[CompiledRule, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, rules: tuple[CompiledRule, ...]) -> RuleIndex:
+        generic = tuple(r for r in rules if r.any_destination)
+        tags = {t for r in rules for t in r.tags}
+        by_tag = {
+            t: tuple(r for r in rules if r.any_destination or t in r.tags) for t in sorted(tags)
+        }
+        hosts = {u.host for r in rules for u in r.urls}
+        by_url_host = {
+            h: tuple(r for r in rules if r.any_destination or any(u.host == h for u in r.urls))
+            for h in sorted(hosts)
+        }
+        return cls(by_tag, generic, by_url_host)
+
+    def candidates(self, host: str, tags: Mapping[str, str]) -> tuple[CompiledRule, ...]:
+        """The rules that may match a request to `host` with these tags, in file order."""
+        url_rules = self.by_url_host.get(host)
+        if not tags:
+            return url_rules if url_rules is not None else self.generic
+        if len(tags) == 1 and url_rules is None:
+            for tag in tags:
+                return self.by_tag.get(tag, self.generic)
+        key = (host if url_rules is not None else "", *tags)
+        hit = self.memo.get(key)
+        if hit is None:
+            found: dict[int, CompiledRule] = {r.index: r for r in url_rules or ()}
+            for tag in tags:
+                for r in self.by_tag.get(tag, self.generic):
+                    found[r.index] = r
+            hit = tuple(found[i] for i in sorted(found))
+            if len(self.memo) < _MEMO_MAX:
+                self.memo[key] = hit
+        return hit
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyTest:
     """One entry of the rules file's `tests:`: a request, who makes it, when, and what must happen."""
@@ -293,9 +348,12 @@ class CompiledPolicy:
     warnings: tuple[Problem, ...] = ()
     tests: tuple[PolicyTest, ...] = ()
     rules_by_id: Mapping[str, CompiledRule] = field(default_factory=dict)
-    disabled_rules: tuple[
-        str, ...
-    ] = ()  # ids of rules the district switched off (`enabled: false`)
+    # ids of rules the district switched off (`enabled: false`)
+    disabled_rules: tuple[str, ...] = ()
+    rule_index: RuleIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rule_index", RuleIndex.build(self.rules))
 
     @property
     def group_names(self) -> frozenset[str]:
@@ -311,6 +369,7 @@ class CompiledPolicy:
 
     def classify(self, host: str) -> Mapping[str, str]:
         """The tags naming this (normalised) host: category:NAME / rule:ID → the domain or network matched."""
-        if is_ip_literal(host):
-            return self.ip_index.lookup(host)
+        if host[-1:].isdigit() or ":" in host:  # cheap pre-test: names rarely end in a digit
+            if is_ip_literal(host):
+                return self.ip_index.lookup(host)
         return self.index.lookup(host)

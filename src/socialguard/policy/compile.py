@@ -262,15 +262,19 @@ class _Compiler:
         out: dict[str, Category] = {}
         for name, (src, spec) in self.category_specs.items():
             tag = f"category:{name}"
-            domains = self._domains(src, ("categories", name, "domains"), spec.domains)
+            inline = self._domains(src, ("categories", name, "domains"), spec.domains)
+            listed: list[list[str]] = []
             lists: list[Path] = []
-            for i, ref in enumerate(spec.lists):
-                ref = ref if isinstance(ref, ListRef) else ListRef(path=ref)
-                listed = self._read_list(src, ("categories", name, "lists", i), ref)
-                if listed is not None:
-                    domains.extend(listed)
+            for i, item in enumerate(spec.lists):
+                ref = item if isinstance(item, ListRef) else ListRef(path=item)
+                domains = self._read_list(src, ("categories", name, "lists", i), ref)
+                if domains is not None:
+                    listed.append(domains)
                     lists.append(src.path.parent / ref.path)
-            unique = list(dict.fromkeys(domains))
+            if not inline and len(listed) == 1:
+                unique = listed[0]  # the reader de-duplicated it already: no copy of a 1M list
+            else:
+                unique = list(dict.fromkeys(d for part in (inline, *listed) for d in part))
             builder.add(unique, tag)
             ip_entries.extend((ipaddress.ip_network(n), tag) for n in spec.networks)
             out[name] = Category(
