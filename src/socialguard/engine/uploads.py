@@ -1,0 +1,412 @@
+"""Upload inspection: does this request body carry files, district material or marked text?
+
+The board policy says staff "shall not post any school district data, documents, photographs,
+logos, or other district owned or created information on any website". On the wire that becomes
+three questions about a request body, answered while it streams past:
+
+- does it carry files (multipart parts with a file name, or a raw binary body), or is it larger
+  than the district's limit;
+- does its text contain a district marker (`CONFIDENTIAL`, a student-id format), searched across
+  chunk boundaries;
+- is any uploaded file one of the district's own (SHA-256 against a fingerprint list).
+
+`UploadInspector` is fed the body chunk by chunk. Memory stays bounded whatever the body's size:
+it keeps only a short tail of the stream (a multipart delimiter's length, or a marker window),
+a part's headers (capped) and one running hash; past `inspect_limit` bytes it only counts. The
+report names what was found (marker names, fingerprint labels), never the content.
+
+Pure: no I/O, no clock, no mitmproxy. Rules come compiled (see `socialguard.policy.uploads`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = [
+    "DEFAULT_INSPECT_LIMIT",
+    "DEFAULT_MARKER_WINDOW",
+    "Marker",
+    "UploadInspector",
+    "UploadReport",
+    "UploadRules",
+    "UploadedFile",
+    "inspect_body",
+    "is_text_type",
+    "multipart_boundary",
+]
+
+DEFAULT_INSPECT_LIMIT = 64 * 1024 * 1024
+DEFAULT_MARKER_WINDOW = 256
+MAX_PART_HEADERS = 16 * 1024  # a part's header block larger than this is malformed
+MAX_BOUNDARY = 200  # RFC 2046 allows 70; leave room for sloppy clients, refuse absurd ones
+
+_TEXT_TYPES = frozenset(
+    {
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "application/javascript",
+        "application/graphql",
+        "application/ld+json",
+    }
+)
+_BOUNDARY = re.compile(r';\s*boundary\s*=\s*(?:"([^"]+)"|([^\s;]+))', re.IGNORECASE)
+_FILENAME = re.compile(r"(?:^|;)\s*filename\*?\s*=", re.IGNORECASE)
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A named text pattern; the name is what the log and the block page show."""
+
+    name: str
+    pattern: re.Pattern[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRules:
+    """The compiled `uploads:` section: limits, markers and the district's file fingerprints."""
+
+    max_body: int | None = None  # a body larger than this (bytes) counts as an upload
+    inspect_limit: int = DEFAULT_INSPECT_LIMIT  # bytes inspected; past it only counted
+    markers: tuple[Marker, ...] = ()
+    fingerprints: Mapping[str, str] = field(default=_EMPTY)  # sha256 hex → label (file path)
+    marker_window: int = DEFAULT_MARKER_WINDOW  # longest marker match found across chunks
+
+    @property
+    def inspects_content(self) -> bool:
+        """False when only files and size matter, so bodies need no scanning or hashing."""
+        return bool(self.markers or self.fingerprints)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedFile:
+    """One file in the body: a multipart part with a file name, or a raw binary body."""
+
+    content_type: str | None
+    size: int
+    sha256: str | None  # None when not computed (no fingerprints configured) or cut short
+    fingerprint: str | None = None  # label of the district file it matched
+
+
+@dataclass(frozen=True, slots=True)
+class UploadReport:
+    """What the inspector found in one request body."""
+
+    size: int
+    multipart: bool
+    files: tuple[UploadedFile, ...]
+    markers: tuple[str, ...]  # names of the markers found, first found first
+    over_limit: bool  # size > max_body
+    truncated: bool  # the body went past inspect_limit: its tail was not inspected
+    malformed: bool = False  # a multipart body that does not parse (treated as carrying files)
+
+    @property
+    def carries_files(self) -> bool:
+        """Files seen, or a multipart body that cannot be vouched for (malformed, or too long
+        to inspect in full: forms people type are small)."""
+        return bool(self.files) or self.malformed or (self.multipart and self.truncated)
+
+    @property
+    def is_upload(self) -> bool:
+        """The request counts as an upload for `uploads: true` rules (`Request.upload`)."""
+        return self.carries_files or self.over_limit
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        return tuple(f.fingerprint for f in self.files if f.fingerprint)
+
+    def findings(self) -> tuple[str, ...]:
+        """Short tags for the decision log: `marker:NAME`, `fingerprint:LABEL`, `files:N`, ..."""
+        out = [f"marker:{name}" for name in self.markers]
+        out.extend(f"fingerprint:{label}" for label in self.fingerprints)
+        if self.files:
+            out.append(f"files:{len(self.files)}")
+        if self.over_limit:
+            out.append("over_limit")
+        if self.malformed:
+            out.append("malformed_multipart")
+        if self.truncated:
+            out.append("truncated")
+        return tuple(out)
+
+
+def multipart_boundary(content_type: str | None) -> bytes | None:
+    """The boundary of a multipart body, or None when the body is not multipart.
+
+    Raises ValueError for a multipart type without a usable boundary (the caller treats such a
+    body as malformed rather than as plain text).
+    """
+    if not content_type or not content_type.strip().lower().startswith("multipart/"):
+        return None
+    m = _BOUNDARY.search(content_type)
+    boundary = (m.group(1) or m.group(2)) if m else ""
+    if not boundary or len(boundary) > MAX_BOUNDARY or not boundary.isascii():
+        raise ValueError("multipart body without a usable boundary")
+    return boundary.encode("ascii")
+
+
+def is_text_type(content_type: str | None) -> bool:
+    """True for bodies a person types (forms, JSON, text); markers are searched only in these.
+
+    No Content-Type at all counts as text: form fields in a multipart body carry none.
+    """
+    if not content_type:
+        return True
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return (
+        mime.startswith("text/")
+        or mime in _TEXT_TYPES
+        or mime.endswith("+json")
+        or mime.endswith("+xml")
+    )
+
+
+class _Part:
+    """One body part being received: its size, its marker scan and, for files, its hash."""
+
+    __slots__ = ("content_type", "hasher", "is_file", "scan", "size")
+
+    def __init__(self, rules: UploadRules, content_type: str | None, is_file: bool) -> None:
+        self.content_type = content_type
+        self.is_file = is_file
+        self.size = 0
+        self.hasher = hashlib.sha256() if is_file and rules.fingerprints else None
+        self.scan = bool(rules.markers) and is_text_type(content_type)
+
+
+class UploadInspector:
+    """Streaming inspection of one request body. `feed()` each chunk, then `finish()`.
+
+    `content_type` is the request's own Content-Type header. Safe for any body size: the
+    inspector keeps a bounded tail, never the body.
+    """
+
+    def __init__(self, rules: UploadRules, content_type: str | None) -> None:
+        self._rules = rules
+        self._size = 0
+        self._inspected = 0
+        self._truncated = False
+        self._malformed = False
+        self._files: list[UploadedFile] = []
+        self._found: dict[str, None] = {}
+        self._pending = list(rules.markers)
+        self._tail = b""  # the last marker_window bytes of the current text part
+        self._part: _Part | None = None
+        try:
+            boundary = multipart_boundary(content_type)
+        except ValueError:
+            boundary = None
+            self._malformed = True
+        self._multipart = boundary is not None or self._malformed
+        if boundary is not None:
+            self._scanner: _MultipartScanner | None = _MultipartScanner(boundary, self)
+        else:
+            self._scanner = None
+            if not self._malformed:
+                self._start_part(content_type, is_file=not is_text_type(content_type))
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next chunk of the body (any size, including empty)."""
+        self._size += len(chunk)
+        room = self._rules.inspect_limit - self._inspected
+        if room <= 0:
+            self._truncated = self._truncated or bool(chunk)
+            return
+        if len(chunk) > room:
+            chunk = chunk[:room]
+            self._truncated = True
+        self._inspected += len(chunk)
+        if self._scanner is not None:
+            self._scanner.feed(chunk)
+        elif self._part is not None:
+            self._part_data(chunk)
+
+    def finish(self) -> UploadReport:
+        """End of body: close the open part and report."""
+        if self._scanner is not None:
+            self._scanner.finish()
+        elif self._part is not None:
+            self._end_part()
+        max_body = self._rules.max_body
+        return UploadReport(
+            size=self._size,
+            multipart=self._multipart,
+            files=tuple(self._files),
+            markers=tuple(self._found),
+            over_limit=max_body is not None and self._size > max_body,
+            truncated=self._truncated,
+            malformed=self._malformed,
+        )
+
+    # The multipart scanner calls these as it finds parts.
+
+    def _start_part(self, content_type: str | None, *, is_file: bool) -> None:
+        self._part = _Part(self._rules, content_type, is_file)
+        self._tail = b""
+
+    def _part_data(self, data: bytes) -> None:
+        part = self._part
+        if part is None or not data:
+            return
+        part.size += len(data)
+        if part.hasher is not None:
+            part.hasher.update(data)
+        if part.scan and self._pending:
+            self._scan(data)
+
+    def _end_part(self) -> None:
+        part = self._part
+        if part is None:
+            return
+        self._part = None
+        if not part.is_file:
+            return
+        digest = None
+        if part.hasher is not None and not self._truncated:
+            digest = part.hasher.hexdigest()
+        label = self._rules.fingerprints.get(digest) if digest else None
+        self._files.append(UploadedFile(part.content_type, part.size, digest, label))
+
+    def _malformed_body(self) -> None:
+        self._malformed = True
+        self._part = None
+
+    def _scan(self, data: bytes) -> None:
+        """Search the markers not yet found in the tail of the part so far plus `data`."""
+        window = self._tail + data
+        still: list[Marker] = []
+        for marker in self._pending:
+            if marker.pattern.search(window):
+                self._found[marker.name] = None
+            else:
+                still.append(marker)
+        self._pending = still
+        self._tail = window[-self._rules.marker_window :]
+
+
+class _MultipartScanner:
+    """Finds part boundaries and headers in a multipart stream, feeding part data onwards.
+
+    Keeps at most one delimiter's length of body (a delimiter may straddle chunks) or one part's
+    header block (capped) in memory.
+    """
+
+    _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _EPILOGUE = range(5)
+
+    def __init__(self, boundary: bytes, sink: UploadInspector) -> None:
+        self._delimiter = b"\r\n--" + boundary
+        self._keep = len(self._delimiter) - 1
+        self._sink = sink
+        self._state = self._PREAMBLE
+        self._buf = b"\r\n"  # so a delimiter at the very start of the body is found too
+
+    def feed(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        progress = True
+        while progress:
+            if self._state == self._EPILOGUE:
+                buf, progress = b"", False
+            elif self._state in (self._PREAMBLE, self._BODY):
+                buf, progress = self._to_delimiter(buf)
+            elif self._state == self._AFTER_DELIMITER:
+                buf, progress = self._after_delimiter(buf)
+            else:
+                buf, progress = self._headers(buf)
+        self._buf = buf
+
+    def _to_delimiter(self, buf: bytes) -> tuple[bytes, bool]:
+        """Pass part data on up to the next delimiter, keeping a tail that may start one."""
+        i = buf.find(self._delimiter)
+        if i < 0:
+            cut = max(0, len(buf) - self._keep)
+            if self._state == self._BODY:
+                self._sink._part_data(buf[:cut])
+            return buf[cut:], False
+        if self._state == self._BODY:
+            self._sink._part_data(buf[:i])
+            self._sink._end_part()
+        self._state = self._AFTER_DELIMITER
+        return buf[i + len(self._delimiter) :], True
+
+    def _after_delimiter(self, buf: bytes) -> tuple[bytes, bool]:
+        """`--` closes the body; otherwise optional padding and CRLF, then a part's headers."""
+        if len(buf) < 2:
+            return buf, False
+        if buf.startswith(b"--"):
+            self._state = self._EPILOGUE
+            return b"", True
+        j = buf.find(b"\r\n")
+        if j < 0:
+            if len(buf) > MAX_PART_HEADERS:
+                return self._fail()
+            return buf, False
+        if buf[:j].strip(b" \t"):  # only transport padding may follow a delimiter
+            return self._fail()
+        self._state = self._HEADERS
+        return buf[j + 2 :], True
+
+    def _headers(self, buf: bytes) -> tuple[bytes, bool]:
+        """A part's header block (possibly empty), up to the blank line; then its body."""
+        if buf.startswith(b"\r\n"):
+            block, rest = b"", buf[2:]
+        else:
+            j = buf.find(b"\r\n\r\n")
+            if j < 0:
+                if len(buf) > MAX_PART_HEADERS:
+                    return self._fail()
+                return buf, False
+            block, rest = buf[:j], buf[j + 4 :]
+        content_type, is_file = _part_headers(block)
+        self._sink._start_part(content_type, is_file=is_file)
+        self._state = self._BODY
+        return rest, True
+
+    def finish(self) -> None:
+        """End of body. A body that never closed its last part is malformed, but its data counts."""
+        if self._state == self._BODY:
+            self._sink._part_data(self._buf)
+            self._sink._end_part()
+            if not self._sink._truncated:
+                self._sink._malformed = True
+        elif self._state != self._EPILOGUE and not self._sink._truncated:
+            self._sink._malformed = True
+        self._buf = b""
+
+    def _fail(self) -> tuple[bytes, bool]:
+        self._sink._malformed_body()
+        self._state = self._EPILOGUE
+        return b"", False
+
+
+def _part_headers(block: bytes) -> tuple[str | None, bool]:
+    """A part's Content-Type and whether it is a file (its Content-Disposition has a filename)."""
+    content_type = None
+    is_file = False
+    for raw in block.split(b"\r\n"):
+        name, sep, value = raw.decode("latin-1").partition(":")
+        if not sep:
+            continue
+        key = name.strip().lower()
+        if key == "content-type":
+            content_type = value.strip()
+        elif key == "content-disposition" and _FILENAME.search(value):
+            is_file = True
+    if content_type and not is_text_type(content_type):
+        is_file = True  # a binary part is a file whatever its disposition says
+    return content_type, is_file
+
+
+def inspect_body(
+    rules: UploadRules, content_type: str | None, body: bytes, chunk_size: int = 65536
+) -> UploadReport:
+    """Inspect a body already in memory, in chunks as the proxy would stream it."""
+    inspector = UploadInspector(rules, content_type)
+    view = memoryview(body)
+    for start in range(0, len(body), chunk_size):
+        inspector.feed(bytes(view[start : start + chunk_size]))
+    return inspector.finish()
