@@ -2,8 +2,8 @@
 
 `yaml.safe_load` forgets positions. Here the file is composed into PyYAML's node tree (which keeps
 marks), then built into plain Python values while recording, for every path (`("rules", 3, "who")`),
-the line it starts on. Two YAML 1.1 traps are closed on the way: duplicate keys are an error (PyYAML
-silently keeps the last), and `7:30` is not read as the sexagesimal integer 450.
+the line it starts on. YAML 1.1 traps are closed on the way: duplicate keys are an error (PyYAML
+silently keeps the last), `7:30` is not the sexagesimal integer 450, and `no`/`off` are not false.
 """
 
 from __future__ import annotations
@@ -23,14 +23,20 @@ PathKey = tuple[str | int, ...]
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with decimal-only integers (no `1:30` → 90, no `0o`/`0x` surprises in times)."""
+    """SafeLoader with YAML 1.2 scalars: decimal-only integers (no `1:30` read as 90) and only
+    true/false as booleans (`id: no` or a country code `NO` stays a string, as IT expects).
+    """
 
 
 _INT_TAG = "tag:yaml.org,2002:int"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _INT_TAG]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT_TAG, _BOOL_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_Loader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_implicit_resolver(
     _INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
 )
