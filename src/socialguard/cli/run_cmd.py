@@ -134,9 +134,8 @@ def _run_workers(n: int, host: str, port: int, node: str) -> None:
 
     def argv_for(i: int) -> list[str]:
         rest = _strip_options(args, {"--workers", "--listen", "--node"})
-        listen = (
-            f"[{host}]:{worker_port(port, i)}" if ":" in host else f"{host}:{worker_port(port, i)}"
-        )
+        wport = worker_port(port, i)
+        listen = f"[{host}]:{wport}" if ":" in host else f"{host or '*'}:{wport}"
         return [
             sys.executable, "-m", "socialguard", *rest,
             "--listen", listen, "--node", worker_node_id(i, node or None),

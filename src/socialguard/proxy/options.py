@@ -82,6 +82,8 @@ def parse_hostport(raw: str, *, what: str) -> tuple[str, int]:
             raise ValueError(f"{what}: {host!r} is not an IPv6 address") from None
     if not 0 <= port <= 65535:
         raise ValueError(f"{what}: port {port} is outside 0..65535")
+    if host == "*":  # every address of both families (mitmproxy's empty listen_host): IPv4 + IPv6
+        return "", port
     return host, port
 
 
