@@ -17,7 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from socialguard.engine.accounts import AccountsSpec
 from socialguard.engine.schedule import parse_days, parse_period
+from socialguard.policy.uploads import UploadsSpec
 
 __all__ = [
     "CategorySpec",
@@ -315,4 +317,6 @@ class PolicyFile(_Spec):
     overrides: OverridesSpec = Field(default_factory=OverridesSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     auth: AuthSpec = Field(default_factory=AuthSpec)
+    uploads: UploadsSpec = Field(default_factory=UploadsSpec)  # policy/uploads.py
+    accounts: AccountsSpec = Field(default_factory=AccountsSpec)  # engine/accounts.py
     tests: list[PolicyTestSpec] = Field(default_factory=list)
