@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,14 +24,26 @@ from .yamlpos import Located, PathKey, load_located
 
 __all__ = ["load_policy"]
 
-_FIELD_NAMES = sorted(
-    {
-        name
-        for model in vars(schema).values()
-        if isinstance(model, type) and issubclass(model, BaseModel)
-        for name in model.model_fields
-    }
-)
+
+def _model_at(path: PathKey) -> type[BaseModel] | None:
+    """The schema model that the mapping at `path` is validated against (for key suggestions)."""
+    model: type[BaseModel] = schema.PolicyFile
+    i = 0
+    while i < len(path):
+        info = model.model_fields.get(str(path[i]))
+        if info is None:
+            return None
+        target: Any = info.annotation
+        i += 1
+        while get_origin(target) in (list, dict) or get_origin(target) in (UnionType, Union):
+            args = [a for a in get_args(target) if a is not type(None)]
+            if get_origin(target) in (list, dict):
+                i += 1  # the index or the key
+            target = args[-1]
+        if not (isinstance(target, type) and issubclass(target, BaseModel)):
+            return None
+        model = target
+    return model
 
 
 def load_policy(path: Path) -> CompiledPolicy:
@@ -130,7 +143,9 @@ def _message(e: Any, path: PathKey) -> str:
     kind = e["type"]
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else "?"
-        close = difflib.get_close_matches(key, _FIELD_NAMES, n=1, cutoff=0.6)
+        model = _model_at(path[:-1])
+        known = sorted(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         return f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
         return "required, but missing"
