@@ -1,4 +1,5 @@
-"""`socialguard rules import`, run as the real command."""
+"""`socialguard rules import`: the happy paths as the real command in a subprocess, the tables of
+bad input in-process (typer's CliRunner), which keeps this area fast."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from socialguard.cli import app
 from socialguard.policy.lists import read_domain_list
 
 UT1 = Path(__file__).resolve().parents[3] / "shared" / "data" / "ut1"
@@ -25,6 +28,12 @@ def sg(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         check=False,
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
     )
+
+
+def sg_inline(mp: pytest.MonkeyPatch, cwd: Path, *args: str) -> tuple[int, str, str]:
+    mp.chdir(cwd)
+    result = CliRunner().invoke(app, ["rules", "import", *args])
+    return result.exit_code, result.stdout, result.stderr
 
 
 def test_import_writes_the_list_under_rules_lists_and_reports_counts(tmp_path: Path) -> None:
@@ -46,13 +55,15 @@ def test_import_writes_the_list_under_rules_lists_and_reports_counts(tmp_path: P
     assert read_domain_list(target).domains == ["a.com", "b.com"]
 
 
-def test_invalid_lines_shown_are_capped(tmp_path: Path) -> None:
+def test_invalid_lines_shown_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = tmp_path / "bad.txt"
     source.write_text("ok.com\n" + "x..y\n" * 25, encoding="utf-8")
-    result = sg("plain", str(source), "--category", "bad", cwd=tmp_path)
-    assert result.returncode == 0
-    assert len(result.stderr.splitlines()) == 21
-    assert result.stderr.splitlines()[-1] == "... and 5 more invalid lines"
+    code, _, err = sg_inline(
+        "plain", str(source), "--category", "bad", cwd=tmp_path, monkeypatch=monkeypatch
+    )
+    assert code == 0
+    assert len(err.splitlines()) == 21
+    assert err.splitlines()[-1] == "... and 5 more invalid lines"
 
 
 @pytest.mark.skipif(not UT1.is_dir(), reason="shared UT1 data not present")
@@ -109,17 +120,21 @@ def test_an_existing_list_is_kept_without_force(tmp_path: Path) -> None:
         (["plain", "{empty}", "--category", "x"], "no usable domain in 1 lines; nothing written"),
     ],
 )
-def test_bad_input_exits_2_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_exits_2_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
     (tmp_path / "src.txt").write_text("a.com\n", encoding="utf-8")
     (tmp_path / "empty.txt").write_text("# nothing\n", encoding="utf-8")
     args = [a.format(src="src.txt", empty="empty.txt") for a in args]
-    result = sg(*args, cwd=tmp_path)
-    assert result.returncode == 2
-    assert message in result.stderr
+    code, _, err = sg_inline(monkeypatch, tmp_path, *args)
+    assert code == 2
+    assert message in err
     assert not (tmp_path / "rules").exists()
 
 
-def test_unknown_format_is_a_usage_error(tmp_path: Path) -> None:
-    result = sg("csv", "x.txt", "--category", "x", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "csv" in result.stderr
+def test_unknown_format_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = sg_inline(
+        "csv", "x.txt", "--category", "x", cwd=tmp_path, monkeypatch=monkeypatch
+    )
+    assert code == 2
+    assert "csv" in err

@@ -1,4 +1,4 @@
-"""`socialguard rules fingerprint`, run as the real command."""
+"""`socialguard rules fingerprint`: the real command in a subprocess; bad input in-process."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from socialguard.cli import app
 from socialguard.policy.uploads import read_fingerprints
 
 
@@ -93,6 +95,6 @@ def test_the_list_checks_out_with_sha256sum(district_files: Path) -> None:
 def test_bad_input_exits_2(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
     target = tmp_path / "district"
     make(target)
-    result = sg(str(target), cwd=tmp_path)
-    assert result.returncode == 2
+    result = CliRunner().invoke(app, ["rules", "fingerprint", str(target)])
+    assert result.exit_code == 2
     assert message in result.stderr
