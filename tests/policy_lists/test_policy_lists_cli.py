@@ -58,9 +58,7 @@ def test_import_writes_the_list_under_rules_lists_and_reports_counts(tmp_path: P
 def test_invalid_lines_shown_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = tmp_path / "bad.txt"
     source.write_text("ok.com\n" + "x..y\n" * 25, encoding="utf-8")
-    code, _, err = sg_inline(
-        "plain", str(source), "--category", "bad", cwd=tmp_path, monkeypatch=monkeypatch
-    )
+    code, _, err = sg_inline(monkeypatch, tmp_path, "plain", str(source), "--category", "bad")
     assert code == 0
     assert len(err.splitlines()) == 21
     assert err.splitlines()[-1] == "... and 5 more invalid lines"
@@ -133,8 +131,6 @@ def test_bad_input_exits_2_with_a_message(
 
 
 def test_unknown_format_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code, _, err = sg_inline(
-        "csv", "x.txt", "--category", "x", cwd=tmp_path, monkeypatch=monkeypatch
-    )
+    code, _, err = sg_inline(monkeypatch, tmp_path, "csv", "x.txt", "--category", "x")
     assert code == 2
     assert "csv" in err
