@@ -1,4 +1,8 @@
-"""`socialguard audit ...` as a user runs it: real subprocesses, exit codes and messages."""
+"""`socialguard audit ...` as a user runs it: exit codes and messages.
+
+The main paths run the real command in a subprocess; tables of bad input run the same typer app
+in-process (CliRunner), since interpreter start-up dominates their cost.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,11 @@ from pathlib import Path
 
 import pytest
 from audit_helpers import DENVER, Clock, event
+from typer.testing import CliRunner, Result
 
 from socialguard.audit import AuditLog
+from socialguard.audit.checkpoints import generate_keypair
+from socialguard.cli import app
 from socialguard.engine.model import Action
 
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
@@ -32,6 +39,11 @@ def sg(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         env=ENV,
         cwd=cwd,
     )
+
+
+def sg_in(*args: str) -> Result:
+    """The same command, run in this process."""
+    return CliRunner().invoke(app, ["audit", *args], env={"COLUMNS": "200", "NO_COLOR": "1"})
 
 
 @pytest.fixture
@@ -63,13 +75,13 @@ def test_verify_exits_1_naming_file_and_line_of_the_first_break(logged: Path) ->
 
 
 def test_verify_json(logged: Path) -> None:
-    r = sg("verify", str(logged), "--json")
+    r = sg_in("verify", str(logged), "--json")
     data = json.loads(r.stdout)
-    assert r.returncode == 0 and data["ok"] is True and data["chains"]["n1-w0"]["records"] > 40
+    assert r.exit_code == 0 and data["ok"] is True and data["chains"]["n1-w0"]["records"] > 40
 
 
 def test_verify_with_keys(tmp_path: Path, clock: Clock) -> None:
-    assert sg("keygen", "--out", str(tmp_path / "keys" / "audit.key")).returncode == 0
+    generate_keypair(tmp_path / "keys" / "audit.key", tmp_path / "keys" / "audit.pub")
     log = AuditLog(
         tmp_path / "log",
         "n1",
@@ -81,9 +93,9 @@ def test_verify_with_keys(tmp_path: Path, clock: Clock) -> None:
     log.close()
     r = sg("verify", str(tmp_path / "log"), "--key", str(tmp_path / "keys" / "audit.pub"))
     assert r.returncode == 0, r.stderr
-    sg("keygen", "--out", str(tmp_path / "other.key"))
-    r = sg("verify", str(tmp_path / "log"), "--key", str(tmp_path / "other.pub"))
-    assert r.returncode == 1 and "not the given key" in r.stderr
+    generate_keypair(tmp_path / "other.key", tmp_path / "other.pub")
+    r2 = sg_in("verify", str(tmp_path / "log"), "--key", str(tmp_path / "other.pub"))
+    assert r2.exit_code == 1 and "not the given key" in r2.stderr
 
 
 @pytest.mark.parametrize(
@@ -103,8 +115,8 @@ def test_verify_with_keys(tmp_path: Path, clock: Clock) -> None:
 def test_bad_input_exits_2_with_a_clear_message(
     logged: Path, args: list[str], message: str
 ) -> None:
-    r = sg(*[a.replace("{log}", str(logged)) for a in args])
-    assert r.returncode == 2, (r.stdout, r.stderr)
+    r = sg_in(*[a.replace("{log}", str(logged)) for a in args])
+    assert r.exit_code == 2, (r.stdout, r.stderr)
     assert message in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -116,11 +128,11 @@ def test_search_table_csv_and_json(logged: Path) -> None:
     assert lines[0].split()[:4] == ["TIME", "ACTION", "BASIS", "WHO"]
     assert len(lines) == 1 + 10 and all("user:u1" in x for x in lines[1:])
     assert "2026-11-24 10:" in lines[1]  # district time, not UTC
-    r = sg("search", "--log-dir", str(logged), "--action", "block", "--csv", "--tz", "UTC")
-    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    r2 = sg_in("search", "--log-dir", str(logged), "--action", "block", "--csv", "--tz", "UTC")
+    rows = list(csv.DictReader(io.StringIO(r2.stdout)))
     assert len(rows) == 20 and rows[0]["time"].startswith("2026-11-24 17:")
-    r = sg("search", "--log-dir", str(logged), "--who", "user:u0", "--json")
-    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    r2 = sg_in("search", "--log-dir", str(logged), "--who", "user:u0", "--json")
+    recs = [json.loads(x) for x in r2.stdout.splitlines()]
     assert len(recs) == 10 and {x["user"] for x in recs} == {"u0"}
 
 
@@ -130,8 +142,8 @@ def test_report_writes_html(logged: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "blocked: 20" in r.stdout
     assert out.read_text().count("<svg") == 5
-    r = sg("report", "--log-dir", str(logged), "--json")
-    assert json.loads(r.stdout)["blocked_by_person"] == {"user:u1": 10, "user:u3": 10}
+    r2 = sg_in("report", "--log-dir", str(logged), "--json")
+    assert json.loads(r2.stdout)["blocked_by_person"] == {"user:u1": 10, "user:u3": 10}
 
 
 def test_keygen_makes_a_0600_key_and_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -139,26 +151,26 @@ def test_keygen_makes_a_0600_key_and_refuses_to_overwrite(tmp_path: Path) -> Non
     assert r.returncode == 0 and "key id:" in r.stdout
     assert stat.S_IMODE((tmp_path / "a.key").stat().st_mode) == 0o600
     assert (tmp_path / "a.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
-    r = sg("keygen", "--out", str(tmp_path / "a.key"))
-    assert r.returncode == 2 and "refusing to overwrite" in r.stderr
+    r2 = sg_in("keygen", "--out", str(tmp_path / "a.key"))
+    assert r2.exit_code == 2 and "refusing to overwrite" in r2.stderr
 
 
 def test_prune_then_verify(logged: Path) -> None:
     before = len(list(logged.glob("decisions-*")))
-    r = sg("prune", "--log-dir", str(logged), "--before", "2026-11-25", "--dry-run")
-    assert r.returncode == 0 and "would remove" in r.stdout
+    r0 = sg_in("prune", "--log-dir", str(logged), "--before", "2026-11-25", "--dry-run")
+    assert r0.exit_code == 0 and "would remove" in r0.stdout
     assert len(list(logged.glob("decisions-*"))) == before
     r = sg("prune", "--log-dir", str(logged), "--before", "2026-11-25")
     assert r.returncode == 0 and "removed" in r.stdout
     assert len(list(logged.glob("decisions-*"))) == 1
-    r = sg("verify", str(logged))
-    assert r.returncode == 0, r.stderr
-    assert "pruned before 2026-11-25" in r.stdout
+    r2 = sg_in("verify", str(logged))
+    assert r2.exit_code == 0, r2.stderr
+    assert "pruned before 2026-11-25" in r2.stdout
 
 
 def test_tail_shows_the_latest_and_follows_new_records(logged: Path, tmp_path: Path) -> None:
-    r = sg("tail", "--log-dir", str(logged), "-n", "3")
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3
+    r = sg_in("tail", "--log-dir", str(logged), "-n", "3")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 3
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -202,13 +214,7 @@ def test_commands_find_the_log_under_state(tmp_path: Path, clock: Clock) -> None
     log.close()
     r = sg("verify", "--state", str(tmp_path / "var"))
     assert r.returncode == 0 and "n1: intact" in r.stdout
-    env_r = subprocess.run(
-        [sys.executable, "-m", "socialguard", "audit", "search"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**ENV, "SOCIALGUARD_LOG_DIR": str(tmp_path / "var" / "log")},
-        cwd=tmp_path,
-        check=False,
+    r2 = CliRunner().invoke(
+        app, ["audit", "search"], env={"SOCIALGUARD_LOG_DIR": str(tmp_path / "var" / "log")}
     )
-    assert env_r.returncode == 0 and "www.facebook.com" in env_r.stdout
+    assert r2.exit_code == 0 and "www.facebook.com" in r2.stdout
