@@ -104,6 +104,7 @@ def test_markers_are_found_in_text_bodies_by_name(
     report = inspect_body(RULES, ctype, body, 5)
     assert report.markers == found
     assert not report.carries_files
+    assert report.is_upload is bool(found)  # a marked text post is district material
 
 
 def test_markers_are_not_searched_inside_binary_files() -> None:

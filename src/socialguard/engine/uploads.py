@@ -112,9 +112,15 @@ class UploadReport:
         return bool(self.files) or self.malformed or (self.multipart and self.truncated)
 
     @property
+    def district_material(self) -> bool:
+        """A district marker in the text or a district file among the uploads."""
+        return bool(self.markers) or any(f.fingerprint for f in self.files)
+
+    @property
     def is_upload(self) -> bool:
-        """The request counts as an upload for `uploads: true` rules (`Request.upload`)."""
-        return self.carries_files or self.over_limit
+        """The request counts as an upload for `uploads: true` rules (`Request.upload`): it
+        carries files, is over the size limit, or posts district material (a marked text)."""
+        return self.carries_files or self.over_limit or self.district_material
 
     @property
     def fingerprints(self) -> tuple[str, ...]:
