@@ -254,3 +254,27 @@ def test_multipart_without_boundary_is_refused() -> None:
 )
 def test_is_text_type(ctype: str | None, text: bool) -> None:
     assert is_text_type(ctype) is text
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=200),
+            st.sampled_from([b"--x", b"\r\n--x", b"\r\n", b"--", b"\r\n\r\n", b"filename=a"]),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from(
+        ["multipart/form-data; boundary=x", "multipart/mixed", "text/plain", "image/png", None]
+    ),
+)
+def test_arbitrary_bytes_never_raise_and_are_all_counted(
+    pieces: list[bytes], ctype: str | None
+) -> None:
+    inspector = UploadInspector(RULES, ctype)
+    for piece in pieces:
+        inspector.feed(piece)
+    report = inspector.finish()
+    assert report.size == sum(map(len, pieces))
+    assert sum(f.size for f in report.files) <= report.size
