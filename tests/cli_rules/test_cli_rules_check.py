@@ -69,7 +69,7 @@ def test_rules_check_reports_every_error_with_file_and_line(rules_dir: Path) -> 
         in r.stderr
     )
     assert (
-        f"error: {path}:41: rules[1].when: unknown schedule 'school-hour' (did you mean 'school-hours'?)"
+        f"error: {path}:41: rules[1].when: unknown schedule 'school-hour' (did you mean 'school-hours'?)"  # noqa: E501
         in r.stderr
     )
     assert r.stderr.rstrip().endswith("invalid (2 problems)")
@@ -107,7 +107,7 @@ def test_rules_test_fails_with_the_decisions_explanation(rules_dir: Path) -> Non
     path = rules_dir / "issue_example.yaml"
     path.write_text(
         path.read_text(encoding="utf-8")
-        + 'tests:\n  - {url: "https://www.facebook.com/", client: 10.20.1.5, at: "2026-12-01T10:00", expect: allow}\n',
+        + 'tests:\n  - {url: "https://www.facebook.com/", client: 10.20.1.5, at: "2026-12-01T10:00", expect: allow}\n',  # noqa: E501
         encoding="utf-8",
     )
     r = sg("rules", "test", str(path))

@@ -204,7 +204,7 @@ def test_doh_by_request_form(
     make_policy: MakePolicy, request_fields: dict[str, str], blocked: bool
 ) -> None:
     policy = make_policy(
-        "rules:\n  - {id: no-doh, description: DoH hides destinations, what: {doh: true}, action: block}\n"
+        "rules:\n  - {id: no-doh, description: DoH hides destinations, what: {doh: true}, action: block}\n"  # noqa: E501
     )
     assert (ask(policy, "resolver.example", **request_fields).action is Action.BLOCK) is blocked
 
@@ -227,7 +227,7 @@ rules:
     assert ask(policy, "facebook.com", method="GET", upload=True).action is Action.ALLOW
 
 
-# -- connections -------------------------------------------------------------------------------------
+# -- connections -----------------------------------------------------------------------------------
 
 
 def connect(
@@ -263,7 +263,7 @@ def test_no_sni_and_ech_are_never_passed(policy: CompiledPolicy) -> None:
 def test_an_always_blocked_destination_is_inspected_or_reset_as_the_policy_says(
     make_policy: MakePolicy,
 ) -> None:
-    rule = "rules:\n  - {id: never, description: never, what: {domains: [bad.example]}, action: block}\n"
+    rule = "rules:\n  - {id: never, description: never, what: {domains: [bad.example]}, action: block}\n"  # noqa: E501
     assert connect(make_policy(rule), "x.bad.example") is ConnectionVerdict.INSPECT
     resetting = make_policy(rule + "blocked_connections: reset\n")
     assert connect(resetting, "x.bad.example") is ConnectionVerdict.BLOCK
@@ -277,7 +277,7 @@ def test_an_always_blocked_destination_is_inspected_or_reset_as_the_policy_says(
 def test_an_unconditional_allow_first_is_passed(make_policy: MakePolicy) -> None:
     rule = (
         "rules:\n  - {id: ok, description: ok, what: {domains: [ok.example]}, action: allow}\n"
-        "  - {id: no, description: no, what: {domains: [ok.example]}, when: school-hours, action: block}\n"
+        "  - {id: no, description: no, what: {domains: [ok.example]}, when: school-hours, action: block}\n"  # noqa: E501
     )
     assert connect(make_policy(rule), "ok.example") is ConnectionVerdict.PASS
 

@@ -118,11 +118,11 @@ def _problems(tmp_path: Path, text: str, files: dict[str, str] | None = None) ->
         ),
         (
             ("when: school-hours", "when: school-hour"),
-            "policy.yaml:19: rules[0].when: unknown schedule 'school-hour' (did you mean 'school-hours'?)",
+            "policy.yaml:19: rules[0].when: unknown schedule 'school-hour' (did you mean 'school-hours'?)",  # noqa: E501
         ),
         (
             ("categories: [social]", "categories: [socal]"),
-            "policy.yaml:18: rules[0].what.categories[0]: unknown category 'socal' (did you mean 'social'?)",
+            "policy.yaml:18: rules[0].what.categories[0]: unknown category 'socal' (did you mean 'social'?)",  # noqa: E501
         ),
         (
             ("    action: block", "    action: blok"),
@@ -138,15 +138,15 @@ def _problems(tmp_path: Path, text: str, files: dict[str, str] | None = None) ->
         ),
         (
             ("07:30-16:00", "07:30-16:60"),
-            "policy.yaml:8: schedules.school-hours.weekly: time '16:60' in period '07:30-16:60' is not a time of day",
+            "policy.yaml:8: schedules.school-hours.weekly: time '16:60' in period '07:30-16:60' is not a time of day",  # noqa: E501
         ),
         (
             ("mon-fri", "mon-fry"),
-            "policy.yaml:8: schedules.school-hours.weekly: unknown day 'fry' in 'mon-fry' (use mon, tue, wed, thu, fri, sat, sun)",
+            "policy.yaml:8: schedules.school-hours.weekly: unknown day 'fry' in 'mon-fry' (use mon, tue, wed, thu, fri, sat, sun)",  # noqa: E501
         ),
         (
             ("10.20.0.0/16", "10.20.1.0/16"),
-            "policy.yaml:5: groups.staff.networks: '10.20.1.0/16' is not a network in CIDR form (10.20.1.0/16 has host bits set)",
+            "policy.yaml:5: groups.staff.networks: '10.20.1.0/16' is not a network in CIDR form (10.20.1.0/16 has host bits set)",  # noqa: E501
         ),
         (
             ("[facebook.com]", "[face book.com]"),
@@ -154,7 +154,7 @@ def _problems(tmp_path: Path, text: str, files: dict[str, str] | None = None) ->
         ),
         (
             ("  name: D", "  name: D\n  timezone: America/Denvr"),
-            "policy.yaml:3: district.timezone: unknown IANA time zone 'America/Denvr' (e.g. America/Denver)",
+            "policy.yaml:3: district.timezone: unknown IANA time zone 'America/Denvr' (e.g. America/Denver)",  # noqa: E501
         ),
         (
             ("    what:", "    whta:"),
@@ -162,7 +162,7 @@ def _problems(tmp_path: Path, text: str, files: dict[str, str] | None = None) ->
         ),
         (
             ("      categories: [social]", "      categroies: [social]"),
-            "policy.yaml:18: rules[0].what.categroies: unknown key 'categroies' (did you mean 'categories'?)",
+            "policy.yaml:18: rules[0].what.categroies: unknown key 'categroies' (did you mean 'categories'?)",  # noqa: E501
         ),
         (("rules:", "rule:"), "policy.yaml:13: rule: unknown key 'rule' (did you mean 'rules'?)"),
         (
@@ -239,13 +239,13 @@ def test_a_shadowed_rule_is_a_warning_not_an_error(tmp_path: Path) -> None:
     path.write_text(text, encoding="utf-8")
     policy = load_policy(path)
     assert [str(w).replace(str(path), "p.yaml") for w in policy.warnings] == [
-        "p.yaml:21: rules[1]: rule 'later-facebook' can never match: rule 'staff-social' (rules[0]) matches all its requests first"
+        "p.yaml:21: rules[1]: rule 'later-facebook' can never match: rule 'staff-social' (rules[0]) matches all its requests first"  # noqa: E501
     ]
 
 
 def test_includes_share_groups_categories_and_schedules(tmp_path: Path) -> None:
     (tmp_path / "shared.yaml").write_text(
-        "groups:\n  admins:\n    networks: [10.10.0.0/16]\ncategories:\n  chat:\n    domains: [chat.example]\n",
+        "groups:\n  admins:\n    networks: [10.10.0.0/16]\ncategories:\n  chat:\n    domains: [chat.example]\n",  # noqa: E501
         encoding="utf-8",
     )
     text = MINIMAL.replace("groups:", "include: [shared.yaml]\ngroups:").replace(
@@ -290,7 +290,7 @@ def test_a_disabled_rule_is_validated_but_not_applied(tmp_path: Path) -> None:
 def test_schedule_extends_inherits_closed_days(tmp_path: Path) -> None:
     text = MINIMAL.replace(
         'mon-fri: ["07:30-16:00"]',
-        'mon-fri: ["07:30-16:00"]\n    closed: [2026-11-26]\n  high-school:\n    extends: school-hours\n    weekly:\n      mon-fri: ["08:00-15:30"]',
+        'mon-fri: ["07:30-16:00"]\n    closed: [2026-11-26]\n  high-school:\n    extends: school-hours\n    weekly:\n      mon-fri: ["08:00-15:30"]',  # noqa: E501
     )
     path = tmp_path / "p.yaml"
     path.write_text(text, encoding="utf-8")

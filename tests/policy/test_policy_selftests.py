@@ -21,9 +21,9 @@ def _with_tests(tmp_path: Path, tests: str) -> Path:
 def test_passing_and_failing_expectations(tmp_path: Path) -> None:
     path = _with_tests(
         tmp_path,
-        '  - {url: "https://www.facebook.com/", client: 10.20.1.5, at: "2026-12-01T10:00", expect: block}\n'
-        '  - {name: wrong on purpose, url: "https://twitter.com/", client: 10.20.1.5, at: "2026-12-01T10:00", expect: allow}\n'
-        '  - {url: "https://twitter.com/", client: 10.20.1.5, at: "2026-12-01T10:00", expect: block, rule: approved-district-pages}\n',
+        '  - {url: "https://www.facebook.com/", client: 10.20.1.5, at: "2026-12-01T10:00", expect: block}\n'  # noqa: E501
+        '  - {name: wrong on purpose, url: "https://twitter.com/", client: 10.20.1.5, at: "2026-12-01T10:00", expect: allow}\n'  # noqa: E501
+        '  - {url: "https://twitter.com/", client: 10.20.1.5, at: "2026-12-01T10:00", expect: block, rule: approved-district-pages}\n',  # noqa: E501
     )
     results = run_policy_tests(load_policy(path))
     assert [r.passed for r in results] == [True, False, False]
@@ -42,8 +42,8 @@ def test_passing_and_failing_expectations(tmp_path: Path) -> None:
 def test_at_without_offset_is_district_local_time(tmp_path: Path) -> None:
     path = _with_tests(
         tmp_path,
-        '  - {url: "https://twitter.com/", client: 10.20.1.5, at: "2026-12-01T07:30", expect: block}\n'
-        '  - {url: "https://twitter.com/", client: 10.20.1.5, at: "2026-12-01T07:30Z", expect: allow}\n',
+        '  - {url: "https://twitter.com/", client: 10.20.1.5, at: "2026-12-01T07:30", expect: block}\n'  # noqa: E501
+        '  - {url: "https://twitter.com/", client: 10.20.1.5, at: "2026-12-01T07:30Z", expect: allow}\n',  # noqa: E501
     )
     results = run_policy_tests(load_policy(path))
     assert [r.passed for r in results] == [True, True]
@@ -52,7 +52,7 @@ def test_at_without_offset_is_district_local_time(tmp_path: Path) -> None:
 def test_a_test_that_cannot_run_fails_with_the_reason(tmp_path: Path) -> None:
     path = _with_tests(
         tmp_path,
-        '  - {url: "https://twitter.com/", client: 10.20.1.999, at: "2026-12-01T10:00", expect: allow}\n',
+        '  - {url: "https://twitter.com/", client: 10.20.1.999, at: "2026-12-01T10:00", expect: allow}\n',  # noqa: E501
     )
     (result,) = run_policy_tests(load_policy(path))
     assert not result.passed

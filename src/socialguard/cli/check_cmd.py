@@ -37,7 +37,7 @@ def parse_at(text: str | None, zone: tzinfo) -> datetime:
 
 
 @handles_errors
-def check(
+def check(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     url: Annotated[str, typer.Argument(help="The URL (http or https) to ask about.")],
     client: Annotated[str, typer.Option("--client", help="The client's IP address.")],
     user: Annotated[
@@ -48,7 +48,7 @@ def check(
     ] = None,
     at: Annotated[
         str | None,
-        typer.Option("--at", help="ISO-8601 time; no offset = district local time [default: now]."),
+        typer.Option("--at", help="ISO-8601 time; no offset = district local time (default: now)."),
     ] = None,
     method: Annotated[str, typer.Option("--method", help="HTTP method.")] = "GET",
     upload: Annotated[
@@ -92,7 +92,13 @@ def check(
     decision = decide(policy, request, principal, now, overrides)
     connection = decide_connection(policy, request.host, principal, now, overrides)
     out = _as_dict(
-        url, decision, connection.verdict.value, now, policy.district.timezone, rules_file, policy
+        url,
+        d=decision,
+        connection=connection.verdict.value,
+        now=now,
+        zone=policy.district.timezone,
+        rules_file=rules_file,
+        policy=policy,
     )
     if as_json:
         typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
@@ -120,7 +126,7 @@ def _overrides(state: Path | None, now: datetime) -> Any:
 
 
 def _as_dict(
-    url: str, d: Any, connection: str, now: datetime, zone: tzinfo, rules_file: Path, policy: Any
+    url: str, *, d: Any, connection: str, now: datetime, zone: tzinfo, rules_file: Path, policy: Any
 ) -> dict[str, Any]:
     rule = policy.rules_by_id.get(d.rule_id) if d.rule_id else None
     return {

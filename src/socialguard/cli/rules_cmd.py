@@ -22,14 +22,15 @@ PathArgument = Annotated[
     Path | None,
     typer.Argument(
         metavar="[PATH]",
-        help="Rules file [env SOCIALGUARD_RULES; default rules/policy.yaml].",
+        help="Rules file (env SOCIALGUARD_RULES; default rules/policy.yaml).",
         show_default=False,
     ),
 ]
 
 
 def _load(path: Path | None):  # type: ignore[no-untyped-def]
-    """Load the rules or exit: 2 when the file is missing, 1 with every problem when it is invalid."""
+    """Load the rules or exit: 2 when the file is missing, 1 with every problem when it is
+    invalid."""
     from socialguard.errors import PolicyError
     from socialguard.policy import load_policy
 

@@ -1,4 +1,5 @@
-"""The decision engine: pure functions from (policy, request, principal, time, overrides) to a Decision.
+"""The decision engine: pure functions from (policy, request, principal, time, overrides) to a
+Decision.
 
 No I/O, no clock, no mitmproxy: everything is an argument, so the proxy, `socialguard check` and the
 policy's own tests share one code path. See docs/internals.md for the contract.

@@ -77,7 +77,8 @@ class AuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class Device:
-    """One row of the device inventory: a district device, how it is recognised, and whom it belongs to."""
+    """One row of the device inventory: a district device, how it is recognised, and whom it belongs
+    to."""
 
     id: str
     owner: str | None = None
@@ -165,9 +166,10 @@ class UrlPrefix:
 
 
 def is_doh_request(request: Request) -> bool:
-    """DNS-over-HTTPS by its request form (RFC 8484): the media type, the /dns-query path, `?dns=`."""
+    """DNS-over-HTTPS by its request form (RFC 8484): the media type, the /dns-query path,
+    `?dns=`."""
     ctype = (request.content_type or "").split(";", 1)[0].strip().lower()
-    if ctype == "application/dns-message" or ctype == "application/dns-json":
+    if ctype in ("application/dns-message", "application/dns-json"):
         return True
     path, _, query = (request.path or "/").partition("?")
     if path.rstrip("/").endswith("/dns-query"):
@@ -196,17 +198,18 @@ class CompiledRule:
     uploads: bool | None
     doh: bool
     when: When | None
-    source: str = ""  # file:line, for messages
-    step_name: str = ""
-    no_who: TraceStep = TraceStep("", "")
-    no_what: TraceStep = TraceStep("", "")
-    no_request: TraceStep = TraceStep("", "")
-    not_when: TraceStep = TraceStep("", "")
-    matched: TraceStep = TraceStep("", "")
+    source: str  # file:line, for messages
+    step_name: str
+    no_who: TraceStep
+    no_what: TraceStep
+    no_request: TraceStep
+    not_when: TraceStep
+    matched: TraceStep
 
     @property
     def request_dependent(self) -> bool:
-        """Depends on more than the host (path, method, upload, DoH form): needs decryption to apply."""
+        """Depends on more than the host (path, method, upload, DoH form): needs decryption to
+        apply."""
         return bool(self.urls) or self.methods is not None or self.uploads is not None or self.doh
 
     def concerns(self, principal: Principal) -> bool:
@@ -221,7 +224,8 @@ class CompiledRule:
     def destination(
         self, request: Request, tags: Mapping[str, str]
     ) -> tuple[str | None, str | None] | None:
-        """(category, matched domain) when the request's destination is one the rule names, else None."""
+        """(category, matched domain) when the request's destination is one the rule names, else
+        None."""
         if self.any_destination:
             return (None, None)
         for tag in self.tags:
@@ -235,7 +239,8 @@ class CompiledRule:
         return None
 
     def may_concern_host(self, host: str, tags: Mapping[str, str]) -> bool:
-        """Could some request to this host match the rule's destination (connection-level question)?"""
+        """Could some request to this host match the rule's destination (connection-level
+        question)?"""
         if self.any_destination:
             return True
         if any(tag in tags for tag in self.tags):
@@ -306,7 +311,8 @@ class RuleIndex:
 
 @dataclass(frozen=True, slots=True)
 class PolicyTest:
-    """One entry of the rules file's `tests:`: a request, who makes it, when, and what must happen."""
+    """One entry of the rules file's `tests:`: a request, who makes it, when, and what must
+    happen."""
 
     line: int | None
     name: str
@@ -324,7 +330,8 @@ class PolicyTest:
 
 @dataclass(frozen=True, slots=True)
 class CompiledPolicy:
-    """Everything the engine needs to decide, and what the proxy and CLI need to know about the policy."""
+    """Everything the engine needs to decide, and what the proxy and CLI need to know about the
+    policy."""
 
     version: str
     district: District
@@ -368,8 +375,9 @@ class CompiledPolicy:
         return frozenset(self.schedules)
 
     def classify(self, host: str) -> Mapping[str, str]:
-        """The tags naming this (normalised) host: category:NAME / rule:ID → the domain or network matched."""
-        if host[-1:].isdigit() or ":" in host:  # cheap pre-test: names rarely end in a digit
-            if is_ip_literal(host):
-                return self.ip_index.lookup(host)
+        """The tags naming this (normalised) host: category:NAME / rule:ID → the domain or network
+        matched."""
+        # cheap pre-test first: names rarely end in a digit
+        if (host[-1:].isdigit() or ":" in host) and is_ip_literal(host):
+            return self.ip_index.lookup(host)
         return self.index.lookup(host)

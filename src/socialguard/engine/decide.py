@@ -113,7 +113,7 @@ if Decision.__slots__ == _FIELDS:
     ) = (getattr(Decision, name).__set__ for name in Decision.__slots__)
     _new = object.__new__
 
-    def _make(
+    def _make(  # noqa: PLR0917 - mirrors Decision's positional fields, in order
         action: Action,
         basis: Basis,
         reason: str,
@@ -127,9 +127,11 @@ if Decision.__slots__ == _FIELDS:
         bypass: frozenset[Bypass],
         trace: tuple[TraceStep, ...],
     ) -> Decision:
-        """Decision(...), about twice as fast: on the hot path the frozen dataclass __init__ (one
-        object.__setattr__ per field) costs more than the decision itself. It fills the slots through
-        their descriptors, as the frozen __init__ does; the result is an ordinary, equal Decision.
+        """Decision(...), about twice as fast.
+
+        On the hot path the frozen dataclass __init__ (one object.__setattr__ per field) costs
+        more than the decision itself. This fills the slots through their descriptors, as the
+        frozen __init__ does; the result is an ordinary, equal Decision.
         """
         d = _new(Decision)
         _set_action(d, action)
@@ -152,7 +154,7 @@ else:  # pragma: no cover - only if model.Decision changed
         return Decision(*values)
 
 
-def _rule_decision(
+def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would cost time
     policy: CompiledPolicy,
     rule: CompiledRule,
     dest: tuple[str | None, str | None],
@@ -200,7 +202,8 @@ def _rule_decision(
                 return _make(
                     Action.ALLOW,
                     Basis.GRANT,
-                    f"Allowed at the request of administration ({grant.reason}); otherwise: {rule.reason}",
+                    f"Allowed at the request of administration ({grant.reason}); "
+                    f"otherwise: {rule.reason}",
                     principal,
                     policy.version,
                     request.host,

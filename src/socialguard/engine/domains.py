@@ -10,7 +10,7 @@ label, so a host costs the same against ten domains or ten million.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = ["DomainIndex", "DomainIndexBuilder", "NetworkIndex"]
@@ -33,7 +33,8 @@ class DomainIndex:
         return domain in self._map
 
     def lookup(self, host: str) -> Mapping[str, str]:
-        """Tags naming `host` or a parent domain of it, each with its most specific matching domain."""
+        """Tags naming `host` or a parent domain of it, each with its most specific matching
+        domain."""
         get = self._map.get
         out: dict[str, str] | None = None
         name = host

@@ -58,7 +58,8 @@ def is_ip_literal(host: str) -> bool:
 
 
 def domain_suffixes(host: str) -> list[str]:
-    """`a.b.example` → [`a.b.example`, `b.example`, `example`]: the names a domain rule can match."""
+    """`a.b.example` → [`a.b.example`, `b.example`, `example`]: the names a domain rule
+    can match."""
     out = [host]
     i = host.find(".")
     while i >= 0:

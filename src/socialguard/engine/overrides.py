@@ -44,7 +44,8 @@ def _canonical_site(site: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Overrides:
-    """Grants by `who` key, emergencies by scope; build with Overrides.build(grants, emergencies)."""
+    """Grants by `who` key, emergencies by scope; build with Overrides.build(grants,
+    emergencies)."""
 
     grants: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
     emergencies: Mapping[str, tuple[Emergency, ...]] = field(default_factory=dict)
@@ -84,7 +85,8 @@ class Overrides:
     def emergency_for(
         self, principal: Principal, host: str, tags: Mapping[str, str], now: datetime
     ) -> Emergency | None:
-        """An emergency in force now whose scope covers the principal and whose sites cover the host."""
+        """An emergency in force now whose scope covers the principal and whose sites cover the
+        host."""
         if not self.emergencies:
             return None
         for scope in ("all", *principal.keys()):
@@ -103,7 +105,7 @@ class Overrides:
         """A grant in force now (start inclusive, end exclusive) for the principal and this host."""
         if not self.grants:
             return None
-        for who in principal.keys():
+        for who in principal.keys():  # noqa: SIM118 - Principal.keys() is not a dict's
             for g in self.grants.get(who, ()):
                 if g.starts <= now < g.ends and self._covers(g, host, tags, empty_is_all=False):
                     return g

@@ -30,7 +30,8 @@ def normalise_client_ip(client_ip: str) -> str:
 def resolve_principal(
     policy: CompiledPolicy, client_ip: str, *, user: str | None = None, mac: str | None = None
 ) -> Principal:
-    """Resolve a client to the groups the policy places it in. Raises ValueError on a bad address."""
+    """Resolve a client to the groups the policy places it in. Raises ValueError on a bad
+    address."""
     ip_text = normalise_client_ip(client_ip)
     addr = ipaddress.ip_address(ip_text)
     mac_text = normalise_mac(mac) if mac else None

@@ -30,7 +30,8 @@ _UTC = ZoneInfo("UTC")
 
 @dataclass(frozen=True, slots=True)
 class Period:
-    """Seconds after local midnight; `end <= start` means it runs past midnight into the next day."""
+    """Seconds after local midnight; `end <= start` means it runs past midnight into the
+    next day."""
 
     start: int
     end: int
@@ -74,7 +75,8 @@ def _parse_clock(text: str, period: str, *, allow_24: bool) -> int:
 
 
 def parse_days(key: str) -> list[int]:
-    """`mon-thu` → [0, 1, 2, 3]; `sat,sun`, `fri`, `daily`, `weekdays`, `weekend` and full names too."""
+    """`mon-thu` → [0, 1, 2, 3]; `sat,sun`, `fri`, `daily`, `weekdays`, `weekend` and full names
+    too."""
     key = key.strip().lower()
     if key == "daily":
         return list(range(7))
@@ -107,7 +109,8 @@ def _day_index(name: str, key: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """A named calendar of open periods in one time zone. `is_open(now)` is the hot-path question."""
+    """A named calendar of open periods in one time zone. `is_open(now)` is the hot-path
+    question."""
 
     name: str
     zone: tzinfo
@@ -132,7 +135,8 @@ class Schedule:
         return cls(name, zone, weekly, closed, special, overnight)
 
     def periods_on(self, day: date) -> tuple[Period, ...]:
-        """The periods starting on `day`: its special hours, else none if closed, else the weekly ones."""
+        """The periods starting on `day`: its special hours, else none if closed, else the weekly
+        ones."""
         special = self.special.get(day)
         if special is not None:
             return special
@@ -141,7 +145,8 @@ class Schedule:
         return self.weekly[day.weekday()]
 
     def is_open(self, now: datetime) -> bool:
-        """Is `now` (timezone-aware) inside one of the schedule's periods, by local wall-clock time?"""
+        """Is `now` (timezone-aware) inside one of the schedule's periods, by local wall-clock
+        time?"""
         return self.is_open_local(now.astimezone(self.zone))
 
     def is_open_local(self, local: datetime) -> bool:

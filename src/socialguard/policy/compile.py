@@ -60,6 +60,7 @@ from .yamlpos import Located, PathKey
 
 __all__ = ["SourceFile", "compile_policy"]
 
+_SINGULAR = {"schedules": "schedule", "groups": "group", "categories": "category"}
 # A bound on how many bad lines of one list are reported one by one (the rest are counted).
 _MAX_LIST_WARNINGS = 20
 
@@ -117,8 +118,8 @@ class _Compiler:
                         self.problems.append(
                             src.problem(
                                 (section, name),
-                                f"{section[:-1] if section != 'categories' else 'category'} {name!r} "
-                                f"is already defined in {first.shown}:{first.located.line_of((section, name))}",
+                                f"{_SINGULAR[section]} {name!r} is already defined in "
+                                f"{first.shown}:{first.located.line_of((section, name))}",
                             )
                         )
                         continue
@@ -161,7 +162,8 @@ class _Compiler:
                 self.problems.append(
                     src.problem(
                         ("schedules", name, "extends"),
-                        f"unknown schedule {spec.extends!r}{_suggest(spec.extends, self.schedule_specs)}",
+                        f"unknown schedule {spec.extends!r}"
+                        f"{_suggest(spec.extends, self.schedule_specs)}",
                     )
                 )
                 return None
@@ -183,7 +185,7 @@ class _Compiler:
             special[parse_date(key)] = tuple(parse_period(p) for p in periods)
         return tuple(weekly), closed, special
 
-    # -- groups and devices --------------------------------------------------------------------------
+    # -- groups and devices ------------------------------------------------------------------------
 
     def groups(
         self,
@@ -254,7 +256,7 @@ class _Compiler:
             groups = (have.groups if have else frozenset()) | {group}
             out[row.device] = Device(row.device, row.owner, row.mac, row.ip, groups)
 
-    # -- categories ----------------------------------------------------------------------------------
+    # -- categories --------------------------------------------------------------------------------
 
     def categories(
         self, builder: DomainIndexBuilder, ip_entries: list[tuple[IPNetwork, str]]
@@ -319,7 +321,7 @@ class _Compiler:
             self.warnings.append(Problem(shown, None, "", f"{extra} more invalid lines skipped"))
         return result.domains
 
-    # -- rules ---------------------------------------------------------------------------------------
+    # -- rules -------------------------------------------------------------------------------------
 
     def rules(
         self,
@@ -344,7 +346,14 @@ class _Compiler:
                 continue
             seen[spec.id] = i
             rule = self._rule(
-                i, spec, schedules, categories, devices, builder, ip_entries, literal_domains
+                i,
+                spec,
+                schedules=schedules,
+                categories=categories,
+                devices=devices,
+                builder=builder,
+                ip_entries=ip_entries,
+                literal_domains=literal_domains,
             )
             if rule is not None and spec.enabled:
                 out.append(rule)
@@ -356,6 +365,7 @@ class _Compiler:
         self,
         i: int,
         spec: RuleSpec,
+        *,
         schedules: Mapping[str, Schedule],
         categories: Mapping[str, Category],
         devices: DeviceInventory,
@@ -364,10 +374,70 @@ class _Compiler:
         literal_domains: dict[str, list[str]],
     ) -> CompiledRule | None:
         base: PathKey = ("rules", i)
-        ok = True
+        n = len(self.problems)
+        who = self._who(base, spec, devices)
+        tags, urls = self._what(
+            base,
+            spec,
+            categories=categories,
+            builder=builder,
+            ip_entries=ip_entries,
+            literal_domains=literal_domains,
+        )
+        when = self._when(base, spec, schedules)
+        if who is None or len(self.problems) > n or (spec.when is not None and when is None):
+            return None
+        groups, users, device_ids = who
+        what = spec.what
+        action = Action(spec.action)
+        bypass = frozenset(Bypass(b) for b in spec.bypass or ())
+        if bypass and action is Action.ALLOW:
+            self.warnings.append(
+                self.main.problem((*base, "bypass"), "has no effect on a rule that allows")
+            )
+        step = f"rule:{spec.id}"
+        return CompiledRule(
+            id=spec.id,
+            index=i,
+            description=spec.description,
+            reason=spec.reason or spec.description,
+            action=action,
+            bypass=bypass,
+            everyone=spec.who is None,
+            groups=groups,
+            users=users,
+            devices=device_ids,
+            tags=tags,
+            urls=urls,
+            any_destination=not (what.categories or what.domains or what.urls or what.networks),
+            methods=frozenset(m.upper() for m in what.methods)
+            if what.methods is not None
+            else None,
+            uploads=what.uploads,
+            doh=what.doh,
+            when=when,
+            source=f"{self.main.shown}:{self.main.located.line_of(base)}",
+            step_name=step,
+            no_who=TraceStep(step, "no match: not for this person"),
+            no_what=TraceStep(step, "no match: destination not named"),
+            no_request=TraceStep(step, "no match: request conditions (method/upload/DoH) not met"),
+            not_when=TraceStep(
+                step,
+                f"skipped: in {when.schedule.name}"
+                if when is not None and when.negate
+                else f"skipped: outside {when}",
+            ),
+            matched=TraceStep(step, f"matched{f' ({when})' if when else ''}: {action.value}"),
+        )
+
+    def _who(
+        self, base: PathKey, spec: RuleSpec, devices: DeviceInventory
+    ) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
+        """Groups, user:NAME and device:ID entries of a rule's `who`; None if one is unknown."""
         groups: set[str] = set()
         users: set[str] = set()
         device_ids: set[str] = set()
+        ok = True
         for j, who in enumerate(spec.who or ()):
             kind, sep, value = who.partition(":")
             if sep and kind == "user" and value:
@@ -397,11 +467,23 @@ class _Compiler:
             self.problems.append(
                 self.main.problem((*base, "who"), "empty: omit `who` to mean everyone")
             )
+        return (frozenset(groups), frozenset(users), frozenset(device_ids)) if ok else None
+
+    def _what(
+        self,
+        base: PathKey,
+        spec: RuleSpec,
+        *,
+        categories: Mapping[str, Category],
+        builder: DomainIndexBuilder,
+        ip_entries: list[tuple[IPNetwork, str]],
+        literal_domains: dict[str, list[str]],
+    ) -> tuple[frozenset[str], tuple[UrlPrefix, ...]]:
+        """The rule's destination tags: its categories, and rule:ID for its own domains."""
         what = spec.what
         tags: set[str] = set()
         for j, c in enumerate(what.categories):
             if c not in categories:
-                ok = False
                 self.problems.append(
                     self.main.problem(
                         (*base, "what", "categories", j),
@@ -423,68 +505,27 @@ class _Compiler:
             try:
                 urls.append(_url_prefix(text))
             except ValueError as e:
-                ok = False
                 self.problems.append(self.main.problem((*base, "what", "urls", j), str(e)))
-        when = None
-        if spec.when is not None:
-            name, negate = (
-                (spec.when, False) if isinstance(spec.when, str) else (spec.when["not"], True)
-            )
-            if name not in schedules:
-                ok = False
-                if name not in self.schedule_specs:  # else its own definition already failed
-                    self.problems.append(
-                        self.main.problem(
-                            (*base, "when"),
-                            f"unknown schedule {name!r}{_suggest(name, self.schedule_specs)}",
-                        )
-                    )
-            else:
-                when = When(schedules[name], negate)
-        if not ok:
+        return frozenset(tags), tuple(urls)
+
+    def _when(
+        self, base: PathKey, spec: RuleSpec, schedules: Mapping[str, Schedule]
+    ) -> When | None:
+        if spec.when is None:
             return None
-        action = Action(spec.action)
-        bypass = frozenset(Bypass(b) for b in spec.bypass or ())
-        if bypass and action is Action.ALLOW:
-            self.warnings.append(
-                self.main.problem((*base, "bypass"), "has no effect on a rule that allows")
-            )
-        step = f"rule:{spec.id}"
-        reason = spec.reason or spec.description
-        when_text = f" ({when})" if when else ""
-        return CompiledRule(
-            id=spec.id,
-            index=i,
-            description=spec.description,
-            reason=reason,
-            action=action,
-            bypass=bypass,
-            everyone=spec.who is None,
-            groups=frozenset(groups),
-            users=frozenset(users),
-            devices=frozenset(device_ids),
-            tags=frozenset(tags),
-            urls=tuple(urls),
-            any_destination=not (what.categories or what.domains or what.urls or what.networks),
-            methods=frozenset(m.upper() for m in what.methods)
-            if what.methods is not None
-            else None,
-            uploads=what.uploads,
-            doh=what.doh,
-            when=when,
-            source=f"{self.main.shown}:{self.main.located.line_of(base)}",
-            step_name=step,
-            no_who=TraceStep(step, "no match: not for this person"),
-            no_what=TraceStep(step, "no match: destination not named"),
-            no_request=TraceStep(step, "no match: request conditions (method/upload/DoH) not met"),
-            not_when=TraceStep(
-                step,
-                f"skipped: outside {when}"
-                if when and not when.negate
-                else f"skipped: in {when.schedule.name if when else ''}",
-            ),
-            matched=TraceStep(step, f"matched{when_text}: {action.value}"),
+        name, negate = (
+            (spec.when, False) if isinstance(spec.when, str) else (spec.when["not"], True)
         )
+        if name in schedules:
+            return When(schedules[name], negate)
+        if name not in self.schedule_specs:  # else its own definition already failed
+            self.problems.append(
+                self.main.problem(
+                    (*base, "when"),
+                    f"unknown schedule {name!r}{_suggest(name, self.schedule_specs)}",
+                )
+            )
+        return None
 
 
 def _url_prefix(text: str) -> UrlPrefix:
@@ -498,7 +539,7 @@ def _url_prefix(text: str) -> UrlPrefix:
     return UrlPrefix(parts.scheme, host, path)
 
 
-# -- shadowed rules ------------------------------------------------------------------------------------
+# -- shadowed rules --------------------------------------------------------------------------------
 
 
 def shadow_warnings(
@@ -508,7 +549,8 @@ def shadow_warnings(
     parents: Mapping[str, frozenset[str]],
     index_lookup: Any,
 ) -> list[Problem]:
-    """A rule that an earlier rule always matches first can never apply: almost certainly a mistake."""
+    """A rule that an earlier rule always matches first can never apply: almost certainly a
+    mistake."""
     out = []
     for j, later in enumerate(rules):
         for earlier in rules[:j]:
@@ -568,7 +610,7 @@ def _covers(
     return True
 
 
-# -- tests ---------------------------------------------------------------------------------------------
+# -- tests -----------------------------------------------------------------------------------------
 
 
 def compile_tests(

@@ -126,15 +126,14 @@ def _validation_problems(error: ValidationError, located: Located) -> list[Probl
 
 
 def _real_path(loc: tuple[Any, ...], located: Located, kind: str) -> PathKey:
-    """pydantic's loc minus the union-member names it inserts (`str`, `ListRef`, `function-after[...]`)."""
+    """pydantic's loc minus the union-member names it inserts (`str`, `ListRef`, `function-
+    after[...]`)."""
     path: list[str | int] = []
     for i, part in enumerate(loc):
         el: str | int = part if isinstance(part, int) else str(part)
         candidate = (*path, el)
-        last = i == len(loc) - 1
-        if candidate in located.lines or (last and kind in ("missing", "extra_forbidden")):
-            path.append(el)
-        elif isinstance(el, int):
+        named_here = i == len(loc) - 1 and kind in ("missing", "extra_forbidden")
+        if candidate in located.lines or named_here or isinstance(el, int):
             path.append(el)
     return tuple(path)
 

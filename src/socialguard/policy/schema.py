@@ -84,7 +84,8 @@ class DistrictSpec(_Spec):
 
 
 class ScheduleSpec(_Spec):
-    """Weekly hours, closed days/ranges, special days; `extends` another schedule (per-school hours)."""
+    """Weekly hours, closed days/ranges, special days; `extends` another schedule (per-school
+    hours)."""
 
     description: str | None = None
     extends: str | None = None
@@ -196,7 +197,8 @@ _METHODS = frozenset(
 
 
 class WhatSpec(_Spec):
-    """Destinations (any of categories/domains/urls/networks) and request conditions (all must hold)."""
+    """Destinations (any of categories/domains/urls/networks) and request conditions (all must
+    hold)."""
 
     categories: list[str] = Field(default_factory=list)
     domains: list[str] = Field(default_factory=list)
@@ -250,7 +252,7 @@ class RuleSpec(_Spec):
     @field_validator("bypass")
     @classmethod
     def _bypass(cls, v: Any) -> Any:
-        if v is None or v == "none" or v == ["none"]:
+        if v is None or v in ("none", ["none"]):
             return None
         if isinstance(v, list) and all(x in ("grant", "emergency") for x in v):
             return v
@@ -258,7 +260,8 @@ class RuleSpec(_Spec):
 
 
 class PolicyTestSpec(_Spec):
-    """One expected decision: `{url, client, at, expect}` plus optional user, mac, method, rule, basis."""
+    """One expected decision: `{url, client, at, expect}` plus optional user, mac, method, rule,
+    basis."""
 
     name: str | None = None
     url: str

@@ -51,7 +51,8 @@ class Located:
     lines: dict[PathKey, int] = field(default_factory=dict)
 
     def line_of(self, path: PathKey) -> int | None:
-        """The line of `path`, or of its nearest ancestor that has one (a missing key → its parent)."""
+        """The line of `path`, or of its nearest ancestor that has one (a missing key → its
+        parent)."""
         p = tuple(path)
         while p:
             line = self.lines.get(p)
