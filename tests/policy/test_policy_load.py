@@ -302,3 +302,21 @@ def test_schedule_extends_inherits_closed_days(tmp_path: Path) -> None:
 def test_a_missing_file_is_reported() -> None:
     with pytest.raises(PolicyError, match="file not found"):
         load_policy(Path("/nonexistent/policy.yaml"))
+
+
+def test_uploads_and_accounts_sections_reach_the_compiled_policy(tmp_path: Path) -> None:
+    (tmp_path / "fingerprints.txt").write_text("ab" * 32 + "  logo.png\n", encoding="utf-8")
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        MINIMAL
+        + "uploads:\n  fingerprints: [fingerprints.txt]\n"
+        + "accounts:\n  google: [example.org]\n",
+        encoding="utf-8",
+    )
+    policy = load_policy(path)
+    assert dict(policy.uploads.fingerprints) == {"ab" * 32: "logo.png"}
+    assert policy.accounts is not None and policy.accounts.google == ["example.org"]
+    assert tmp_path / "fingerprints.txt" in policy.source_files
+    (tmp_path / "fingerprints.txt").write_text("not a digest\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"fingerprints\.txt:1: fingerprints: expected a 64"):
+        load_policy(path)

@@ -17,10 +17,12 @@ from zoneinfo import ZoneInfo
 
 from socialguard.errors import Problem
 
+from .accounts import AccountsSpec
 from .domains import DomainIndex, NetworkIndex
 from .hosts import is_ip_literal
 from .model import Action, Bypass, Principal, Request, TraceStep
 from .schedule import Schedule
+from .uploads import UploadRules
 
 __all__ = [
     "AuthSettings",
@@ -357,6 +359,9 @@ class CompiledPolicy:
     rules_by_id: Mapping[str, CompiledRule] = field(default_factory=dict)
     # ids of rules the district switched off (`enabled: false`)
     disabled_rules: tuple[str, ...] = ()
+    # `uploads:` (policy/uploads.py): what counts as an upload
+    uploads: UploadRules = field(default_factory=UploadRules)
+    accounts: AccountsSpec | None = None  # `accounts:` (engine/accounts.py): sign-in restrictions
     rule_index: RuleIndex = field(init=False)
 
     def __post_init__(self) -> None:

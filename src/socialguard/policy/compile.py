@@ -40,7 +40,8 @@ from socialguard.engine.domains import DomainIndexBuilder, NetworkIndex
 from socialguard.engine.hosts import is_ip_literal, normalise_host
 from socialguard.engine.model import Action, Bypass, TraceStep
 from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
-from socialguard.errors import Problem
+from socialguard.engine.uploads import UploadRules
+from socialguard.errors import PolicyError, Problem
 
 from .inventory import read_inventory
 from .lists import read_domain_list
@@ -56,6 +57,7 @@ from .schema import (
     parse_date_range,
     parse_duration,
 )
+from .uploads import compile_uploads
 from .yamlpos import Located, PathKey
 
 __all__ = ["SourceFile", "compile_policy"]
@@ -669,6 +671,17 @@ def policy_version(sources: list[SourceFile], data_files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def _uploads(main: SourceFile, spec: PolicyFile, c: _Compiler) -> UploadRules:
+    """The `uploads:` section, compiled by policy/uploads.py; its fingerprint files are watched."""
+    try:
+        rules = compile_uploads(spec.uploads, main.path.parent, str(Path(main.shown).parent))
+    except PolicyError as e:
+        c.problems.extend(e.problems)
+        return UploadRules()
+    c.hashed.extend(main.path.parent / rel for rel in spec.uploads.fingerprints)
+    return rules
+
+
 def compile_policy(
     main: SourceFile, includes: list[SourceFile]
 ) -> tuple[CompiledPolicy | None, list[Problem]]:
@@ -693,6 +706,7 @@ def compile_policy(
                     ("auth", "htpasswd"), f"htpasswd file {spec.auth.htpasswd!r} not found"
                 )
             )
+    uploads = _uploads(main, spec, c)
     if c.problems:
         return None, c.problems
     index = builder.build()
@@ -725,5 +739,7 @@ def compile_policy(
         tests=tuple(tests),
         rules_by_id={r.id: r for r in rules},
         disabled_rules=tuple(c.disabled),
+        uploads=uploads,
+        accounts=spec.accounts,
     )
     return policy, []
