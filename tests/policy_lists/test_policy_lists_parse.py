@@ -242,3 +242,15 @@ def test_ut1_social_networks_file_is_read_in_full() -> None:
     assert result.invalid == []
     assert result.domains == independent
     assert result.duplicates == sum(1 for line in raw if line) - len(independent)
+
+
+def test_a_line_too_long_to_hold_is_reported_and_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "blob.txt"
+    path.write_text("a.com\n" + "x" * (5 << 20) + "\nb.com\n" + "y" * (3 << 20), encoding="utf-8")
+    result = read_domain_list(path, "plain")
+    assert result.domains == ["a.com", "b.com"]
+    assert [(n, why.split(" (")[0]) for n, _, why in result.invalid] == [
+        (2, "longer than 1048576 characters"),
+        (4, "longer than 1048576 characters"),
+    ]
+    assert result.lines == 4

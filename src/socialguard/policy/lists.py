@@ -55,6 +55,7 @@ _MAX_NAME = 253
 _MAX_LABEL = 63
 _BATCH_LINES = 65_536
 _CHUNK_CHARS = 1 << 21
+_MAX_LINE_CHARS = 1 << 20  # memory bound for a file without newlines
 
 # Names a hosts file maps to itself; they are the file's plumbing, not entries.
 _HOSTS_PLUMBING: Final = frozenset(
@@ -249,6 +250,12 @@ class _ListParser:
         names.extend(candidates[done:])
         return names
 
+    def too_long(self, start: str) -> None:
+        """Account for a line longer than any list line can be (a binary file, a minified blob)."""
+        self.lines += 1
+        why = f"longer than {_MAX_LINE_CHARS} characters (is this a list file?)"
+        self.invalid.append((self.lines, start[:80], why))
+
     def result(self) -> DomainListResult:
         """Deduplicate (first occurrence wins, file order kept) and account for every line."""
         blanks = self.names.count("")
@@ -323,7 +330,8 @@ def _hosts_names(text: str) -> tuple[tuple[str, ...], int, str | None]:
 def read_domain_list(path: Path, fmt: str = "auto") -> DomainListResult:
     """Read a list file (gzip-compressed or not) in `fmt`: plain, hosts, ut1, or auto (sniffed).
 
-    Streams the file in blocks of whole lines, so memory holds the domains kept, not the file.
+    Streams the file in blocks of whole lines, so memory holds the domains kept, not the file
+    (a line longer than 1 MiB is reported and skipped rather than held).
     Raises ValueError for an unknown format, OSError if the file cannot be read (gzip.BadGzipFile,
     an OSError, for a damaged archive).
     """
@@ -332,18 +340,24 @@ def read_domain_list(path: Path, fmt: str = "auto") -> DomainListResult:
     with _open_text(path) as f:
         parser: _ListParser | None = None
         carry = ""
-        while True:
-            block = f.read(_CHUNK_CHARS)
-            if not block:
-                break
+        skipping = False  # inside a line too long to hold: drop it up to its newline
+        while block := f.read(_CHUNK_CHARS):
+            if skipping:
+                end = block.find("\n")
+                if end < 0:
+                    continue
+                block, skipping = block[end + 1 :], False
             text = carry + block
+            if parser is None:
+                parser = _ListParser(_chosen_format(fmt, text, path))
             cut = text.rfind("\n")
             if cut < 0:
                 carry = text
+                if len(carry) > _MAX_LINE_CHARS:
+                    parser.too_long(carry)
+                    carry, skipping = "", True
                 continue
             carry = text[cut + 1 :]
-            if parser is None:
-                parser = _ListParser(_chosen_format(fmt, text, path))
             parser.feed(text[:cut])
         if parser is None:
             parser = _ListParser(_chosen_format(fmt, carry, path))
