@@ -144,8 +144,19 @@ async def serve(
         await master.run()
     finally:
         addon.done()  # already done if mitmproxy got as far as `running`; else close the log now
+        await _close_listeners(master)
         if handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         log.info("proxy_stopped")
+
+
+async def _close_listeners(master: Any) -> None:
+    """Release the listening sockets (mitmdump leaves that to process exit; an embedder cannot)."""
+    ps = master.addons.get("proxyserver")
+    if ps is not None:
+        try:
+            await ps.servers.update([])
+        except Exception as e:  # shutting down anyway; report it
+            log.error("listener_close_failed", error=str(e))
