@@ -1,4 +1,9 @@
-"""`socialguard ca init|show|export` through the real command line."""
+"""`socialguard ca init|show|export` through the real command line.
+
+Most tests invoke the CLI in-process (typer's runner: the same app, arguments and exit codes); a
+fresh interpreter per command costs seconds on a loaded machine. One test runs the installed
+command as a separate process, to check exit codes end to end.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import plistlib
 import stat
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,6 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from mitmproxy.certs import CertStore
+from typer.testing import CliRunner
+
+from socialguard.cli import app
 
 MITMPROXY_FILES = {
     "mitmproxy-ca.pem",
@@ -25,17 +34,29 @@ MITMPROXY_FILES = {
 }
 
 
-def sg(*args: str | Path, check_rc: int | None = 0) -> subprocess.CompletedProcess[bytes]:
-    result = subprocess.run(
+@dataclass
+class Ran:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def sg(*args: str | Path, check_rc: int | None = 0) -> Ran:
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    ran = Ran(result.exit_code, result.stdout_bytes, result.stderr_bytes)
+    if check_rc is not None:
+        assert ran.returncode == check_rc, (ran.stderr.decode(), result.exception)
+    return ran
+
+
+def sg_process(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
         [sys.executable, "-m", "socialguard", *map(str, args)],
         capture_output=True,
         timeout=60,
         check=False,
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
     )
-    if check_rc is not None:
-        assert result.returncode == check_rc, result.stderr.decode()
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +89,8 @@ def test_mitmproxy_loads_the_ca_and_signs_with_it(ca_dir: Path) -> None:
 
 def test_init_refuses_to_overwrite_without_force(ca_dir: Path) -> None:
     before = (ca_dir / "mitmproxy-ca.pem").read_bytes()
-    r = sg("ca", "init", "--certs", ca_dir, check_rc=2)
+    r = sg_process("ca", "init", "--certs", ca_dir)
+    assert r.returncode == 2
     assert b"already holds a CA" in r.stderr
     assert b"--force" in r.stderr
     assert (ca_dir / "mitmproxy-ca.pem").read_bytes() == before

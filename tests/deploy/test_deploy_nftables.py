@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from socialguard.cli import app
 from socialguard.deploy.nftables import (
     Mode,
     RulesetOptions,
@@ -24,14 +26,9 @@ UNSHARE = shutil.which("unshare")
 
 
 def sg(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "socialguard", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
-    )
+    """The real CLI in-process (typer's runner), shaped like a finished process."""
+    r = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
 
 
 def nft_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -167,7 +164,11 @@ def test_subnet_with_host_bits_suggests_the_network() -> None:
         parse_subnet("10.20.1.1/16")
 
 
-def test_cli_prints_the_ruleset_with_its_command_in_the_header(tmp_path: Path) -> None:
+def test_cli_prints_the_ruleset_with_its_command_in_the_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["deploy", "nftables", "--lan", "eth1", "--subnet", "10.20.0.0/16", "--workers", "2"]
+    monkeypatch.setattr(sys, "argv", ["socialguard", *argv])
     r = sg("deploy", "nftables", "--lan", "eth1", "--subnet", "10.20.0.0/16", "--workers", "2")
     assert r.returncode == 0, r.stderr
     assert (
