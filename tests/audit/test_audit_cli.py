@@ -62,7 +62,7 @@ def logged(tmp_path: Path, open_log, clock: Clock) -> Path:
 def test_verify_exits_0_on_an_intact_log(logged: Path) -> None:
     r = sg("verify", str(logged))
     assert r.returncode == 0, r.stderr
-    assert "n1-w0: intact" in r.stdout and "OK: the log is intact" in r.stderr
+    assert "n1-w0: intact" in r.stdout and "OK: the log is intact" in r.stdout
 
 
 def test_verify_exits_1_naming_file_and_line_of_the_first_break(logged: Path) -> None:

@@ -23,9 +23,10 @@ from socialguard.errors import AuditError
 from . import files
 from .chain import LineError, unseal
 from .chains import Chain, find_chains
-from .schema import TYPE_ADMIN, TYPE_DECISION
+from .schema import TYPE_FILE_CLOSE, TYPE_FILE_OPEN
 
 WHO_KINDS = ("user", "device", "ip", "group")
+BOOKKEEPING = frozenset({TYPE_FILE_OPEN, TYPE_FILE_CLOSE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ class Filter:
     action: str | None = None
     basis: str | None = None
     rule: str | None = None
-    types: frozenset[str] = frozenset({TYPE_DECISION, TYPE_ADMIN})
+    types: frozenset[str] | None = None  # None: every event, not the chain's file bookkeeping
 
     def needles(self) -> list[bytes]:
         out = []
@@ -105,7 +106,8 @@ class Filter:
         return out
 
     def matches(self, r: dict[str, Any]) -> bool:
-        if r.get("type") not in self.types:
+        kind = r.get("type")
+        if kind in BOOKKEEPING if self.types is None else kind not in self.types:
             return False
         ts = r.get("ts", "")
         if self.since is not None and ts < self.since:

@@ -112,17 +112,17 @@ def _row(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
     from socialguard.audit.report import person_of
 
     when = local_time(str(r.get("ts")), tz).strftime("%Y-%m-%d %H:%M:%S")
-    if r.get("type") == "admin":
+    if r.get("type") != "decision":
         return [
             when,
-            str(r.get("action")),
-            "admin",
-            f"by {r.get('by')}",
+            str(r.get("action") or ""),
+            str(r.get("type")),
+            f"by {r['by']}" if r.get("by") else str(r.get("client") or ""),
             "",
-            str(r.get("target")),
+            str(r.get("target") or r.get("host") or ""),
             "",
             str(r.get("reason") or ""),
-            "",
+            str(r.get("decision_id") or ""),
             str(r.get("node")),
         ]
     host = str(r.get("host") or "")
@@ -202,7 +202,7 @@ def search(
     """
     from socialguard.audit.reader import Who
     from socialguard.audit.reader import search as run_search
-    from socialguard.audit.schema import TYPE_ADMIN, TYPE_DECISION
+    from socialguard.audit.schema import TYPE_DECISION
 
     with domain_errors():
         if as_json and as_csv:
@@ -211,7 +211,7 @@ def search(
             raise ConfigError(f"--action {action!r}: expected allow or block")
         zone = _zone(tz, rules)
         decision_only = any(v is not None for v in (category, action, basis, rule, host))
-        types = {TYPE_DECISION} if decision_only or not admin else {TYPE_DECISION, TYPE_ADMIN}
+        types = None if admin and not decision_only else {TYPE_DECISION}
         flt = _filter(
             zone,
             since=since,
@@ -222,7 +222,7 @@ def search(
             action=action,
             basis=basis,
             rule=rule,
-            types=frozenset(types),
+            types=None if types is None else frozenset(types),
         )
         found = run_search(_log_dir(log_dir, state), flt)
         if as_json:
@@ -361,7 +361,8 @@ def verify(
         raise typer.Exit(EXIT_FAIL)
     if not result.chains:
         typer.echo(f"{where}: no decision log files", err=True)
-    typer.echo("OK: the log is intact", err=True)
+    if not as_json:
+        typer.echo("OK: the log is intact")
 
 
 def _verify_json(result: Any) -> dict[str, Any]:
