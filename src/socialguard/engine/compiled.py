@@ -139,8 +139,8 @@ class When:
     schedule: Schedule
     negate: bool = False
 
-    def holds(self, local: datetime) -> bool:
-        return self.schedule.is_open_local(local) != self.negate
+    def holds(self, now: datetime) -> bool:
+        return self.schedule.is_open(now) != self.negate
 
     def __str__(self) -> str:
         return f"not {self.schedule.name}" if self.negate else self.schedule.name
@@ -207,6 +207,15 @@ class CompiledRule:
     no_request: TraceStep
     not_when: TraceStep
     matched: TraceStep
+    # (tag, category name or None for the rule's own domains), precomputed for destination()
+    tag_categories: tuple[tuple[str, str | None], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        pairs = tuple(
+            (t, t.removeprefix("category:") if t.startswith("category:") else None)
+            for t in sorted(self.tags)
+        )
+        object.__setattr__(self, "tag_categories", pairs)
 
     @property
     def request_dependent(self) -> bool:
@@ -230,10 +239,9 @@ class CompiledRule:
         None."""
         if self.any_destination:
             return (None, None)
-        for tag in self.tags:
+        for tag, category in self.tag_categories:
             matched = tags.get(tag)
             if matched is not None:
-                category = tag[9:] if tag.startswith("category:") else None
                 return (category, matched)
         for url in self.urls:
             if url.matches(request):

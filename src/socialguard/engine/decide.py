@@ -57,7 +57,6 @@ def decide(
     """
     tags = policy.classify(request.host)
     trace: list[TraceStep] = []
-    local: datetime | None = None
     for rule in policy.rule_index.candidates(request.host, tags):
         if not rule.concerns(principal):
             trace.append(rule.no_who)
@@ -69,12 +68,9 @@ def decide(
         if not rule.request_matches(request):
             trace.append(rule.no_request)
             continue
-        if rule.when is not None:
-            if local is None:
-                local = now.astimezone(policy.district.timezone)
-            if not rule.when.holds(local):
-                trace.append(rule.not_when)
-                continue
+        if rule.when is not None and not rule.when.holds(now):
+            trace.append(rule.not_when)
+            continue
         trace.append(rule.matched)
         return _rule_decision(policy, rule, dest, request, principal, now, overrides, tags, trace)
     return _default_decision(policy, request, principal, trace)

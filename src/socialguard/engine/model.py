@@ -49,9 +49,9 @@ class Bypass(StrEnum):
 class Request:
     """One HTTP request (or one TLS ClientHello) as the engine sees it.
 
-    `host` is already normalised (see engine.hosts.normalise_host); the proxy never hands the engine a
-    raw Host header. `sni` is set when it came from TLS; when it differs from `host` the proxy asks the
-    engine twice and keeps the stricter answer (domain fronting).
+    `host` is already normalised (see engine.hosts.normalise_host); the proxy never hands the
+    engine a raw Host header. `sni` is set when it came from TLS; when it differs from `host` the
+    proxy asks the engine twice and keeps the stricter answer (domain fronting).
     """
 
     host: str
@@ -66,7 +66,7 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who the proxy took the person to be: resolved from address, device inventory and proxy auth."""
+    """Who the proxy took the person to be: from address, device inventory and proxy auth."""
 
     client_ip: str
     groups: frozenset[str] = frozenset()
@@ -107,9 +107,9 @@ class Grant:
 class Emergency:
     """An emergency in force ("except in an emergency").
 
-    Declared by an administrator for `all` or `group:NAME`, or self-declared from the block page by
-    one person (`scope` is then user:/device:/ip:, `sites` names the site, and `self_declared` is set
-    so that it waits for an administrator's acknowledgement). Empty `sites` means every site.
+    Declared by an administrator for `all` or `group:NAME`, or self-declared from the block page
+    by one person (`scope` is then user:/device:/ip:, `sites` names the site, and `self_declared`
+    is set so that it waits for an administrator's acknowledgement). Empty `sites` means every site.
     `ends` None means until stopped.
     """
 
@@ -151,7 +151,7 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionDecision:
-    """The per-connection answer: pass through, inspect, or block at TLS; `decision` is what to log."""
+    """The per-connection answer: pass through, inspect, or block at TLS; `decision` is logged."""
 
     verdict: ConnectionVerdict
     decision: Decision

@@ -26,6 +26,7 @@ _ONE_DAY = timedelta(days=1)
 # How far ahead next_change looks before answering "never" (a schedule that stays as it is).
 _HORIZON_DAYS = 400
 _UTC = ZoneInfo("UTC")
+_MINUTE_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,10 @@ class Schedule:
     closed: frozenset[date] = frozenset()
     special: Mapping[date, tuple[Period, ...]] = field(default_factory=dict)
     has_overnight: bool = False
+    # is_open by UTC minute: every boundary is a whole local minute and every zone offset a whole
+    # number of minutes, so the answer cannot change inside a UTC minute. Bounded; a plain dict
+    # is safe to share between threads (a racing writer stores the same answer).
+    _by_minute: dict[int, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def create(
@@ -147,7 +152,14 @@ class Schedule:
     def is_open(self, now: datetime) -> bool:
         """Is `now` (timezone-aware) inside one of the schedule's periods, by local wall-clock
         time?"""
-        return self.is_open_local(now.astimezone(self.zone))
+        minute = int(now.timestamp()) // 60
+        cached = self._by_minute.get(minute)
+        if cached is None:
+            cached = self.is_open_local(now.astimezone(self.zone))
+            if len(self._by_minute) >= _MINUTE_CACHE_MAX:
+                self._by_minute.clear()
+            self._by_minute[minute] = cached
+        return cached
 
     def is_open_local(self, local: datetime) -> bool:
         """As is_open, for a datetime already converted to the schedule's zone."""
