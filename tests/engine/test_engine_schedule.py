@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
 
@@ -181,3 +183,11 @@ def test_parse_days(key: str, days: list[int]) -> None:
 def test_parse_days_refuses(key: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         parse_days(key)
+
+
+@given(st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31)))
+def test_the_per_minute_cache_agrees_with_the_wall_clock_rule(naive_utc: datetime) -> None:
+    when = naive_utc.replace(tzinfo=UTC)
+    for schedule in (SCHOOL, NIGHT):
+        assert schedule.is_open(when) is schedule.is_open_local(when.astimezone(DENVER))
+        assert schedule.is_open(when) is schedule.is_open_local(when.astimezone(DENVER))
