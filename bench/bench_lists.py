@@ -43,13 +43,15 @@ def baseline(path: Path) -> int:
         return len(dict.fromkeys(f.read().split("\n")))
 
 
-def timed(fn, path: Path) -> float:  # type: ignore[no-untyped-def]
-    times = []
+def timed(fn, path: Path) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Median wall-clock and CPU seconds; CPU time suffers less from other loads on the box."""
+    wall, cpu = [], []
     for _ in range(RUNS):
-        start = time.perf_counter()
+        w, c = time.perf_counter(), time.process_time()
         fn(path)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> int:
@@ -57,15 +59,16 @@ def main() -> int:
         path = Path(tmp) / "million.txt"
         make_list(path)
         result = read_domain_list(path)
-        ours = timed(read_domain_list, path)
-        base = timed(baseline, path)
+        ours, ours_cpu = timed(read_domain_list, path)
+        base, base_cpu = timed(baseline, path)
     kept, bad = len(result.domains), len(result.invalid)
-    print(f"list: {result.lines:,} lines, {kept:,} kept, {bad} invalid")
-    print(f"read_domain_list   median {ours:6.2f} s   (budget: well under 2 s)")
-    print(f"baseline (split+dedup)   {base:6.2f} s")
-    print(f"ratio                    {ours / base:6.2f}x")
-    verdict = "within" if ours < 2.0 else "OVER (check the machine's load before believing it)"
-    print(f"budget 2 s: {verdict}")
+    print(f"list: {result.lines:,} lines, {kept:,} kept, {bad} invalid; median of {RUNS} runs")
+    print(f"{'':26} {'wall':>8} {'cpu':>8}")
+    print(f"{'read_domain_list':26} {ours:7.2f}s {ours_cpu:7.2f}s   (budget: well under 2 s)")
+    print(f"{'baseline (split+dedup)':26} {base:7.2f}s {base_cpu:7.2f}s")
+    print(f"{'ratio':26} {ours / base:7.2f}x {ours_cpu / base_cpu:7.2f}x")
+    verdict = "within" if ours_cpu < 2.0 else "OVER"
+    print(f"budget 2 s (cpu): {verdict}")
     return 0
 
 
