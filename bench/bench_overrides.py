@@ -2,7 +2,8 @@
 how fast a change reaches a running refresher, and what a store write costs.
 
 Budgets (issue 4): the snapshot lookup adds <= 1 us to decide() with 10,000 active grants; a change
-made from the CLI reaches the proxy's snapshot within 2 s. Every figure is printed beside its baseline
+made from the CLI reaches the proxy's snapshot within 2 s. Every figure is printed beside its
+baseline
 with the ratio. Bounded: fixed iteration counts; a temporary SQLite file; no network. Figures on a
 shared 2-core machine are noisy (other engineers' test runs compete for the CPU).
 
@@ -61,17 +62,30 @@ def per_call_us(fn: Callable[[], object]) -> float:
 
 def row(name: str, measured: float, baseline: float, unit: str, baseline_name: str) -> None:
     ratio = measured / baseline if baseline else float("inf")
-    print(f"{name:<46} {measured:>10.3f} {unit:<3} | {baseline_name:<30} {baseline:>10.3f} {unit:<3}"
-          f" | ratio {ratio:6.2f}")
+    print(
+        f"{name:<46} {measured:>10.3f} {unit:<3} | {baseline_name:<30} {baseline:>10.3f} {unit:<3}"
+        f" | ratio {ratio:6.2f}"
+    )
 
 
 def many_grants(n: int) -> list[Grant]:
     """n grants in force for other people (users, devices, addresses, a group), on social sites."""
     out = []
     for i in range(n):
-        who = (f"user:u{i}", f"device:d{i}", f"ip:10.20.{i // 250}.{i % 250}", "group:admins")[i % 4]
-        out.append(Grant(f"g-{i}", who, ("facebook.com", "category:social")[: 1 + i % 2],
-                         NOW - timedelta(hours=1), NOW + timedelta(hours=1), "bench", "bench"))
+        who = (f"user:u{i}", f"device:d{i}", f"ip:10.20.{i // 250}.{i % 250}", "group:admins")[
+            i % 4
+        ]
+        out.append(
+            Grant(
+                f"g-{i}",
+                who,
+                ("facebook.com", "category:social")[: 1 + i % 2],
+                NOW - timedelta(hours=1),
+                NOW + timedelta(hours=1),
+                "bench",
+                "bench",
+            )
+        )
     return out
 
 
@@ -82,15 +96,30 @@ def bench_decide(workdir: Path) -> None:
     jdoe = resolve_principal(policy, "10.20.200.5", user="jdoe")
     req = Request(host="www.facebook.com")
     grants = many_grants(GRANTS)
-    emergencies = [Emergency(f"e-{i}", f"device:x{i}", NOW - timedelta(minutes=5),
-                             NOW + timedelta(minutes=25), "bench", "bench", ("facebook.com",), True)
-                   for i in range(100)]
+    emergencies = [
+        Emergency(
+            f"e-{i}",
+            f"device:x{i}",
+            NOW - timedelta(minutes=5),
+            NOW + timedelta(minutes=25),
+            "bench",
+            "bench",
+            ("facebook.com",),
+            True,
+        )
+        for i in range(100)
+    ]
     loaded = Overrides.build(grants, emergencies)
     assert decide(policy, req, jdoe, NOW, loaded).basis == "rule"  # the lookup runs, finds nothing
     empty = per_call_us(lambda: decide(policy, req, jdoe, NOW, Overrides.EMPTY))
     full = per_call_us(lambda: decide(policy, req, jdoe, NOW, loaded))
-    row(f"decide(), {GRANTS:,} grants + 100 emergencies (no match)", full, empty, "us",
-        "decide(), no overrides")
+    row(
+        f"decide(), {GRANTS:,} grants + 100 emergencies (no match)",
+        full,
+        empty,
+        "us",
+        "decide(), no overrides",
+    )
     print(f"{'  -> snapshot lookup adds':<46} {full - empty:>10.3f} us   (budget <= 1 us)")
     holder = resolve_principal(policy, "10.20.200.5", user="u4")  # holds g-4
     assert decide(policy, req, holder, NOW, loaded).basis == "grant"
@@ -104,8 +133,9 @@ def bench_store(workdir: Path) -> None:
     start = time.perf_counter()
     for i in range(n_writes):
         now = datetime.now(UTC)
-        store.add_grant(f"user:w{i}", ("facebook.com",), now, now + timedelta(hours=2), "bench",
-                        ADMIN)
+        store.add_grant(
+            f"user:w{i}", ("facebook.com",), now, now + timedelta(hours=2), "bench", ADMIN
+        )
     write_ms = (time.perf_counter() - start) / n_writes * 1e3
     import sqlite3
 
@@ -125,8 +155,9 @@ def bench_store(workdir: Path) -> None:
     big = open_store(workdir / "big" / "socialguard.db")
     now = datetime.now(UTC)
     for g in many_grants(GRANTS):
-        big.add_grant(g.who, g.sites, now - timedelta(minutes=1), now + timedelta(hours=2),
-                      g.reason, ADMIN)
+        big.add_grant(
+            g.who, g.sites, now - timedelta(minutes=1), now + timedelta(hours=2), g.reason, ADMIN
+        )
     small = open_store(workdir / "small" / "socialguard.db")
 
     def rebuild_ms(s: object) -> float:
@@ -138,24 +169,35 @@ def bench_store(workdir: Path) -> None:
             samples.append((time.perf_counter() - start) * 1e3)
         return statistics.median(samples)
 
-    row(f"snapshot rebuild, {GRANTS:,} grants", rebuild_ms(big), rebuild_ms(small), "ms",
-        "snapshot rebuild, empty store")
+    row(
+        f"snapshot rebuild, {GRANTS:,} grants",
+        rebuild_ms(big),
+        rebuild_ms(small),
+        "ms",
+        "snapshot rebuild, empty store",
+    )
 
     trials = 8 if QUICK else 20
     delays = []
     with SnapshotRefresher(big, interval_s=0.5) as refresher:
         for i in range(trials):
             now = datetime.now(UTC)
-            g = big.add_grant(f"user:pickup{i}", ("facebook.com",), now, now + timedelta(hours=1),
-                              "bench", ADMIN)
+            g = big.add_grant(
+                f"user:pickup{i}", ("facebook.com",), now, now + timedelta(hours=1), "bench", ADMIN
+            )
             start = time.perf_counter()
             for _ in range(2_000):  # bounded: at most ~20 s
                 if refresher.current.grants.get(g.who):
                     break
                 time.sleep(0.01)
             delays.append(time.perf_counter() - start)
-    row(f"change -> running snapshot, median of {trials}", statistics.median(delays), 2.0, "s",
-        "budget (issue 4)")
+    row(
+        f"change -> running snapshot, median of {trials}",
+        statistics.median(delays),
+        2.0,
+        "s",
+        "budget (issue 4)",
+    )
     row(f"change -> running snapshot, max of {trials}", max(delays), 2.0, "s", "budget (issue 4)")
     for s in (store, big, small):
         s.close()

@@ -1,4 +1,5 @@
-"""`socialguard grant ...` and `socialguard emergency ...` against a real SQLite file and a real policy.
+"""`socialguard grant ...` and `socialguard emergency ...` against a real SQLite file and a real
+policy.
 
 Most tests run the real command in-process (typer's CliRunner, as sqlite-utils tests its CLI); a few
 run it as a separate process, the way an administrator does.
@@ -85,8 +86,20 @@ def store(env: dict[str, str]) -> Iterator[SqliteStore]:
 
 def test_grant_add_prints_id_and_end_in_the_district_zone(sg, store: SqliteStore) -> None:  # type: ignore[no-untyped-def]
     before = datetime.now(UTC)
-    out = sg("grant", "add", "--who", "user:jdoe", "--site", "facebook.com", "--for", "2h",
-             "--reason", "Yearbook page", "--by", "principal.smith").stdout.splitlines()
+    out = sg(
+        "grant",
+        "add",
+        "--who",
+        "user:jdoe",
+        "--site",
+        "facebook.com",
+        "--for",
+        "2h",
+        "--reason",
+        "Yearbook page",
+        "--by",
+        "principal.smith",
+    ).stdout.splitlines()
     (record,) = store.list_grants(datetime.now(UTC))
     g = record.grant
     assert out[0] == g.id
@@ -94,14 +107,29 @@ def test_grant_add_prints_id_and_end_in_the_district_zone(sg, store: SqliteStore
     assert out[1] == f"user:jdoe may reach facebook.com until {local}"
     assert timedelta(hours=2) <= g.ends - before < timedelta(hours=2, seconds=30)
     assert (g.who, g.sites, g.reason, g.by) == (
-        "user:jdoe", ("facebook.com",), "Yearbook page", "principal.smith"
+        "user:jdoe",
+        ("facebook.com",),
+        "Yearbook page",
+        "principal.smith",
     )
 
 
 def test_grant_add_with_several_sites_and_until(sg, store: SqliteStore) -> None:  # type: ignore[no-untyped-def]
     end = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
-    sg("grant", "add", "--who", "group:admins", "--site", "FACEBOOK.COM.", "--site",
-       "category:social", "--until", end.isoformat(), "--reason", "Board meeting stream")
+    sg(
+        "grant",
+        "add",
+        "--who",
+        "group:admins",
+        "--site",
+        "FACEBOOK.COM.",
+        "--site",
+        "category:social",
+        "--until",
+        end.isoformat(),
+        "--reason",
+        "Board meeting stream",
+    )
     (record,) = store.list_grants(datetime.now(UTC))
     assert record.grant.sites == ("facebook.com", "category:social")
     assert record.grant.ends == end
@@ -111,8 +139,18 @@ def test_by_defaults_to_the_sudo_user_then_the_os_user(  # type: ignore[no-untyp
     sg, env: dict[str, str], store: SqliteStore
 ) -> None:
     env["SUDO_USER"] = "mrs.jones"
-    sg("grant", "add", "--who", "ip:10.20.1.5", "--site", "x.example", "--for", "45m",
-       "--reason", "r")
+    sg(
+        "grant",
+        "add",
+        "--who",
+        "ip:10.20.1.5",
+        "--site",
+        "x.example",
+        "--for",
+        "45m",
+        "--reason",
+        "r",
+    )
     assert store.list_grants(datetime.now(UTC))[0].grant.by == "mrs.jones"
     (ev,) = store.admin_events()
     assert ev.by == "mrs.jones" and ev.source  # host and tty of the invocation
@@ -122,35 +160,101 @@ def test_by_defaults_to_the_sudo_user_then_the_os_user(  # type: ignore[no-untyp
     ("args", "message"),
     [
         (["--site", "facebook.com", "--for", "1h", "--reason", "r"], "--who: required"),
-        (["--who", "jdoe", "--site", "facebook.com", "--for", "1h", "--reason", "r"],
-         "--who: 'jdoe' should be user:NAME"),
-        (["--who", "group:staf", "--site", "facebook.com", "--for", "1h", "--reason", "r"],
-         "--who: unknown group 'staf' (known: admins, staff)"),
-        (["--who", "ip:10.20.1.500", "--site", "facebook.com", "--for", "1h", "--reason", "r"],
-         "--who: '10.20.1.500' is not an IP address"),
+        (
+            ["--who", "jdoe", "--site", "facebook.com", "--for", "1h", "--reason", "r"],
+            "--who: 'jdoe' should be user:NAME",
+        ),
+        (
+            ["--who", "group:staf", "--site", "facebook.com", "--for", "1h", "--reason", "r"],
+            "--who: unknown group 'staf' (known: admins, staff)",
+        ),
+        (
+            ["--who", "ip:10.20.1.500", "--site", "facebook.com", "--for", "1h", "--reason", "r"],
+            "--who: '10.20.1.500' is not an IP address",
+        ),
         (["--who", "user:jdoe", "--for", "1h", "--reason", "r"], "--site: at least one site"),
-        (["--who", "user:jdoe", "--site", "category:socail", "--for", "1h", "--reason", "r"],
-         "--site: unknown category 'socail' (known: social)"),
-        (["--who", "user:jdoe", "--site", "https://facebook.com/x", "--for", "1h", "--reason", "r"],
-         "--site: 'https://facebook.com/x' is not a domain"),
-        (["--who", "user:jdoe", "--site", "facebook.com", "--for", "2 hours", "--reason", "r"],
-         "--for: '2 hours' is not a duration"),
-        (["--who", "user:jdoe", "--site", "facebook.com", "--for", "0m", "--reason", "r"],
-         "--for: the duration must be longer than zero"),
-        (["--who", "user:jdoe", "--site", "facebook.com", "--for", "9h", "--reason", "r"],
-         "--for: longer than the policy allows (overrides.grant_max is 8h)"),
-        (["--who", "user:jdoe", "--site", "facebook.com", "--until", "2020-01-01T10:00",
-          "--reason", "r"], "--until: 2020-01-01T10:00 is in the past"),
-        (["--who", "user:jdoe", "--site", "facebook.com", "--until", "tomorrow", "--reason", "r"],
-         "--until: 'tomorrow' is not a time"),
-        (["--who", "user:jdoe", "--site", "facebook.com", "--for", "1h", "--until", "23:59",
-          "--reason", "r"], "--for / --until: give one, not both"),
-        (["--who", "user:jdoe", "--site", "facebook.com", "--reason", "r"],
-         "--for / --until: say how long"),
-        (["--who", "user:jdoe", "--site", "facebook.com", "--for", "1h", "--reason", "  "],
-         "--reason: a reason is required"),
-        (["--who", "user:jdoe", "--site", "facebook.com", "--for", "1h"],
-         "--reason: a reason is required"),
+        (
+            ["--who", "user:jdoe", "--site", "category:socail", "--for", "1h", "--reason", "r"],
+            "--site: unknown category 'socail' (known: social)",
+        ),
+        (
+            [
+                "--who",
+                "user:jdoe",
+                "--site",
+                "https://facebook.com/x",
+                "--for",
+                "1h",
+                "--reason",
+                "r",
+            ],
+            "--site: 'https://facebook.com/x' is not a domain",
+        ),
+        (
+            ["--who", "user:jdoe", "--site", "facebook.com", "--for", "2 hours", "--reason", "r"],
+            "--for: '2 hours' is not a duration",
+        ),
+        (
+            ["--who", "user:jdoe", "--site", "facebook.com", "--for", "0m", "--reason", "r"],
+            "--for: the duration must be longer than zero",
+        ),
+        (
+            ["--who", "user:jdoe", "--site", "facebook.com", "--for", "9h", "--reason", "r"],
+            "--for: longer than the policy allows (overrides.grant_max is 8h)",
+        ),
+        (
+            [
+                "--who",
+                "user:jdoe",
+                "--site",
+                "facebook.com",
+                "--until",
+                "2020-01-01T10:00",
+                "--reason",
+                "r",
+            ],
+            "--until: 2020-01-01T10:00 is in the past",
+        ),
+        (
+            [
+                "--who",
+                "user:jdoe",
+                "--site",
+                "facebook.com",
+                "--until",
+                "tomorrow",
+                "--reason",
+                "r",
+            ],
+            "--until: 'tomorrow' is not a time",
+        ),
+        (
+            [
+                "--who",
+                "user:jdoe",
+                "--site",
+                "facebook.com",
+                "--for",
+                "1h",
+                "--until",
+                "23:59",
+                "--reason",
+                "r",
+            ],
+            "--for / --until: give one, not both",
+        ),
+        (
+            ["--who", "user:jdoe", "--site", "facebook.com", "--reason", "r"],
+            "--for / --until: say how long",
+        ),
+        (
+            ["--who", "user:jdoe", "--site", "facebook.com", "--for", "1h", "--reason", "  "],
+            "--reason: a reason is required",
+        ),
+        (
+            ["--who", "user:jdoe", "--site", "facebook.com", "--for", "1h"],
+            "--reason: a reason is required",
+        ),
     ],
 )
 def test_grant_add_bad_input_names_the_field_and_writes_nothing(  # type: ignore[no-untyped-def]
@@ -166,8 +270,19 @@ def test_grant_add_bad_input_names_the_field_and_writes_nothing(  # type: ignore
 
 def test_grant_add_without_a_policy_is_refused(sg, env: dict[str, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env["SOCIALGUARD_RULES"] = str(tmp_path / "missing.yaml")
-    result = sg("grant", "add", "--who", "user:jdoe", "--site", "facebook.com", "--for", "1h",
-                "--reason", "r", code=2)
+    result = sg(
+        "grant",
+        "add",
+        "--who",
+        "user:jdoe",
+        "--site",
+        "facebook.com",
+        "--for",
+        "1h",
+        "--reason",
+        "r",
+        code=2,
+    )
     assert "missing.yaml: rules file not found" in result.stderr
 
 
@@ -175,14 +290,35 @@ def test_grant_add_with_a_broken_policy_reports_file_and_line(  # type: ignore[n
     sg, env: dict[str, str]
 ) -> None:
     Path(env["SOCIALGUARD_RULES"]).write_text(POLICY.replace("    who: [staff]", "    who: [staf]"))
-    result = sg("grant", "add", "--who", "user:jdoe", "--site", "facebook.com", "--for", "1h",
-                "--reason", "r", code=2)
+    result = sg(
+        "grant",
+        "add",
+        "--who",
+        "user:jdoe",
+        "--site",
+        "facebook.com",
+        "--for",
+        "1h",
+        "--reason",
+        "r",
+        code=2,
+    )
     assert "policy.yaml:" in result.stderr and "staf" in result.stderr
 
 
 def test_grant_list_show_revoke(sg, store: SqliteStore) -> None:  # type: ignore[no-untyped-def]
-    gid = sg("grant", "add", "--who", "user:jdoe", "--site", "facebook.com", "--for", "1h",
-             "--reason", "Yearbook").stdout.split()[0]
+    gid = sg(
+        "grant",
+        "add",
+        "--who",
+        "user:jdoe",
+        "--site",
+        "facebook.com",
+        "--for",
+        "1h",
+        "--reason",
+        "Yearbook",
+    ).stdout.split()[0]
     listing = sg("grant", "list").stdout
     assert gid in listing and "active" in listing and "Yearbook" in listing
     data = json.loads(sg("grant", "list", "--json").stdout)
@@ -208,11 +344,18 @@ def test_grant_list_show_revoke(sg, store: SqliteStore) -> None:  # type: ignore
         (["grant", "deny", "r-nope", "--reason", "r"], "no access request with id 'r-nope'"),
         (["grant", "deny", "r-nope"], "--reason: a reason is required"),
         (["emergency", "start"], "--reason: a reason is required"),
-        (["emergency", "start", "--reason", "r", "--scope", "group:nobody"],
-         "--scope: unknown group 'nobody'"),
-        (["emergency", "start", "--reason", "r", "--scope", "user:jdoe"],
-         "--scope: 'user:jdoe' should be all or group:NAME"),
-        (["emergency", "start", "--reason", "r", "--for", "soon"], "--for: 'soon' is not a duration"),
+        (
+            ["emergency", "start", "--reason", "r", "--scope", "group:nobody"],
+            "--scope: unknown group 'nobody'",
+        ),
+        (
+            ["emergency", "start", "--reason", "r", "--scope", "user:jdoe"],
+            "--scope: 'user:jdoe' should be all or group:NAME",
+        ),
+        (
+            ["emergency", "start", "--reason", "r", "--for", "soon"],
+            "--for: 'soon' is not a duration",
+        ),
         (["emergency", "stop"], "no administrator-declared emergency is in force"),
         (["emergency", "stop", "e-nope"], "no emergency with id 'e-nope'"),
         (["emergency", "ack", "e-nope"], "no emergency with id 'e-nope'"),
@@ -230,9 +373,14 @@ def test_bad_input_everywhere_exits_2_with_the_field(  # type: ignore[no-untyped
 
 def _file_request(store: SqliteStore) -> str:
     return store.file_request(
-        who="user:jdoe", site="facebook.com", url="https://www.facebook.com/groups/pta",
-        rule_id="staff-social", decision_id="d-1", reason="PTA page update",
-        client_ip="10.20.1.5", actor=Actor(by="user:jdoe", source="10.20.1.5"),
+        who="user:jdoe",
+        site="facebook.com",
+        url="https://www.facebook.com/groups/pta",
+        rule_id="staff-social",
+        decision_id="d-1",
+        reason="PTA page update",
+        client_ip="10.20.1.5",
+        actor=Actor(by="user:jdoe", source="10.20.1.5"),
     ).id
 
 
@@ -267,7 +415,9 @@ def test_emergency_start_status_stop(sg, store: SqliteStore) -> None:  # type: i
     assert out[1].startswith("emergency in force for all until ")
     status = sg("emergency", "status").stdout
     assert eid in status and "admin" in status and "(every site)" in status
-    group = sg("emergency", "start", "--reason", "Drill", "--scope", "group:staff").stdout.split()[0]
+    group = sg("emergency", "start", "--reason", "Drill", "--scope", "group:staff").stdout.split()[
+        0
+    ]
     assert {d["id"] for d in json.loads(sg("emergency", "status", "--json").stdout)} == {eid, group}
     assert sg("emergency", "stop", group).stdout.strip() == f"stopped {group} (group:staff)"
     assert sg("emergency", "stop").stdout.strip() == f"stopped {eid} (all)"
@@ -284,9 +434,14 @@ def test_emergency_all_needs_no_policy(sg, env: dict[str, str], tmp_path: Path) 
 def test_emergency_review_and_ack(sg, store: SqliteStore) -> None:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
     r = store.declare_self_emergency(
-        scope="ip:10.20.1.5", person="ip:10.20.1.5", site="facebook.com",
-        url="https://www.facebook.com/", reason="School lockdown notice",
-        actor=Actor(by="ip:10.20.1.5", source="10.20.1.5"), minutes=30, per_day=2,
+        scope="ip:10.20.1.5",
+        person="ip:10.20.1.5",
+        site="facebook.com",
+        url="https://www.facebook.com/",
+        reason="School lockdown notice",
+        actor=Actor(by="ip:10.20.1.5", source="10.20.1.5"),
+        minutes=30,
+        per_day=2,
         day_start=now - timedelta(hours=1),
     )
     eid = r.emergency.id
@@ -300,20 +455,45 @@ def test_emergency_review_and_ack(sg, store: SqliteStore) -> None:  # type: igno
     assert "already acknowledged" in result.stderr
 
 
-def test_the_real_command_finds_the_state_from_the_option(tmp_path: Path, env: dict[str, str]) -> None:
+def test_the_real_command_finds_the_state_from_the_option(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     """As an administrator runs it: a separate process, --state instead of the environment."""
     state = tmp_path / "elsewhere"
     proc_env = {**os.environ, "SOCIALGUARD_RULES": env["SOCIALGUARD_RULES"]}
     proc_env.pop("SOCIALGUARD_STATE", None)
     add = subprocess.run(
-        [sys.executable, "-m", "socialguard", "grant", "add", "--state", str(state), "--who",
-         "user:jdoe", "--site", "facebook.com", "--for", "30m", "--reason", "r"],
-        capture_output=True, text=True, timeout=60, check=False, env=proc_env,
+        [
+            sys.executable,
+            "-m",
+            "socialguard",
+            "grant",
+            "add",
+            "--state",
+            str(state),
+            "--who",
+            "user:jdoe",
+            "--site",
+            "facebook.com",
+            "--for",
+            "30m",
+            "--reason",
+            "r",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=proc_env,
     )
     assert add.returncode == 0, add.stderr
     assert (state / "socialguard.db").is_file()
     listing = subprocess.run(
         [sys.executable, "-m", "socialguard", "grant", "list", "--state", str(state), "--json"],
-        capture_output=True, text=True, timeout=60, check=False, env=proc_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=proc_env,
     )
     assert [g["id"] for g in json.loads(listing.stdout)] == [add.stdout.split()[0]]

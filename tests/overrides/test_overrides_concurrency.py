@@ -1,5 +1,6 @@
 """Several writers at once (CLI processes and store clients) while the proxy's refresher polls and a
-node drains the outbox: nothing lost, nothing doubled, and no "database is locked" reaches anyone."""
+node drains the outbox: nothing lost, nothing doubled, and no "database is locked" reaches
+anyone."""
 
 from __future__ import annotations
 
@@ -63,14 +64,35 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, str(db), f"w{n}", str(PER_WRITER)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for n in range(WRITERS)
     ] + [
         subprocess.Popen(
-            [sys.executable, "-m", "socialguard", "grant", "add", "--who", f"user:cli{n}",
-             "--site", "facebook.com", "--for", "1h", "--reason", "cli", "--by", f"cli{n}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "socialguard",
+                "grant",
+                "add",
+                "--who",
+                f"user:cli{n}",
+                "--site",
+                "facebook.com",
+                "--for",
+                "1h",
+                "--reason",
+                "cli",
+                "--by",
+                f"cli{n}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for n in range(CLI_WRITERS)
     ]
@@ -88,7 +110,9 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         revoked = sum(1 for g in grants if g.revoked_at is not None)
         assert revoked == WRITERS * len(range(0, PER_WRITER, 5))
         # every change made exactly one event, each handed out once
-        claimed.extend(e["details"]["store_seq"] for e in store.claim_admin_events("node-a", 10_000))
+        claimed.extend(
+            e["details"]["store_seq"] for e in store.claim_admin_events("node-a", 10_000)
+        )
         assert sorted(claimed) == list(range(1, expected + revoked + 1))
         # the refresher's final view holds every grant still in force
         assert refresher.refresh_now()

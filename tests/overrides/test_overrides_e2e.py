@@ -1,5 +1,6 @@
 """Overrides through the real proxy: a grant from the CLI opens the site in the running proxy, a
-revoke closes it, and a real headless Chromium meets the block page, declares an emergency, and lands
+revoke closes it, and a real headless Chromium meets the block page, declares an emergency, and
+lands
 on the (loopback) site; a forged token is refused. Uses the proxy tests' harness (embedded proxy,
 loopback upstreams, curl) loaded from tests/proxy/conftest.py."""
 
@@ -67,10 +68,19 @@ PICKUP_WAIT_S = 20.0  # bounded wait; the pickup time itself is a figure in benc
 
 def sg(proxy: Any, *args: str) -> subprocess.CompletedProcess[str]:
     """The real `socialguard` command, on the running proxy's state and rules."""
-    env = {**os.environ, "SOCIALGUARD_STATE": str(proxy.rules.parent / "state"),
-           "SOCIALGUARD_RULES": str(proxy.rules)}
-    res = subprocess.run([sys.executable, "-m", "socialguard", *args], capture_output=True,
-                         text=True, timeout=60, check=False, env=env)
+    env = {
+        **os.environ,
+        "SOCIALGUARD_STATE": str(proxy.rules.parent / "state"),
+        "SOCIALGUARD_RULES": str(proxy.rules),
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "socialguard", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     return res
 
@@ -89,8 +99,19 @@ def wait_for_status(proxy: Any, url: str, status: int) -> float:
 def test_grant_then_revoke_from_the_cli_reach_the_running_proxy(start_proxy: Any) -> None:
     proxy = start_proxy(rules_text=RULES, at=datetime.now(UTC) + timedelta(minutes=1))
     assert curl(proxy, "https://www.facebook.com/", *HTML).status == 403
-    gid = sg(proxy, "grant", "add", "--who", "ip:127.0.0.1", "--site", "facebook.com", "--for",
-             "2h", "--reason", "Yearbook page").stdout.split()[0]
+    gid = sg(
+        proxy,
+        "grant",
+        "add",
+        "--who",
+        "ip:127.0.0.1",
+        "--site",
+        "facebook.com",
+        "--for",
+        "2h",
+        "--reason",
+        "Yearbook page",
+    ).stdout.split()[0]
     wait_for_status(proxy, "https://www.facebook.com/", 200)
     allowed = [r for r in proxy.records() if r.get("basis") == "grant"]
     assert allowed and allowed[-1].get("override_id", gid) == gid
@@ -125,13 +146,26 @@ class Cdp:
             os.dup2(from_chrome_w, 4)
 
         assert CHROMIUM is not None
-        self.proc = subprocess.Popen(  # noqa: PLW1509 - dup2 onto the pipe fds must run in the child
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", f"--proxy-server=http://127.0.0.1:{proxy_port}",
-             "--proxy-bypass-list=<-loopback>", "--ignore-certificate-errors",
-             "--remote-debugging-pipe", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=fds,
+        self.proc = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--proxy-server=http://127.0.0.1:{proxy_port}",
+                "--proxy-bypass-list=<-loopback>",
+                "--ignore-certificate-errors",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=fds,  # noqa: PLW1509 - dup2 onto the pipe fds must run in the child
             pass_fds=(3, 4),
         )
         os.close(to_chrome_r)
@@ -244,7 +278,9 @@ def test_chromium_declares_an_emergency_from_the_block_page(start_proxy: Any, br
     assert allowed and allowed[-1]["host"] == "www.facebook.com"
     (review,) = json.loads(sg(proxy, "emergency", "review", "--json").stdout)
     assert (review["self_declared"], review["sites"], review["reason"]) == (
-        True, ["facebook.com"], "Lockdown notice"
+        True,
+        ["facebook.com"],
+        "Lockdown notice",
     )
     deadline = time.monotonic() + PICKUP_WAIT_S
     while time.monotonic() < deadline and not any(

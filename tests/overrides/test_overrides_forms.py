@@ -1,4 +1,5 @@
-"""The block page's forms and their tokens: single use, short-lived, bound to person and decision."""
+"""The block page's forms and their tokens: single use, short-lived, bound to person and
+decision."""
 
 from __future__ import annotations
 
@@ -25,11 +26,17 @@ from socialguard.proxy.forms import (
 
 DENVER = ZoneInfo("America/Denver")
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=DENVER).astimezone(UTC)
-JDOE = Principal(client_ip="10.20.1.5", user="jdoe", device="laptop-17", groups=frozenset({"staff"}))
+JDOE = Principal(
+    client_ip="10.20.1.5", user="jdoe", device="laptop-17", groups=frozenset({"staff"})
+)
 URL = "https://www.facebook.com/groups/pta"
 LIMITS = Limits(
-    group_names=frozenset({"staff"}), category_names=frozenset({"social"}),
-    grant_max=timedelta(hours=8), emergency_minutes=30, emergency_per_day=2, timezone=DENVER,
+    group_names=frozenset({"staff"}),
+    category_names=frozenset({"social"}),
+    grant_max=timedelta(hours=8),
+    emergency_minutes=30,
+    emergency_per_day=2,
+    timezone=DENVER,
 )
 
 
@@ -69,9 +76,15 @@ def blocked(
     principal: Principal = JDOE,
 ) -> Decision:
     return Decision(
-        action=Action.BLOCK, basis=Basis.RULE, reason="Policy: no social networking in school hours",
-        principal=principal, policy_version="v1", host="www.facebook.com",
-        rule_id="staff-social-school-hours", category="social", matched_domain="facebook.com",
+        action=Action.BLOCK,
+        basis=Basis.RULE,
+        reason="Policy: no social networking in school hours",
+        principal=principal,
+        policy_version="v1",
+        host="www.facebook.com",
+        rule_id="staff-social-school-hours",
+        category="social",
+        matched_domain="facebook.com",
         bypass=bypass,
     )
 
@@ -82,11 +95,18 @@ def tokens(html: str) -> dict[str, str]:
 
 
 def post(
-    path: str, token: str, reason: str = "Lockdown notice from my child's school",
-    principal: Principal = JDOE, host: str = "www.facebook.com", **headers: str,
+    path: str,
+    token: str,
+    reason: str = "Lockdown notice from my child's school",
+    principal: Principal = JDOE,
+    host: str = "www.facebook.com",
+    **headers: str,
 ) -> FormRequest:
     return FormRequest(
-        method="POST", path=path, host=host, principal=principal,
+        method="POST",
+        path=path,
+        host=host,
+        principal=principal,
         body=urlencode({"token": token, "reason": reason}).encode(),
         content_type="application/x-www-form-urlencoded",
         origin=headers.get("origin", "https://www.facebook.com"),
@@ -136,7 +156,11 @@ def test_access_request_is_filed_for_administration(
     assert out.status == 200
     (req,) = store.list_requests()
     assert (req.who, req.site, req.url, req.reason, req.decision_id) == (
-        "user:jdoe", "facebook.com", URL, "Update the PTA page", "d-2",
+        "user:jdoe",
+        "facebook.com",
+        URL,
+        "Update the PTA page",
+        "d-2",
     )
     assert req.id.encode() in out.body
 
@@ -147,7 +171,9 @@ def test_a_replayed_token_is_refused_and_logged(forms: BlockPageForms, store: Sq
     with capture_logs() as logs:
         again = forms.handle(post(REQUEST_PATH, token))
     assert again.status == 403 and again.event["why"] == "replayed"
-    assert [(entry["event"], entry["why"]) for entry in logs] == [("form_token_refused", "replayed")]
+    assert [(entry["event"], entry["why"]) for entry in logs] == [
+        ("form_token_refused", "replayed")
+    ]
     assert len(store.list_requests()) == 1
 
 
@@ -196,8 +222,9 @@ def test_a_token_is_bound_to_the_person(forms: BlockPageForms) -> None:
 
 def test_a_token_is_bound_to_the_site(forms: BlockPageForms) -> None:
     token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
-    out = forms.handle(post(EMERGENCY_PATH, token, host="www.instagram.com",
-                            origin="https://www.instagram.com"))
+    out = forms.handle(
+        post(EMERGENCY_PATH, token, host="www.instagram.com", origin="https://www.instagram.com")
+    )
     assert out.status == 403 and out.event["why"] == "wrong_site"
 
 
@@ -241,20 +268,25 @@ def test_past_the_daily_limit_the_form_says_so(
 
 
 def test_get_is_not_a_submission(forms: BlockPageForms) -> None:
-    out = forms.handle(FormRequest(method="GET", path=EMERGENCY_PATH, host="www.facebook.com",
-                                   principal=JDOE))
+    out = forms.handle(
+        FormRequest(method="GET", path=EMERGENCY_PATH, host="www.facebook.com", principal=JDOE)
+    )
     assert out.status == 405
 
 
 def test_unknown_form_path_is_not_found(forms: BlockPageForms) -> None:
-    out = forms.handle(FormRequest(method="POST", path="/.socialguard/other",
-                                   host="www.facebook.com", principal=JDOE))
+    out = forms.handle(
+        FormRequest(
+            method="POST", path="/.socialguard/other", host="www.facebook.com", principal=JDOE
+        )
+    )
     assert out.status == 404
 
 
 def test_pages_cannot_be_framed_or_cached(forms: BlockPageForms) -> None:
-    out = forms.handle(FormRequest(method="GET", path=EMERGENCY_PATH, host="www.facebook.com",
-                                   principal=JDOE))
+    out = forms.handle(
+        FormRequest(method="GET", path=EMERGENCY_PATH, host="www.facebook.com", principal=JDOE)
+    )
     assert out.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in out.headers["Content-Security-Policy"]
     assert out.headers["Cache-Control"] == "no-store"

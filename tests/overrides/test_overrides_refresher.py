@@ -1,4 +1,5 @@
-"""The snapshot refresher: picks up changes, honours starts and ends to the second, survives failures."""
+"""The snapshot refresher: picks up changes, honours starts and ends to the second, survives
+failures."""
 
 from __future__ import annotations
 
@@ -127,7 +128,9 @@ def test_a_failing_store_keeps_the_last_snapshot(store: SqliteStore, clock: Fake
     assert r.current is before and r.failures == 2
 
 
-def test_no_store_at_start_means_no_overrides_not_none(store: SqliteStore, clock: FakeClock) -> None:
+def test_no_store_at_start_means_no_overrides_not_none(
+    store: SqliteStore, clock: FakeClock
+) -> None:
     broken = BrokenStore(store)
     broken.broken = True
     r = SnapshotRefresher(broken, clock=clock)  # type: ignore[arg-type]

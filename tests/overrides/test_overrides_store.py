@@ -1,4 +1,5 @@
-"""The SQLite store: migrations, every change with its admin event, the change counter, the outbox."""
+"""The SQLite store: migrations, every change with its admin event, the change counter, the
+outbox."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def test_a_store_from_a_newer_version_is_refused(tmp_path: Path, clock: FakeCloc
     conn.execute("INSERT INTO schema_migrations VALUES ('9999_future', 'x')")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="newer socialguard.*9999_future"):
+    with pytest.raises(StoreError, match=r"newer socialguard.*9999_future"):
         open_store(path, clock=clock)
 
 
@@ -119,8 +120,12 @@ def test_active_holds_grants_in_force_and_drops_revoked_and_ended(
 
 def test_grant_round_trips_exactly(store: SqliteStore) -> None:
     g = store.add_grant(
-        "group:staff", ("facebook.com", "category:social"), T0, T0 + timedelta(hours=3),
-        "Yearbook", ADMIN,
+        "group:staff",
+        ("facebook.com", "category:social"),
+        T0,
+        T0 + timedelta(hours=3),
+        "Yearbook",
+        ADMIN,
     )
     record = store.get_grant(g.id)
     assert record.grant == g
@@ -230,9 +235,14 @@ def test_stopping_an_ended_emergency_is_refused(store: SqliteStore, clock: FakeC
 def _self(store: SqliteStore, clock: FakeClock, person: str = "user:jdoe", per_day: int = 2):  # type: ignore[no-untyped-def]
     day_start = clock.now.replace(hour=7, minute=0, second=0, microsecond=0)  # 00:00 in Denver
     return store.declare_self_emergency(
-        scope="device:laptop-17", person=person, site="facebook.com",
-        url="https://www.facebook.com/", reason="Child's school posted a lockdown notice",
-        actor=Actor(by=person, source="10.20.1.5"), minutes=30, per_day=per_day,
+        scope="device:laptop-17",
+        person=person,
+        site="facebook.com",
+        url="https://www.facebook.com/",
+        reason="Child's school posted a lockdown notice",
+        actor=Actor(by=person, source="10.20.1.5"),
+        minutes=30,
+        per_day=per_day,
         day_start=day_start,
     )
 
@@ -295,9 +305,14 @@ def test_admin_emergencies_are_not_for_review(store: SqliteStore) -> None:
 
 def _request(store: SqliteStore):  # type: ignore[no-untyped-def]
     return store.file_request(
-        who="user:jdoe", site="facebook.com", url="https://www.facebook.com/groups/pta",
-        rule_id="staff-social-school-hours", decision_id="d-123", reason="PTA page update",
-        client_ip="10.20.1.5", actor=Actor(by="user:jdoe", source="10.20.1.5"),
+        who="user:jdoe",
+        site="facebook.com",
+        url="https://www.facebook.com/groups/pta",
+        rule_id="staff-social-school-hours",
+        decision_id="d-123",
+        reason="PTA page update",
+        client_ip="10.20.1.5",
+        actor=Actor(by="user:jdoe", source="10.20.1.5"),
     )
 
 

@@ -1,4 +1,5 @@
-"""`socialguard emergency`: declare and stop emergencies; review self-declared ones from the block page."""
+"""`socialguard emergency`: declare and stop emergencies; review self-declared ones from the block
+page."""
 
 from __future__ import annotations
 
@@ -58,10 +59,17 @@ def emergency_as_dict(r: EmergencyRecord, now: datetime) -> dict[str, Any]:
 
 def _rows(records: list[EmergencyRecord], now: datetime, zone: Any) -> list[list[str]]:
     return [
-        [r.emergency.id, r.emergency.scope, ",".join(r.emergency.sites) or "(every site)",
-         show_time(r.emergency.starts, zone), show_time(r.emergency.ends, zone),
-         "self" if r.emergency.self_declared else "admin", r.status(now), r.emergency.by,
-         " ".join(r.emergency.reason.split())[:40]]
+        [
+            r.emergency.id,
+            r.emergency.scope,
+            ",".join(r.emergency.sites) or "(every site)",
+            show_time(r.emergency.starts, zone),
+            show_time(r.emergency.ends, zone),
+            "self" if r.emergency.self_declared else "admin",
+            r.status(now),
+            r.emergency.by,
+            " ".join(r.emergency.reason.split())[:40],
+        ]
         for r in records
     ]
 
@@ -70,8 +78,10 @@ HEADERS = ["ID", "SCOPE", "SITES", "STARTS", "ENDS", "KIND", "STATUS", "BY", "RE
 
 
 @app.command("start")
-def start(
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (goes in the audit log).")] = None,
+def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (goes in the audit log).")
+    ] = None,
     for_: ForOption = None,
     scope: Annotated[
         str, typer.Option("--scope", help="all (district-wide) or group:NAME (a policy group).")
@@ -82,7 +92,8 @@ def start(
 ) -> None:
     """Declare an emergency: lifts every rule whose bypass allows it, for its scope.
 
-    Without --for it lasts until `socialguard emergency stop`. The running proxy applies it within 2 s.
+    Without --for it lasts until `socialguard emergency stop`. The running proxy applies it within
+    2 s.
 
     Example:
 
@@ -101,9 +112,11 @@ def start(
         finally:
             store.close()
     typer.echo(e.id)
-    typer.echo(f"emergency in force for {e.scope}, {show_time(e.ends, zone)}"
-               if e.ends is None else
-               f"emergency in force for {e.scope} until {show_time(e.ends, zone)}")
+    typer.echo(
+        f"emergency in force for {e.scope}, {show_time(e.ends, zone)}"
+        if e.ends is None
+        else f"emergency in force for {e.scope} until {show_time(e.ends, zone)}"
+    )
 
 
 @app.command("stop")
@@ -112,7 +125,9 @@ def stop(
         str | None,
         typer.Argument(metavar="[ID]", help="The emergency to stop (default: every one in force)."),
     ] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why (goes in the audit log).")] = "stopped",
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (goes in the audit log).")
+    ] = "stopped",
     by: ByOption = None,
     state: StateOption = None,
 ) -> None:
@@ -193,15 +208,26 @@ def review(
         return
     print_table(
         ["ID", "PERSON", "SITE", "STARTED", "ENDS", "STATUS", "REASON"],
-        [[r.emergency.id, r.person or r.emergency.scope, ",".join(r.emergency.sites),
-          show_time(r.emergency.starts, zone), show_time(r.emergency.ends, zone), r.status(now),
-          " ".join(r.emergency.reason.split())[:60]] for r in records],
+        [
+            [
+                r.emergency.id,
+                r.person or r.emergency.scope,
+                ",".join(r.emergency.sites),
+                show_time(r.emergency.starts, zone),
+                show_time(r.emergency.ends, zone),
+                r.status(now),
+                " ".join(r.emergency.reason.split())[:60],
+            ]
+            for r in records
+        ],
     )
 
 
 @app.command("ack")
 def ack(
-    emergency_id: Annotated[str, typer.Argument(metavar="ID", help="The self-declared emergency (e-...).")],
+    emergency_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The self-declared emergency (e-...).")
+    ],
     note: Annotated[str | None, typer.Option("--note", help="What the review found.")] = None,
     by: ByOption = None,
     state: StateOption = None,

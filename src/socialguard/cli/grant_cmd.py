@@ -1,6 +1,7 @@
 """`socialguard grant`: temporary exceptions granted by administration, and access requests.
 
-The CLI only parses, calls the store and prints; validation lives in `socialguard.overrides.parse` and
+The CLI only parses, calls the store and prints; validation lives in `socialguard.overrides.parse`
+and
 the store. Every change is checked completely before anything is written (exit 2 on bad input).
 """
 
@@ -41,7 +42,9 @@ app = typer.Typer(
 
 ByOption = Annotated[
     str | None,
-    typer.Option("--by", help="Who is making the change (default: the OS user; SUDO_USER under sudo)."),
+    typer.Option(
+        "--by", help="Who is making the change (default: the OS user; SUDO_USER under sudo)."
+    ),
 ]
 ForOption = Annotated[
     str | None, typer.Option("--for", help="How long: 45m, 2h, 3d (or a sum such as 1h30m).")
@@ -53,7 +56,7 @@ UntilOption = Annotated[
 AllOption = Annotated[bool, typer.Option("--all", help="Include ended, revoked and answered ones.")]
 
 
-# -- shared by grant and emergency commands ---------------------------------------------------------
+# -- shared by grant and emergency commands --------------------------------------------------------
 
 
 def open_state_store(state: Path | None) -> Store:
@@ -172,7 +175,7 @@ def _clip(text: str, width: int = 40) -> str:
 
 
 @app.command("add")
-def add(
+def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     who: Annotated[
         str | None,
         typer.Option("--who", help="user:NAME, device:ID, ip:ADDR or group:NAME (a policy group)."),
@@ -183,7 +186,9 @@ def add(
     ] = None,
     for_: ForOption = None,
     until: UntilOption = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (goes in the audit log).")] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (goes in the audit log).")
+    ] = None,
     by: ByOption = None,
     rules: RulesOption = None,
     state: StateOption = None,
@@ -218,11 +223,14 @@ def add(
         finally:
             store.close()
     if as_json:
-        print_json({"id": grant.id, "who": grant.who, "sites": list(grant.sites),
-                    "ends": _iso(grant.ends)})
+        print_json(
+            {"id": grant.id, "who": grant.who, "sites": list(grant.sites), "ends": _iso(grant.ends)}
+        )
         return
     typer.echo(grant.id)
-    typer.echo(f"{grant.who} may reach {', '.join(grant.sites)} until {show_time(grant.ends, zone)}")
+    typer.echo(
+        f"{grant.who} may reach {', '.join(grant.sites)} until {show_time(grant.ends, zone)}"
+    )
 
 
 @app.command("list")
@@ -251,8 +259,18 @@ def list_(
         return
     print_table(
         ["ID", "WHO", "SITES", "ENDS", "STATUS", "BY", "REASON"],
-        [[r.grant.id, r.grant.who, ",".join(r.grant.sites), show_time(r.grant.ends, zone),
-          r.status(now), r.grant.by, _clip(r.grant.reason)] for r in records],
+        [
+            [
+                r.grant.id,
+                r.grant.who,
+                ",".join(r.grant.sites),
+                show_time(r.grant.ends, zone),
+                r.status(now),
+                r.grant.by,
+                _clip(r.grant.reason),
+            ]
+            for r in records
+        ],
     )
 
 
@@ -281,8 +299,21 @@ def show(
     if as_json:
         print_json(data)
         return
-    for key in ("id", "status", "who", "sites", "starts", "ends", "reason", "by", "source",
-                "request_id", "revoked_at", "revoked_by", "revoke_reason"):
+    for key in (
+        "id",
+        "status",
+        "who",
+        "sites",
+        "starts",
+        "ends",
+        "reason",
+        "by",
+        "source",
+        "request_id",
+        "revoked_at",
+        "revoked_by",
+        "revoke_reason",
+    ):
         value = data[key]
         if value is None:
             continue
@@ -296,7 +327,9 @@ def show(
 @app.command("revoke")
 def revoke(
     grant_id: Annotated[str, typer.Argument(metavar="ID", help="The grant id (g-...).")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (goes in the audit log).")] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (goes in the audit log).")
+    ] = None,
     by: ByOption = None,
     state: StateOption = None,
 ) -> None:
@@ -341,12 +374,15 @@ def requests(
         return
     print_table(
         ["ID", "WHO", "SITE", "FILED", "STATUS", "REASON"],
-        [[r.id, r.who, r.site, show_time(r.created, zone), r.status, _clip(r.reason)] for r in reqs],
+        [
+            [r.id, r.who, r.site, show_time(r.created, zone), r.status, _clip(r.reason)]
+            for r in reqs
+        ],
     )
 
 
 @app.command("approve")
-def approve(
+def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     request_id: Annotated[str, typer.Argument(metavar="REQ", help="The request id (r-...).")],
     for_: ForOption = None,
     until: UntilOption = None,
@@ -378,14 +414,18 @@ def approve(
         finally:
             store.close()
     typer.echo(grant.id)
-    typer.echo(f"approved {req.id}: {grant.who} may reach {', '.join(grant.sites)} until "
-               f"{show_time(grant.ends, zone)}")
+    typer.echo(
+        f"approved {req.id}: {grant.who} may reach {', '.join(grant.sites)} until "
+        f"{show_time(grant.ends, zone)}"
+    )
 
 
 @app.command("deny")
 def deny(
     request_id: Annotated[str, typer.Argument(metavar="REQ", help="The request id (r-...).")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (goes in the audit log).")] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (goes in the audit log).")
+    ] = None,
     by: ByOption = None,
     state: StateOption = None,
 ) -> None:

@@ -1,6 +1,7 @@
 """Reading what an administrator types: durations, end times, `who` keys and sites.
 
-Every function here raises StoreError with a message that names the field, so the CLI can print it as it
+Every function here raises StoreError with a message that names the field, so the CLI can print it
+as it
 is and exit 2 before anything is written. Nothing here reads the clock: `now` is an argument.
 """
 
@@ -24,7 +25,8 @@ EMERGENCY_SCOPES = ("all", "group")
 class Limits:
     """What the policy says about overrides, plus the names CLI input is checked against.
 
-    Taken from the compiled policy once per command (or per block-page form), so this module and the store
+    Taken from the compiled policy once per command (or per block-page form), so this module and
+    the store
     never depend on the policy loader's classes.
     """
 
@@ -122,7 +124,8 @@ def check_scope(scope: str, limits: Limits | None, *, field: str = "--scope") ->
 
 
 def check_site(site: str, limits: Limits | None, *, field: str = "--site") -> str:
-    """A domain (normalised like the engine does) or `category:NAME` (a category the policy defines)."""
+    """A domain (normalised like the engine does) or `category:NAME` (a category the policy
+    defines)."""
     raw = site.strip()
     if raw.lower().startswith("category:"):
         name = raw.split(":", 1)[1].strip()
@@ -139,7 +142,8 @@ def check_site(site: str, limits: Limits | None, *, field: str = "--site") -> st
 
 
 def normalise_domain(raw: str) -> str:
-    """Normalise a site the way the engine normalises hosts, so a grant matches what the proxy sees."""
+    """Normalise a site the way the engine normalises hosts, so a grant matches what the proxy
+    sees."""
     from socialguard import engine
 
     normalise = getattr(engine, "normalise_host", None)

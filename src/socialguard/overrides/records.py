@@ -1,6 +1,8 @@
-"""What the store keeps beyond the engine's Grant and Emergency: who changed what, when, and its status.
+"""What the store keeps beyond the engine's Grant and Emergency: who changed what, when, and its
+status.
 
-The engine only needs the Grant/Emergency in force; administrators and auditors need the whole history
+The engine only needs the Grant/Emergency in force; administrators and auditors need the whole
+history
 (revoked, stopped, acknowledged, approved, denied). These records carry both.
 """
 
@@ -19,14 +21,16 @@ from socialguard.engine.model import Emergency, Grant
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """The hands behind a change: `by` (a person) and `source` (host and tty, or a client address)."""
+    """The hands behind a change: `by` (a person) and `source` (host and tty, or a client
+    address)."""
 
     by: str
     source: str
 
 
 def invoking_actor(by: str | None = None) -> Actor:
-    """The person running the CLI: `--by` if given, else the sudo user under sudo, else the OS user."""
+    """The person running the CLI: `--by` if given, else the sudo user under sudo, else the OS
+    user."""
     name = (by or "").strip() or os.environ.get("SUDO_USER") or _os_user()
     return Actor(by=name, source=f"{socket.gethostname()}:{_tty()}")
 
@@ -127,7 +131,8 @@ class AdminEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """Keyword arguments for `socialguard.audit.admin_event` plus the store's own seq and time."""
+        """Keyword arguments for `socialguard.audit.admin_event` plus the store's own seq and
+        time."""
         return {
             "action": self.action,
             "by": self.by,
@@ -140,7 +145,8 @@ class AdminEvent:
 
 @dataclass(frozen=True, slots=True)
 class ActiveOverrides:
-    """What is in force (or scheduled) at `now`, and the next moment that changes by the clock alone."""
+    """What is in force (or scheduled) at `now`, and the next moment that changes by the clock
+    alone."""
 
     grants: tuple[Grant, ...]
     emergencies: tuple[Emergency, ...]

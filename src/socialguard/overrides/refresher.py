@@ -1,9 +1,12 @@
 """Keeps the proxy's in-memory Overrides snapshot fresh, off the event loop.
 
 The proxy decides against `refresher.current` and never touches the database on the hot path. A
-background thread polls the store's change counter (one tiny indexed read) every `interval_s` and rebuilds
-the snapshot when it moved, and also when the clock passes the next grant/emergency start or end, so the
-snapshot drops what has expired (the engine checks `now` against each grant too, so expiry is exact even
+background thread polls the store's change counter (one tiny indexed read) every `interval_s` and
+rebuilds
+the snapshot when it moved, and also when the clock passes the next grant/emergency start or end,
+so the
+snapshot drops what has expired (the engine checks `now` against each grant too, so expiry is exact
+even
 between rebuilds).
 """
 
@@ -26,7 +29,8 @@ Builder = Callable[[Iterable[Grant], Iterable[Emergency]], Any]
 
 
 def engine_builder() -> Builder:
-    """`socialguard.engine.Overrides.build`, imported late so the engine can land after this module."""
+    """`socialguard.engine.Overrides.build`, imported late so the engine can land after this
+    module."""
     from socialguard.engine import Overrides  # type: ignore[attr-defined]
 
     build: Builder = Overrides.build
@@ -40,9 +44,11 @@ def empty_snapshot() -> Any:
 
 
 class SnapshotRefresher:
-    """Background refresh of the Overrides snapshot; `.current` is always a complete, immutable snapshot.
+    """Background refresh of the Overrides snapshot; `.current` is always a complete, immutable
+    snapshot.
 
-    Use as a context manager, or call `start()`/`stop()`. `refresh_now()` rebuilds synchronously (the
+    Use as a context manager, or call `start()`/`stop()`. `refresh_now()` rebuilds synchronously
+    (the
     block-page emergency form calls it so the redirect that follows is already allowed).
     """
 
@@ -77,7 +83,8 @@ class SnapshotRefresher:
         return self._next_boundary
 
     def refresh_now(self) -> bool:
-        """Rebuild from the store now; on failure keep the previous snapshot and log. True if rebuilt."""
+        """Rebuild from the store now; on failure keep the previous snapshot and log. True if
+        rebuilt."""
         with self._lock:
             try:
                 counter = self.store.change_counter()

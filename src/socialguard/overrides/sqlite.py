@@ -1,9 +1,13 @@
 """The SQLite implementation of the overrides store.
 
-Several processes share one file: the proxy (its refresher reads, its block-page forms write) and any
-number of CLI invocations. So: WAL mode (readers never wait for the writer), a busy timeout, every write in
-`BEGIN IMMEDIATE` (the write lock is taken up front, so no transaction fails half-way upgrading its lock),
-and a bounded retry around the rest, so "database is locked" never reaches a user. Times are stored as
+Several processes share one file: the proxy (its refresher reads, its block-page forms write) and
+any
+number of CLI invocations. So: WAL mode (readers never wait for the writer), a busy timeout, every
+write in
+`BEGIN IMMEDIATE` (the write lock is taken up front, so no transaction fails half-way upgrading its
+lock),
+and a bounded retry around the rest, so "database is locked" never reaches a user. Times are
+stored as
 fixed-width ISO-8601 UTC text, which sorts as it compares.
 """
 
@@ -202,7 +206,8 @@ class SqliteStore:
                 if not _is_busy(e) or time.monotonic() > deadline:
                     if _is_busy(e):
                         raise StoreError(
-                            f"{self.path}: the overrides store stayed busy for {RETRY_DEADLINE_S:.0f} s; "
+                            f"{self.path}: the overrides store stayed busy for "
+                            f"{RETRY_DEADLINE_S:.0f} s; "
                             "try again"
                         ) from e
                     raise StoreError(f"{self.path}: {e}") from e
@@ -210,7 +215,8 @@ class SqliteStore:
                 delay = min(delay * 2, 0.2)
 
     def _retry(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `body` in its own write transaction (BEGIN IMMEDIATE), retrying whole on SQLITE_BUSY."""
+        """Run `body` in its own write transaction (BEGIN IMMEDIATE), retrying whole on
+        SQLITE_BUSY."""
 
         def attempt() -> T:
             conn = self._conn()
@@ -258,13 +264,15 @@ class SqliteStore:
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
         done = {r["name"] for r in conn.execute("SELECT name FROM schema_migrations")}
         known = {m.name for m in MIGRATIONS}
         if unknown := done - known:
             raise StoreError(
-                f"{self.path}: written by a newer socialguard (unknown migrations: {', '.join(sorted(unknown))})"
+                f"{self.path}: written by a newer socialguard (unknown migrations: "
+                f"{', '.join(sorted(unknown))})"
             )
         for m in MIGRATIONS:
             if m.name in done:
@@ -296,7 +304,7 @@ class SqliteStore:
 
     # -- the outbox -----------------------------------------------------------------------------
 
-    def _event(
+    def _event(  # noqa: PLR0917 - one call per change, in the order an event is read
         self,
         conn: sqlite3.Connection,
         action: str,
@@ -320,7 +328,8 @@ class SqliteStore:
         )
 
     def claim_admin_events(self, node: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Hand up to `limit` unclaimed events to `node`, oldest first; no other node will get them."""
+        """Hand up to `limit` unclaimed events to `node`, oldest first; no other node will get
+        them."""
 
         def claim(conn: sqlite3.Connection) -> list[AdminEvent]:
             rows = conn.execute(
@@ -328,14 +337,17 @@ class SqliteStore:
             ).fetchall()
             if rows:
                 conn.execute(
-                    "UPDATE admin_events SET claimed_by = ?, claimed_at = ? WHERE claimed_by IS NULL"
+                    "UPDATE admin_events SET claimed_by = ?, claimed_at = ?"
+                    " WHERE claimed_by IS NULL"
                     " AND seq <= ?",
                     (node, _ts(self._clock()), rows[-1]["seq"]),
                 )
             return [_event_from_row(r) for r in rows]
 
         if not self._read(
-            lambda c: c.execute("SELECT 1 FROM admin_events WHERE claimed_by IS NULL LIMIT 1").fetchone()
+            lambda c: c.execute(
+                "SELECT 1 FROM admin_events WHERE claimed_by IS NULL LIMIT 1"
+            ).fetchone()
         ):
             return []  # idle nodes poll without taking the write lock
         return [e.as_dict() for e in self._retry(claim)]
@@ -361,7 +373,8 @@ class SqliteStore:
         return int(row[0])
 
     def active(self, now: datetime) -> ActiveOverrides:
-        """Grants and emergencies not revoked/stopped and not yet ended (including scheduled ones)."""
+        """Grants and emergencies not revoked/stopped and not yet ended (including scheduled
+        ones)."""
         t = _ts(now)
 
         def read(conn: sqlite3.Connection) -> ActiveOverrides:
@@ -375,7 +388,8 @@ class SqliteStore:
             emergencies = tuple(
                 _emergency_from_row(r)
                 for r in conn.execute(
-                    "SELECT * FROM emergencies WHERE stopped_at IS NULL AND (ends IS NULL OR ends > ?)",
+                    "SELECT * FROM emergencies"
+                    " WHERE stopped_at IS NULL AND (ends IS NULL OR ends > ?)",
                     (t,),
                 )
             )
@@ -412,7 +426,7 @@ class SqliteStore:
 
     # -- grants ---------------------------------------------------------------------------------
 
-    def add_grant(
+    def add_grant(  # noqa: PLR0917 - mirrors Grant's fields in order
         self,
         who: str,
         sites: tuple[str, ...],
@@ -444,7 +458,8 @@ class SqliteStore:
 
     def _insert_grant(self, conn: sqlite3.Connection, grant: Grant, actor: Actor) -> None:
         conn.execute(
-            "INSERT INTO grants (id, who, sites, starts, ends, reason, by_name, source, created, request_id)"
+            "INSERT INTO grants"
+            " (id, who, sites, starts, ends, reason, by_name, source, created, request_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 grant.id,
@@ -562,7 +577,8 @@ class SqliteStore:
         url: str | None = None,
     ) -> None:
         conn.execute(
-            "INSERT INTO emergencies (id, scope, sites, starts, ends, reason, by_name, source, created,"
+            "INSERT INTO emergencies"
+            " (id, scope, sites, starts, ends, reason, by_name, source, created,"
             " self_declared, person, url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 e.id,
@@ -677,7 +693,8 @@ class SqliteStore:
         per_day: int,
         day_start: datetime,
     ) -> EmergencyRecord:
-        """A person's own emergency from the block page: counted against the daily limit atomically."""
+        """A person's own emergency from the block page: counted against the daily limit
+        atomically."""
         if minutes <= 0:
             raise StoreError(
                 "overrides.emergency_minutes is zero: self-declared emergencies are off"
@@ -685,7 +702,8 @@ class SqliteStore:
 
         def body(conn: sqlite3.Connection) -> EmergencyRecord:
             used = conn.execute(
-                "SELECT COUNT(*) FROM emergencies WHERE self_declared = 1 AND person = ? AND starts >= ?",
+                "SELECT COUNT(*) FROM emergencies"
+                " WHERE self_declared = 1 AND person = ? AND starts >= ?",
                 (person, _ts(day_start)),
             ).fetchone()[0]
             if used >= per_day:
@@ -730,7 +748,8 @@ class SqliteStore:
             lambda c: [
                 _emergency_record_from_row(r)
                 for r in c.execute(
-                    "SELECT * FROM emergencies WHERE self_declared = 1 AND acked_at IS NULL ORDER BY starts"
+                    "SELECT * FROM emergencies"
+                    " WHERE self_declared = 1 AND acked_at IS NULL ORDER BY starts"
                 )
             ]
         )
@@ -798,7 +817,8 @@ class SqliteStore:
 
         def body(conn: sqlite3.Connection) -> AccessRequest:
             conn.execute(
-                "INSERT INTO access_requests (id, who, site, url, rule_id, decision_id, reason, created,"
+                "INSERT INTO access_requests"
+                " (id, who, site, url, rule_id, decision_id, reason, created,"
                 " client_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (req.id, who, site, url, rule_id, decision_id, reason, _ts(req.created), client_ip),
             )
@@ -923,7 +943,7 @@ class SqliteStore:
         return self._write(body)
 
 
-# -- rows to records --------------------------------------------------------------------------------
+# -- rows to records -------------------------------------------------------------------------------
 
 
 def _statements(sql: str) -> list[str]:

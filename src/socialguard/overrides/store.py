@@ -1,4 +1,5 @@
-"""The overrides store's interface, so that SQLite today and PostgreSQL tomorrow are both just a `Store`.
+"""The overrides store's interface, so that SQLite today and PostgreSQL tomorrow are both just a
+`Store`.
 
 The proxy and the CLI only ever see this Protocol and `open_store(location)`; which implementation
 answers is chosen by the location (a path → SQLite; a `postgresql://` URL → not yet).
@@ -29,15 +30,18 @@ class NotFoundError(StoreError):
 
 
 class LimitReachedError(StoreError):
-    """A person has used all of today's self-declared emergencies (policy overrides.emergency_per_day)."""
+    """A person has used all of today's self-declared emergencies (policy
+    overrides.emergency_per_day)."""
 
 
 class StateError(StoreError):
-    """The change makes no sense in the record's state (revoking a revoked grant, approving a denied request)."""
+    """The change makes no sense in the record's state (revoking a revoked grant, approving a
+    denied request)."""
 
 
 class Store(Protocol):
-    """Grants, emergencies and access requests; every change also appends an admin event (same transaction).
+    """Grants, emergencies and access requests; every change also appends an admin event (same
+    transaction).
 
     Times in and out are timezone-aware UTC. Every write bumps `change_counter()`.
     """
@@ -49,7 +53,7 @@ class Store(Protocol):
     def snapshot(self, now: datetime) -> Any: ...  # socialguard.engine.Overrides
 
     # grants
-    def add_grant(
+    def add_grant(  # noqa: PLR0917 - mirrors Grant's fields in order
         self,
         who: str,
         sites: tuple[str, ...],

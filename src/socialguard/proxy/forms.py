@@ -2,14 +2,16 @@
 
 The forms are served by the proxy on the blocked site's own origin, under the reserved path
 `/.socialguard/`, so they must resist cross-site submission. Each form carries a token that is:
-- bound to the person (client address, user, device) and to the decision (host, rule, decision id, URL),
+- bound to the person (client address, user, device) and to the decision (host, rule, decision id,
+URL),
 - signed with HMAC-SHA256 under a secret that lives only in this process,
 - short-lived (10 minutes by default) and single-use (a used-token set, pruned as tokens expire).
 A replayed, forged, expired or misdirected token is refused and logged; a cross-site POST (Origin or
 Sec-Fetch-Site says so) is refused before the token is even looked at.
 
 No mitmproxy types here: the addon passes the facts of the request in (`FormRequest`) and turns the
-`FormResponse` into a flow response. `handle()` writes to the store, so the addon must call it off the
+`FormResponse` into a flow response. `handle()` writes to the store, so the addon must call it off
+the
 event loop (`await forms.handle_async(req)`).
 """
 
@@ -86,7 +88,8 @@ class FormResponse:
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """What a valid token vouches for: who was blocked, where, by which rule, and where they were going."""
+    """What a valid token vouches for: who was blocked, where, by which rule, and where they were
+    going."""
 
     kind: str  # "emergency" | "request"
     binding: str
@@ -100,7 +103,8 @@ class Ticket:
 
 
 class TokenError(SocialGuardError):
-    """A form token was refused; `why` is forged | expired | replayed | wrong_person | wrong_site."""
+    """A form token was refused; `why` is forged | expired | replayed | wrong_person |
+    wrong_site."""
 
     def __init__(self, why: str) -> None:
         self.why = why
@@ -113,7 +117,8 @@ def principal_binding(p: Principal) -> str:
 
 
 def person_key(p: Principal) -> str:
-    """Whom the daily emergency limit counts: the user if known, else the device, else the address."""
+    """Whom the daily emergency limit counts: the user if known, else the device, else the
+    address."""
     if p.user:
         return f"user:{p.user}"
     if p.device:
@@ -179,7 +184,8 @@ class TokenSigner:
         return ticket
 
     def consume(self, ticket: Ticket, now: datetime) -> None:
-        """Mark used (raises `replayed` if another request got there first); prunes expired entries."""
+        """Mark used (raises `replayed` if another request got there first); prunes expired
+        entries."""
         with self._lock:
             if ticket.nonce in self._used:
                 raise TokenError("replayed")
@@ -192,7 +198,8 @@ class TokenSigner:
 class BlockPageForms:
     """The forms' whole life: links on the block page, then the POST that comes back.
 
-    `limits` is called on each use so a policy reload is honoured; `refresher` (if given) is refreshed
+    `limits` is called on each use so a policy reload is honoured; `refresher` (if given) is
+    refreshed
     right after a self-declared emergency, so the redirect back to the site is already allowed.
     """
 
@@ -244,7 +251,8 @@ class BlockPageForms:
     # -- the POST side --------------------------------------------------------------------------
 
     async def handle_async(self, req: FormRequest) -> FormResponse:
-        """`handle` in a worker thread: it writes to the store, which must not block the event loop."""
+        """`handle` in a worker thread: it writes to the store, which must not block the event
+        loop."""
         return await asyncio.to_thread(self.handle, req)
 
     def handle(self, req: FormRequest) -> FormResponse:
@@ -361,7 +369,8 @@ class BlockPageForms:
             {**SECURITY_HEADERS, "Location": ticket.url},
             _html(
                 "Emergency access granted",
-                f'<p>Continue to <a href="{html.escape(ticket.url)}">{html.escape(ticket.url)}</a>. '
+                f'<p>Continue to <a href="{html.escape(ticket.url)}">'
+                f"{html.escape(ticket.url)}</a>. "
                 "Administration will review this emergency.</p>",
             ),
             {
@@ -402,7 +411,8 @@ class BlockPageForms:
 
 
 def _cross_site(req: FormRequest) -> str | None:
-    """Refuse what the browser itself says came from elsewhere (defence in depth beside the token)."""
+    """Refuse what the browser itself says came from elsewhere (defence in depth beside the
+    token)."""
     site = (req.sec_fetch_site or "").strip().lower()
     if site and site not in ("same-origin", "none"):
         return "cross_site"
@@ -469,4 +479,3 @@ def _page(
         _html(title, f"<p>{html.escape(text)}</p>"),
         event,
     )
-
