@@ -254,3 +254,10 @@ def test_a_line_too_long_to_hold_is_reported_and_skipped(tmp_path: Path) -> None
         (4, "longer than 1048576 characters"),
     ]
     assert result.lines == 4
+
+
+def test_auto_looks_past_a_long_comment_header(tmp_path: Path) -> None:
+    header = "".join(f"# licence and credits, line {i}\n" for i in range(400))
+    path = write(tmp_path, header + "0.0.0.0 a.com\n0.0.0.0 b.com\n", "hosts")
+    result = read_domain_list(path)
+    assert (result.format, result.domains, result.invalid) == ("hosts", ["a.com", "b.com"], [])

@@ -372,10 +372,9 @@ def read_domain_list(path: Path, fmt: str = "auto") -> DomainListResult:
 
 
 def _chosen_format(fmt: str, first_block: str, path: Path) -> ListFormat:
+    """The format asked for, or the one sniffed from the first block (past any comment header)."""
     if fmt == "auto":
-        return sniff_format(
-            first_block.split("\n", _SNIFF_LINES * 4)[: _SNIFF_LINES * 4], path.name
-        )
+        return sniff_format(first_block.split("\n"), path.name)
     return fmt  # type: ignore[return-value]  # checked against FORMATS by the caller
 
 
