@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import binascii
 import ipaddress
+import logging
 import time
 import weakref
 from collections.abc import MutableMapping
@@ -57,6 +58,15 @@ METADATA_KEY = "socialguard"
 FORM_KEY = "socialguard_form"
 REFUSED_MESSAGE = "refused by socialguard: the district's policy blocks this destination"
 AUTH_REALM = "socialguard"
+OPTION_NAMES = (
+    "socialguard_rules",
+    "socialguard_state",
+    "socialguard_log_dir",
+    "socialguard_node",
+    "socialguard_neighbours",
+    "socialguard_reload_interval",
+    "socialguard_admin",
+)
 _STRICTNESS = {ConnectionVerdict.PASS: 0, ConnectionVerdict.INSPECT: 1, ConnectionVerdict.BLOCK: 2}
 
 
@@ -94,10 +104,18 @@ class SocialGuard:
         self._refused: set[str] = set()  # client connection ids to reset in server_connect
         self._users: MutableMapping[connection.Client, str] = weakref.WeakKeyDictionary()
         self._pump: AdminEventPump | None = None
+        self._loading = False
 
     # ----------------------------------------------------------------- options and lifecycle
 
     def load(self, loader: Any) -> None:
+        self._loading = True
+        try:
+            self._add_options(loader)
+        finally:
+            self._loading = False
+
+    def _add_options(self, loader: Any) -> None:
         loader.add_option(
             "socialguard_rules",
             str,
@@ -145,8 +163,27 @@ class SocialGuard:
         )
 
     def configure(self, updated: set[str]) -> None:
-        _require_lazy()
-        if self._settings is None or any(k.startswith("socialguard_") for k in updated):
+        if self._loading:
+            return  # each add_option in load() announces itself; wait for the real configuration
+        if self._settings is None and not _options_touched():
+            # Nothing asked of the addon yet, or mitmproxy rolling the options back to that state
+            # after an OptionsError (raising then would hide the real error). `running` checks
+            # that configuration did happen.
+            return
+        self._configure(updated)
+
+    def running(self) -> None:
+        if self._settings is None:
+            logging.getLogger(__name__).error(
+                "socialguard is not configured: set connection_strategy=lazy and socialguard_rules"
+            )
+            ctx.master.shutdown()
+
+    def _configure(self, updated: set[str]) -> None:
+        ours = any(k.startswith("socialguard_") for k in updated)
+        if ours or ("connection_strategy" in updated and self._settings is not None):
+            _require_lazy()
+        if ours:
             try:
                 settings = parse_settings(
                     rules=ctx.options.socialguard_rules,
@@ -862,6 +899,11 @@ def _check_basic(value: str, htpasswd: Any) -> str | None:
 def _gateway_mode(spec: str) -> bool:
     """transparent and wireguard mode put the proxy in the clients' path, so it sees their MACs."""
     return spec.split("@", maxsplit=1)[0].split(":", maxsplit=1)[0] in ("transparent", "wireguard")
+
+
+def _options_touched() -> bool:
+    """Has anyone set socialguard's options (or the connection strategy) away from the defaults?"""
+    return any(ctx.options.has_changed(k) for k in (*OPTION_NAMES, "connection_strategy"))
 
 
 def _require_lazy() -> None:

@@ -1,0 +1,260 @@
+"""The addon alone, with mitmproxy's test helpers: options, hooks, and failing closed."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mitmproxy import exceptions, tls
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.proxy import context
+from mitmproxy.proxy.layers.tls import parse_client_hello
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+from mitmproxy.test import taddons, tflow, tutils
+
+from conftest import EVENING, SCHOOL_HOURS, TEST_RULES  # type: ignore[import-not-found]
+from socialguard.proxy import ManualClock, SocialGuard
+from socialguard.proxy.addon import METADATA_KEY, describe_principal
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    p = tmp_path / "rules.yaml"
+    p.write_text(TEST_RULES)
+    return p
+
+
+def _options(tmp_path: Path, rules: Path, **over: Any) -> dict[str, Any]:
+    return {
+        "connection_strategy": "lazy",
+        "socialguard_rules": str(rules),
+        "socialguard_state": str(tmp_path / "state"),
+        "socialguard_log_dir": str(tmp_path / "log"),
+        "socialguard_node": "unit",
+        **over,
+    }
+
+
+@pytest.fixture
+def guard(tmp_path: Path, rules: Path) -> Iterator[tuple[SocialGuard, Any]]:
+    addon = SocialGuard(ManualClock(SCHOOL_HOURS))
+    with taddons.context(addon, Proxyserver()) as tctx:
+        tctx.configure(addon, **_options(tmp_path, rules))
+        try:
+            yield addon, tctx
+        finally:
+            addon.done()
+
+
+def _log(tmp_path: Path) -> list[dict[str, Any]]:
+    out = []
+    for f in sorted((tmp_path / "log").glob("*.jsonl")):
+        out.extend(json.loads(line) for line in f.read_text().splitlines() if line.strip())
+    return [r for r in out if r.get("type") == "decision"]
+
+
+def _flow(host: str, path: str = "/", *, scheme: str = "https", accept: str = "text/html") -> Any:
+    port = 443 if scheme == "https" else 80
+    req = tutils.treq(
+        host=host, port=port, scheme=scheme.encode(), path=path.encode(),
+        headers=[(b"host", host.encode()), (b"accept", accept.encode())],
+    )  # fmt: skip
+    return tflow.tflow(req=req)
+
+
+# ------------------------------------------------------------------------- configuration
+
+
+def test_refuses_to_start_unless_connections_are_lazy(tmp_path: Path, rules: Path) -> None:
+    addon = SocialGuard()
+    with (
+        taddons.context(addon, Proxyserver()) as tctx,
+        pytest.raises(exceptions.OptionsError, match="lazy"),
+    ):
+        tctx.configure(addon, **_options(tmp_path, rules, connection_strategy="eager"))
+
+
+def test_refuses_a_missing_rules_file(tmp_path: Path) -> None:
+    addon = SocialGuard()
+    with (
+        taddons.context(addon, Proxyserver()) as tctx,
+        pytest.raises(exceptions.OptionsError, match="does not exist"),
+    ):
+        tctx.configure(addon, **_options(tmp_path, tmp_path / "nope.yaml"))
+
+
+def test_refuses_an_invalid_rules_file_naming_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        TEST_RULES.replace(
+            "who: [staff]\n    what:\n      categories", "who: [staf]\n    what:\n      categories"
+        )
+    )
+    addon = SocialGuard()
+    with (
+        taddons.context(addon, Proxyserver()) as tctx,
+        pytest.raises(exceptions.OptionsError, match=r"bad\.yaml:\d+"),
+    ):
+        tctx.configure(addon, **_options(tmp_path, bad))
+
+
+def test_refuses_rules_whose_own_tests_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TEST_RULES.replace("expect: allow", "expect: block"))
+    addon = SocialGuard()
+    with (
+        taddons.context(addon, Proxyserver()) as tctx,
+        pytest.raises(exceptions.OptionsError, match="FAIL"),
+    ):
+        tctx.configure(addon, **_options(tmp_path, bad))
+
+
+def test_bad_option_value_is_rolled_back(guard: tuple[SocialGuard, Any]) -> None:
+    addon, tctx = guard
+    with pytest.raises(exceptions.OptionsError, match="socialguard_node"):
+        tctx.configure(addon, socialguard_node="../../etc")
+    assert tctx.options.socialguard_node == "unit"
+
+
+# ------------------------------------------------------------------------- requests
+
+
+def test_blocked_request_gets_the_block_page_and_one_record(
+    guard: tuple[SocialGuard, Any], tmp_path: Path
+) -> None:
+    addon, _ = guard
+    flow = _flow("www.facebook.com")
+    addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    ref = flow.response.headers["X-SocialGuard-Reference"]
+    assert ref in flow.response.get_text()
+    [record] = [r for r in _log(tmp_path) if r["decision_id"] == ref]
+    assert (record["action"], record["basis"]) == ("block", "rule")
+
+
+def test_allowed_request_is_left_alone(guard: tuple[SocialGuard, Any]) -> None:
+    addon, _ = guard
+    flow = _flow("www.example.org")
+    addon.requestheaders(flow)
+    assert flow.response is None
+    assert flow.metadata[METADATA_KEY].action == "allow"
+
+
+def test_mixed_case_trailing_dot_host_is_normalised(guard: tuple[SocialGuard, Any]) -> None:
+    addon, _ = guard
+    flow = _flow("WWW.FaceBook.COM.")
+    addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+
+
+def test_ip_literal_host_is_decided_not_waved_through(
+    guard: tuple[SocialGuard, Any], tmp_path: Path
+) -> None:
+    addon, _ = guard
+    flow = _flow("192.0.2.10", scheme="http")
+    addon.requestheaders(flow)
+    assert any(r["host"] == "192.0.2.10" for r in _log(tmp_path))
+
+
+def test_engine_failure_blocks_and_is_logged_as_error(
+    guard: tuple[SocialGuard, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    addon, _ = guard
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("engine exploded")
+
+    monkeypatch.setattr("socialguard.engine.decide", broken)
+    flow = _flow("www.example.org")
+    addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    [record] = _log(tmp_path)
+    assert (record["action"], record["basis"]) == ("block", "error")
+
+
+def test_fail_open_policy_lets_an_engine_failure_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = tmp_path / "open.yaml"
+    rules.write_text("fail: open\n" + TEST_RULES)
+    addon = SocialGuard(ManualClock(EVENING))
+    with taddons.context(addon, Proxyserver()) as tctx:
+        tctx.configure(addon, **_options(tmp_path, rules))
+        try:
+            monkeypatch.setattr("socialguard.engine.decide", lambda *a, **k: 1 / 0)
+            flow = _flow("www.example.org")
+            addon.requestheaders(flow)
+            assert flow.response is None
+            assert [(r["action"], r["basis"]) for r in _log(tmp_path)] == [("allow", "error")]
+        finally:
+            addon.done()
+
+
+def test_undecided_request_is_refused_in_request_hook(guard: tuple[SocialGuard, Any]) -> None:
+    import asyncio
+
+    addon, _ = guard
+    flow = _flow("www.example.org")  # requestheaders never ran for it
+    asyncio.run(addon.request(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+
+
+# ------------------------------------------------------------------------- TLS ClientHello
+
+
+def _client_hello(sni: str | None) -> bytes:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    conn = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    with pytest.raises(ssl.SSLWantReadError):
+        conn.do_handshake()
+    return outgoing.read()
+
+
+def _hello_data(tctx: Any, sni: str | None) -> tls.ClientHelloData:
+    client = tflow.tclient_conn()
+    ctx = context.Context(client, tctx.options)
+    ctx.server.address = (sni or "192.0.2.1", 443)
+    hello = parse_client_hello(_client_hello(sni))
+    assert hello is not None
+    return tls.ClientHelloData(ctx, hello)
+
+
+def test_non_social_sni_is_passed_through(guard: tuple[SocialGuard, Any]) -> None:
+    addon, tctx = guard
+    data = _hello_data(tctx, "www.example.org")
+    addon.tls_clienthello(data)
+    assert data.ignore_connection is True
+
+
+def test_social_sni_is_inspected(guard: tuple[SocialGuard, Any]) -> None:
+    addon, tctx = guard
+    data = _hello_data(tctx, "www.facebook.com")
+    addon.tls_clienthello(data)
+    assert data.ignore_connection is False
+
+
+def test_clienthello_failure_refuses_the_connection_without_contacting_the_origin(
+    guard: tuple[SocialGuard, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    addon, tctx = guard
+    monkeypatch.setattr("socialguard.engine.decide_connection", lambda *a, **k: 1 / 0)
+    data = _hello_data(tctx, "www.example.org")
+    addon.tls_clienthello(data)
+    assert data.ignore_connection is True
+    server = tflow.tserver_conn()
+    addon.server_connect(ServerConnectionHookData(server, data.context.client))
+    assert server.error
+
+
+def test_principal_description_names_user_device_and_groups() -> None:
+    from socialguard.engine.model import Principal
+
+    p = Principal("10.20.1.5", frozenset({"staff"}), user="jdoe", device="lap-17")
+    assert describe_principal(p) == "user jdoe, device lap-17, address 10.20.1.5 (staff)"
