@@ -266,6 +266,7 @@ class CompiledRule:
 
 
 _MEMO_MAX = 4096
+_HOST_CACHE_MAX = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,9 +372,26 @@ class CompiledPolicy:
     uploads: UploadRules = field(default_factory=UploadRules)
     accounts: AccountsSpec | None = None  # `accounts:` (engine/accounts.py): sign-in restrictions
     rule_index: RuleIndex = field(init=False)
+    # host → (tags, candidate rules): a busy proxy asks about the same few thousand hosts all day.
+    # Bounded (cleared when full); a plain dict is safe to share between threads (a racing writer
+    # stores the same value, both computed from this immutable policy).
+    _hosts: dict[str, tuple[Mapping[str, str], tuple[CompiledRule, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rule_index", RuleIndex.build(self.rules))
+
+    def host_rules(self, host: str) -> tuple[Mapping[str, str], tuple[CompiledRule, ...]]:
+        """The host's tags and the rules that may match it (in file order), cached per host."""
+        hit = self._hosts.get(host)
+        if hit is None:
+            tags = self.classify(host)
+            hit = (tags, self.rule_index.candidates(host, tags))
+            if len(self._hosts) >= _HOST_CACHE_MAX:
+                self._hosts.clear()
+            self._hosts[host] = hit
+        return hit
 
     @property
     def group_names(self) -> frozenset[str]:

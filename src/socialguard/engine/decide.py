@@ -55,9 +55,9 @@ def decide(
     Only the rules that could match this host are walked (RuleIndex), so the trace lists those;
     a host no rule names goes straight to the default.
     """
-    tags = policy.classify(request.host)
+    tags, candidates = policy.host_rules(request.host)
     trace: list[TraceStep] = []
-    for rule in policy.rule_index.candidates(request.host, tags):
+    for rule in candidates:
         if not rule.concerns(principal):
             trace.append(rule.no_who)
             continue
