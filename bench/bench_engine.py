@@ -193,7 +193,8 @@ def main() -> int:
     ):
         b, g = base_load[key], big_load[key]
         ratio = g / b if b else float("inf")
-        print(f"  {label:<36}{b:>9.2f}{g:>9.2f}{ratio:>7.0f}  {verdict}")
+        digits = 0 if key == "domains" else 2
+        print(f"  {label:<36}{b:>9.{digits}f}{g:>10.{digits}f}{ratio:>6.0f}  {verdict}")
     print("\nall within budget" if ok else "\nSOME FIGURES OVER BUDGET")
     return 0 if ok else 1
 
