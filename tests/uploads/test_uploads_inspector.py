@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
 import tracemalloc
+import zlib
 from email.parser import BytesParser
 from email.policy import HTTP
 from itertools import pairwise
@@ -278,3 +280,55 @@ def test_arbitrary_bytes_never_raise_and_are_all_counted(
     report = inspector.finish()
     assert report.size == sum(map(len, pieces))
     assert sum(f.size for f in report.files) <= report.size
+
+
+def compressed(data: bytes, kind: str) -> bytes:
+    if kind == "gzip":
+        return gzip.compress(data)
+    return zlib.compress(data)  # HTTP "deflate" is the zlib format
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "GZIP"])
+def test_a_compressed_upload_is_inspected_decoded(encoding: str) -> None:
+    ctype, body = encoded(files={"photo": ("logo.png", LOGO, "image/png")}, data={"t": "S1234567"})
+    inspector = UploadInspector(RULES, ctype, encoding)
+    wire = compressed(body, encoding.lower())
+    for start in range(0, len(wire), 100):
+        inspector.feed(wire[start : start + 100])
+    report = inspector.finish()
+    assert report.size == len(wire)
+    assert report.fingerprints == ("logos/district-logo.png",)
+    assert report.markers == ("student-id",)
+    assert not report.opaque
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("br", b"\x1b\x03\x00\xf8"),  # an encoding the inspector cannot read
+        ("gzip", b"not gzip at all"),
+        ("gzip", gzip.compress(b"CONFIDENTIAL " * 100)[:40]),  # stops short
+    ],
+)
+def test_a_body_it_cannot_decode_counts_as_carrying_files(encoding: str, body: bytes) -> None:
+    inspector = UploadInspector(RULES, "text/plain", encoding)
+    inspector.feed(body)
+    report = inspector.finish()
+    assert report.opaque and report.carries_files and report.is_upload
+    assert "opaque_encoding" in report.findings()
+
+
+def test_a_compression_bomb_is_decoded_only_up_to_the_inspect_limit() -> None:
+    rules = UploadRules(inspect_limit=4 * 1024 * 1024, markers=RULES.markers)
+    bomb = gzip.compress(bytes(48 * 1024 * 1024), compresslevel=1)  # 48 MiB of zeros
+    inspector = UploadInspector(rules, "text/plain", "gzip")
+    tracemalloc.start()
+    try:
+        for start in range(0, len(bomb), 64 * 1024):
+            inspector.feed(bomb[start : start + 64 * 1024])
+        report = inspector.finish()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.truncated and report.size == len(bomb)
+    assert peak < 4 * 1024 * 1024

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 __all__ = [
     "DEFAULT_INSPECT_LIMIT",
@@ -42,6 +44,7 @@ __all__ = [
 DEFAULT_INSPECT_LIMIT = 64 * 1024 * 1024
 DEFAULT_MARKER_WINDOW = 256
 MAX_PART_HEADERS = 16 * 1024  # a part's header block larger than this is malformed
+_DECODE_STEP = 256 * 1024  # decoded bytes produced per step: bounds memory on a compression bomb
 MAX_BOUNDARY = 200  # RFC 2046 allows 70; leave room for sloppy clients, refuse absurd ones
 
 _TEXT_TYPES = frozenset(
@@ -104,12 +107,15 @@ class UploadReport:
     over_limit: bool  # size > max_body
     truncated: bool  # the body went past inspect_limit: its tail was not inspected
     malformed: bool = False  # a multipart body that does not parse (treated as carrying files)
+    opaque: bool = False  # a Content-Encoding it cannot read, or a damaged one (same treatment)
 
     @property
     def carries_files(self) -> bool:
         """Files seen, or a multipart body that cannot be vouched for (malformed, or too long
         to inspect in full: forms people type are small)."""
-        return bool(self.files) or self.malformed or (self.multipart and self.truncated)
+        return (
+            bool(self.files) or self.malformed or self.opaque or (self.multipart and self.truncated)
+        )
 
     @property
     def district_material(self) -> bool:
@@ -136,6 +142,8 @@ class UploadReport:
             out.append("over_limit")
         if self.malformed:
             out.append("malformed_multipart")
+        if self.opaque:
+            out.append("opaque_encoding")
         if self.truncated:
             out.append("truncated")
         return tuple(out)
@@ -172,6 +180,16 @@ def is_text_type(content_type: str | None) -> bool:
     )
 
 
+def _decoder_for(encoding: str | None) -> tuple[Any, bool]:
+    """(a zlib decompressor or None, whether the body is opaque) for a Content-Encoding."""
+    enc = (encoding or "").strip().lower()
+    if enc in ("", "identity"):
+        return None, False
+    if enc in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(wbits=32 + zlib.MAX_WBITS), False  # gzip or zlib header
+    return None, True
+
+
 class _Part:
     """One body part being received: its size, its marker scan and, for files, its hash."""
 
@@ -188,13 +206,18 @@ class _Part:
 class UploadInspector:
     """Streaming inspection of one request body. `feed()` each chunk, then `finish()`.
 
-    `content_type` is the request's own Content-Type header. Safe for any body size: the
-    inspector keeps a bounded tail, never the body.
+    `content_type` and `content_encoding` are the request's own headers; a gzip or deflate body
+    is inspected decoded (the limits apply to the decoded bytes, so a compression bomb costs no
+    more than `inspect_limit`). Safe for any body size: the inspector keeps a bounded tail,
+    never the body.
     """
 
-    def __init__(self, rules: UploadRules, content_type: str | None) -> None:
+    def __init__(
+        self, rules: UploadRules, content_type: str | None, content_encoding: str | None = None
+    ) -> None:
         self._rules = rules
         self._size = 0
+        self._decoder, self._opaque = _decoder_for(content_encoding)
         self._inspected = 0
         self._truncated = False
         self._malformed = False
@@ -217,8 +240,28 @@ class UploadInspector:
                 self._start_part(content_type, is_file=not is_text_type(content_type))
 
     def feed(self, chunk: bytes) -> None:
-        """Take the next chunk of the body (any size, including empty)."""
+        """Take the next chunk of the body as sent (any size, including empty)."""
         self._size += len(chunk)
+        if self._opaque:
+            return
+        decoder = self._decoder
+        if decoder is None:
+            self._inspect(chunk)
+            return
+        data = chunk
+        while data and self._inspected < self._rules.inspect_limit:
+            try:
+                out = decoder.decompress(data, _DECODE_STEP)
+            except zlib.error:
+                self._opaque = True
+                return
+            self._inspect(out)
+            data = decoder.unconsumed_tail
+        if data:
+            self._truncated = True
+
+    def _inspect(self, chunk: bytes) -> None:
+        """Inspect decoded bytes, up to the inspection limit."""
         room = self._rules.inspect_limit - self._inspected
         if room <= 0:
             self._truncated = self._truncated or bool(chunk)
@@ -234,6 +277,10 @@ class UploadInspector:
 
     def finish(self) -> UploadReport:
         """End of body: close the open part and report."""
+        decoder = self._decoder
+        if decoder is not None and not self._opaque and not self._truncated:
+            self._inspect(decoder.flush())
+            self._opaque = not decoder.eof  # a compressed body that stops short
         if self._scanner is not None:
             self._scanner.finish()
         elif self._part is not None:
@@ -247,6 +294,7 @@ class UploadInspector:
             over_limit=max_body is not None and self._size > max_body,
             truncated=self._truncated,
             malformed=self._malformed,
+            opaque=self._opaque,
         )
 
     # The multipart scanner calls these as it finds parts.
