@@ -82,7 +82,7 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     if not rules_path.is_file():
         raise fail(f"{rules_path}: no such rules file (--rules or SOCIALGUARD_RULES)")
     if workers > 1:
-        _run_workers(workers, host, port, node)
+        _run_workers(workers, host, port, node, admin)
         return
     certs_path = paths.certs_dir(certs)
     _configure_logging()
@@ -126,19 +126,25 @@ def _serve(config: ProxyConfig) -> None:
         pass
 
 
-def _run_workers(n: int, host: str, port: int, node: str) -> None:
+def _run_workers(n: int, host: str, port: int, node: str, admin: str = "") -> None:
     """N full `socialguard run` processes on consecutive ports, each with its own log chain."""
-    from socialguard.deploy.workers import spawn_workers, worker_node_id, worker_port
+    from socialguard.deploy.workers import (
+        spawn_workers,
+        worker_admin,
+        worker_node_id,
+        worker_port,
+    )
 
     args = sys.argv[1:]
 
     def argv_for(i: int) -> list[str]:
-        rest = _strip_options(args, {"--workers", "--listen", "--node"})
+        rest = _strip_options(args, {"--workers", "--listen", "--node", "--admin"})
+        own_admin = ["--admin", worker_admin(admin, i)] if admin.strip() else []
         wport = worker_port(port, i)
         listen = f"[{host}]:{wport}" if ":" in host else f"{host or '*'}:{wport}"
         return [
             sys.executable, "-m", "socialguard", *rest,
-            "--listen", listen, "--node", worker_node_id(i, node or None),
+            "--listen", listen, "--node", worker_node_id(i, node or None), *own_admin,
         ]  # fmt: skip
 
     raise typer.Exit(spawn_workers(n, argv_for))
@@ -166,7 +172,7 @@ def _configure_logging() -> None:
     import structlog
 
     tail: list[structlog.types.Processor] = (
-        [structlog.dev.ConsoleRenderer()]
+        [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
         if sys.stderr.isatty()
         else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     )

@@ -22,6 +22,7 @@ import binascii
 import ipaddress
 import logging
 import time
+import traceback
 import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -449,7 +450,7 @@ class SocialGuard:
         # INSPECT: let mitmproxy decrypt; every request is decided in requestheaders.
 
     def _fail_connection(self, data: tls.ClientHelloData, exc: Exception) -> None:
-        log.error("hook_failed", hook="tls_clienthello", error=repr(exc), exc_info=exc)
+        log.error("hook_failed", hook="tls_clienthello", error=repr(exc), where=_where(exc))
         client = data.context.client
         closed = self._fail_mode() == "closed"
         try:
@@ -594,7 +595,7 @@ class SocialGuard:
         )
 
     def _fail_request(self, flow: http.HTTPFlow, exc: Exception, *, hook: str) -> None:
-        log.error("hook_failed", hook=hook, error=repr(exc), exc_info=exc)
+        log.error("hook_failed", hook=hook, error=repr(exc), where=_where(exc))
         closed = self._fail_mode() == "closed"
         decision_id = "unrecorded"
         now = self._safe_now()
@@ -899,6 +900,19 @@ def _check_basic(value: str, htpasswd: Any) -> str | None:
 def _gateway_mode(spec: str) -> bool:
     """transparent and wireguard mode put the proxy in the clients' path, so it sees their MACs."""
     return spec.split("@", maxsplit=1)[0].split(":", maxsplit=1)[0] in ("transparent", "wireguard")
+
+
+def _where(exc: BaseException) -> str:
+    """Where an exception was raised (file:line in function): enough to find it, cheap to log.
+
+    A full rendered traceback (with locals) of a hook failure can cost seconds and megabytes when
+    the policy holds a million domains; the hot path must not pay that.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno} in {f.name}"
 
 
 def _options_touched() -> bool:
