@@ -208,7 +208,7 @@ class Deployment:
         return "\n".join(json.dumps(r) for r in self.decision_records(since))
 
 
-def deploy(lab: Lab, workdir: Path) -> Deployment:
+def deploy(lab: Lab, workdir: Path, workers: int = 1) -> Deployment:
     """Servers upstream; the printed rulesets, the resolvers and the proxy in the router."""
     pki = make_upstream_pki(workdir / "pki", [SOCIAL_HOST, PLAIN_HOST])
     events = workdir / "upstream-events.jsonl"
@@ -236,7 +236,7 @@ def deploy(lab: Lab, workdir: Path) -> Deployment:
         rulesets[mode].write_text(
             socialguard(
                 "deploy", "nftables", "--lan", "r0", "--subnet", LAN_V4, "--subnet", LAN_V6,
-                "--proxy-port", str(PROXY_PORT), "--mode", mode,
+                "--proxy-port", str(PROXY_PORT), "--mode", mode, "--workers", str(workers),
             )
         )  # fmt: skip
     resolver = start_resolvers(lab, workdir, rules)
@@ -247,12 +247,14 @@ def deploy(lab: Lab, workdir: Path) -> Deployment:
         lab.router,
         [sys.executable, "-m", "socialguard", "run", "--mode", "transparent",
          "--listen", f"*:{PROXY_PORT}", "--rules", rules, "--certs", certs,
-         "--state", state, "--log-dir", log_dir, "--admin", ADMIN],
+         "--state", state, "--log-dir", log_dir, "--admin", ADMIN, "--workers", str(workers)],
         log=workdir / "proxy.log",
     )  # fmt: skip
     try:
-        lab.wait_for_http(lab.router, f"http://{ADMIN}/healthz")
-        lab.wait_for_listener(lab.router, PROXY_PORT)
+        admin_host, admin_port = ADMIN.rsplit(":", 1)
+        for i in range(workers):
+            lab.wait_for_http(lab.router, f"http://{admin_host}:{int(admin_port) + i}/healthz")
+            lab.wait_for_listener(lab.router, PROXY_PORT + i)
     except AssertionError as e:
         log = (workdir / "proxy.log").read_text(errors="replace")[-3000:]
         raise AssertionError(f"{e}\nproxy log:\n{log}") from e

@@ -24,7 +24,7 @@ from types import FrameType
 
 import structlog
 
-__all__ = ["spawn_workers", "worker_node_id", "worker_port"]
+__all__ = ["spawn_workers", "worker_admin", "worker_node_id", "worker_port"]
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +40,17 @@ def worker_node_id(i: int, host: str | None = None) -> str:
 def worker_port(base_port: int, i: int) -> int:
     """Worker `i` listens on base_port + i (the ruleset's `--proxy-port` is the base)."""
     return base_port + i
+
+
+def worker_admin(admin: str, i: int) -> str:
+    """Worker `i`'s admin endpoint: the same host, port + i (`127.0.0.1:9180` → `…:9181` for w1).
+
+    Each worker is a process with its own /healthz and /metrics; they cannot share one port.
+    """
+    host, sep, port = admin.strip().rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--admin: {admin!r} is not HOST:PORT")
+    return f"{host}:{int(port) + i}"
 
 
 def _exit_code(returncode: int) -> int:
