@@ -456,10 +456,14 @@ def _part_headers(block: bytes) -> tuple[str | None, bool]:
 
 
 def inspect_body(
-    rules: UploadRules, content_type: str | None, body: bytes, chunk_size: int = 65536
+    rules: UploadRules,
+    content_type: str | None,
+    body: bytes,
+    chunk_size: int = 65536,
+    content_encoding: str | None = None,
 ) -> UploadReport:
     """Inspect a body already in memory, in chunks as the proxy would stream it."""
-    inspector = UploadInspector(rules, content_type)
+    inspector = UploadInspector(rules, content_type, content_encoding)
     view = memoryview(body)
     for start in range(0, len(body), chunk_size):
         inspector.feed(bytes(view[start : start + chunk_size]))
