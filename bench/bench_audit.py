@@ -1,0 +1,377 @@
+"""Decision log figures: writer records/s, `audit search` over 1,000,000 records, proxy cost of logging.
+
+Budgets (issue 5): the writer sustains >= 50,000 records/s on one core with the chain on; `audit
+search` over 1,000,000 records takes <= 10 s with flat memory; proxy requests/s with logging on are
+>= 90% of logging off, same run. Every figure is printed beside its baseline with the ratio.
+
+Bounded: fixed record and request counts, temporary directories, loopback only (the proxy's upstream
+is a loopback HTTP server). Figures on the shared 2-core development machine are noisy: other
+engineers' test runs compete for the CPU, so each figure is the best of a few rounds.
+
+    .venv/bin/python bench/bench_audit.py [--quick] [--only writer|search|proxy]
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from socialguard.audit import AuditLog, decision_event, new_decision_id
+from socialguard.audit.chain import encode_body, seal
+from socialguard.engine.model import Action, Basis, Decision, Principal
+
+QUICK = "--quick" in sys.argv
+ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+WRITER_RECORDS = 50_000 if QUICK else 200_000
+SEARCH_RECORDS = 200_000 if QUICK else 1_000_000
+SMALL_RECORDS = 100_000 if not QUICK else 20_000
+PROXY_REQUESTS = 600 if QUICK else 2_000
+ROUNDS = 2 if QUICK else 3
+PY = sys.executable
+
+
+def decision(i: int) -> Decision:
+    blocked = i % 3 != 0
+    return Decision(
+        action=Action.BLOCK if blocked else Action.ALLOW,
+        basis=Basis.RULE if blocked else Basis.DEFAULT,
+        reason="Board policy: no social networking during school hours",
+        principal=Principal(
+            f"10.20.{i % 200}.{i % 250 + 1}", frozenset({"staff", "teachers"}), user=f"u{i % 500}"
+        ),
+        policy_version="3f9a0c2d5e7b8a61",
+        host=("www.facebook.com", "www.instagram.com", "www.example.org", "m.tiktok.com")[i % 4],
+        rule_id="staff-social-school-hours" if blocked else None,
+        category="social" if blocked else None,
+    )
+
+
+def events(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        d = decision(i)
+        out.append(
+            decision_event(
+                d,
+                decision_id=new_decision_id(),
+                stage="request",
+                client=d.principal.client_ip,
+                scheme="https",
+                method="GET",
+            )
+        )
+    return out
+
+
+def row(name: str, value: float, unit: str, base_name: str, base: float, note: str = "") -> None:
+    ratio = value / base if base else float("nan")
+    print(
+        f"  {name:<38} {value:>12,.0f} {unit:<10} | {base_name:<30} {base:>12,.0f} | "
+        f"ratio {ratio:5.2f} {note}"
+    )
+
+
+# -- writer -----------------------------------------------------------------------------------------
+
+
+def bench_writer() -> None:
+    print(f"writer ({WRITER_RECORDS:,} records, one core, chain and rotation on; best of {ROUNDS})")
+    os.sched_setaffinity(0, {0})
+    evs = events(1000)
+    best = 0.0
+    best_base = 0.0
+    for _ in range(ROUNDS):
+        with tempfile.TemporaryDirectory() as tmp:
+            log = AuditLog(
+                Path(tmp) / "log", "bench-w0", max_bytes=32 * 1024 * 1024, checkpoint_interval_s=60
+            )
+            write = log.write
+            t0 = time.perf_counter()
+            for i in range(WRITER_RECORDS):
+                write(evs[i % 1000])
+            best = max(best, WRITER_RECORDS / (time.perf_counter() - t0))
+            log.close()
+            # baseline: the same bytes, pre-encoded, with one os.write each (the syscall floor)
+            line, _ = seal(encode_body({"seq": 1, **evs[0], "prev": "0" * 64}))
+            fd = os.open(Path(tmp) / "raw", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            t0 = time.perf_counter()
+            for _ in range(WRITER_RECORDS):
+                os.write(fd, line)
+            best_base = max(best_base, WRITER_RECORDS / (time.perf_counter() - t0))
+            os.close(fd)
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    row(
+        "AuditLog.write",
+        best,
+        "records/s",
+        "raw os.write of the same line",
+        best_base,
+        "PASS (>= 50,000)" if best >= 50_000 else "FAIL (< 50,000)",
+    )
+
+
+# -- search -----------------------------------------------------------------------------------------
+
+
+def fill(log_dir: Path, n: int) -> None:
+    """n decision records over ~2 district days (so rotation by day and gzip both happen)."""
+    t = [1_764_576_000.0]  # 2025-12-01T08:00Z
+
+    def clock() -> float:
+        return t[0]
+
+    evs = events(5000)
+    log = AuditLog(
+        log_dir, "bench-w0", clock=clock, max_bytes=64 * 1024 * 1024, checkpoint_interval_s=3600
+    )
+    step = 2 * 86400 / n
+    for i in range(n):
+        t[0] += step
+        log.write(evs[i % 5000])
+    log.close()
+
+
+def run_measured(args: list[str]) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS (kB) and stdout bytes of a child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = 0
+    assert proc.stdout is not None
+    while chunk := proc.stdout.read(1 << 16):
+        out += len(chunk)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    if proc.returncode not in (0,):
+        raise RuntimeError(f"{args} exited {proc.returncode}")
+    return time.perf_counter() - t0, int(usage.ru_maxrss), out
+
+
+BASELINE_SCAN = """
+import gzip, sys
+from pathlib import Path
+n = 0
+for p in sorted(Path(sys.argv[1]).glob("decisions-*")):
+    f = gzip.open(p, "rb") if p.name.endswith(".gz") else open(p, "rb")
+    with f:
+        for line in f:
+            n += 1
+print(n)
+"""
+
+
+def bench_search() -> None:
+    print(f"audit search over {SEARCH_RECORDS:,} records (gzipped, rotated; best of {ROUNDS})")
+    with tempfile.TemporaryDirectory() as tmp:
+        big, small = Path(tmp) / "big", Path(tmp) / "small"
+        t0 = time.perf_counter()
+        fill(big, SEARCH_RECORDS)
+        fill(small, SMALL_RECORDS)
+        print(
+            f"  (generated in {time.perf_counter() - t0:.1f} s; "
+            f"{len(list(big.glob('decisions-*')))} files)"
+        )
+        searches = {
+            "search --who user:u17 (selective)": ["--who", "user:u17"],
+            "search --action block --json (2/3 match)": ["--action", "block", "--json"],
+        }
+        base_s = min(run_measured([PY, "-c", BASELINE_SCAN, str(big)])[0] for _ in range(ROUNDS))
+        for name, extra in searches.items():
+            cmd = [
+                PY,
+                "-m",
+                "socialguard",
+                "audit",
+                "search",
+                "--log-dir",
+                str(big),
+                "--tz",
+                "America/Denver",
+                *extra,
+            ]
+            runs = [run_measured(cmd) for _ in range(ROUNDS)]
+            secs = min(r[0] for r in runs)
+            rss = max(r[1] for r in runs)
+            small_rss = run_measured([*cmd[:6], str(small), *cmd[7:]])[1]
+            verdict = "PASS (<= 10 s)" if secs <= 10 else "FAIL (> 10 s)"
+            print(
+                f"  {name:<44} {secs:6.2f} s | baseline: read every line, no parse {base_s:6.2f} s"
+                f" | ratio {secs / base_s:5.2f} {verdict}"
+            )
+            print(
+                f"  {'':<44} peak RSS {rss / 1024:6.1f} MB over {SEARCH_RECORDS:,} | "
+                f"{small_rss / 1024:6.1f} MB over {SMALL_RECORDS:,} | ratio {rss / small_rss:5.2f}"
+                f" {'flat' if rss / small_rss < 1.3 else 'GROWS'}"
+            )
+
+
+# -- proxy ------------------------------------------------------------------------------------------
+
+PROXY_CHILD = r"""
+import asyncio, sys
+from pathlib import Path
+from socialguard.proxy import ProxyConfig, serve
+
+base, port, up_port, logging_on = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "on"
+
+class Steer:
+    def server_connect(self, data):
+        if not data.server.error:
+            data.server.address = ("127.0.0.1", up_port)
+
+def grab(master):
+    if not logging_on:
+        for a in master.addons.chain:
+            if type(a).__name__ == "SocialGuard":
+                a._write = lambda event: None  # logging off: the record is not written
+
+def ready(addrs):
+    print("ready", flush=True)
+
+config = ProxyConfig(rules=base / "rules.yaml", certs=base / "certs", state=base / "state",
+                     log_dir=base / "log", listen_port=port, node="bench")
+asyncio.run(serve(config, extra_addons=[Steer()], on_master=grab, on_ready=ready,
+                  handle_signals=True, with_termlog=False))
+"""
+
+RULES = """\
+district: {name: Bench District, timezone: America/Denver}
+groups:
+  staff: {networks: [127.0.0.0/8]}
+categories:
+  social: {domains: [facebook.com, instagram.com, tiktok.com]}
+rules:
+  - id: staff-social
+    description: no social networking
+    who: [staff]
+    what: {categories: [social]}
+    action: block
+    bypass: [grant, emergency]
+default: allow
+"""
+
+
+class _Ok(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = b"hello from the loopback upstream\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _load(port: int, n: int, threads: int = 4) -> float:
+    """Requests/s of `threads` keep-alive clients sending n requests in all (allowed and blocked)."""
+    per = n // threads
+    errors: list[BaseException] = []
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            for i in range(per):
+                host = "www.example.org" if (i + k) % 4 else "www.facebook.com"
+                conn.request("GET", f"http://{host}/", headers={"Host": host})
+                conn.getresponse().read()
+        except BaseException as e:  # reported below
+            errors.append(e)
+        finally:
+            conn.close()
+
+    ts = [threading.Thread(target=client, args=(k,)) for k in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=300)
+    if errors:
+        raise RuntimeError(f"load failed: {errors[0]!r}")
+    return per * threads / (time.perf_counter() - t0)
+
+
+def _proxy_rate(base: Path, up_port: int, logging_on: bool) -> float:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [PY, "-c", PROXY_CHILD, str(base), str(port), str(up_port), "on" if logging_on else "off"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the proxy did not start")
+        _load(port, 100)  # warm-up
+        return _load(port, PROXY_REQUESTS)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def bench_proxy() -> None:
+    print(
+        f"proxy requests/s, logging on vs off ({PROXY_REQUESTS:,} requests, 4 keep-alive clients, "
+        f"3/4 allowed to a loopback upstream, 1/4 block pages; alternating, best of {ROUNDS})"
+    )
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp)
+            (base / "rules.yaml").write_text(RULES, encoding="utf-8")
+            on, off = 0.0, 0.0
+            for _ in range(ROUNDS):
+                off = max(off, _proxy_rate(base, upstream.server_port, False))
+                on = max(on, _proxy_rate(base, upstream.server_port, True))
+            written = sum(
+                sum(1 for _ in (gzip.open(p) if p.suffix == ".gz" else open(p, "rb")))
+                for p in (base / "log").glob("decisions-*")
+            )
+            row(
+                "requests/s with logging on",
+                on,
+                "req/s",
+                "logging off",
+                off,
+                "PASS (>= 0.90)" if on >= 0.9 * off else "FAIL (< 0.90)",
+            )
+            print(f"  ({written:,} log lines written by the logging-on runs)")
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def main() -> None:
+    print(f"bench_audit{' (quick)' if QUICK else ''}: noisy figures on a shared 2-core machine")
+    if ONLY in (None, "writer"):
+        bench_writer()
+    if ONLY in (None, "search"):
+        bench_search()
+    if ONLY in (None, "proxy"):
+        bench_proxy()
+
+
+if __name__ == "__main__":
+    main()
