@@ -1,0 +1,111 @@
+"""`socialguard run` as a user starts it: a real process, CA on first start, clean SIGTERM stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from conftest import TEST_RULES  # type: ignore[import-not-found]
+
+pytestmark = pytest.mark.e2e
+
+# Blocked whatever the real time is, so the test does not depend on the clock.
+ALWAYS_BLOCKED = TEST_RULES.replace(
+    "rules:\n",
+    "rules:\n  - id: never-tiktok\n    description: Not on this network\n    who: [staff]\n"
+    "    what:\n      domains: [tiktok.com]\n    action: block\n",
+)
+
+
+def _start(tmp_path: Path, err: IO[str]) -> subprocess.Popen[str]:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ALWAYS_BLOCKED)
+    cmd = [
+        sys.executable, "-m", "socialguard", "run", "--rules", str(rules),
+        "--listen", "127.0.0.1:0", "--certs", str(tmp_path / "certs"),
+        "--state", str(tmp_path / "state"), "--node", "cli",
+    ]  # fmt: skip
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.Popen(cmd, stderr=err, stdout=subprocess.DEVNULL, text=True, env=env)
+
+
+def _wait_for_port(proc: subprocess.Popen[str], err_path: Path) -> tuple[int, str]:
+    text = ""
+    for _ in range(600):  # bounded: up to a minute on a loaded machine
+        text = err_path.read_text()
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
+        if m:
+            return int(m.group(1)), text
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("no listening line:\n" + text)
+
+
+def test_run_creates_the_ca_blocks_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        proc = _start(tmp_path, err)
+    try:
+        port, text = _wait_for_port(proc, err_path)
+        ca = tmp_path / "certs" / "mitmproxy-ca-cert.pem"
+        assert f"CA certificate (created): {ca.resolve()}" in text
+        res = subprocess.run(
+            ["curl", "-sS", "--max-time", "15", "--noproxy", "", "-x", f"http://127.0.0.1:{port}",
+             "-o", "/dev/null", "-w", "%{http_code}", "http://www.tiktok.com/"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert res.stdout == "403"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0
+    records = []
+    for f in sorted((tmp_path / "state" / "log").glob("*.jsonl")):
+        records.extend(json.loads(x) for x in f.read_text().splitlines() if x.strip())
+    assert [r["rule"] for r in records if r.get("type") == "decision"] == ["never-tiktok"]
+    assert records[-1]["type"] == "file_close", "the decision log was closed on SIGTERM"
+
+
+def test_run_refuses_a_broken_rules_file_with_file_and_line(tmp_path: Path) -> None:
+    rules = tmp_path / "bad.yaml"
+    rules.write_text(TEST_RULES.replace("action: block", "action: blok"))
+    res = subprocess.run(
+        [sys.executable, "-m", "socialguard", "run", "--rules", str(rules), "--listen",
+         "127.0.0.1:0", "--certs", str(tmp_path / "certs"), "--state", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert re.search(r"bad\.yaml:\d+", res.stderr), res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "socks"], "--mode: 'socks' is not one of regular, transparent, wireguard"),
+        (["--listen", "8080"], "--listen: '8080' is not HOST:PORT"),
+    ],
+)
+def test_run_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    res = subprocess.run(
+        [sys.executable, "-m", "socialguard", "run", "--rules", str(rules), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert message in res.stderr
