@@ -369,3 +369,14 @@ def test_grant_basis_records_the_override_id(tmp_path: Path, open_log) -> None:
     log.close()
     r = next(r for r in records(tmp_path / "log") if r["seq"] == seq)
     assert (r["action"], r["basis"], r["override_id"]) == ("allow", "grant", "G-1")
+
+
+def test_the_key_in_the_state_directory_signs_checkpoints_by_default(
+    tmp_path: Path, open_log
+) -> None:
+    generate_keypair(tmp_path / "audit-signing.key", tmp_path / "audit-signing.pub")
+    log = open_log()  # the log is <tmp>/log, so <tmp> is its state directory
+    log.write(event())
+    log.close()
+    cp = json.loads((tmp_path / "checkpoints" / "checkpoints-n1-w0.jsonl").read_text().splitlines()[-1])
+    assert signature_valid(cp, load_public_key(tmp_path / "audit-signing.pub"))

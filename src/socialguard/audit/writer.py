@@ -46,6 +46,21 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEZONE = ZoneInfo("America/Denver")
 
 
+ENV_SIGNING_KEY = "SOCIALGUARD_AUDIT_KEY"
+DEFAULT_KEY_NAME = "audit-signing.key"
+
+
+def default_signing_key(log_dir: Path) -> Path | None:
+    """The checkpoint signing key when none is passed: $SOCIALGUARD_AUDIT_KEY, else
+    `audit-signing.key` in the state directory (the log directory's parent, where `audit keygen`
+    puts it by default), if it exists."""
+    env = os.environ.get(ENV_SIGNING_KEY)
+    if env:
+        return Path(env)
+    candidate = log_dir.parent / DEFAULT_KEY_NAME
+    return candidate if candidate.is_file() else None
+
+
 class _ChainState:
     """The chain's head: last seq and hash written, the open file and its counters."""
 
@@ -179,6 +194,8 @@ class AuditLog:
                 f"{self.log_dir}: cannot create the log directory: {e.strerror}"
             ) from e
         self._lock_fd = self._take_writer_lock()
+        if signing_key is None:
+            signing_key = default_signing_key(self.log_dir)
         key = load_private_key(signing_key) if signing_key is not None else None
         cp_dir = (
             Path(checkpoint_dir)
