@@ -138,11 +138,11 @@ def _problems(tmp_path: Path, text: str, files: dict[str, str] | None = None) ->
         ),
         (
             ("07:30-16:00", "07:30-16:60"),
-            "policy.yaml:8: schedules.school-hours.weekly: time '16:60' in period '07:30-16:60' is not a time of day",  # noqa: E501
+            "policy.yaml:9: schedules.school-hours.weekly.mon-fri[0]: time '16:60' in period '07:30-16:60' is not a time of day",  # noqa: E501
         ),
         (
             ("mon-fri", "mon-fry"),
-            "policy.yaml:8: schedules.school-hours.weekly: unknown day 'fry' in 'mon-fry' (use mon, tue, wed, thu, fri, sat, sun)",  # noqa: E501
+            "policy.yaml:9: schedules.school-hours.weekly.mon-fry: unknown day 'fry' in 'mon-fry' (use mon, tue, wed, thu, fri, sat, sun)",  # noqa: E501
         ),
         (
             ("10.20.0.0/16", "10.20.1.0/16"),
@@ -163,6 +163,20 @@ def _problems(tmp_path: Path, text: str, files: dict[str, str] | None = None) ->
         (
             ("      categories: [social]", "      categroies: [social]"),
             "policy.yaml:18: rules[0].what.categroies: unknown key 'categroies' (did you mean 'categories'?)",  # noqa: E501
+        ),
+        (
+            (
+                'mon-fri: ["07:30-16:00"]',
+                'mon-fri: ["07:30-16:00"]\n    closed: [2026-12-21..2026-12-01]',
+            ),
+            "policy.yaml:10: schedules.school-hours.closed[0]: date range '2026-12-21..2026-12-01' ends before it starts",  # noqa: E501
+        ),
+        (
+            (
+                'mon-fri: ["07:30-16:00"]',
+                'mon-fri: ["07:30-16:00"]\n    special:\n      2026-13-01: ["07:30-12:00"]',
+            ),
+            "policy.yaml:11: schedules.school-hours.special.2026-13-01: '2026-13-01' is not a date (YYYY-MM-DD)",  # noqa: E501
         ),
         (("rules:", "rule:"), "policy.yaml:13: rule: unknown key 'rule' (did you mean 'rules'?)"),
         (
@@ -221,7 +235,8 @@ def test_a_missing_list_and_a_group_cycle_are_reported_together(tmp_path: Path) 
 def test_a_time_without_quotes_is_not_read_as_a_number(tmp_path: Path) -> None:
     problems = _problems(tmp_path, MINIMAL.replace('["07:30-16:00"]', "[7:30]"))
     assert problems == [
-        "policy.yaml:8: schedules.school-hours.weekly: period '7:30' must look like 'HH:MM-HH:MM'"
+        "policy.yaml:9: schedules.school-hours.weekly.mon-fri[0]: "
+        "period '7:30' must look like 'HH:MM-HH:MM'"
     ]
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from socialguard.engine.accounts import AccountsSpec
 from socialguard.engine.schedule import parse_days, parse_period
@@ -83,43 +83,52 @@ class DistrictSpec(_Spec):
         return v
 
 
+def _period_text(value: str) -> str:
+    parse_period(value)
+    return value
+
+
+def _days_text(value: str) -> str:
+    parse_days(value)
+    return value
+
+
+def _date_item(value: Any) -> Any:
+    parse_date_range(value)
+    return value
+
+
+def _date_key(value: Any) -> Any:
+    parse_date(value)
+    return value
+
+
+# Checked one by one, so that an error points at the very entry (its own line in the file).
+PeriodText = Annotated[str, AfterValidator(_period_text)]
+DaysKey = Annotated[str, AfterValidator(_days_text)]
+DateItem = Annotated[Any, AfterValidator(_date_item)]
+DateKey = Annotated[Any, AfterValidator(_date_key)]
+
+
 class ScheduleSpec(_Spec):
     """Weekly hours, closed days/ranges, special days; `extends` another schedule (per-school
     hours)."""
 
     description: str | None = None
     extends: str | None = None
-    weekly: dict[str, list[str]] = Field(default_factory=dict)
-    closed: list[Any] = Field(default_factory=list)
-    special: dict[Any, list[str]] = Field(default_factory=dict)
+    weekly: dict[DaysKey, list[PeriodText]] = Field(default_factory=dict)
+    closed: list[DateItem] = Field(default_factory=list)
+    special: dict[DateKey, list[PeriodText]] = Field(default_factory=dict)
 
     @field_validator("weekly")
     @classmethod
     def _weekly(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         seen: dict[int, str] = {}
-        for key, periods in v.items():
+        for key in v:
             for day in parse_days(key):
                 if day in seen:
                     raise ValueError(f"day {key!r} overlaps {seen[day]!r}: give each weekday once")
                 seen[day] = key
-            for p in periods:
-                parse_period(p)
-        return v
-
-    @field_validator("closed")
-    @classmethod
-    def _closed(cls, v: list[Any]) -> list[Any]:
-        for item in v:
-            parse_date_range(item)
-        return v
-
-    @field_validator("special")
-    @classmethod
-    def _special(cls, v: dict[Any, list[str]]) -> dict[Any, list[str]]:
-        for key, periods in v.items():
-            parse_date(key)
-            for p in periods:
-                parse_period(p)
         return v
 
 

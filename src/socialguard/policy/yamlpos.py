@@ -106,7 +106,7 @@ def _build(
         loader.flatten_mapping(node)  # resolve `<<:` merge keys the way safe_load would
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _construct(loader, key_node)
             if not isinstance(key, Hashable):
                 problems.append(
                     Problem(
@@ -140,7 +140,18 @@ def _build(
             located.lines[sub] = item.start_mark.line + 1
             items.append(_build(item, sub, loader, located, problems))
         return items
-    return loader.construct_object(node, deep=True)
+    return _construct(loader, node)
+
+
+def _construct(loader: _Loader, node: yaml.Node) -> Any:
+    try:
+        return loader.construct_object(node, deep=True)
+    except ValueError:
+        # a scalar that looks like a timestamp but is not one (2026-13-01): keep its text, so the
+        # schema reports it against its field ("is not a date") instead of the loader crashing
+        if isinstance(node, yaml.ScalarNode):
+            return node.value
+        raise
 
 
 def _fmt(path: PathKey) -> str:
