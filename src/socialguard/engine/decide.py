@@ -33,6 +33,8 @@ __all__ = ["decide", "decide_connection"]
 _NO_BYPASS: frozenset[Bypass] = frozenset()
 _DEFAULT_ALLOW = TraceStep("default", "allow: no rule matched")
 _DEFAULT_BLOCK = TraceStep("default", "block: no rule matched")
+_NO_EMERGENCY = TraceStep("emergency", "none in force")
+_NO_GRANT = TraceStep("grant", "none in force")
 _IP_BLOCK_REASON = (
     "Sites reached by bare IP address are blocked: they would bypass the district's rules."
 )
@@ -188,7 +190,7 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
                     rule.bypass,
                     tuple(trace),
                 )
-            trace.append(TraceStep("emergency", "none in force"))
+            trace.append(_NO_EMERGENCY)
         if Bypass.GRANT in rule.bypass:
             grant = overrides.grant_for(principal, request.host, tags, now)
             if grant is not None:
@@ -210,7 +212,7 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
                     rule.bypass,
                     tuple(trace),
                 )
-            trace.append(TraceStep("grant", "none in force"))
+            trace.append(_NO_GRANT)
     return _make(
         rule.action,
         Basis.RULE,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import ClassVar
 
 from .hosts import normalise_host
@@ -33,6 +34,7 @@ def site_matches(site: str, host: str, tags: Mapping[str, str]) -> bool:
     return host == site or host.endswith("." + site)
 
 
+@lru_cache(maxsize=65536)
 def _canonical_site(site: str) -> str:
     if site.startswith(CATEGORY_PREFIX):
         return site
@@ -49,8 +51,15 @@ class Overrides:
 
     grants: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
     emergencies: Mapping[str, tuple[Emergency, ...]] = field(default_factory=dict)
-    # each grant/emergency → its sites in canonical form (normalised once, not per request)
-    _sites: Mapping[Grant | Emergency, tuple[str, ...]] = field(default_factory=dict)
+    # each grant/emergency (by id(), which the snapshot keeps alive) → its sites in canonical form
+    # (normalised once, not per request; id() because hashing a Grant per lookup costs microseconds)
+    _sites: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    # the same grants and emergencies by kind, then name ("user" → "jdoe" → ...), so a lookup
+    # probes the principal's own attributes without formatting its "kind:name" keys per request
+    _grants_by_kind: Mapping[str, Mapping[str, tuple[Grant, ...]]] = field(default_factory=dict)
+    _emergencies_by_kind: Mapping[str, Mapping[str, tuple[Emergency, ...]]] = field(
+        default_factory=dict
+    )
 
     EMPTY: ClassVar[Overrides]
 
@@ -58,17 +67,21 @@ class Overrides:
     def build(cls, grants: Iterable[Grant], emergencies: Iterable[Emergency]) -> Overrides:
         by_who: dict[str, list[Grant]] = {}
         by_scope: dict[str, list[Emergency]] = {}
-        sites: dict[Grant | Emergency, tuple[str, ...]] = {}
+        sites: dict[int, tuple[str, ...]] = {}
         for g in grants:
             by_who.setdefault(g.who, []).append(g)
-            sites[g] = tuple(_canonical_site(s) for s in g.sites)
+            sites[id(g)] = tuple(_canonical_site(s) for s in g.sites)
         for e in emergencies:
             by_scope.setdefault(e.scope, []).append(e)
-            sites[e] = tuple(_canonical_site(s) for s in e.sites)
+            sites[id(e)] = tuple(_canonical_site(s) for s in e.sites)
+        grants_by_who = {k: tuple(v) for k, v in by_who.items()}
+        emergencies_by_scope = {k: tuple(v) for k, v in by_scope.items()}
         return cls(
-            {k: tuple(v) for k, v in by_who.items()},
-            {k: tuple(v) for k, v in by_scope.items()},
+            grants_by_who,
+            emergencies_by_scope,
             sites,
+            _by_kind(grants_by_who),
+            _by_kind(emergencies_by_scope),
         )
 
     def __bool__(self) -> bool:
@@ -89,8 +102,11 @@ class Overrides:
         host."""
         if not self.emergencies:
             return None
-        for scope in ("all", *principal.keys()):
-            for e in self.emergencies.get(scope, ()):
+        for found in (
+            self.emergencies.get("all", ()),
+            *_matches(self._emergencies_by_kind, principal),
+        ):
+            for e in found:
                 if (
                     e.starts <= now
                     and (e.ends is None or now < e.ends)
@@ -105,8 +121,8 @@ class Overrides:
         """A grant in force now (start inclusive, end exclusive) for the principal and this host."""
         if not self.grants:
             return None
-        for who in principal.keys():  # noqa: SIM118 - Principal.keys() is not a dict's
-            for g in self.grants.get(who, ()):
+        for found in _matches(self._grants_by_kind, principal):
+            for g in found:
                 if g.starts <= now < g.ends and self._covers(g, host, tags, empty_is_all=False):
                     return g
         return None
@@ -114,10 +130,40 @@ class Overrides:
     def _covers(
         self, override: Grant | Emergency, host: str, tags: Mapping[str, str], *, empty_is_all: bool
     ) -> bool:
-        sites = self._sites.get(override, ())
+        sites = self._sites.get(id(override), ())
         if not sites:
             return empty_is_all  # an emergency naming no site covers every site; a grant, none
         return any(site_matches(s, host, tags) for s in sites)
+
+
+def _by_kind[T](by_key: Mapping[str, tuple[T, ...]]) -> dict[str, dict[str, tuple[T, ...]]]:
+    """{"user:jdoe": ...} → {"user": {"jdoe": ...}}."""
+    out: dict[str, dict[str, tuple[T, ...]]] = {}
+    for key, items in by_key.items():
+        kind, _, name = key.partition(":")
+        out.setdefault(kind, {})[name] = items
+    return out
+
+
+def _matches[T](
+    by_kind: Mapping[str, Mapping[str, tuple[T, ...]]], principal: Principal
+) -> list[tuple[T, ...]]:
+    """What is filed under the principal's keys, in Principal.keys() order (ip, user, device,
+    groups): a few dict probes, no strings built."""
+    out: list[tuple[T, ...]] = []
+    if not by_kind:
+        return out
+    if (m := by_kind.get("ip")) and (hit := m.get(principal.client_ip)):
+        out.append(hit)
+    if principal.user and (m := by_kind.get("user")) and (hit := m.get(principal.user)):
+        out.append(hit)
+    if principal.device and (m := by_kind.get("device")) and (hit := m.get(principal.device)):
+        out.append(hit)
+    if principal.groups and (m := by_kind.get("group")):
+        for g in sorted(principal.groups) if len(principal.groups) > 1 else principal.groups:
+            if hit := m.get(g):
+                out.append(hit)
+    return out
 
 
 Overrides.EMPTY = Overrides()
