@@ -40,8 +40,8 @@ rules: []
 default: allow
 """
 WRITERS = 4
-PER_WRITER = 25
-CLI_WRITERS = 3
+PER_WRITER = 15
+CLI_WRITERS = 2
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
