@@ -30,11 +30,14 @@ ListenOption = Annotated[
 CertsOption = Annotated[
     Path | None,
     typer.Option(
-        "--certs", help="The interception CA's directory [env SOCIALGUARD_CERTS; default certs/]."
+        "--certs", help="The interception CA's directory (env SOCIALGUARD_CERTS; default certs/)."
     ),
 ]
 NodeOption = Annotated[
-    str, typer.Option("--node", help="Node id naming this proxy's decision-log chain [host name].")
+    str,
+    typer.Option(
+        "--node", help="Node id naming this proxy's decision-log chain (default: the host name)."
+    ),
 ]
 AdminOption = Annotated[
     str,
