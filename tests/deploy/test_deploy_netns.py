@@ -2,8 +2,11 @@
 
 A client namespace that knows nothing of the proxy sits behind a router namespace running the
 ruleset `socialguard deploy nftables` printed and the real proxy (`socialguard run --mode
-transparent`); an upstream namespace holds a "social" and a "plain" HTTPS server, each with its own
-certificate, plus UDP listeners. Every address is private to these namespaces.
+transparent --workers 2`); an upstream namespace holds a "social" and a "plain" HTTPS server, each
+with its own certificate, plus UDP listeners. Every address is private to these namespaces.
+
+One deployment serves every test of the module (building one costs seconds); `full` and `steered`
+apply their mode's ruleset to it, and each test tells its own traffic apart by a unique URL path.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,11 +341,19 @@ def wait_for(predicate: Any, what: str, timeout: float = 10) -> None:
 # own URL path, so what reached the upstream is told apart per test.
 
 
+WORKERS = 2
+# Extra client addresses for the workers test: the chance that a source hash puts all 16 on one
+# of two workers is 2**-15.
+EXTRA_CLIENTS = [f"10.99.1.{i}" for i in range(100, 116)]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     workdir = tmp_path_factory.mktemp("netns")
     with Lab(workdir) as lab:
-        yield deploy(lab, workdir)
+        for addr in EXTRA_CLIENTS:
+            lab.client.run("ip", "addr", "add", f"{addr}/24", "dev", "c0")
+        yield deploy(lab, workdir, workers=WORKERS)
 
 
 @pytest.fixture
@@ -516,3 +528,48 @@ def test_steered_mode_misses_a_social_address_the_resolver_never_gave_out(
     assert r.status == 200, r.stderr
     (event,) = steered.upstream_events(path)
     assert event["peer"] == CLIENT_V4
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+
+def test_workers_each_client_stays_with_one_worker_and_all_are_used(
+    full: Deployment, path: str
+) -> None:
+    before = len(full.decision_records())
+    for round_ in range(2):
+        for addr in EXTRA_CLIENTS:
+            r = full.lab.curl(
+                f"https://{SOCIAL_HOST}{path}/{round_}", "-k", "--interface", addr,
+                resolve=SOCIAL_V4,
+            )  # fmt: skip
+            assert r.status == 403, r.stderr
+    nodes_by_client: dict[str, set[str]] = defaultdict(set)
+    for record in full.decision_records(since=before):
+        if record.get("host") == SOCIAL_HOST and record.get("stage") == "request":
+            nodes_by_client[json.dumps(record.get("client"))].add(record["node"])
+    assert len(nodes_by_client) == len(EXTRA_CLIENTS), nodes_by_client.keys()
+    assert all(len(nodes) == 1 for nodes in nodes_by_client.values()), nodes_by_client
+    used = set().union(*nodes_by_client.values())
+    assert {n.rsplit("-", 1)[1] for n in used} == {f"w{i}" for i in range(WORKERS)}
+
+
+def test_workers_each_answer_their_own_admin_endpoint(full: Deployment) -> None:
+    host, port = ADMIN.rsplit(":", 1)
+    for i in range(WORKERS):
+        body = full.lab.router.run("curl", "-sS", f"http://{host}:{int(port) + i}/healthz")
+        assert json.loads(body.stdout)["status"] == "ok"
+
+
+def test_workers_each_write_their_own_log_chain(full: Deployment, path: str) -> None:
+    full.lab.curl(f"https://{SOCIAL_HOST}{path}", "-k", resolve=SOCIAL_V4)
+    files_by_node: dict[str, set[Path]] = defaultdict(set)
+    for file in full.log_dir.rglob("*"):
+        if file.is_file():
+            for line in file.read_text(errors="replace").splitlines():
+                if line.startswith("{"):
+                    files_by_node[json.loads(line)["node"]].add(file)
+    assert files_by_node
+    for node, files in files_by_node.items():
+        others = set().union(*(f for n, f in files_by_node.items() if n != node))
+        assert not files & others, f"{node} shares a log file with another worker"

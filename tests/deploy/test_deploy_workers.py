@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from socialguard.deploy.workers import spawn_workers, worker_node_id, worker_port
+from socialguard.deploy.workers import spawn_workers, worker_admin, worker_node_id, worker_port
 
 # A stand-in worker: records its pid, then waits (bounded) for a signal or exits with a given code.
 WORKER = textwrap.dedent(
@@ -106,3 +106,11 @@ def test_zero_workers_is_refused() -> None:
 def test_worker_naming_and_ports() -> None:
     assert worker_node_id(2, host="gw1") == "gw1-w2"
     assert [worker_port(8080, i) for i in range(3)] == [8080, 8081, 8082]
+
+
+def test_worker_admin_ports_follow_the_worker() -> None:
+    assert worker_admin("127.0.0.1:9180", 0) == "127.0.0.1:9180"
+    assert worker_admin("127.0.0.1:9180", 2) == "127.0.0.1:9182"
+    assert worker_admin("[::1]:9180", 1) == "[::1]:9181"
+    with pytest.raises(ValueError, match="not HOST:PORT"):
+        worker_admin("9180", 1)
