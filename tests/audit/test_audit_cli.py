@@ -218,3 +218,10 @@ def test_commands_find_the_log_under_state(tmp_path: Path, clock: Clock) -> None
         app, ["audit", "search"], env={"SOCIALGUARD_LOG_DIR": str(tmp_path / "var" / "log")}
     )
     assert r2.exit_code == 0 and "www.facebook.com" in r2.stdout
+
+
+@pytest.mark.parametrize("command", ["search", "report", "verify", "tail", "prune", "keygen"])
+def test_every_audit_command_has_help_with_an_example(command: str) -> None:
+    r = sg_in(command, "--help")
+    assert r.exit_code == 0, r.output
+    assert f"socialguard audit {command}" in " ".join(r.stdout.split())

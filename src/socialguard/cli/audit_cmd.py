@@ -175,7 +175,7 @@ def search(
     until: UntilOption = None,
     who: Annotated[
         str | None,
-        typer.Option("--who", help="user:NAME, device:ID, ip:ADDR[/BITS] or group:NAME."),
+        typer.Option("--who", help="user:NAME, device:ID, ip:ADDR (or ip:NET/BITS) or group:NAME."),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Domain (and its subdomains).")] = None,
     category: Annotated[str | None, typer.Option("--category", help="Category name.")] = None,
