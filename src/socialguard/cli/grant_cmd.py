@@ -74,7 +74,7 @@ def load_limits(rules: Path | None, *, required: bool) -> Limits | None:
                 "changes are checked against the policy's groups, categories and limits"
             )
         return None
-    from socialguard.policy import load_policy  # type: ignore[attr-defined]
+    from socialguard.policy import load_policy
 
     try:
         return Limits.from_policy(load_policy(path))

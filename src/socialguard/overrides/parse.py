@@ -7,12 +7,12 @@ is and exit 2 before anything is written. Nothing here reads the clock: `now` is
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 
+from socialguard.engine import normalise_client_ip, normalise_host
 from socialguard.errors import StoreError
 
 _DURATION = re.compile(r"(\d+)([dhm])")
@@ -105,7 +105,7 @@ def check_who(who: str, limits: Limits | None, *, field: str = "--who") -> str:
         raise StoreError(f"{field}: {who!r} should be user:NAME, device:ID, ip:ADDR or group:NAME")
     if kind == "ip":
         try:
-            name = str(ipaddress.ip_address(name.strip("[]")))
+            name = normalise_client_ip(name)  # as the proxy sees it (IPv4-mapped → IPv4)
         except ValueError as e:
             raise StoreError(f"{field}: {name!r} is not an IP address") from e
     if kind == "group" and limits is not None and name not in limits.group_names:
@@ -144,16 +144,9 @@ def check_site(site: str, limits: Limits | None, *, field: str = "--site") -> st
 def normalise_domain(raw: str) -> str:
     """Normalise a site the way the engine normalises hosts, so a grant matches what the proxy
     sees."""
-    from socialguard import engine
-
-    normalise = getattr(engine, "normalise_host", None)
-    if normalise is not None:
-        host: str = normalise(raw)
-    else:  # the engine's normaliser has not landed yet; same rules, minimal form
-        host = raw.strip().rstrip(".").lower()
-        if "/" in host or " " in host or not host:
-            raise ValueError("expected a bare domain such as facebook.com")
-        host = host.encode("idna").decode("ascii")
+    if "/" in raw or not raw.strip():
+        raise ValueError("expected a bare domain such as facebook.com")
+    host = normalise_host(raw)
     if "." not in host and ":" not in host:
         raise ValueError("expected a domain with a dot, such as facebook.com")
     return host

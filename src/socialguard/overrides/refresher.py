@@ -31,14 +31,14 @@ Builder = Callable[[Iterable[Grant], Iterable[Emergency]], Any]
 def engine_builder() -> Builder:
     """`socialguard.engine.Overrides.build`, imported late so the engine can land after this
     module."""
-    from socialguard.engine import Overrides  # type: ignore[attr-defined]
+    from socialguard.engine import Overrides
 
     build: Builder = Overrides.build
     return build
 
 
 def empty_snapshot() -> Any:
-    from socialguard.engine import Overrides  # type: ignore[attr-defined]
+    from socialguard.engine import Overrides
 
     return Overrides.EMPTY
 

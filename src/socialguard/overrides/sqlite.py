@@ -419,7 +419,7 @@ class SqliteStore:
         return out
 
     def snapshot(self, now: datetime) -> Any:
-        from socialguard.engine import Overrides  # type: ignore[attr-defined]
+        from socialguard.engine import Overrides
 
         a = self.active(now)
         return Overrides.build(a.grants, a.emergencies)
