@@ -334,6 +334,7 @@ class SocialGuard:
             pump.stop()
 
     def _start_admin(self, settings: Settings) -> None:
+        from socialguard.deploy.health import log_writable
         from socialguard.deploy.metrics import AdminServer, Metrics
 
         if self._metrics is None:
@@ -345,9 +346,12 @@ class SocialGuard:
         if settings.admin is None:
             return
         host, port = settings.admin
-        self._admin = AdminServer(
-            self._metrics, host=host, port=port, checks={"policy": lambda: self._loaded is not None}
-        )
+        checks = {
+            "policy": lambda: self._loaded is not None,
+            "store": lambda: self._store is not None and self._store.change_counter() >= 0,
+            "log": lambda: self._settings is not None and log_writable(self._settings.log_dir)(),
+        }
+        self._admin = AdminServer(self._metrics, host=host, port=port, checks=checks)
         self._admin.start()
         log.info("admin_endpoint_listening", address=list(self._admin.address))
 
