@@ -92,8 +92,12 @@ def test_rules_check_prints_warnings_but_succeeds(rules_dir: Path) -> None:
 
 
 def test_rules_check_of_a_missing_file_is_bad_input(tmp_path: Path) -> None:
-    r = sg("rules", "check", str(tmp_path / "nope.yaml"))
-    assert r.returncode == 2
+    from typer.testing import CliRunner
+
+    from socialguard.cli import app
+
+    r = CliRunner().invoke(app, ["rules", "check", str(tmp_path / "nope.yaml")])
+    assert r.exit_code == 2
     assert r.stderr.strip() == f"error: {tmp_path / 'nope.yaml'}: rules file not found"
 
 
@@ -220,9 +224,20 @@ def test_check_with_the_demo_rules_counts_loopback_as_staff() -> None:
             ["https://x.example/", "--client", "10.20.1.5", "--rules", "/nonexistent.yaml"],
             "error: /nonexistent.yaml: rules file not found",
         ),
+        (
+            ["https://x.example/", "--client", "10.20.1.5", "--mac", "zz"],
+            "error: --client/--mac: not a MAC address: 'zz'",
+        ),
     ],
 )
 def test_check_bad_input_exits_2_with_a_clear_message(args: list[str], message: str) -> None:
-    r = sg("check", *args)
-    assert r.returncode == 2
+    """In-process (typer's CliRunner) to keep the area fast; the main paths above are real runs."""
+    from typer.testing import CliRunner
+
+    from socialguard.cli import app
+
+    r = CliRunner().invoke(
+        app, ["check", *args], env={"SOCIALGUARD_RULES": str(REPO / "rules" / "policy.yaml")}
+    )
+    assert r.exit_code == 2
     assert r.stderr.startswith(message)
