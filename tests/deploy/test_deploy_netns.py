@@ -460,7 +460,10 @@ def test_the_proxy_port_refuses_direct_connections(full: Deployment) -> None:
 def test_healthz_and_metrics_answer_inside_the_router(full: Deployment, path: str) -> None:
     full.lab.curl(f"https://{SOCIAL_HOST}{path}", "-k", resolve=SOCIAL_V4)
     health = full.lab.router.run("curl", "-sS", f"http://{ADMIN}/healthz").stdout
-    assert json.loads(health)["status"] == "ok"
+    assert json.loads(health) == {
+        "status": "ok",
+        "checks": {"log": "ok", "policy": "ok", "store": "ok"},
+    }
     metrics = full.lab.router.run("curl", "-sS", f"http://{ADMIN}/metrics").stdout
     assert 'socialguard_decisions_total{action="block"' in metrics
     # and the admin port is not reachable from the client
