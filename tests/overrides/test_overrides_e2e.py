@@ -114,7 +114,7 @@ def test_grant_then_revoke_from_the_cli_reach_the_running_proxy(start_proxy: Any
     ).stdout.split()[0]
     wait_for_status(proxy, "https://www.facebook.com/", 200)
     allowed = [r for r in proxy.records() if r.get("basis") == "grant"]
-    assert allowed and allowed[-1].get("override_id", gid) == gid
+    assert allowed and allowed[-1]["override_id"] == gid
     assert curl(proxy, "https://www.instagram.com/", *HTML).status == 403  # only the granted site
     sg(proxy, "grant", "revoke", gid, "--reason", "Done")
     wait_for_status(proxy, "https://www.facebook.com/", 403)
@@ -126,6 +126,19 @@ def test_grant_then_revoke_from_the_cli_reach_the_running_proxy(start_proxy: Any
             break
         time.sleep(0.1)
     assert actions[-2:] == ["grant_added", "grant_revoked"]
+
+
+def test_a_district_wide_emergency_from_the_cli_lifts_the_block_until_stopped(
+    start_proxy: Any,
+) -> None:
+    proxy = start_proxy(rules_text=RULES, at=datetime.now(UTC) + timedelta(minutes=1))
+    assert curl(proxy, "https://www.tiktok.com/", *HTML).status == 403
+    eid = sg(proxy, "emergency", "start", "--reason", "Lockdown").stdout.split()[0]
+    wait_for_status(proxy, "https://www.tiktok.com/", 200)
+    lifted = [r for r in proxy.records() if r.get("basis") == "emergency"]
+    assert lifted and lifted[-1]["override_id"] == eid
+    sg(proxy, "emergency", "stop")
+    wait_for_status(proxy, "https://www.tiktok.com/", 403)
 
 
 # ------------------------------------------------------------------------- headless Chromium
