@@ -211,6 +211,23 @@ def test_check_with_the_demo_rules_counts_loopback_as_staff() -> None:
     assert json.loads(r.stdout)["rule"] == "staff-social-school-hours"
 
 
+def test_check_with_invalid_rules_lists_every_problem(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from socialguard.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("district: {name: D}\nrules: [{id: a}]\n", encoding="utf-8")
+    r = CliRunner().invoke(
+        app, ["check", "https://x.example/", "--client", "10.0.0.1", "--rules", str(bad)]
+    )
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [
+        f"error: {bad}:2: rules[0].description: required, but missing",
+        f"error: {bad}:2: rules[0].action: required, but missing",
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -17,6 +17,7 @@ from socialguard import paths
 from socialguard.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
+    EXIT_USAGE,
     JsonOption,
     RulesOption,
     StateOption,
@@ -73,12 +74,18 @@ def check(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         socialguard check https://www.facebook.com/ --client 10.20.1.5 --at 2026-12-01T10:00
     """
     from socialguard.engine import Overrides, decide, decide_connection, resolve_principal
+    from socialguard.errors import PolicyError
     from socialguard.policy import load_policy, request_from_url
 
     rules_file = paths.rules_path(rules)
     if not rules_file.is_file():
         raise fail(f"{rules_file}: rules file not found")
-    policy = load_policy(rules_file)
+    try:
+        policy = load_policy(rules_file)
+    except PolicyError as e:
+        for problem in e.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(EXIT_USAGE) from e
     now = parse_at(at, policy.district.timezone)
     try:
         request = request_from_url(url, method=method, upload=upload)
