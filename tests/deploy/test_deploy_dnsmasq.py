@@ -147,3 +147,52 @@ def test_dnsmasq_accepts_the_configuration(tmp_path: Path) -> None:
         check=False,
     )
     assert r.returncode == 0, r.stderr
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from socialguard.cli import app
+
+    r = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_shipped_policy_steers_its_social_and_doh_domains(repo_root: Path, tmp_path: Path) -> None:
+    code, out, err = _cli("deploy", "dnsmasq", "--rules", str(repo_root / "rules" / "policy.yaml"))
+    assert code == 0, err
+    social = [ln for ln in out.splitlines() if ln.startswith("nftset=") and "#social_v4" in ln]
+    doh = [ln for ln in out.splitlines() if ln.startswith("nftset=") and "#doh_v4" in ln]
+    social_domains = {d for ln in social for d in ln.split("/")[1:-1]}
+    doh_domains = {d for ln in doh for d in ln.split("/")[1:-1]}
+    assert {"facebook.com", "instagram.com", "tiktok.com"} <= social_domains
+    assert "dns.google" in doh_domains
+    assert not social_domains & doh_domains
+    if DNSMASQ is not None:
+        conf = tmp_path / "socialguard.conf"
+        conf.write_text(out)
+        r = subprocess.run([DNSMASQ, "--test", f"--conf-file={conf}"], capture_output=True,
+                           text=True, timeout=30, check=False)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+
+
+def test_canaries_only_needs_no_rules() -> None:
+    code, out, _ = _cli("deploy", "dnsmasq", "--canaries-only", "--rules", "/nonexistent.yaml")
+    assert code == 0
+    assert "address=/use-application-dns.net/" in out
+    assert "nftset=" not in out
+
+
+def test_bad_rules_file_is_refused_with_file_line_and_field(tmp_path: Path) -> None:
+    rules = tmp_path / "policy.yaml"
+    rules.write_text("district: {name: x, timezone: Nowhere/Zone}\nrules: []\n")
+    code, out, err = _cli("deploy", "dnsmasq", "--rules", str(rules))
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"error: {rules}:1: district.timezone:")
+
+
+def test_missing_rules_file_is_bad_input() -> None:
+    code, _, err = _cli("deploy", "dnsmasq", "--rules", "/nonexistent/policy.yaml")
+    assert code == 2
+    assert "/nonexistent/policy.yaml" in err
