@@ -497,3 +497,11 @@ def test_the_real_command_finds_the_state_from_the_option(
         env=proc_env,
     )
     assert [g["id"] for g in json.loads(listing.stdout)] == [add.stdout.split()[0]]
+
+
+def test_a_damaged_store_file_is_a_clear_error(sg, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    state = Path(env["SOCIALGUARD_STATE"])
+    state.mkdir(parents=True)
+    (state / "socialguard.db").write_bytes(b"not a database, just a text file " * 8)
+    result = sg("grant", "list", code=2)
+    assert result.stderr.strip() == f"error: {state / 'socialguard.db'}: file is not a database"
