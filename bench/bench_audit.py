@@ -1,4 +1,4 @@
-"""Decision log figures: writer records/s, `audit search` over 1,000,000 records, proxy cost of logging.
+"""Decision log figures: writer records/s, `audit search` over 1M records, proxy cost of logging.
 
 Budgets (issue 5): the writer sustains >= 50,000 records/s on one core with the chain on; `audit
 search` over 1,000,000 records takes <= 10 s with flat memory; proxy requests/s with logging on are
@@ -71,7 +71,9 @@ def events(n: int) -> list[dict]:
     return out
 
 
-def row(name: str, value: float, unit: str, base_name: str, base: float, note: str = "") -> None:
+def row(  # noqa: PLR0917 - one table row, positional for brevity
+    name: str, value: float, unit: str, base_name: str, base: float, note: str = ""
+) -> None:
     ratio = value / base if base else float("nan")
     print(
         f"  {name:<38} {value:>12,.0f} {unit:<10} | {base_name:<30} {base:>12,.0f} | "
@@ -79,7 +81,7 @@ def row(name: str, value: float, unit: str, base_name: str, base: float, note: s
     )
 
 
-# -- writer -----------------------------------------------------------------------------------------
+# -- writer ---------------------------------------------------------------------------------
 
 
 def bench_writer() -> None:
@@ -118,7 +120,7 @@ def bench_writer() -> None:
     )
 
 
-# -- search -----------------------------------------------------------------------------------------
+# -- search ---------------------------------------------------------------------------------
 
 
 def fill(log_dir: Path, n: int) -> None:
@@ -213,14 +215,15 @@ def bench_search() -> None:
             )
 
 
-# -- proxy ------------------------------------------------------------------------------------------
+# -- proxy ----------------------------------------------------------------------------------
 
 PROXY_CHILD = r"""
 import asyncio, sys
 from pathlib import Path
 from socialguard.proxy import ProxyConfig, serve
 
-base, port, up_port, logging_on = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "on"
+base, port, up_port = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+logging_on = sys.argv[4] == "on"
 
 class Steer:
     def server_connect(self, data):
@@ -262,7 +265,7 @@ default: allow
 class _Ok(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = b"hello from the loopback upstream\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -282,7 +285,7 @@ def _free_port() -> int:
 
 
 def _load(port: int, n: int, threads: int = 4) -> float:
-    """Requests/s of `threads` keep-alive clients sending n requests in all (allowed and blocked)."""
+    """Requests/s of `threads` keep-alive clients sending n requests in all."""
     per = n // threads
     errors: list[BaseException] = []
 
@@ -330,6 +333,11 @@ def _proxy_rate(base: Path, up_port: int, logging_on: bool) -> float:
             proc.stdout.close()
 
 
+def _count_lines(path: Path) -> int:
+    with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
 def bench_proxy() -> None:
     print(
         f"proxy requests/s, logging on vs off ({PROXY_REQUESTS:,} requests, 4 keep-alive clients, "
@@ -345,10 +353,7 @@ def bench_proxy() -> None:
             for _ in range(ROUNDS):
                 off = max(off, _proxy_rate(base, upstream.server_port, False))
                 on = max(on, _proxy_rate(base, upstream.server_port, True))
-            written = sum(
-                sum(1 for _ in (gzip.open(p) if p.suffix == ".gz" else open(p, "rb")))
-                for p in (base / "log").glob("decisions-*")
-            )
+            written = sum(_count_lines(p) for p in (base / "log").glob("decisions-*"))
             row(
                 "requests/s with logging on",
                 on,

@@ -1,4 +1,5 @@
-"""Every kind of tampering the issue names is detected, at the right place; prune keeps the rest valid."""
+"""Every kind of tampering the issue names is detected, at the right place; prune keeps the rest
+valid."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The decision log writer against real files: records, chain, rotation, gzip, restart, checkpoints."""
+"""The decision log writer against real files: records, chain, rotation, gzip, restart,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -157,7 +158,8 @@ def test_an_event_cannot_set_the_chain_fields(tmp_path: Path, open_log) -> None:
 def test_write_hands_the_line_to_the_os_before_returning(tmp_path: Path, open_log) -> None:
     log = open_log(fsync_interval_s=3600)
     seq = log.write(event("instagram.com"))
-    # Read the file from outside the writer while it is still open and nothing was fsynced or closed.
+    # Read the file from outside the writer while it is still open and nothing was fsynced or
+    # closed.
     data = log.current_file.read_bytes()
     last = unseal(data.splitlines()[-1])[0]
     assert last["seq"] == seq and last["host"] == "instagram.com"
@@ -378,5 +380,7 @@ def test_the_key_in_the_state_directory_signs_checkpoints_by_default(
     log = open_log()  # the log is <tmp>/log, so <tmp> is its state directory
     log.write(event())
     log.close()
-    cp = json.loads((tmp_path / "checkpoints" / "checkpoints-n1-w0.jsonl").read_text().splitlines()[-1])
+    cp = json.loads(
+        (tmp_path / "checkpoints" / "checkpoints-n1-w0.jsonl").read_text().splitlines()[-1]
+    )
     assert signature_valid(cp, load_public_key(tmp_path / "audit-signing.pub"))

@@ -1,13 +1,14 @@
-"""The hash chain: how a record is encoded, hashed and linked, shared by the writer and the verifier.
+"""The hash chain: how a record is encoded, hashed and linked, shared by the writer and the
+verifier.
 
-A record is written as compact JSON whose last member is `"h"`. Its canonical form is the exact bytes
-of the line before `,"h":` closed with `}` — that is, the record without `h`, as written. So
+A record is written as compact JSON whose last member is `"h"`. Its canonical form is the exact
+bytes of the line before `,"h":` closed with `}` — that is, the record without `h`, as written. So
 
     h = SHA-256(0x00 || canonical)         (the 0x00 leaf prefix of RFC 6962, for domain separation)
 
 and each record's `prev` is the previous record's `h` (the first record of a chain has GENESIS).
-Hashing the written bytes, not a re-serialisation, means the verifier needs no JSON canonicaliser that
-could disagree with the writer, and any change to a line — even whitespace — breaks it.
+Hashing the written bytes, not a re-serialisation, means the verifier needs no JSON canonicaliser
+that could disagree with the writer, and any change to a line — even whitespace — breaks it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ _c_encoder = (
 
 
 def encode_event(event: Mapping[str, Any]) -> str:
-    """An event's members as JSON text to splice after the chain's fixed fields: `,"k":v,...` or ``."""
+    """An event's members as JSON text to splice after the chain's fixed fields: `,"k":v,...` or
+    ``."""
     text = "".join(_c_encoder(event, 0)) if _c_encoder is not None else _encode(event)
     return "," + text[1:-1] if len(text) > 2 else ""
 

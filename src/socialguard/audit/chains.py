@@ -33,7 +33,8 @@ class ChainFile:
 
 @dataclass(slots=True)
 class Chain:
-    """One node's files in chain order, where the chain starts, and files that could not be placed."""
+    """One node's files in chain order, where the chain starts, and files that could not be
+    placed."""
 
     node: str
     files: list[ChainFile] = field(default_factory=list)

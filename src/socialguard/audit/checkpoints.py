@@ -2,8 +2,9 @@
 
 A checkpoint says "node N had written up to seq S, whose hash was H, at time T", signed with an
 Ed25519 key. It is written at rotation, every few minutes and when the proxy goes idle, to a second
-sink (a separate directory, meant to be shipped off the box, and optionally syslog). A hash chain alone
-cannot reveal a cut-off tail or a chain rewritten from some point on; a checkpoint held elsewhere can.
+sink (a separate directory, meant to be shipped off the box, and optionally syslog). A hash chain
+alone cannot reveal a cut-off tail or a chain rewritten from some point on; a checkpoint held
+elsewhere can.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .files import CHECKPOINT_PREFIX, safe_node
 
 
 def generate_keypair(private_path: Path, public_path: Path) -> str:
-    """Write a new Ed25519 key pair (private key mode 0600, never overwriting); return the key id."""
+    """Write a new Ed25519 key pair (private key mode 0600, never overwriting); return the key
+    id."""
     for p in (private_path, public_path):
         if p.exists():
             raise AuditError(f"{p}: already exists; refusing to overwrite a signing key")
@@ -50,7 +52,8 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
 
 
 def key_id(public: Ed25519PublicKey) -> str:
-    """A short fingerprint of a public key, carried in each checkpoint to say which key signed it."""
+    """A short fingerprint of a public key, carried in each checkpoint to say which key signed
+    it."""
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 

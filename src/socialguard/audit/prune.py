@@ -2,9 +2,9 @@
 
 Only a prefix of each chain is removed (never a file in the middle, never the newest file, never a
 file still open), and only files whose last record is before the cut-off. Before anything is
-deleted, the node's prune anchor (`pruned-<node>.json`) records where the chain now starts (the first
-kept record's `seq` and `prev`) and what was removed, so `audit verify` checks the kept files from
-there instead of reporting the removed beginning as missing.
+deleted, the node's prune anchor (`pruned-<node>.json`) records where the chain now starts (the
+first kept record's `seq` and `prev`) and what was removed, so `audit verify` checks the kept files
+from there instead of reporting the removed beginning as missing.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Reading the decision log back: streaming records, filtered, from every node, in time order.
 
-Records are read file by file (plain or gzip) and line by line, never all at once, so memory stays flat
-whatever the log's size. Files wholly outside `--since/--until` are skipped unopened (a file ends where
-the next one of its chain begins). Cheap byte tests run before a line is parsed, so a search that
-matches little parses little.
+Records are read file by file (plain or gzip) and line by line, never all at once, so memory stays
+flat whatever the log's size. Files wholly outside `--since/--until` are skipped unopened (a file
+ends where the next one of its chain begins). Cheap byte tests run before a line is parsed, so a
+search that matches little parses little.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The auditor's summary: what was blocked, when, for whom; which exceptions were used and why.
 
 `summarise()` folds a stream of records into a `Summary` in one pass (counters only, so memory grows
-with the number of distinct people and sites, not records). `render_text()` prints it; `render_html()`
-makes one self-contained HTML file with inline SVG charts for a board meeting: no scripts, no
-external fonts, styles or images.
+with the number of distinct people and sites, not records). `render_text()` prints it;
+`render_html()` makes one self-contained HTML file with inline SVG charts for a board meeting: no
+scripts, no external fonts, styles or images.
 """
 
 from __future__ import annotations
@@ -181,12 +181,25 @@ def render_text(s: Summary) -> str:
 # -- HTML ------------------------------------------------------------------------------------------
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem;color:#1b1f24;max-width:60rem}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ccd;padding-bottom:.2rem}
-table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #eee}
-td.n{text-align:right;font-variant-numeric:tabular-nums}.kpi{display:flex;gap:2rem}.kpi div{font-size:1.4rem}
-.kpi span{display:block;font-size:.8rem;color:#555}svg text{font-size:11px;fill:#333}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem;color:#1b1f24;
+max-width:60rem}
+h1{font-size:1.5rem}
+h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ccd;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.5rem 0}
+td,th{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #eee}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+.kpi{display:flex;gap:2rem}.kpi div{font-size:1.4rem}
+.kpi span{display:block;font-size:.8rem;color:#555}
+svg text{font-size:11px;fill:#333}
 """.strip()
+
+
+def _svg_open(title: str, width: int, height: int) -> str:
+    return (
+        f'<svg class="chart" role="img" aria-label="{html.escape(title)}" '
+        f'xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">'
+    )
 
 
 def _bar_chart(title: str, items: list[tuple[str, int]], *, vertical: bool = False) -> str:
@@ -208,10 +221,7 @@ def _bar_chart(title: str, items: list[tuple[str, int]], *, vertical: bool = Fal
                 f'<text x="{x + col / 2}" y="{height - 6}" text-anchor="middle">{esc(label)}</text>'
                 f'<text x="{x + col / 2}" y="{height - 24 - h}" text-anchor="middle">{v}</text>'
             )
-        return (
-            f'<svg class="chart" role="img" aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg" '
-            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(bars)}</svg>'
-        )
+        return f"{_svg_open(title, width, height)}{''.join(bars)}</svg>"
     row, label_w, bar_w = 22, 220, 380
     height = len(items) * row + 10
     width = label_w + bar_w + 60
@@ -225,10 +235,7 @@ def _bar_chart(title: str, items: list[tuple[str, int]], *, vertical: bool = Fal
             f"<title>{esc(label)}: {v}</title></rect>"
             f'<text x="{label_w + w + 6}" y="{y + 15}">{v}</text>'
         )
-    return (
-        f'<svg class="chart" role="img" aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">{"".join(bars)}</svg>'
-    )
+    return f"{_svg_open(title, width, height)}{''.join(bars)}</svg>"
 
 
 def _rows(headers: list[str], rows: Iterable[list[Any]]) -> str:
@@ -246,8 +253,13 @@ def _rows(headers: list[str], rows: Iterable[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _kpi(value: int, label: str) -> str:
+    return f"<div>{value}<span>{html.escape(label)}</span></div>"
+
+
 def render_html(s: Summary, *, district: str = "") -> str:
-    """One self-contained HTML page: figures, inline SVG charts, tables. No scripts, no links out."""
+    """One self-contained HTML page: figures, inline SVG charts, tables. No scripts, no links
+    out."""
     esc = html.escape
     period = f"{s.since or 'the beginning'} to {s.until or 'now'}"
     hours = [(f"{h:02d}", s.blocked_by_hour[h]) for h in range(24)]
@@ -259,14 +271,15 @@ def render_html(s: Summary, *, district: str = "") -> str:
         '<meta name="viewport" content="width=device-width,initial-scale=1">',
         f"<title>socialguard decision log report {esc(period)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>{esc(district + ': ' if district else '')}Social networking policy: decision log report</h1>",
+        f"<h1>{esc(district + ': ' if district else '')}"
+        "Social networking policy: decision log report</h1>",
         f"<p>Period: {esc(period)}. Times in {esc(s.zone)}.</p>",
         '<div class="kpi">',
         f"<div>{s.decisions}<span>decisions</span></div>",
         f"<div>{s.blocked}<span>blocked attempts</span></div>",
         f"<div>{sum(s.grants_used.values())}<span>requests allowed by grants</span></div>",
-        f"<div>{sum(s.emergencies_used.values())}<span>requests allowed in emergencies</span></div>",
-        f"<div>{len(s.awaiting_review)}<span>self-declared emergencies awaiting review</span></div>",
+        _kpi(sum(s.emergencies_used.values()), "requests allowed in emergencies"),
+        _kpi(len(s.awaiting_review), "self-declared emergencies awaiting review"),
         "</div>",
         "<h2>Blocked attempts by day</h2>",
         _bar_chart("Blocked attempts by day", sorted(s.blocked_by_day.items())),

@@ -1,10 +1,10 @@
 """The decision log's record schema: what one line says, and what it never says.
 
-Modelled on Open Policy Agent's decision logs: a versioned schema (`v`), a `decision_id` the block page
-shows as its reference, the policy revision (`policy_version`), and redaction that is declared rather
-than implied: every decision record lists in `erased` what the request carried that the log left out
-(`path`, `query`), and in `masked` what it shortened. Bodies, headers, cookies and credentials have no
-field here at all, so no caller can log them by accident.
+Modelled on Open Policy Agent's decision logs: a versioned schema (`v`), a `decision_id` the block
+page shows as its reference, the policy revision (`policy_version`), and redaction that is declared
+rather than implied: every decision record lists in `erased` what the request carried that the log
+left out (`path`, `query`), and in `masked` what it shortened. Bodies, headers, cookies and
+credentials have no field here at all, so no caller can log them by accident.
 
 These functions build plain dicts; `AuditLog.write` adds the chain fields (`seq`, `ts`, `node`,
 `prev`, `h`).
@@ -19,7 +19,8 @@ from socialguard.engine.model import Decision
 
 SCHEMA_VERSION = 1
 
-# Record types. Decisions and admin events come from the proxy; the rest are the chain's own bookkeeping.
+# Record types. Decisions and admin events come from the proxy; the rest are the chain's own
+# bookkeeping.
 TYPE_DECISION = "decision"
 TYPE_ADMIN = "admin"
 TYPE_FILE_OPEN = "file_open"
@@ -52,7 +53,8 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 def new_decision_id() -> str:
     """A short, readable reference id (e.g. `K7Q2-9XMD-4TRA`): 60 random bits, unambiguous letters.
 
-    Random rather than sequential so that an id on a block page reveals nothing about traffic volume.
+    Random rather than sequential so that an id on a block page reveals nothing about traffic
+    volume.
     """
     n = secrets.randbits(60)
     chars = []
@@ -64,7 +66,8 @@ def new_decision_id() -> str:
 
 
 def _redact_path(path: str) -> tuple[str, list[str], list[str]]:
-    """Keep only the path: drop the query string and fragment, cap the length; say what was removed."""
+    """Keep only the path: drop the query string and fragment, cap the length; say what was
+    removed."""
     erased: list[str] = []
     masked: list[str] = []
     for sep in ("?", "#"):
@@ -92,10 +95,11 @@ def decision_event(
 ) -> dict[str, Any]:
     """One decision as a log event.
 
-    `stage` says where the proxy decided (`connection`, `request`, `websocket`, ...). `path` is given
-    only when the policy's `logging.paths` asks for it; its query string is always erased. `sni` is kept
-    only when it differs from the host (domain fronting is worth seeing). `extra` carries facts the proxy
-    adds (`mismatch`, `verdict`, `error`, ...); request content is refused there too.
+    `stage` says where the proxy decided (`connection`, `request`, `websocket`, ...). `path` is
+    given only when the policy's `logging.paths` asks for it; its query string is always erased.
+    `sni` is kept only when it differs from the host (domain fronting is worth seeing). `extra`
+    carries facts the proxy adds (`mismatch`, `verdict`, `error`, ...); request content is refused
+    there too.
     """
     principal = decision.principal
     event: dict[str, Any] = {
@@ -151,7 +155,8 @@ def admin_event(
 
     `action` is the store's name for the change (e.g. `grant_added`, `emergency_started`,
     `emergency_self_declared`, `emergency_acknowledged`); `source` says from where (cli@host, block
-    page from 10.0.0.5); `target` what it applies to (user:NAME, group:NAME, all, or an override id).
+    page from 10.0.0.5); `target` what it applies to (user:NAME, group:NAME, all, or an override
+    id).
     """
     event: dict[str, Any] = {
         "type": TYPE_ADMIN,

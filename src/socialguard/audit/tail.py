@@ -31,7 +31,8 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 
 
 def last_records(log_dir: Path, n: int) -> tuple[list[dict[str, Any]], Offsets]:
-    """The last `n` decisions and admin events over all nodes, oldest first, and where to follow on."""
+    """The last `n` decisions and admin events over all nodes, oldest first, and where to follow
+    on."""
     chains, _ = find_chains(log_dir)
     offsets: Offsets = {}
     recent: list[tuple[str, int, dict[str, Any]]] = []

@@ -140,7 +140,8 @@ def _checkpoint_heads(
             if cp.data.get("key") != wanted_key:
                 raise _Broken(
                     cp.where,
-                    f"checkpoint signed with key {cp.data.get('key')}, not the given key {wanted_key}",
+                    f"checkpoint signed with key {cp.data.get('key')}, "
+                    f"not the given key {wanted_key}",
                 )
             if not signature_valid(cp.data, public_key):
                 raise _Broken(cp.where, "checkpoint signature does not verify (forged or altered)")
@@ -195,21 +196,7 @@ def _walk(
             except LineError as e:
                 raise _Broken(where, f"unreadable record: {e}") from e
             count += 1
-            rseq = _seq_of(record, where)
-            if rseq != seq + 1:
-                raise _Broken(where, _seq_message(seq + 1, rseq, lineno))
-            if stored != computed:
-                raise _Broken(where, f"seq {rseq}: hash mismatch: the record was altered")
-            if record.get("prev") != prev:
-                raise _Broken(
-                    where,
-                    f"seq {rseq}: prev does not match the hash of seq {seq}: a record before it "
-                    "was replaced, or this one was moved here",
-                )
-            if record.get("node") != chain.node:
-                raise _Broken(
-                    where, f"seq {rseq}: node {record.get('node')!r} in {chain.node}'s chain"
-                )
+            rseq = _check_link(record, stored, computed, seq, prev, chain.node, where, lineno)
             if lineno == 1:
                 _check_open(record, name, prev_file, prev_closed, where)
             elif record.get("type") == TYPE_FILE_OPEN:
@@ -237,6 +224,33 @@ def _walk(
             f"{chain.files[-1].file.path}: open (the writer is running, or stopped hard)"
         )
     report.last_where = where
+
+
+def _check_link(  # noqa: PLR0917 - the facts of one link, all needed
+    record: dict[str, Any],
+    stored: str,
+    computed: str,
+    seq: int,
+    prev: str,
+    node: str,
+    where: str,
+    lineno: int,
+) -> int:
+    """Check one record against the one before it; return its seq."""
+    rseq = _seq_of(record, where)
+    if rseq != seq + 1:
+        raise _Broken(where, _seq_message(seq + 1, rseq, lineno))
+    if stored != computed:
+        raise _Broken(where, f"seq {rseq}: hash mismatch: the record was altered")
+    if record.get("prev") != prev:
+        raise _Broken(
+            where,
+            f"seq {rseq}: prev does not match the hash of seq {seq}: a record before it "
+            "was replaced, or this one was moved here",
+        )
+    if record.get("node") != node:
+        raise _Broken(where, f"seq {rseq}: node {record.get('node')!r} in {node}'s chain")
+    return rseq
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -296,7 +310,7 @@ def _check_tail(expected: dict[int, tuple[str, StoredCheckpoint]], report: Chain
     beyond = [s for s in expected if s > report.last_seq]
     if beyond:
         seq = max(beyond)
-        head, cp = expected[seq]
+        _, cp = expected[seq]
         where = report.last_where or report.node
         raise _Broken(
             where,
@@ -311,7 +325,8 @@ def summarise(result: VerifyResult) -> Iterable[str]:
         state = "BROKEN" if r.problem else "intact"
         pruned = f", pruned before {r.pruned_before}" if r.pruned_before else ""
         yield (
-            f"{r.node}: {state}: {r.records} records in {r.files} files, seq {r.first_seq}..{r.last_seq}"
+            f"{r.node}: {state}: {r.records} records in {r.files} files, "
+            f"seq {r.first_seq}..{r.last_seq}"
             f"{pruned}; {r.checkpoints} checkpoints"
         )
         for note in r.notes:

@@ -2,14 +2,16 @@
 
 Writing is a structlog processor chain that ends in this module's own file sink:
 
-    event dict ─▶ DropChainFields ─▶ ChainRenderer (v, seq, ts, node, prev; JSON; h) ─▶ ChainFileSink (os.write)
+    event dict ─▶ DropChainFields ─▶ ChainRenderer (v, seq, ts, node, prev; JSON; h)
+               ─▶ ChainFileSink (os.write)
 
 `write()` returns only after `os.write` has handed the whole line to the kernel, so a SIGKILL of the
 proxy after a response went out cannot lose that response's record. A background thread fsyncs at
-least every `fsync_interval_s` (default 0.5 s), writes signed checkpoints (every `checkpoint_interval_s`,
-after `idle_checkpoint_s` without writes, and at rotation) and gzips closed files. Rotation happens by
-size and at midnight in the district's zone; each file ends with `file_close` (its name and record
-count) and the next begins with `file_open`, linked by `prev` like any other record.
+least every `fsync_interval_s` (default 0.5 s), writes signed checkpoints (every
+`checkpoint_interval_s`, after `idle_checkpoint_s` without writes, and at rotation) and gzips closed
+files. Rotation happens by size and at midnight in the district's zone; each file ends with
+`file_close` (its name and record count) and the next begins with `file_open`, linked by `prev` like
+any other record.
 
 One writer per chain: a lock file in the log directory refuses a second process for the same node.
 """
@@ -93,7 +95,8 @@ _MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
 
 
 class ChainRenderer:
-    """Processor (renderer): stamp the chain fields, encode, seal; returns (line, seq, h) for the sink.
+    """Processor (renderer): stamp the chain fields, encode, seal; returns (line, seq, h) for the
+    sink.
 
     The fixed fields are laid out by string formatting around the JSON of the event itself, so the
     JSON encoder only sees what varies (this is the hot path: one call per decision).
@@ -152,7 +155,8 @@ class ChainFileSink:
 
 
 class AuditLog:
-    """The decision log of one node (one chain). Thread-safe; meant to be written from one process."""
+    """The decision log of one node (one chain). Thread-safe; meant to be written from one
+    process."""
 
     def __init__(
         self,
@@ -293,7 +297,8 @@ class AuditLog:
         except BlockingIOError as e:
             os.close(fd)
             raise AuditError(
-                f"{self.log_dir}: another process is already writing the chain of node {self.node!r}"
+                f"{self.log_dir}: another process is already writing "
+                f"the chain of node {self.node!r}"
             ) from e
         return fd
 
@@ -373,7 +378,8 @@ class AuditLog:
         return name
 
     def _rotate(self, now: float, reason: str) -> None:
-        """Close the current file and open the next, linked by the chain (called with the lock held)."""
+        """Close the current file and open the next, linked by the chain (called with the lock
+        held)."""
         old = self._close_file(now, reason)
         os.close(self._state.fd)
         self._state.fd = -1

@@ -1,7 +1,7 @@
 """`socialguard audit`: search, summarise, verify, follow and prune the decision log; make its key.
 
-The commands only parse options, call `socialguard.audit` and print. Times are shown in the district's
-zone: `--tz`, else the rules file's `district.timezone`, else America/Denver.
+The commands only parse options, call `socialguard.audit` and print. Times are shown in the
+district's zone: `--tz`, else the rules file's `district.timezone`, else America/Denver.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def _print_table(rows: Iterator[list[str]], batch: int = 200) -> int:
 
 
 @app.command("search")
-def search(
+def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     since: SinceOption = None,
     until: UntilOption = None,
     who: Annotated[
@@ -198,7 +198,8 @@ def search(
 
     Reads every node's chain, rotated and gzipped files included, streaming.
 
-    Example: socialguard audit search --since 2026-11-28 --who group:staff --action block --host facebook.com
+    Example: socialguard audit search --since 2026-11-28 --who group:staff --action block --host
+    facebook.com
     """
     from socialguard.audit.reader import Who
     from socialguard.audit.reader import search as run_search
@@ -243,7 +244,7 @@ def search(
 
 
 @app.command("report")
-def report(
+def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     since: SinceOption = None,
     until: UntilOption = None,
     html_file: Annotated[
@@ -310,7 +311,7 @@ def vars_of(e: Any) -> dict[str, Any]:
 
 
 @app.command("verify")
-def verify(
+def verify(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     directory: Annotated[
         Path | None, typer.Argument(help="Log directory [default: --log-dir, else <state>/log].")
     ] = None,
@@ -393,7 +394,7 @@ def _verify_json(result: Any) -> dict[str, Any]:
 
 
 @app.command("tail")
-def tail(
+def tail(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     lines: Annotated[
         int, typer.Option("-n", "--lines", help="How many recent records to show.")
     ] = 20,
@@ -441,7 +442,7 @@ def tail(
 
 
 @app.command("prune")
-def prune(
+def prune(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     before: Annotated[
         str, typer.Option("--before", help="Remove files whose records all precede this date.")
     ],
