@@ -289,3 +289,10 @@ def test_ip_destinations_are_not_waved_through(
     assert connect(make_policy("ip_literals: allow\n"), "192.0.2.8") is ConnectionVerdict.PASS
     # a social network reached by SNI name at an address in the social networks' range
     assert connect(policy, "cdn.example", dest_ip="157.240.1.1") is ConnectionVerdict.INSPECT
+
+
+def test_the_next_schedule_change_is_when_school_hours_end(policy: CompiledPolicy) -> None:
+    change = policy.next_schedule_change(SCHOOL_TIME)
+    assert change == datetime(2026, 12, 1, 16, 0, tzinfo=DENVER)
+    assert ask(policy, "facebook.com", when=change - timedelta(seconds=1)).action is Action.BLOCK
+    assert ask(policy, "facebook.com", when=change).action is Action.ALLOW

@@ -382,6 +382,16 @@ class CompiledPolicy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "rule_index", RuleIndex.build(self.rules))
 
+    def next_schedule_change(self, now: datetime) -> datetime | None:
+        """The first instant after `now` at which a schedule some rule uses opens or closes.
+
+        For callers that cache answers by time (e.g. a proxy re-checking long-lived connections):
+        until then, no rule's `when` changes its answer.
+        """
+        used = {r.when.schedule.name: r.when.schedule for r in self.rules if r.when is not None}
+        changes = [c for s in used.values() if (c := s.next_change(now)) is not None]
+        return min(changes, default=None)
+
     def host_rules(self, host: str) -> tuple[Mapping[str, str], tuple[CompiledRule, ...]]:
         """The host's tags and the rules that may match it (in file order), cached per host."""
         hit = self._hosts.get(host)
