@@ -193,12 +193,32 @@ def test_a_forged_token_is_refused(forms: BlockPageForms, store: SqliteStore, ta
     assert store.pending_reviews() == []
 
 
-def test_a_token_from_another_process_is_forged(
+def test_a_token_signed_with_another_key_is_forged(
     forms: BlockPageForms, store: SqliteStore, refresher: SnapshotRefresher, clock: FakeClock
 ) -> None:
-    other = BlockPageForms(store, lambda: LIMITS, refresher=refresher, clock=clock)
+    other = BlockPageForms(
+        store, lambda: LIMITS, refresher=refresher, clock=clock, secret=b"k" * 32
+    )
     token = tokens(other.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
     assert forms.handle(post(EMERGENCY_PATH, token)).event["why"] == "forged"
+
+
+def test_nodes_sharing_a_store_accept_each_others_forms_once(
+    tmp_path: Path, store: SqliteStore, clock: FakeClock
+) -> None:
+    """Two proxy nodes (separate processes in production: separate store handles here) behind a
+    load balancer: a form served by one may be posted to the other, but only once in all."""
+    other_store = open_store(store.path, clock=clock)
+    try:
+        node_a = BlockPageForms(store, lambda: LIMITS, clock=clock)
+        node_b = BlockPageForms(other_store, lambda: LIMITS, clock=clock)
+        token = tokens(node_a.links(blocked(), url=URL, decision_id="d-1"))[REQUEST_PATH]
+        assert node_b.handle(post(REQUEST_PATH, token)).status == 200
+        again = node_a.handle(post(REQUEST_PATH, token))
+        assert again.status == 403 and again.event["why"] == "replayed"
+        assert len(store.list_requests()) == 1
+    finally:
+        other_store.close()
 
 
 def test_a_token_for_one_form_does_not_open_the_other(forms: BlockPageForms) -> None:

@@ -18,7 +18,15 @@ from .records import (
     invoking_actor,
 )
 from .refresher import SnapshotRefresher
-from .store import LimitReachedError, NotFoundError, StateError, Store, open_store, utc_now
+from .store import (
+    LimitReachedError,
+    NotFoundError,
+    StateError,
+    Store,
+    TokenUsedError,
+    open_store,
+    utc_now,
+)
 
 __all__ = [
     "AccessRequest",
@@ -33,6 +41,7 @@ __all__ = [
     "SnapshotRefresher",
     "StateError",
     "Store",
+    "TokenUsedError",
     "invoking_actor",
     "open_store",
     "parse_duration",

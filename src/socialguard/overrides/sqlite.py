@@ -36,7 +36,15 @@ from .records import (
     EmergencyRecord,
     GrantRecord,
 )
-from .store import Clock, LimitReachedError, NotFoundError, StateError, utc_now
+from .store import (
+    Clock,
+    FormToken,
+    LimitReachedError,
+    NotFoundError,
+    StateError,
+    TokenUsedError,
+    utc_now,
+)
 
 T = TypeVar("T")
 
@@ -123,6 +131,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             claimed_at TEXT
         );
         CREATE INDEX admin_events_unclaimed ON admin_events (seq) WHERE claimed_by IS NULL;
+        """,
+    ),
+    Migration(
+        "0002_form_tokens",
+        """
+        CREATE TABLE form_secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret BLOB NOT NULL);
+        CREATE TABLE used_form_tokens (nonce TEXT PRIMARY KEY, expires TEXT NOT NULL);
+        CREATE INDEX used_form_tokens_expiry ON used_form_tokens (expires);
         """,
     ),
 )
@@ -301,6 +317,37 @@ class SqliteStore:
             except sqlite3.Error:
                 continue
         self._local = threading.local()
+
+    # -- block-page form tokens ------------------------------------------------------------------
+
+    def form_secret(self) -> bytes:
+        """The key that signs block-page form tokens, shared by every node using this store (so a
+        form served by one node may be posted to another); created on first use."""
+
+        def get(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "INSERT OR IGNORE INTO form_secret (id, secret) VALUES (1, ?)",
+                (secrets.token_bytes(32),),
+            )
+            secret: bytes = conn.execute("SELECT secret FROM form_secret WHERE id = 1").fetchone()[
+                0
+            ]
+            return secret
+
+        return self._retry(get)
+
+    def _spend_token(self, conn: sqlite3.Connection, token: FormToken | None) -> None:
+        """Record a form token as used, in the caller's transaction: single use across nodes."""
+        if token is None:
+            return
+        nonce, expires = token
+        conn.execute("DELETE FROM used_form_tokens WHERE expires < ?", (_ts(self._clock()),))
+        try:
+            conn.execute(
+                "INSERT INTO used_form_tokens (nonce, expires) VALUES (?, ?)", (nonce, _ts(expires))
+            )
+        except sqlite3.IntegrityError as e:
+            raise TokenUsedError("this form was already used") from e
 
     # -- the outbox -----------------------------------------------------------------------------
 
@@ -692,6 +739,7 @@ class SqliteStore:
         minutes: int,
         per_day: int,
         day_start: datetime,
+        token: FormToken | None = None,
     ) -> EmergencyRecord:
         """A person's own emergency from the block page: counted against the daily limit
         atomically."""
@@ -710,6 +758,7 @@ class SqliteStore:
                 raise LimitReachedError(
                     f"{person} has used {used} of {per_day} emergency accesses today"
                 )
+            self._spend_token(conn, token)
             now = self._clock()
             e = Emergency(
                 id=new_id("e"),
@@ -802,6 +851,7 @@ class SqliteStore:
         reason: str,
         client_ip: str,
         actor: Actor,
+        token: FormToken | None = None,
     ) -> AccessRequest:
         req = AccessRequest(
             id=new_id("r"),
@@ -816,6 +866,7 @@ class SqliteStore:
         )
 
         def body(conn: sqlite3.Connection) -> AccessRequest:
+            self._spend_token(conn, token)
             conn.execute(
                 "INSERT INTO access_requests"
                 " (id, who, site, url, rule_id, decision_id, reason, created,"

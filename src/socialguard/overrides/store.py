@@ -34,6 +34,13 @@ class LimitReachedError(StoreError):
     overrides.emergency_per_day)."""
 
 
+class TokenUsedError(StoreError):
+    """A block-page form token was already spent (on this node or another sharing the store)."""
+
+
+FormToken = tuple[str, datetime]  # a form token's nonce and when it expires
+
+
 class StateError(StoreError):
     """The change makes no sense in the record's state (revoking a revoked grant, approving a
     denied request)."""
@@ -98,6 +105,7 @@ class Store(Protocol):
         minutes: int,
         per_day: int,
         day_start: datetime,
+        token: FormToken | None = None,
     ) -> EmergencyRecord: ...
 
     def pending_reviews(self) -> list[EmergencyRecord]: ...
@@ -118,6 +126,7 @@ class Store(Protocol):
         reason: str,
         client_ip: str,
         actor: Actor,
+        token: FormToken | None = None,
     ) -> AccessRequest: ...
 
     def get_request(self, request_id: str) -> AccessRequest: ...
@@ -129,6 +138,9 @@ class Store(Protocol):
     ) -> tuple[AccessRequest, Grant]: ...
 
     def deny_request(self, request_id: str, reason: str, actor: Actor) -> AccessRequest: ...
+
+    # block-page form tokens: one signing key per store, so any node can check any node's tokens
+    def form_secret(self) -> bytes: ...
 
     # the admin-event outbox
     def claim_admin_events(self, node: str, limit: int = 100) -> list[dict[str, Any]]: ...

@@ -27,7 +27,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,8 +35,15 @@ import structlog
 
 from socialguard.engine.model import Bypass, Decision, Principal
 from socialguard.errors import SocialGuardError
-from socialguard.overrides import Actor, Limits, SnapshotRefresher, Store, utc_now
-from socialguard.overrides.store import LimitReachedError
+from socialguard.overrides import (
+    AccessRequest,
+    Actor,
+    Limits,
+    SnapshotRefresher,
+    Store,
+    utc_now,
+)
+from socialguard.overrides.store import FormToken, LimitReachedError, TokenUsedError
 
 log = structlog.get_logger(__name__)
 
@@ -216,7 +223,7 @@ class BlockPageForms:
         self.store = store
         self.limits = limits
         self.refresher = refresher
-        self.signer = TokenSigner(secret, ttl)
+        self.signer = TokenSigner(secret or _store_secret(store), ttl)
         self._clock = clock
 
     # -- the block page side --------------------------------------------------------------------
@@ -346,7 +353,10 @@ class BlockPageForms:
                 minutes=limits.emergency_minutes,
                 per_day=limits.emergency_per_day,
                 day_start=day_start,
+                token=_spend(ticket),
             )
+        except TokenUsedError:
+            return self._refused(req, base, "replayed")
         except LimitReachedError:
             log.info("emergency_limit_reached", person=person, per_day=limits.emergency_per_day)
             return _page(
@@ -384,22 +394,11 @@ class BlockPageForms:
     def _file_request(
         self, req: FormRequest, ticket: Ticket, reason: str, base: dict[str, Any]
     ) -> FormResponse:
-        p = req.principal
-        who = (
-            f"user:{p.user}"
-            if p.user
-            else (f"device:{p.device}" if p.device else f"ip:{p.client_ip}")
-        )
-        r = self.store.file_request(
-            who=who,
-            site=ticket.site,
-            url=ticket.url,
-            rule_id=ticket.rule_id,
-            decision_id=ticket.decision_id,
-            reason=reason,
-            client_ip=p.client_ip,
-            actor=Actor(by=person_key(p), source=p.client_ip),
-        )
+        who = person_key(req.principal)
+        try:
+            r = self._file(req, ticket, reason, who)
+        except TokenUsedError:
+            return self._refused(req, base, "replayed")
         log.info("access_requested", request_id=r.id, who=who, site=ticket.site)
         return _page(
             200,
@@ -408,6 +407,34 @@ class BlockPageForms:
             "You will be able to reach the site once it is approved.",
             {**base, "outcome": "access_requested", "request_id": r.id},
         )
+
+    def _file(self, req: FormRequest, ticket: Ticket, reason: str, who: str) -> AccessRequest:
+        p = req.principal
+        return self.store.file_request(
+            who=who,
+            site=ticket.site,
+            url=ticket.url,
+            rule_id=ticket.rule_id,
+            decision_id=ticket.decision_id,
+            reason=reason,
+            client_ip=p.client_ip,
+            actor=Actor(by=person_key(p), source=p.client_ip),
+            token=_spend(ticket),
+        )
+
+
+def _spend(ticket: Ticket) -> FormToken:
+    return ticket.nonce, datetime.fromtimestamp(ticket.expires, UTC)
+
+
+def _store_secret(store: Store) -> bytes | None:
+    """The store's shared signing key, so any node can check a form another node served; None
+    (a per-process key) if this store cannot provide one."""
+    try:
+        return store.form_secret()
+    except (AttributeError, SocialGuardError) as e:
+        log.warning("form_secret_unavailable", error=str(e))
+        return None
 
 
 def _cross_site(req: FormRequest) -> str | None:
