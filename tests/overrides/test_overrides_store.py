@@ -345,3 +345,23 @@ def test_next_boundary_is_the_nearest_start_or_end(store: SqliteStore) -> None:
     store.start_emergency("all", T0 + timedelta(hours=1), "e", ADMIN)
     assert store.active(T0).next_boundary == T0 + timedelta(minutes=30)
     assert store.active(T0 + timedelta(minutes=30)).next_boundary == T0 + timedelta(hours=1)
+
+
+def test_an_older_store_is_migrated_forward_keeping_its_data(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "s.db"
+    old = open_store(path, clock=clock)
+    g = old.add_grant("user:a", ("x.example",), T0, T0 + timedelta(hours=1), "r", ADMIN)
+    old.close()
+    conn = sqlite3.connect(path)  # wind the file back to the first schema version
+    conn.executescript(
+        "DROP TABLE form_secret; DROP TABLE used_form_tokens;"
+        "DELETE FROM schema_migrations WHERE name != '0001_initial';"
+    )
+    conn.close()
+    again = open_store(path, clock=clock)
+    assert again.migrations() == [m.name for m in MIGRATIONS]  # type: ignore[attr-defined]
+    assert again.get_grant(g.id).grant == g
+    assert len(again.form_secret()) == 32
+    again.close()
