@@ -147,3 +147,17 @@ def test_the_background_thread_picks_up_a_change(store: SqliteStore) -> None:
             time.sleep(0.02)
         assert _granted(r.current, datetime.now(UTC))
     assert r._thread is None  # stopped on exit
+
+
+def test_nothing_in_force_is_the_engines_empty_snapshot(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """decide() skips every override lookup for Overrides.EMPTY (by identity)."""
+    r = SnapshotRefresher(store, clock=clock)
+    assert r.current is Overrides.EMPTY
+    g = store.add_grant("user:jdoe", ("facebook.com",), T0, T0 + timedelta(hours=1), "r", ADMIN)
+    r.refresh_if_needed()
+    assert r.current is not Overrides.EMPTY
+    store.revoke_grant(g.id, "r", ADMIN)
+    r.refresh_if_needed()
+    assert r.current is Overrides.EMPTY

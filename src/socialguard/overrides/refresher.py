@@ -29,11 +29,18 @@ Builder = Callable[[Iterable[Grant], Iterable[Emergency]], Any]
 
 
 def engine_builder() -> Builder:
-    """`socialguard.engine.Overrides.build`, imported late so the engine can land after this
-    module."""
+    """`socialguard.engine.Overrides.build`, imported late so the engine can land after this module.
+
+    Nothing in force gives `Overrides.EMPTY` itself, which decide() recognises by identity and skips
+    every override lookup for (the usual case: most of the time nobody holds a grant)."""
     from socialguard.engine import Overrides
 
-    build: Builder = Overrides.build
+    def build(grants: Iterable[Grant], emergencies: Iterable[Emergency]) -> Any:
+        grants, emergencies = tuple(grants), tuple(emergencies)
+        if not grants and not emergencies:
+            return Overrides.EMPTY
+        return Overrides.build(grants, emergencies)
+
     return build
 
 
