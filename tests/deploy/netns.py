@@ -38,8 +38,11 @@ UPSTREAM_V4, UPSTREAM_V6 = "10.99.2.2", "fd99:2::2"
 SOCIAL_V4, SOCIAL_V6 = "10.99.2.10", "fd99:2::10"
 SOCIAL_UNRESOLVED_V4 = "10.99.2.11"  # the social site too, but the district resolver never says so
 PLAIN_V4, PLAIN_V6 = "10.99.2.20", "fd99:2::20"
+DOH_V4 = "10.99.2.30"  # a DNS-over-HTTPS endpoint
 UPSTREAM_DNS_V4 = "10.99.2.53"
-UPSTREAM_ADDRESSES_V4 = (UPSTREAM_V4, SOCIAL_V4, SOCIAL_UNRESOLVED_V4, PLAIN_V4, UPSTREAM_DNS_V4)
+UPSTREAM_ADDRESSES_V4 = (
+    UPSTREAM_V4, SOCIAL_V4, SOCIAL_UNRESOLVED_V4, PLAIN_V4, DOH_V4, UPSTREAM_DNS_V4,
+)  # fmt: skip
 BOGUS_DNS_V4 = "10.99.2.99"  # nobody listens here: a client asking it must be redirected
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from netns import (  # type: ignore[import-not-found]
     BOGUS_DNS_V4,
     CLIENT_V4,
     CLIENT_V6,
+    DOH_V4,
     LAN_V4,
     LAN_V6,
     PLAIN_V4,
@@ -59,6 +60,7 @@ PROXY_PORT = 8080
 ADMIN = "127.0.0.1:9180"
 SOCIAL_HOST = "www.facebook.com"
 PLAIN_HOST = "school.test"
+DOH_HOST = "dns.google"
 
 # Social networking is blocked for the client's subnet at all hours, so the test does not depend
 # on when it runs; DoH is blocked for everyone, as in the shipped policy.
@@ -197,29 +199,33 @@ class Deployment:
         events = [json.loads(x) for x in self.events.read_text().splitlines() if x.strip()]
         return [e for e in events if path is None or e.get("path") == path]
 
-    def decision_records(self, since: int = 0) -> list[dict[str, Any]]:
-        """The proxy's decision log, in order; `since` skips that many records."""
+    def seen(self) -> set[tuple[str, int]]:
+        """(node, seq) of every record written so far: pass to `decision_records(since=...)`."""
+        return {(r["node"], r["seq"]) for r in self.decision_records()}
+
+    def decision_records(self, since: Collection[tuple[str, int]] = ()) -> list[dict[str, Any]]:
+        """The proxy's decision log (every worker's chain); `since` leaves those records out."""
         out = []
         for path in sorted(self.log_dir.rglob("*")):
             if path.is_file() and not path.name.endswith(".gz"):
                 for line in path.read_text(errors="replace").splitlines():
                     if line.startswith("{"):
                         out.append(json.loads(line))
-        out.sort(key=lambda r: r.get("seq", 0))
-        return out[since:]
+        return [r for r in out if (r.get("node"), r.get("seq")) not in since]
 
-    def log_text(self, since: int = 0) -> str:
+    def log_text(self, since: Collection[tuple[str, int]] = ()) -> str:
         return "\n".join(json.dumps(r) for r in self.decision_records(since))
 
 
 def deploy(lab: Lab, workdir: Path, workers: int = 1) -> Deployment:
     """Servers upstream; the printed rulesets, the resolvers and the proxy in the router."""
-    pki = make_upstream_pki(workdir / "pki", [SOCIAL_HOST, PLAIN_HOST])
+    pki = make_upstream_pki(workdir / "pki", [SOCIAL_HOST, PLAIN_HOST, DOH_HOST])
     events = workdir / "upstream-events.jsonl"
     https = []
     for host, addrs in (
         (SOCIAL_HOST, (SOCIAL_V4, SOCIAL_V6, SOCIAL_UNRESOLVED_V4)),
         (PLAIN_HOST, (PLAIN_V4, PLAIN_V6)),
+        (DOH_HOST, (DOH_V4,)),
     ):
         cert, key = pki.certs[host]
         https += [
@@ -273,6 +279,7 @@ def start_resolvers(lab: Lab, workdir: Path, rules: Path) -> subprocess.Popen[st
     zone.write_text(
         f"address=/{SOCIAL_HOST}/{SOCIAL_V4}\naddress=/{SOCIAL_HOST}/{SOCIAL_V6}\n"
         f"address=/{PLAIN_HOST}/{PLAIN_V4}\naddress=/{PLAIN_HOST}/{PLAIN_V6}\n"
+        f"address=/{DOH_HOST}/{DOH_V4}\n"
     )
     generated = workdir / "socialguard-dnsmasq.conf"
     generated.write_text(socialguard("deploy", "dnsmasq", "--rules", rules))
@@ -464,8 +471,13 @@ def test_healthz_and_metrics_answer_inside_the_router(full: Deployment, path: st
         "status": "ok",
         "checks": {"log": "ok", "policy": "ok", "store": "ok"},
     }
-    metrics = full.lab.router.run("curl", "-sS", f"http://{ADMIN}/metrics").stdout
-    assert 'socialguard_decisions_total{action="block"' in metrics
+    # The client is hashed to one of the workers; each worker serves its own figures.
+    host, port = ADMIN.rsplit(":", 1)
+    metrics = "".join(
+        full.lab.router.run("curl", "-sS", f"http://{host}:{int(port) + i}/metrics").stdout
+        for i in range(WORKERS)
+    )
+    assert 'socialguard_decisions_total{action="block",basis="rule",stage="request"}' in metrics
     # and the admin port is not reachable from the client
     r = full.lab.client.run("curl", "-sS", "--max-time", "3", "http://10.99.1.1:9180/healthz",
                             check=False)  # fmt: skip
@@ -488,7 +500,7 @@ def test_steered_canary_domains_answer_nxdomain(steered: Deployment) -> None:
 def test_steered_non_social_goes_direct_and_leaves_no_record(
     steered: Deployment, path: str
 ) -> None:
-    before = len(steered.decision_records())
+    before = steered.seen()
     (addr,) = resolve_a(steered.lab, PLAIN_HOST)
     r = steered.lab.curl(
         f"https://{PLAIN_HOST}{path}", "--cacert", str(steered.pki.ca), resolve=addr
@@ -539,7 +551,7 @@ def test_steered_mode_misses_a_social_address_the_resolver_never_gave_out(
 def test_workers_each_client_stays_with_one_worker_and_all_are_used(
     full: Deployment, path: str
 ) -> None:
-    before = len(full.decision_records())
+    before = full.seen()
     for round_ in range(2):
         for addr in EXTRA_CLIENTS:
             r = full.lab.curl(
@@ -576,3 +588,16 @@ def test_workers_each_write_their_own_log_chain(full: Deployment, path: str) -> 
     for node, files in files_by_node.items():
         others = set().union(*(f for n, f in files_by_node.items() if n != node))
         assert not files & others, f"{node} shares a log file with another worker"
+
+
+def test_steered_doh_endpoint_is_steered_to_the_proxy_and_blocked(
+    steered: Deployment, path: str
+) -> None:
+    (addr,) = resolve_a(steered.lab, DOH_HOST)
+    members = steered.lab.router.run("nft", "list", "set", "inet", "socialguard", "doh_v4")
+    assert addr in members.stdout
+    r = steered.lab.curl(
+        f"https://{DOH_HOST}/dns-query{path}", "--cacert", str(steered.proxy_ca), resolve=addr
+    )
+    assert r.status == 403, r.stderr
+    assert not steered.upstream_events(f"/dns-query{path}")
