@@ -423,12 +423,7 @@ class _Compiler:
             no_who=TraceStep(step, "no match: not for this person"),
             no_what=TraceStep(step, "no match: destination not named"),
             no_request=TraceStep(step, "no match: request conditions (method/upload/DoH) not met"),
-            not_when=TraceStep(
-                step,
-                f"skipped: in {when.schedule.name}"
-                if when is not None and when.negate
-                else f"skipped: outside {when}",
-            ),
+            not_when=TraceStep(step, _skipped(when)),
             matched=TraceStep(step, f"matched{f' ({when})' if when else ''}: {action.value}"),
         )
 
@@ -528,6 +523,12 @@ class _Compiler:
                 )
             )
         return None
+
+
+def _skipped(when: When | None) -> str:
+    if when is None:
+        return "skipped"
+    return f"skipped: in {when.schedule.name}" if when.negate else f"skipped: outside {when}"
 
 
 def _url_prefix(text: str) -> UrlPrefix:
