@@ -296,3 +296,27 @@ def test_the_next_schedule_change_is_when_school_hours_end(policy: CompiledPolic
     assert change == datetime(2026, 12, 1, 16, 0, tzinfo=DENVER)
     assert ask(policy, "facebook.com", when=change - timedelta(seconds=1)).action is Action.BLOCK
     assert ask(policy, "facebook.com", when=change).action is Action.ALLOW
+
+
+def test_a_negated_schedule_applies_outside_it(make_policy: MakePolicy) -> None:
+    policy = make_policy(
+        "rules:\n  - {id: evenings, description: e, who: [staff], what: {categories: [social]},"
+        " when: {not: school-hours}, action: block}\n"
+    )
+    assert ask(policy, "facebook.com", when=EVENING).rule_id == "evenings"
+    d = ask(policy, "facebook.com", when=SCHOOL_TIME)
+    assert d.action is Action.ALLOW
+    assert d.trace[0].outcome == "skipped: in school-hours"
+
+
+def test_who_can_name_users_and_devices(make_policy: MakePolicy) -> None:
+    policy = make_policy(
+        "rules:\n  - {id: one, description: d, who: ['user:principal-jones', 'device:kiosk'],"
+        " what: {domains: [example.org]}, action: block}\n"
+    )
+    principal = resolve_principal(policy, "192.0.2.1", user="principal-jones")
+    assert decide(policy, Request(host="www.example.org"), principal, SCHOOL_TIME).rule_id == "one"
+    assert ask(policy, "www.example.org", client="192.0.2.1").action is Action.ALLOW
+    assert [str(w).split(": ", 1)[1] for w in policy.warnings] == [
+        "rules[0].who[1]: device 'kiosk' is not in any inventory"
+    ]
