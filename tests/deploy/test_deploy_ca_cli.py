@@ -170,3 +170,31 @@ def test_export_mobileconfig_is_a_root_payload_with_stable_uuids(ca_dir: Path) -
 def test_export_unknown_format_is_bad_input(ca_dir: Path) -> None:
     r = sg("ca", "export", "--certs", ca_dir, "--format", "jks", check_rc=2)
     assert b"--format: unknown format 'jks'" in r.stderr
+
+
+def test_two_replacements_in_the_same_second_keep_both_old_cas(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from socialguard.deploy.ca import init_ca
+
+    d = tmp_path / "certs"
+    now = datetime(2026, 11, 28, 21, 0, tzinfo=UTC)
+    first, _ = init_ca(d, now=now)
+    second, backup1 = init_ca(d, force=True, now=now)
+    _, backup2 = init_ca(d, force=True, now=now)
+    assert backup1 is not None and backup2 is not None and backup1 != backup2
+    assert _fingerprint(backup1 / "mitmproxy-ca-cert.pem") == first.sha256
+    assert _fingerprint(backup2 / "mitmproxy-ca-cert.pem") == second.sha256
+
+
+def test_init_into_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = sg("ca", "init", "--certs", blocker / "certs", check_rc=2)
+    assert r.stderr.startswith(f"error: {blocker / 'certs'}: cannot write the CA here".encode())
+
+
+def test_export_to_an_unwritable_place_is_a_clear_error(ca_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "missing-dir" / "ca.pem"
+    r = sg("ca", "export", "--certs", ca_dir, "--out", target, check_rc=2)
+    assert r.stderr.startswith(f"error: --out {target}: cannot write".encode())

@@ -131,7 +131,10 @@ def export(
         raise ConfigError(f"--format: unknown format {fmt!r} (choose one of {allowed})") from e
     data = export_ca(paths.certs_dir(certs), chosen)
     if out is not None:
-        out.write_bytes(data)
+        try:
+            out.write_bytes(data)
+        except OSError as e:
+            raise ConfigError(f"--out {out}: cannot write: {e.strerror or e}") from e
         typer.echo(f"wrote {out} ({chosen.value}, {len(data)} bytes)", err=True)
         return
     if chosen in (ExportFormat.DER, ExportFormat.P12) and sys.stdout.isatty():

@@ -115,8 +115,11 @@ def init_ca(
             "given the new one. Pass --force to replace it (the old files are kept in a "
             "replaced-<time>/ folder)."
         )
-    certs_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".ca-new-", dir=certs_dir))
+    try:
+        certs_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".ca-new-", dir=certs_dir))
+    except OSError as e:
+        raise CaError(f"{certs_dir}: cannot write the CA here: {e.strerror or e}") from e
     try:
         CertStore.create_store(
             staging, BASENAME, KEY_SIZE, organization=organization, cn=common_name
@@ -126,6 +129,8 @@ def init_ca(
         backup = _set_aside(existing, certs_dir, now or datetime.now(UTC)) if existing else None
         for name in CA_FILES:
             os.replace(staging / name, certs_dir / name)
+    except OSError as e:
+        raise CaError(f"{certs_dir}: cannot write the CA here: {e.strerror or e}") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return read_ca(certs_dir), backup
@@ -133,8 +138,13 @@ def init_ca(
 
 def _set_aside(files: list[Path], certs_dir: Path, now: datetime) -> Path:
     """Move the current CA files into a dated folder beside them; returns that folder."""
-    backup = certs_dir / f"replaced-{now.strftime('%Y%m%dT%H%M%SZ')}"
-    backup.mkdir(mode=0o700, exist_ok=True)
+    stamp = f"replaced-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    backup = certs_dir / stamp
+    for n in range(2, 1000):  # never merge into (and overwrite) an earlier backup
+        if not backup.exists():
+            break
+        backup = certs_dir / f"{stamp}-{n}"
+    backup.mkdir(mode=0o700)
     for path in files:
         os.replace(path, backup / path.name)
     return backup
