@@ -25,9 +25,9 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def sample(tmp_path: Path, open_log, clock: Clock) -> Path:
     """Two nodes, three district days, small files (so several are gzipped), admin events."""
+    clock.set(datetime(2026, 11, 23, 7, 55, tzinfo=DENVER))
     a = open_log("n1-w0", max_bytes=4096)
     b = open_log("n1-w1", max_bytes=4096)
-    clock.set(datetime(2026, 11, 23, 7, 55, tzinfo=DENVER))
     a.write(
         admin_event(
             "grant_added",
@@ -308,3 +308,35 @@ def test_the_html_report_renders_in_headless_chromium(sample: Path, tmp_path: Pa
     assert dom.count("<svg") == 5
     assert dom.count("<rect") >= 24 + 3 + 2 + 2 + 2
     assert "Top blocked destinations" in dom
+
+
+def _every_record(log_dir: Path) -> list[dict]:
+    import json as _json
+
+    from socialguard.audit.files import iter_lines, list_log_files
+
+    out = []
+    for lf in list_log_files(log_dir):
+        out.extend(_json.loads(raw) for _, raw in iter_lines(lf.path))
+    return sorted(out, key=lambda r: (r["ts"], r["node"], r["seq"]))
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        Filter(),
+        Filter(action="block", types=frozenset({"decision"})),
+        Filter(basis="grant", who=Who.parse("device:cart-3")),
+        Filter(who=Who.parse("ip:10.0.1.7"), since="2026-11-24T15:00:00.000Z"),
+        Filter(category="social", until="2026-11-24T15:05:00.000Z"),
+        Filter(types=frozenset({"admin"})),
+        Filter(who=Who.parse("user:jdoe"), host="facebook.com"),
+    ],
+    ids=lambda f: repr(f)[:60],
+)
+def test_fast_byte_filters_agree_with_the_parsed_records(sample: Path, flt: Filter) -> None:
+    expected = [r for r in _every_record(sample) if flt.matches(r)]
+    got = [f.record for f in search(sample, flt)]
+    key = lambda r: (r["ts"], r["node"], r["seq"])  # noqa: E731
+    assert sorted(got, key=key) == expected
+    assert [r["ts"] for r in got] == sorted(r["ts"] for r in got)

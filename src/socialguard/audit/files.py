@@ -84,10 +84,27 @@ def open_lines(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
+CHUNK = 1 << 20
+
+
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number from 1, raw line) for each line of a log file, streaming."""
+    """(line number from 1, raw line with its newline) for each line of a log file, streaming.
+
+    Reads 1 MiB blocks and splits them, which is several times faster than line-by-line reading
+    through gzip; memory stays bounded by the block size (plus one line). A last line without a
+    newline is yielded as it is (torn, or being written).
+    """
+    lineno = 0
+    rest = b""
     with open_lines(path) as f:
-        yield from enumerate(f, start=1)
+        while block := f.read(CHUNK):
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                lineno += 1
+                yield lineno, line + b"\n"
+    if rest:
+        yield lineno + 1, rest
 
 
 def first_line(path: Path) -> bytes | None:

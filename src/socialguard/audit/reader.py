@@ -3,13 +3,15 @@
 Records are read file by file (plain or gzip) and line by line, never all at once, so memory stays
 flat whatever the log's size. Files wholly outside `--since/--until` are skipped unopened (a file
 ends where the next one of its chain begins). Cheap byte tests run before a line is parsed, so a
-search that matches little parses little.
+search that matches little parses little. (Skipping files by time assumes the writer's clock did
+not step back across a file boundary; `verify` trusts the chain's `seq`, never time.)
 """
 
 from __future__ import annotations
 
 import heapq
 import ipaddress
+import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,6 @@ from zoneinfo import ZoneInfo
 from socialguard.errors import AuditError
 
 from . import files
-from .chain import LineError, unseal
 from .chains import Chain, find_chains
 from .schema import TYPE_FILE_CLOSE, TYPE_FILE_OPEN
 
@@ -69,14 +70,14 @@ class Who:
 
     def needle(self) -> bytes | None:
         """Bytes every matching line must contain (a pre-filter before parsing)."""
-        if self.kind == "ip" and "/" in self.value:
-            return None
-        return _json_str(self.value)
+        if self.kind == "ip":
+            return None if "/" in self.value else b'"client":' + _json_str(self.value)
+        if self.kind == "device":
+            return b'"device":' + _json_str(self.value)
+        return _json_str(self.value)  # user (also `by` of admin events), group (in a list)
 
 
 def _json_str(value: str) -> bytes:
-    import json
-
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
@@ -100,10 +101,33 @@ class Filter:
             out.append(n)
         if self.host:
             out.append(self.host.encode("utf-8"))
-        for value in (self.category, self.action, self.basis, self.rule):
+        for key, value in (
+            ("category", self.category),
+            ("action", self.action),
+            ("basis", self.basis),
+            ("rule", self.rule),
+        ):
             if value:
-                out.append(_json_str(value))
+                out.append(f'"{key}":'.encode() + _json_str(value))  # the writer's compact form
         return out
+
+    def decided_by_bytes(self) -> bool:
+        """Whether needles, the type test and the timestamp bytes decide a line without parsing it:
+        every criterion is an exact `"key":value` of the writer's compact form."""
+        exact_who = (
+            self.who is None
+            or self.who.kind == "device"
+            or (self.who.kind == "ip" and "/" not in self.who.value)
+        )
+        return exact_who and not self.host and (self.types is None or len(self.types) == 1)
+
+    def type_test(self) -> tuple[bytes | None, tuple[bytes, ...]]:
+        """(needle the type must match, needles it must not) in the writer's compact form."""
+        if self.types is None:
+            return None, tuple(b'"type":' + _json_str(t) for t in sorted(BOOKKEEPING))
+        if len(self.types) == 1:
+            return b'"type":' + _json_str(next(iter(self.types))), ()
+        return None, ()
 
     def matches(self, r: dict[str, Any]) -> bool:
         kind = r.get("type")
@@ -174,44 +198,104 @@ def local_time(ts: str, tz: ZoneInfo) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(tz)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Found:
-    """A record read back, with where it is (for messages) and its raw line."""
+    """A record read back: its raw line, where it is, and the parsed record (parsed on first use,
+    so that a search whose filters the raw bytes decide, printed as JSON, parses nothing)."""
 
-    record: dict[str, Any]
-    where: str
     raw: bytes
+    path: Path
+    lineno: int
+    parsed: dict[str, Any] | None = None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        if self.parsed is None:
+            self.parsed = json.loads(self.raw)
+        return self.parsed
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.lineno}"
 
 
-def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[str, int, Found]]:
+_TS = b'"ts":"'
+
+
+def _ts_of(raw: bytes) -> bytes | None:
+    """The timestamp bytes near the start of a line as the writer lays it out, without parsing."""
+    i = raw.find(_TS, 0, 64)
+    return raw[i + 6 : i + 30] if i >= 0 else None
+
+
+def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[bytes, Found]]:
     needles = flt.needles()
+    want_type, not_types = flt.type_test()
+    if want_type is not None:
+        needles.append(want_type)
+    by_bytes = flt.decided_by_bytes()
+    since = flt.since.encode() if flt.since else None
+    until = flt.until.encode() if flt.until else None
+    timed = since is not None or until is not None
+    loads = json.loads
     for i, cf in enumerate(chain.files):
         next_start = chain.files[i + 1].first_ts if i + 1 < len(chain.files) else None
         if flt.since is not None and next_start is not None and next_start < flt.since:
             continue
         if flt.until is not None and cf.first_ts >= flt.until:
             break
+        path = cf.file.path
         try:
-            for lineno, raw in files.iter_lines(cf.file.path):
-                if needles and not all(n in raw for n in needles):
+            for lineno, raw in files.iter_lines(path):
+                if needles and not _has_all(raw, needles):
+                    continue
+                if not_types and _has_any(raw, not_types):
+                    continue
+                ts = _ts_of(raw)
+                if ts is None:  # not the writer's layout: decide on the parsed record
+                    try:
+                        record = loads(raw)
+                    except ValueError:
+                        continue  # `audit verify` reports it; a search shows what it can read
+                    if isinstance(record, dict) and flt.matches(record):
+                        yield str(record.get("ts", "")).encode(), Found(raw, path, lineno, record)
+                    continue
+                if timed and ((since is not None and ts < since) or (until and ts >= until)):
+                    continue
+                if by_bytes:
+                    yield ts, Found(raw, path, lineno)
                     continue
                 try:
-                    record, _, _ = unseal(raw)
-                except LineError:
-                    continue  # `audit verify` reports it; a search shows what can be read
-                if flt.matches(record):
-                    yield (
-                        record.get("ts", ""),
-                        record.get("seq", 0),
-                        Found(record, f"{cf.file.path}:{lineno}", raw),
-                    )
+                    record = loads(raw)  # no hash check here: that is `audit verify`'s job
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and flt.matches(record):
+                    yield ts, Found(raw, path, lineno, record)
         except (OSError, EOFError, zlib.error) as e:
-            raise AuditError(f"{cf.file.path}: cannot read: {e}") from e
+            raise AuditError(f"{path}: cannot read: {e}") from e
+
+
+def _has_any(raw: bytes, needles: tuple[bytes, ...]) -> bool:
+    for n in needles:  # noqa: SIM110 - a plain loop is faster than any(<genexpr>) here
+        if n in raw:
+            return True
+    return False
+
+
+def _has_all(raw: bytes, needles: list[bytes]) -> bool:
+    for n in needles:  # noqa: SIM110 - a plain loop is faster than all(<genexpr>) here
+        if n not in raw:
+            return False
+    return True
 
 
 def search(log_dir: Path, flt: Filter) -> Iterator[Found]:
     """Matching records from every chain in `log_dir`, merged in time order, streaming."""
     chains, _ = find_chains(log_dir)
     streams = [_chain_records(c, flt) for _, c in sorted(chains.items())]
-    for _, _, found in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
+    if len(streams) == 1:
+        for _, found in streams[0]:
+            yield found
+        return
+    for _, found in heapq.merge(*streams, key=lambda t: t[0]):  # stable: ties keep chain order
         yield found

@@ -227,9 +227,10 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         )
         found = run_search(_log_dir(log_dir, state), flt)
         if as_json:
-            out = sys.stdout
+            out = sys.stdout.buffer  # the stored line is already JSON: written as it is
             for f in found:
-                out.write(json.dumps(f.record, ensure_ascii=False) + "\n")
+                out.write(f.raw)
+            out.flush()
         elif as_csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(COLUMNS)
