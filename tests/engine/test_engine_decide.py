@@ -320,3 +320,31 @@ def test_who_can_name_users_and_devices(make_policy: MakePolicy) -> None:
     assert [str(w).split(": ", 1)[1] for w in policy.warnings] == [
         "rules[0].who[1]: device 'kiosk' is not in any inventory"
     ]
+
+
+def test_a_remembered_decision_is_the_one_a_fresh_policy_makes(
+    make_policy: MakePolicy, policy: CompiledPolicy
+) -> None:
+    fresh = make_policy(RULES)
+    for host, when in [
+        ("facebook.com", SCHOOL_TIME),
+        ("facebook.com", EVENING),
+        ("x.org", EVENING),
+    ]:
+        first = ask(policy, host, when=when)
+        principal = first.principal
+        again = decide(policy, Request(host=host), principal, when)
+        assert again == first and again.trace == first.trace
+        other = decide(fresh, Request(host=host), principal, when)
+        assert (other.action, other.rule_id, other.trace) == (
+            first.action,
+            first.rule_id,
+            first.trace,
+        )
+
+
+def test_remembered_decisions_carry_their_own_principal(policy: CompiledPolicy) -> None:
+    a = ask(policy, "facebook.com", client="10.20.1.5")
+    b = ask(policy, "facebook.com", client="10.20.1.6")
+    assert (a.principal.client_ip, b.principal.client_ip) == ("10.20.1.5", "10.20.1.6")
+    assert a.action is b.action is Action.BLOCK

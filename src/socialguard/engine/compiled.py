@@ -20,7 +20,7 @@ from socialguard.errors import Problem
 from .accounts import AccountsSpec
 from .domains import DomainIndex, NetworkIndex
 from .hosts import is_ip_literal
-from .model import Action, Bypass, Principal, Request, TraceStep
+from .model import Action, Bypass, Decision, Principal, Request, TraceStep
 from .schedule import Schedule
 from .uploads import UploadRules
 
@@ -376,6 +376,12 @@ class CompiledPolicy:
     # Bounded (cleared when full); a plain dict is safe to share between threads (a racing writer
     # stores the same value, both computed from this immutable policy).
     _hosts: dict[str, tuple[Mapping[str, str], tuple[CompiledRule, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    # decisions made without grants or emergencies, by (principal id, host, rule path); see
+    # engine/decide.py. Bounded; read and written like _hosts.
+    decisions: dict[tuple[object, ...], Decision] = field(
         default_factory=dict, compare=False, repr=False
     )
 

@@ -35,6 +35,9 @@ _DEFAULT_ALLOW = TraceStep("default", "allow: no rule matched")
 _DEFAULT_BLOCK = TraceStep("default", "block: no rule matched")
 _NO_EMERGENCY = TraceStep("emergency", "none in force")
 _NO_GRANT = TraceStep("grant", "none in force")
+_IP_BLOCK = TraceStep("ip_literals", "block: no rule names this address")
+_IP_ALLOW = TraceStep("ip_literals", "allow: no rule names this address")
+_DECISION_CACHE_MAX = 20_000
 _IP_BLOCK_REASON = (
     "Sites reached by bare IP address are blocked: they would bypass the district's rules."
 )
@@ -74,8 +77,67 @@ def decide(
             trace.append(rule.not_when)
             continue
         trace.append(rule.matched)
-        return _rule_decision(policy, rule, dest, request, principal, now, overrides, tags, trace)
+        if rule.bypass and overrides is not Overrides.EMPTY and rule.action is Action.BLOCK:
+            return _rule_decision(
+                policy, rule, dest, request, principal, now, overrides, tags, trace
+            )
+        return _plain_rule_decision(policy, rule, dest, request.host, principal, trace)
     return _default_decision(policy, request, principal, trace)
+
+
+def _remembered(
+    policy: CompiledPolicy, principal: Principal, host: str, trace: list[TraceStep]
+) -> tuple[tuple[object, ...], Decision | None]:
+    """A Decision made before for the same principal, host and path through the rules.
+
+    Without grants or emergencies in play, the decision is a function of (policy, principal, host,
+    the outcome of each rule considered); the trace steps are built once per rule, so their ids
+    name that path. Building a Decision is the dearest part of decide(), and a proxy asks the same
+    question for every request of a page. The cache holds the principal, so its id cannot be
+    reused while the entry lives; the identity check is a second guard.
+    """
+    key = (id(principal), host, *map(id, trace))
+    hit = policy.decisions.get(key)
+    if hit is not None and hit.principal is principal:
+        return key, hit
+    return key, None
+
+
+def _remember(policy: CompiledPolicy, key: tuple[object, ...], decision: Decision) -> Decision:
+    cache = policy.decisions
+    if len(cache) >= _DECISION_CACHE_MAX:
+        cache.clear()
+    cache[key] = decision
+    return decision
+
+
+def _plain_rule_decision(  # noqa: PLR0917 - one hot-path call site
+    policy: CompiledPolicy,
+    rule: CompiledRule,
+    dest: tuple[str | None, str | None],
+    host: str,
+    principal: Principal,
+    trace: list[TraceStep],
+) -> Decision:
+    key, hit = _remembered(policy, principal, host, trace)
+    if hit is not None:
+        return hit
+    category, matched = dest
+    decision = _make(
+        rule.action,
+        Basis.RULE,
+        rule.reason,
+        principal,
+        policy.version,
+        host,
+        rule.id,
+        category,
+        matched,
+        None,
+        rule.bypass,
+        tuple(trace),
+    )
+    return _remember(policy, key, decision)
 
 
 # The fields _make fills, in order. Should model.Decision gain a field, _make falls back to the
@@ -233,18 +295,19 @@ def _default_decision(
     policy: CompiledPolicy, request: Request, principal: Principal, trace: list[TraceStep]
 ) -> Decision:
     if policy.ip_literals != "inspect" and is_ip_literal(request.host):
-        action = Action.BLOCK if policy.ip_literals == "block" else Action.ALLOW
-        trace.append(TraceStep("ip_literals", f"{action.value}: no rule names this address"))
-        reason = _IP_BLOCK_REASON if action is Action.BLOCK else _IP_ALLOW_REASON
+        if policy.ip_literals == "block":
+            action, step, reason = Action.BLOCK, _IP_BLOCK, _IP_BLOCK_REASON
+        else:
+            action, step, reason = Action.ALLOW, _IP_ALLOW, _IP_ALLOW_REASON
     elif policy.default is Action.ALLOW:
-        action = Action.ALLOW
-        trace.append(_DEFAULT_ALLOW)
-        reason = _DEFAULT_ALLOW_REASON
+        action, step, reason = Action.ALLOW, _DEFAULT_ALLOW, _DEFAULT_ALLOW_REASON
     else:
-        action = Action.BLOCK
-        trace.append(_DEFAULT_BLOCK)
-        reason = _DEFAULT_BLOCK_REASON
-    return _make(
+        action, step, reason = Action.BLOCK, _DEFAULT_BLOCK, _DEFAULT_BLOCK_REASON
+    trace.append(step)
+    key, hit = _remembered(policy, principal, request.host, trace)
+    if hit is not None:
+        return hit
+    decision = _make(
         action,
         Basis.DEFAULT,
         reason,
@@ -258,6 +321,7 @@ def _default_decision(
         _NO_BYPASS,
         tuple(trace),
     )
+    return _remember(policy, key, decision)
 
 
 def decide_connection(
