@@ -130,6 +130,13 @@ def test_steered_mode_with_a_district_resolver_dnats_to_it() -> None:
     )
 
 
+def test_the_routers_own_services_are_not_redirected() -> None:
+    lines = rules_lines(render_ruleset(RulesetOptions(lan=("eth1",))))
+    start = lines.index("type nat hook prerouting priority dstnat; policy accept;")
+    assert lines[start + 2] == "fib daddr type local return"
+    assert "redirect" not in " ".join(lines[start : start + 3])
+
+
 def test_reapplying_replaces_the_table_atomically() -> None:
     lines = rules_lines(render_ruleset(RulesetOptions(lan=("eth1",))))
     assert lines[:3] == [

@@ -226,6 +226,8 @@ def _nat_chain(opts: RulesetOptions) -> list[str]:
         "    chain prerouting {",
         "        type nat hook prerouting priority dstnat; policy accept;",
         f"        iifname != {_lan_match(opts)} return",
+        "        # Connections to this router itself (its own services) are left alone.",
+        "        fib daddr type local return",
     ]
     web = "tcp dport { 80, 443 }"
     for fam in (V4, V6):
