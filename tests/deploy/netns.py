@@ -52,9 +52,10 @@ def unavailable_reason() -> str | None:
         return "network namespaces are Linux-only"
     if os.geteuid() != 0:
         return "creating network namespaces needs root"
-    for tool in ("ip", "nft", "curl"):
+    for tool in ("ip", "ss", "nft", "curl", "dnsmasq"):
         if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (apt-get install iproute2 nftables curl)"
+            packages = "iproute2 nftables curl dnsmasq-base"
+            return f"`{tool}` is not installed (apt-get install {packages})"
     probe = f"sgprobe{secrets.token_hex(3)}"
     made = subprocess.run(
         ["ip", "netns", "add", probe], capture_output=True, text=True, check=False
@@ -148,9 +149,10 @@ class Lab:
         self.client.run("ip", "-6", "route", "add", "default", "via", ROUTER_LAN_V6)
         self.upstream.run("ip", "route", "add", LAN_V4, "via", ROUTER_WAN_V4)
         self.upstream.run("ip", "-6", "route", "add", LAN_V6, "via", ROUTER_WAN_V6)
-        for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
-                    "net.ipv4.conf.all.send_redirects=0"):  # fmt: skip
-            self.router.run("sysctl", "-qw", key)
+        # Per-namespace sysctls, written directly (no dependency on procps' sysctl).
+        for key, value in (("net/ipv4/ip_forward", 1), ("net/ipv6/conf/all/forwarding", 1),
+                           ("net/ipv4/conf/all/send_redirects", 0)):  # fmt: skip
+            self.router.run("sh", "-c", f"echo {value} > /proc/sys/{key}")
 
     @staticmethod
     def _addresses(ns: Namespace, dev: str, v4: Sequence[str], v6: Sequence[str]) -> None:
