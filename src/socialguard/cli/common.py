@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -25,7 +25,6 @@ EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -44,7 +43,7 @@ def domain_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from e
 
 
-def handles_errors(func: F) -> F:
+def handles_errors[F: Callable[..., Any]](func: F) -> F:
     """Decorator form of domain_errors for a command function."""
 
     @wraps(func)
@@ -62,14 +61,16 @@ def echo_err(message: str) -> None:
 # Shared option bundles, defined once.
 RulesOption = Annotated[
     Path | None,
-    typer.Option("--rules", help="Rules file [env SOCIALGUARD_RULES; default rules/policy.yaml]."),
+    typer.Option("--rules", help="Rules file (env SOCIALGUARD_RULES; default rules/policy.yaml)."),
 ]
 StateOption = Annotated[
     Path | None,
-    typer.Option("--state", help="State directory [env SOCIALGUARD_STATE; default var/]."),
+    typer.Option("--state", help="State directory (env SOCIALGUARD_STATE; default var/)."),
 ]
 LogDirOption = Annotated[
     Path | None,
-    typer.Option("--log-dir", help="Decision log directory [env SOCIALGUARD_LOG_DIR; default <state>/log]."),
+    typer.Option(
+        "--log-dir", help="Decision log directory (env SOCIALGUARD_LOG_DIR; default <state>/log)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
