@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -50,6 +52,7 @@ def test_normalise_host_gives_the_canonical_spelling(raw: str, expected: str) ->
         ("[::1", "unclosed"),
         ("256.1.1.1", "IPv4"),
         ("1.2.3.4.5", "IPv4"),
+        ("a.0x", "IPv4"),  # a last label that browsers read as a number makes it an address
         ("09.1.1.1", "IPv4"),
         ("gggg::1", "IPv6"),
         ("a" * 64 + ".example", "not a valid host"),
@@ -72,8 +75,9 @@ def test_domain_suffixes_walk_label_boundaries() -> None:
     assert domain_suffixes("a.b.example") == ["a.b.example", "b.example", "example"]
 
 
+# Labels that browsers read as IPv4 numbers (`12`, `0x1f`) would make the name an address.
 _LABEL = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True).filter(
-    lambda s: not s.isdigit()
+    lambda s: not re.fullmatch(r"[0-9]+|0x[0-9a-f]*", s)
 )
 _NAME = st.lists(_LABEL, min_size=2, max_size=5).map(".".join)
 
