@@ -601,3 +601,20 @@ def test_steered_doh_endpoint_is_steered_to_the_proxy_and_blocked(
     )
     assert r.status == 403, r.stderr
     assert not steered.upstream_events(f"/dns-query{path}")
+
+
+def test_full_no_sni_connection_to_an_ip_literal_is_never_passed_through(
+    full: Deployment, path: str
+) -> None:
+    """A ClientHello without SNI (an IP-literal URL) is inspected, not waved through: the client
+    meets the proxy's certificate, never the origin's, whatever it then decides."""
+    with_upstream_ca = full.lab.curl(f"https://{PLAIN_V4}{path}", "--cacert", str(full.pki.ca))
+    assert with_upstream_ca.status == 0
+    assert "certificate" in with_upstream_ca.stderr.lower()
+    assert not full.upstream_events(path)
+    verdicts = {
+        r.get("verdict")
+        for r in full.decision_records()
+        if r.get("stage") == "connection" and r.get("host") == PLAIN_V4
+    }
+    assert verdicts == {"inspect"}, verdicts
