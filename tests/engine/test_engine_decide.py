@@ -348,3 +348,9 @@ def test_remembered_decisions_carry_their_own_principal(policy: CompiledPolicy) 
     b = ask(policy, "facebook.com", client="10.20.1.6")
     assert (a.principal.client_ip, b.principal.client_ip) == ("10.20.1.5", "10.20.1.6")
     assert a.action is b.action is Action.BLOCK
+
+
+def test_a_naive_time_is_refused_rather_than_guessed(policy: CompiledPolicy) -> None:
+    principal = resolve_principal(policy, "10.20.1.5")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        decide(policy, Request(host="facebook.com"), principal, datetime(2026, 12, 1, 10, 0))

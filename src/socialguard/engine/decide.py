@@ -60,6 +60,8 @@ def decide(
     Only the rules that could match this host are walked (RuleIndex), so the trace lists those;
     a host no rule names goes straight to the default.
     """
+    if now.tzinfo is None:
+        raise ValueError("decide() needs a timezone-aware time; a naive one would be read as local")
     tags, candidates = policy.host_rules(request.host)
     trace: list[TraceStep] = []
     for rule in candidates:
