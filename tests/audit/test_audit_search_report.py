@@ -340,3 +340,18 @@ def test_fast_byte_filters_agree_with_the_parsed_records(sample: Path, flt: Filt
     key = lambda r: (r["ts"], r["node"], r["seq"])  # noqa: E731
     assert sorted(got, key=key) == expected
     assert [r["ts"] for r in got] == sorted(r["ts"] for r in got)
+
+
+@pytest.mark.parametrize("needle", [b'"user":"jdoe"', b"cart-3", b'"type":"admin"', b"nothing-here"])
+def test_block_search_finds_the_same_lines_and_numbers_as_reading_every_line(
+    sample: Path, tmp_path: Path, needle: bytes
+) -> None:
+    from socialguard.audit.files import CHUNK, iter_lines, iter_lines_containing, list_log_files
+
+    paths = [lf.path for lf in list_log_files(sample)]
+    big = tmp_path / "big.jsonl"  # several blocks, and a torn last line that matches
+    lines = b"".join(raw for p in paths for _, raw in iter_lines(p))
+    big.write_bytes(lines * (2 * CHUNK // len(lines) + 1) + b'{"torn":' + needle)
+    for p in [*paths, big]:
+        expected = [(n, raw) for n, raw in iter_lines(p) if needle in raw]
+        assert list(iter_lines_containing(p, needle)) == expected

@@ -246,7 +246,10 @@ def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[bytes, Found]]:
             break
         path = cf.file.path
         try:
-            for lineno, raw in files.iter_lines(path):
+            lines = (
+                files.iter_lines_containing(path, needles[0]) if needles else files.iter_lines(path)
+            )
+            for lineno, raw in lines:
                 if needles and not _has_all(raw, needles):
                     continue
                 if not_types and _has_any(raw, not_types):
