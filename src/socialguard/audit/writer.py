@@ -386,17 +386,22 @@ class AuditLog:
         self._open_file(now, self._file_index + 1, old, {})
         if self._compress:
             self._to_compress.append(self.log_dir / old)
-        self._checkpoint_locked("rotation", fsync=False)
+        self._checkpoint_locked("rotation")
         log.info("audit_file_rotated", closed=old, opened=self._state.file_name, reason=reason)
 
     # -- durability and checkpoints -----------------------------------------------------------
 
-    def _checkpoint_locked(self, reason: str, *, fsync: bool = True) -> dict[str, Any] | None:
+    def _checkpoint_locked(self, reason: str) -> dict[str, Any] | None:
+        """Fsync, then anchor the head (a checkpoint must never cover records not yet on disk)."""
         st = self._state
         if st.seq == 0:
             return None
-        if fsync and st.fd >= 0:
-            os.fsync(st.fd)
+        if st.fd >= 0:
+            try:
+                os.fsync(st.fd)
+            except OSError as e:
+                log.error("audit_fsync_failed", file=st.file_name, error=e.strerror)
+                return None
             self._dirty = False
         now = self._clock()
         body = {
