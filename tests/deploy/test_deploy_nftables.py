@@ -137,13 +137,43 @@ def test_the_routers_own_services_are_not_redirected() -> None:
     assert "redirect" not in " ".join(lines[start : start + 3])
 
 
-def test_reapplying_replaces_the_table_atomically() -> None:
-    lines = rules_lines(render_ruleset(RulesetOptions(lan=("eth1",))))
-    assert lines[:3] == [
-        "table inet socialguard",
-        "delete table inet socialguard",
-        "table inet socialguard {",
+def test_reapplying_flushes_chains_and_district_sets_but_not_the_steered_sets() -> None:
+    opts = RulesetOptions(lan=("eth1",), subnets=(V4,), mode=Mode.STEERED)
+    lines = rules_lines(render_ruleset(opts))
+    flushes = [ln for ln in lines if ln.startswith("flush ")]
+    assert flushes == [
+        "flush chain inet socialguard prerouting",
+        "flush chain inet socialguard input",
+        "flush chain inet socialguard forward",
+        "flush set inet socialguard district_v4",
     ]
+    assert "delete table inet socialguard" not in lines
+
+
+def test_reapplying_keeps_steered_addresses_and_replaces_the_rest(tmp_path: Path) -> None:
+    """Apply twice in one namespace, with an address in the steered set in between."""
+    if NFT is None or UNSHARE is None or os.geteuid() != 0:
+        pytest.skip("needs root, nft and unshare")
+    first = RulesetOptions(lan=("eth1",), subnets=(V4,), mode=Mode.STEERED)
+    second = RulesetOptions(
+        lan=("eth1",), subnets=(parse_subnet("10.30.0.0/16"),), mode=Mode.STEERED, workers=2
+    )
+    (tmp_path / "first.nft").write_text(render_ruleset(first))
+    (tmp_path / "second.nft").write_text(render_ruleset(second))
+    script = (
+        f"nft -f {tmp_path / 'first.nft'} && "
+        "nft add element inet socialguard social_v4 '{ 192.0.2.7 }' && "
+        f"nft -f {tmp_path / 'second.nft'} && nft list table inet socialguard"
+    )
+    r = subprocess.run([UNSHARE, "-n", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=30, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "192.0.2.7" in r.stdout  # the steered address survived
+    assert "10.30.0.0/16" in r.stdout
+    assert "10.20.0.0/16" not in r.stdout  # the old subnet went
+    # only the second ruleset's four worker-spread redirects; none left over from the first
+    assert "redirect to :8080" not in r.stdout
+    assert r.stdout.count("redirect to :jhash") == 4
 
 
 @pytest.mark.parametrize(
