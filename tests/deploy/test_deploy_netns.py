@@ -185,8 +185,8 @@ class Deployment:
 
     def use(self, mode: str) -> Deployment:
         if mode != self.mode:
-            # Re-applying replaces the table (and empties the steered sets); clearing the
-            # resolver's cache (SIGHUP) makes the next lookups fill them again.
+            # Switching rulesets keeps the steered sets' addresses; clearing the resolver's
+            # cache (SIGHUP) as well makes every test's lookups reach the upstream afresh.
             self.lab.router.run("nft", "-f", self.rulesets[mode])
             self.district_resolver.send_signal(signal.SIGHUP)
             self.mode = mode
