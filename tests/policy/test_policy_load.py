@@ -68,6 +68,9 @@ def test_the_version_changes_with_the_rules_and_the_lists_not_the_comments(tmp_p
     v1 = load_policy(path).version
     path.write_text(src + "\n# a comment\n", encoding="utf-8")
     assert load_policy(path).version == v1
+    test = '  - {url: "https://x.com/", client: 10.20.1.5, at: "2026-12-01T10:00", expect: block}\n'
+    path.write_text(src + "tests:\n" + test, encoding="utf-8")
+    assert load_policy(path).version == v1
     (tmp_path / "lists" / "social.txt").write_text("facebook.com\nreddit.com\n", encoding="utf-8")
     v2 = load_policy(path).version
     assert v2 != v1

@@ -659,10 +659,13 @@ def compile_tests(
 
 
 def policy_version(sources: list[SourceFile], data_files: list[Path]) -> str:
-    """Hash of what the policy means: the validated models (not comments) and every list's bytes."""
+    """Hash of what the policy means: the validated models (not comments, not the file's own
+    tests) and the bytes of every list, inventory and fingerprint file."""
     h = hashlib.sha256()
     for src in sources:
-        h.update(json.dumps(src.spec.model_dump(mode="json"), sort_keys=True).encode())
+        # the file's own tests do not change any decision, so they do not change the version
+        meaning = src.spec.model_dump(mode="json", exclude={"tests"})
+        h.update(json.dumps(meaning, sort_keys=True).encode())
     for path in data_files:
         h.update(b"\0")
         try:
