@@ -28,8 +28,9 @@ UT1 = REPO.parent / "shared" / "data" / "ut1" / "all-categories.domains.gz"
 TARGET = 1_000_000
 BATCH = 2_000
 BATCHES = 31
-# A dict probe in a Python loop costs about this on this machine when idle (measured at quiet
-# moments); decide() times are also shown scaled by it, as "idle-equivalent" figures.
+# What a dict probe in a Python loop is taken to cost on an idle core of this class of machine
+# (an assumption; the shared machine was never idle). decide() times are also shown scaled by
+# the probe time measured in the same round, as "idle-equivalent" estimates.
 IDLE_PROBE_NS = 30.0
 
 
