@@ -3,7 +3,7 @@
 Usage: python netns_servers.py CONFIG.json
 
 CONFIG: {"events": PATH,
-         "https": [{"name", "addr", "port", "cert", "key"}...],
+         "https": [{"name", "addr", "port", "cert", "key"}...],   (no cert/key: plain HTTP)
          "udp": [{"addr", "port"}...]}
 
 Every HTTPS request and every UDP datagram is appended to the events file as one JSON line
@@ -54,9 +54,10 @@ def https_server(spec: dict[str, Any], events: str) -> ThreadingHTTPServer:
         daemon_threads = True
 
     server = Server((spec["addr"], spec["port"]), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(spec["cert"], spec["key"])
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    if spec.get("cert"):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(spec["cert"], spec["key"])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     return server
 
 

@@ -148,3 +148,34 @@ def test_port_in_use_fails_at_start() -> None:
         server = AdminServer(Metrics(), {}, port=s.getsockname()[1])
         with pytest.raises(OSError):
             server.start()
+
+
+def test_tracked_overrides_are_counted_at_scrape_time() -> None:
+    import math
+    from datetime import UTC, datetime, timedelta
+
+    from socialguard.engine import Overrides
+    from socialguard.engine.model import Emergency, Grant
+
+    now = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)
+    grants = [
+        Grant(f"g{i}", f"user:u{i}", ("facebook.com",), now, now + timedelta(hours=1), "r", "admin")
+        for i in range(3)
+    ]
+    emergency = Emergency("e1", "all", now, None, "storm", "admin")
+    current: list[object | None] = [None]
+    m = Metrics()
+    m.track_overrides(lambda: current[0])
+    s = _samples(m.render().decode())
+    assert s[("socialguard_active_grants", ())] == 0
+    current[0] = Overrides.build(grants, [emergency])
+    s = _samples(m.render().decode())
+    assert s[("socialguard_active_grants", ())] == 3
+    assert s[("socialguard_active_emergencies", ())] == 1
+
+    def broken() -> object:
+        raise RuntimeError("store gone")
+
+    m.track_overrides(broken)
+    s = _samples(m.render().decode())
+    assert math.isnan(s[("socialguard_active_grants", ())])

@@ -181,6 +181,8 @@ class Deployment:
     events: Path
     rulesets: dict[str, Path]
     district_resolver: subprocess.Popen[str]
+    rules: Path
+    state: Path
     mode: str = ""
 
     def use(self, mode: str) -> Deployment:
@@ -232,6 +234,8 @@ def deploy(lab: Lab, workdir: Path, workers: int = 1) -> Deployment:
             {"name": host, "addr": a, "port": 443, "cert": str(cert), "key": str(key)}
             for a in addrs
         ]
+    # plain HTTP too, for requests the proxy forwards (it would not trust the test CA upstream)
+    https.append({"name": SOCIAL_HOST, "addr": SOCIAL_V4, "port": 80})
     udp = [{"addr": PLAIN_V4, "port": p} for p in (443, 80, 4433)]
     udp += [{"addr": PLAIN_V6, "port": p} for p in (443, 4433)]
     config = workdir / "servers.json"
@@ -269,8 +273,9 @@ def deploy(lab: Lab, workdir: Path, workers: int = 1) -> Deployment:
         log = (workdir / "proxy.log").read_text(errors="replace")[-3000:]
         raise AssertionError(f"{e}\nproxy log:\n{log}") from e
     return Deployment(
-        lab, workdir, pki, certs / "mitmproxy-ca-cert.pem", log_dir, events, rulesets, resolver
-    )
+        lab, workdir, pki, certs / "mitmproxy-ca-cert.pem", log_dir, events, rulesets, resolver,
+        rules, state,
+    )  # fmt: skip
 
 
 def start_resolvers(lab: Lab, workdir: Path, rules: Path) -> subprocess.Popen[str]:
@@ -352,13 +357,14 @@ WORKERS = 2
 # Extra client addresses for the workers test: the chance that a source hash puts all 16 on one
 # of two workers is 2**-15.
 EXTRA_CLIENTS = [f"10.99.1.{i}" for i in range(100, 116)]
+GRANTED_CLIENT = "10.99.1.200"  # the only address the grant test lets through
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     workdir = tmp_path_factory.mktemp("netns")
     with Lab(workdir) as lab:
-        for addr in EXTRA_CLIENTS:
+        for addr in [*EXTRA_CLIENTS, GRANTED_CLIENT]:
             lab.client.run("ip", "addr", "add", f"{addr}/24", "dev", "c0")
         yield deploy(lab, workdir, workers=WORKERS)
 
@@ -618,3 +624,32 @@ def test_full_no_sni_connection_to_an_ip_literal_is_never_passed_through(
         if r.get("stage") == "connection" and r.get("host") == PLAIN_V4
     }
     assert verdicts == {"inspect"}, verdicts
+
+
+def test_a_grant_takes_effect_and_shows_in_the_metrics(full: Deployment, path: str) -> None:
+    def active_grants() -> float:
+        host, port = ADMIN.rsplit(":", 1)
+        total = 0.0
+        for i in range(WORKERS):
+            text = full.lab.router.run("curl", "-sS", f"http://{host}:{int(port) + i}/metrics")
+            for line in text.stdout.splitlines():
+                if line.startswith("socialguard_active_grants "):
+                    total += float(line.split()[1])
+        return total
+
+    assert active_grants() == 0
+    socialguard(
+        "grant", "add", "--who", f"ip:{GRANTED_CLIENT}", "--site", "facebook.com", "--for", "1h",
+        "--reason", "namespace test", "--by", "deploy-test", "--rules", full.rules,
+        "--state", full.state,
+    )  # fmt: skip
+    wait_for(lambda: active_grants() == WORKERS, "every worker to count the grant")
+    # Over plain HTTP: the proxy forwards the granted request to the upstream (over HTTPS it
+    # would rightly refuse the upstream's test certificate, which it does not trust).
+    r = full.lab.curl(f"http://{SOCIAL_HOST}{path}", "--interface", GRANTED_CLIENT,
+                      resolve=SOCIAL_V4)  # fmt: skip
+    assert (r.status, r.body) == (200, f"upstream {SOCIAL_HOST} ok\n"), r.stderr
+    (event,) = full.upstream_events(path)
+    assert event["peer"] == ROUTER_WAN_V4
+    other = full.lab.curl(f"http://{SOCIAL_HOST}{path}/other", resolve=SOCIAL_V4)
+    assert other.status == 403

@@ -121,9 +121,31 @@ class Metrics:
         self._grants.set(grants)
         self._emergencies.set(emergencies)
 
+    def track_overrides(self, snapshot: Callable[[], object | None]) -> None:
+        """Read the grant and emergency gauges from the current overrides snapshot at each scrape.
+
+        `snapshot()` returns the proxy's current `engine.Overrides` (or None before the first
+        one); nothing runs on the proxy's hot path, the counting happens on the scrape.
+        """
+        self._grants.set_function(_counter(snapshot, "grants"))
+        self._emergencies.set_function(_counter(snapshot, "emergencies"))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every figure in this registry."""
         return generate_latest(self.registry)
+
+
+def _counter(snapshot: Callable[[], object | None], attr: str) -> Callable[[], float]:
+    """How many entries the snapshot's `attr` mapping (key → tuple of overrides) holds."""
+
+    def count() -> float:
+        try:
+            groups = getattr(snapshot(), attr, None) or {}
+            return float(sum(len(v) for v in groups.values()))
+        except Exception:  # a broken snapshot must not break the scrape
+            return float("nan")
+
+    return count
 
 
 def run_checks(checks: Mapping[str, HealthCheck]) -> tuple[bool, dict[str, str]]:

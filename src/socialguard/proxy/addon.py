@@ -19,6 +19,7 @@ connected upstream and forwards the bytes), so the addon refuses to start withou
 from __future__ import annotations
 
 import binascii
+import functools
 import ipaddress
 import logging
 import time
@@ -59,6 +60,7 @@ METADATA_KEY = "socialguard"
 FORM_KEY = "socialguard_form"
 REFUSED_MESSAGE = "refused by socialguard: the district's policy blocks this destination"
 AUTH_REALM = "socialguard"
+PRINCIPAL_CACHE_SIZE = 65536
 OPTION_NAMES = (
     "socialguard_rules",
     "socialguard_state",
@@ -106,6 +108,7 @@ class SocialGuard:
         self._users: MutableMapping[connection.Client, str] = weakref.WeakKeyDictionary()
         self._pump: AdminEventPump | None = None
         self._loading = False
+        self._principals: dict[tuple[str, str, str | None, str | None], Principal] = {}
 
     # ----------------------------------------------------------------- options and lifecycle
 
@@ -340,6 +343,7 @@ class SocialGuard:
         if self._metrics is None:
             self._metrics = Metrics()
             self._metrics.policy_loaded(self._loaded is not None)
+            self._metrics.track_overrides(lambda: self._refresher and self._refresher.current)
         if self._admin is not None:
             self._admin.stop()
             self._admin = None
@@ -649,9 +653,7 @@ class SocialGuard:
 
     @staticmethod
     def _normalise(raw: str) -> str:
-        from socialguard.engine import normalise_host
-
-        return normalise_host(raw)
+        return _normalised(raw)
 
     def _overrides(self) -> Any:
         if self._refresher is not None:
@@ -669,7 +671,15 @@ class SocialGuard:
         if user is None:
             user = self._users.get(client)
         mac = self._neighbours.lookup(ip) if self._neighbours is not None else None
-        return resolve_principal(loaded.policy, ip, user=user, mac=mac)
+        # The same few thousand clients ask all day: remember who they are for this policy.
+        key = (loaded.policy.version, ip, user, mac)
+        principal = self._principals.get(key)
+        if principal is None:
+            if len(self._principals) >= PRINCIPAL_CACHE_SIZE:
+                self._principals.clear()
+            principal = resolve_principal(loaded.policy, ip, user=user, mac=mac)
+            self._principals[key] = principal
+        return principal
 
     def _engine_connection(
         self,
@@ -857,6 +867,17 @@ def describe_principal(p: Principal) -> str:
         parts.append(f"MAC {p.mac}")
     groups = ", ".join(sorted(p.groups)) if p.groups else "no group"
     return f"{', '.join(parts)} ({groups})"
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalised(raw: str) -> str:
+    """engine.normalise_host, remembered: the same host names arrive over and over (pure, so safe).
+
+    Raises ValueError for a name that cannot be normalised (not cached: lru_cache keeps no errors).
+    """
+    from socialguard.engine import normalise_host
+
+    return normalise_host(raw)
 
 
 def _strictest(decisions: list[Decision]) -> Decision:
