@@ -354,3 +354,17 @@ def test_a_naive_time_is_refused_rather_than_guessed(policy: CompiledPolicy) -> 
     principal = resolve_principal(policy, "10.20.1.5")
     with pytest.raises(ValueError, match="timezone-aware"):
         decide(policy, Request(host="facebook.com"), principal, datetime(2026, 12, 1, 10, 0))
+
+
+def test_an_irrelevant_snapshot_gives_the_rules_answer_with_the_overrides_considered(
+    policy: CompiledPolicy,
+) -> None:
+    start = SCHOOL_TIME - timedelta(minutes=1)
+    elsewhere = Overrides.build([_grant("ip:10.9.9.9", ("facebook.com",), start)], [])
+    first = ask(policy, "facebook.com", overrides=elsewhere)
+    again = ask(policy, "facebook.com", overrides=elsewhere)
+    for d in (first, again):
+        assert (d.action, d.basis) == (Action.BLOCK, Basis.RULE)
+        assert [s.step for s in d.trace][-2:] == ["emergency", "grant"]
+    mine = Overrides.build([_grant("ip:10.20.1.5", ("facebook.com",), start)], [])
+    assert ask(policy, "facebook.com", overrides=mine).basis is Basis.GRANT

@@ -277,20 +277,8 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
                     tuple(trace),
                 )
             trace.append(_NO_GRANT)
-    return _make(
-        rule.action,
-        Basis.RULE,
-        rule.reason,
-        principal,
-        policy.version,
-        request.host,
-        rule.id,
-        category,
-        matched,
-        None,
-        rule.bypass,
-        tuple(trace),
-    )
+    # nothing lifted it: the answer depends on the path alone again (its steps are constants)
+    return _plain_rule_decision(policy, rule, dest, request.host, principal, trace)
 
 
 def _default_decision(
