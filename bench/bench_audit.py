@@ -238,6 +238,17 @@ def bench_search() -> None:
                 f"{small_rss / 1024:6.1f} MB over {SMALL_RECORDS:,} | ratio {rss / small_rss:5.2f}"
                 f" {'flat' if rss / small_rss < 1.3 else 'GROWS'}"
             )
+        wall, rss, cpu = min(
+            (
+                run_measured([PY, "-m", "socialguard", "audit", "verify", str(big)])
+                for _ in range(2)
+            ),
+            key=lambda r: r[0],
+        )
+        print(
+            f"  {'audit verify (every hash recomputed)':<44} {wall:6.2f} s wall | {cpu:6.2f} s CPU"
+            f" | peak RSS {rss / 1024:6.1f} MB | vs baseline CPU ratio {cpu / base_cpu:5.2f}"
+        )
 
 
 # -- proxy ----------------------------------------------------------------------------------

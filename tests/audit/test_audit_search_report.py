@@ -342,7 +342,9 @@ def test_fast_byte_filters_agree_with_the_parsed_records(sample: Path, flt: Filt
     assert [r["ts"] for r in got] == sorted(r["ts"] for r in got)
 
 
-@pytest.mark.parametrize("needle", [b'"user":"jdoe"', b"cart-3", b'"type":"admin"', b"nothing-here"])
+@pytest.mark.parametrize(
+    "needle", [b'"user":"jdoe"', b"cart-3", b'"type":"admin"', b"nothing-here"]
+)
 def test_block_search_finds_the_same_lines_and_numbers_as_reading_every_line(
     sample: Path, tmp_path: Path, needle: bytes
 ) -> None:

@@ -402,3 +402,16 @@ def test_tail_follow_reads_through_rotation_and_compression_without_loss_or_repe
     assert any(f.gz for f in list_log_files(tmp_path / "log"))
     followed = list(follow_records(tmp_path / "log", offsets, interval_s=0, polls=1))
     assert [r["host"] for r in followed] == [f"new{i}.example" for i in range(40)]
+
+
+def test_an_admin_event_url_loses_its_query_string() -> None:
+    e = admin_event(
+        "emergency_self_declared",
+        by="jdoe",
+        source="10.0.0.5",
+        target="E-1",
+        reason="my child is ill",
+        details={"url": "https://www.facebook.com/messages?thread=42&token=x"},
+    )
+    assert e["details"]["url"] == "https://www.facebook.com/messages"
+    assert e["erased"] == ["details.url.query"]

@@ -174,7 +174,8 @@ def render_text(s: Summary) -> str:
     if not pending:
         out.append("  (none)")
     for eid, e in pending:
-        out.append(f"  {e.when}  {eid}  {e.by} ({e.details.get('scope', '')}): {e.reason}")
+        who = e.details.get("scope") or e.by
+        out.append(f"  {e.when}  {eid}  {who} {e.details.get('site', '')}: {e.reason}")
     return "\n".join(out) + "\n"
 
 
@@ -318,7 +319,13 @@ def render_html(s: Summary, *, district: str = "") -> str:
         _rows(
             ["when", "id", "who", "site", "reason"],
             (
-                [e.when, eid, e.by, str(e.details.get("site", "")), e.reason]
+                [
+                    e.when,
+                    eid,
+                    str(e.details.get("scope") or e.by),
+                    str(e.details.get("site", "")),
+                    e.reason,
+                ]
                 for eid, e in s.awaiting_review
             ),
         ),

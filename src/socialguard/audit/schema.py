@@ -167,5 +167,10 @@ def admin_event(
         "reason": reason,
     }
     if details:
+        details = dict(details)
+        url = details.get("url")
+        if isinstance(url, str) and ("?" in url or "#" in url):
+            details["url"] = url.split("#", 1)[0].split("?", 1)[0]
+            event["erased"] = ["details.url.query"]
         event["details"] = details
     return event
