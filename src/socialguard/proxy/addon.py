@@ -231,16 +231,18 @@ class SocialGuard:
         """Stop the background threads, then close the decision log (flushed, fsynced, sealed)."""
         if self._settings is None and self._audit is None:
             return  # never configured, or already stopped
-        steps = (
-            ("rules_watcher", lambda: self._watcher and self._watcher.stop()),
-            ("overrides_refresher", lambda: self._refresher and self._refresher.stop()),
+        steps: list[tuple[str, Any]] = [
+            ("rules_watcher", self._watcher and self._watcher.stop),
+            ("overrides_refresher", self._refresher and self._refresher.stop),
             ("admin_events", self._stop_pump),
-            ("neighbours", lambda: self._neighbours and self._neighbours.stop()),
-            ("admin_endpoint", lambda: self._admin and self._admin.stop()),
-            ("store", lambda: self._store and self._store.close()),
-            ("decision_log", lambda: self._audit and self._audit.close()),
-        )
+            ("neighbours", self._neighbours and self._neighbours.stop),
+            ("admin_endpoint", self._admin and self._admin.stop),
+            ("store", self._store and self._store.close),
+            ("decision_log", self._audit and self._audit.close),
+        ]
         for name, stop in steps:
+            if not stop:
+                continue
             try:
                 stop()
             except Exception as e:  # shutting down: report and carry on closing the rest
