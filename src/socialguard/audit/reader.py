@@ -234,6 +234,7 @@ def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[bytes, Found]]:
     if want_type is not None:
         needles.append(want_type)
     by_bytes = flt.decided_by_bytes()
+    more = needles[1:]  # needles[0] picks the candidate lines
     since = flt.since.encode() if flt.since else None
     until = flt.until.encode() if flt.until else None
     timed = since is not None or until is not None
@@ -250,7 +251,7 @@ def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[bytes, Found]]:
                 files.iter_lines_containing(path, needles[0]) if needles else files.iter_lines(path)
             )
             for lineno, raw in lines:
-                if needles and not _has_all(raw, needles):
+                if more and not _has_all(raw, more):
                     continue
                 if not_types and _has_any(raw, not_types):
                     continue

@@ -227,10 +227,7 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         )
         found = run_search(_log_dir(log_dir, state), flt)
         if as_json:
-            out = sys.stdout.buffer  # the stored line is already JSON: written as it is
-            for f in found:
-                out.write(f.raw)
-            out.flush()
+            _write_raw(f.raw for f in found)  # the stored line is already JSON
         elif as_csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(COLUMNS)
@@ -239,6 +236,22 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         else:
             n = _print_table(_row(f.record, zone) for f in found)
             typer.echo(f"{n} records (times in {zone.key})", err=True)
+
+
+def _write_raw(lines: Iterator[bytes], batch: int = 1 << 18) -> None:
+    """Write lines to stdout in large batches (one system call per ~256 KiB, not per line)."""
+    out = sys.stdout.buffer
+    pending: list[bytes] = []
+    size = 0
+    for line in lines:
+        pending.append(line)
+        size += len(line)
+        if size >= batch:
+            out.write(b"".join(pending))
+            pending.clear()
+            size = 0
+    out.write(b"".join(pending))
+    out.flush()
 
 
 # -- report ---------------------------------------------------------------------------------------
