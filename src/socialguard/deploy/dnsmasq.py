@@ -55,14 +55,8 @@ def minimal_domains(domains: Iterable[str]) -> tuple[str, ...]:
 
 
 def _index_items(index: Any) -> Iterable[tuple[str, frozenset[str]]]:
-    """(domain, tags) pairs of the policy's domain index.
-
-    Prefers a public `items()`; the engine's DomainIndex currently keeps its mapping in `_map`.
-    """
-    items = getattr(index, "items", None)
-    if callable(items):
-        return items()  # type: ignore[no-any-return]
-    return index._map.items()  # type: ignore[no-any-return]
+    """(domain, tags) pairs of the policy's domain index."""
+    return index.items()  # type: ignore[no-any-return]
 
 
 def steered_domains(policy: Any) -> SteeredDomains:

@@ -10,7 +10,7 @@ label, so a host costs the same against ten domains or ten million.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["DomainIndex", "DomainIndexBuilder", "NetworkIndex"]
@@ -52,6 +52,10 @@ class DomainIndex:
                 break
             name = name[i + 1 :]
         return out if out is not None else _NO_MATCHES
+
+    def items(self) -> Iterable[tuple[str, frozenset[str]]]:
+        """Every listed domain with its tags; for exporters (dnsmasq sets), never the hot path."""
+        return self._map.items()
 
     def tags_of(self, domain: str) -> frozenset[str]:
         """The tags listing exactly `domain` (not its parents)."""
