@@ -1,0 +1,481 @@
+"""Proxy figures, each beside its baseline in the same run, on loopback (`make bench`).
+
+1. Requests/s through the proxy with the socialguard addon (shipped demo rules plus a
+   1,000,000-domain category, decision log on) vs bare mitmproxy, same workload: allowed plain
+   HTTP, keep-alive, to a local upstream. Target: >= 95 %. Counted per proxy CPU-second (from
+   /proc) as well as per wall second: on a shared machine the wall clock mostly measures others.
+2. New TLS connections/s to a non-social host, passed through by the addon's SNI decision, vs
+   mitmproxy passing every connection through. Target: >= 95 %.
+3. Blocked requests: time the decision adds. (a) in-process, the addon's `requestheaders` for a
+   blocked request (principal, engine, decision-log write, block page) — p99 target <= 1 ms;
+   (b) end to end, p50/p99 of a blocked request through the addon vs a bare mitmproxy whose only
+   addon answers 403 at once.
+
+Every role runs in its own process (upstreams, each proxy variant, load generators), so the load
+generator is not the proxy's bottleneck; rounds alternate baseline and addon to spread the noise of
+a shared 2-core machine. Bounded: fixed durations and request counts. Usage:
+`python bench/bench_proxy.py [--seconds 4] [--rounds 2] [--domains 1000000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SCHOOL_HOURS = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)  # 10:00 America/Denver, a Tuesday
+ALLOWED_GET = (
+    b"GET http://www.example.org/ HTTP/1.1\r\nHost: www.example.org\r\nAccept: */*\r\n\r\n"
+)
+BLOCKED_GET = (
+    b"GET http://www.facebook.com/ HTTP/1.1\r\nHost: www.facebook.com\r\nAccept: text/html\r\n\r\n"
+)
+
+
+# ------------------------------------------------------------------------------ upstreams
+
+
+class _Http200(asyncio.Protocol):
+    RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+    def connection_made(self, transport: Any) -> None:
+        self.t = transport
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            _, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            self.t.write(self.RESPONSE)
+
+
+def _upstreams(certdir: str, ready: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        http = await loop.create_server(_Http200, "127.0.0.1", 0)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(Path(certdir) / "upstream.pem", Path(certdir) / "upstream.key")
+
+        async def tls_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await reader.read(1)  # the client closes after the handshake
+            finally:
+                writer.close()
+
+        tls = await asyncio.start_server(tls_conn, "127.0.0.1", 0, ssl=ctx)
+        ready.send((http.sockets[0].getsockname()[1], tls.sockets[0].getsockname()[1]))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _self_signed(directory: Path) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench upstream")])
+    now = dt.datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("www.example.org")]), False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (directory / "upstream.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "upstream.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+# ------------------------------------------------------------------------------ proxies
+
+
+class Steer:
+    """Every variant: upstream traffic goes to the local upstreams.
+
+    Plain HTTP is re-targeted per request (after the decision; the Host header is kept), so that
+    mitmproxy reuses its upstream connection as it would for a real site; passed-through TLS is
+    re-targeted when its connection opens.
+    """
+
+    def __init__(self, http_port: int, tls_port: int) -> None:
+        self.ports = (http_port, tls_port)
+
+    def requestheaders(self, flow: Any) -> None:
+        if flow.response is None and flow.request.scheme == "http":
+            host = flow.request.host_header
+            flow.request.host, flow.request.port = "127.0.0.1", self.ports[0]
+            flow.request.host_header = host
+
+    def server_connect(self, data: Any) -> None:
+        if not data.server.error and data.server.address[0] != "127.0.0.1":
+            data.server.address = ("127.0.0.1", self.ports[1])
+
+
+class PassAll:
+    """Baseline for passthrough: mitmproxy passing every TLS connection through."""
+
+    def tls_clienthello(self, data: Any) -> None:
+        data.ignore_connection = True
+
+
+class Instant403:
+    """Baseline for blocked latency: a 403 at once, no decision."""
+
+    def requestheaders(self, flow: Any) -> None:
+        from mitmproxy import http
+
+        flow.response = http.Response.make(403, b"blocked", {"Content-Type": "text/plain"})
+
+
+def _proxy(variant: str, ready: Any, ports: tuple[int, int], work: str, rules: str) -> None:
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from mitmproxy import options
+    from mitmproxy.tools.dump import DumpMaster
+
+    from socialguard.proxy import ManualClock, ProxyConfig, serve
+
+    steer = Steer(*ports)
+    certs = Path(work) / "certs"
+
+    def on_ready(addrs: list[tuple[str, int]]) -> None:
+        ready.send(addrs[0][1])
+
+    async def bare(extra: list[Any]) -> None:
+        from socialguard.proxy.run import _Ready
+
+        opts = options.Options(listen_host="127.0.0.1", listen_port=0)
+        master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+        master.addons.add(steer, *extra, _Ready(on_ready))
+        opts.update(connection_strategy="lazy", confdir=str(certs))
+        await master.run()
+
+    if variant == "addon":
+        base = Path(work) / "addon"
+        config = ProxyConfig(
+            rules=Path(rules), certs=certs, state=base / "state", log_dir=base / "log",
+            listen_port=0, node="bench",
+        )  # fmt: skip
+        asyncio.run(
+            serve(
+                config,
+                clock=ManualClock(SCHOOL_HOURS),
+                extra_addons=[steer],
+                on_ready=on_ready,
+                with_termlog=False,
+            )
+        )
+    else:
+        extra = {"bare": [], "passall": [PassAll()], "instant403": [Instant403()]}[variant]
+        asyncio.run(bare(extra))
+
+
+# ------------------------------------------------------------------------------ load
+
+
+async def _http_load(port: int, conns: int, seconds: float) -> int:
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def one() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.monotonic() < stop:
+            writer.write(ALLOWED_GET)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            done += 1
+        writer.close()
+
+    await asyncio.gather(*(one() for _ in range(conns)))
+    return done
+
+
+async def _tls_load(port: int, conns: int, seconds: float) -> int:
+    done = 0
+    stop = time.monotonic() + seconds
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    async def one() -> None:
+        nonlocal done
+        while time.monotonic() < stop:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"CONNECT www.example.org:443 HTTP/1.1\r\nHost: www.example.org:443\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            await writer.start_tls(ctx, server_hostname="www.example.org")
+            writer.close()
+            done += 1
+
+    await asyncio.gather(*(one() for _ in range(conns)))
+    return done
+
+
+def _loader(kind: str, port: int, conns: int, seconds: float, out: Any) -> None:
+    fn = _http_load if kind == "http" else _tls_load
+    try:
+        out.send(asyncio.run(asyncio.wait_for(fn(port, conns, seconds), seconds + 30)))
+    except Exception as e:  # a stalled or failed run counts as nothing done, loudly
+        print(f"load generator failed: {type(e).__name__}: {e}", file=sys.stderr)
+        out.send(0)
+
+
+def _load(kind: str, port: int, seconds: float, procs: int = 2, conns: int = 6) -> float:
+    """Run `procs` load-generator processes at once; return completed operations per second."""
+    pipes = []
+    workers = []
+    for _ in range(procs):
+        recv, send = mp.Pipe(duplex=False)
+        p = mp.Process(target=_loader, args=(kind, port, conns, seconds, send))
+        p.start()
+        pipes.append(recv)
+        workers.append(p)
+    total = sum(r.recv() if r.poll(seconds + 60) else 0 for r in pipes)
+    for p in workers:
+        p.join(30)
+    return total / seconds
+
+
+def _latencies(port: int, n: int) -> list[float]:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        f = s.makefile("rb")
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            s.sendall(BLOCKED_GET)
+            length = 0
+            while (line := f.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            f.read(length)
+            out.append(time.perf_counter() - t)
+        return out
+
+
+def _p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1]
+
+
+# ------------------------------------------------------------------------------ in-process
+
+
+def _hook_latency(rules: Path, work: Path, n: int) -> tuple[list[float], list[float]]:
+    """The addon's requestheaders for a blocked request, timed in-process (taddons)."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from mitmproxy.addons.proxyserver import Proxyserver
+    from mitmproxy.test import taddons, tflow, tutils
+
+    from socialguard.proxy import ManualClock, SocialGuard
+
+    addon = SocialGuard(ManualClock(SCHOOL_HOURS))
+    out: list[float] = []
+    cpu: list[float] = []
+    with taddons.context(Proxyserver(), addon) as tctx:
+        tctx.configure(
+            addon, connection_strategy="lazy", socialguard_rules=str(rules),
+            socialguard_state=str(work / "hook" / "state"),
+            socialguard_log_dir=str(work / "hook" / "log"), socialguard_node="hook",
+        )  # fmt: skip
+        try:
+            for _ in range(n):
+                req = tutils.treq(
+                    host="www.facebook.com", port=443, scheme=b"https", path=b"/",
+                    headers=[(b"host", b"www.facebook.com"), (b"accept", b"text/html")],
+                )  # fmt: skip
+                flow = tflow.tflow(req=req)
+                flow.client_conn.sni = "www.facebook.com"
+                t, c = time.perf_counter(), time.thread_time()
+                addon.requestheaders(flow)
+                out.append(time.perf_counter() - t)
+                cpu.append(time.thread_time() - c)
+                assert flow.response is not None and flow.response.status_code == 403
+        finally:
+            addon.done()
+    return out, cpu
+
+
+# ------------------------------------------------------------------------------ setup
+
+
+def _rules_with_million(work: Path, domains: int) -> Path:
+    """rules/demo.yaml (loopback is staff) plus a `bench-million` category of `domains` names."""
+    import yaml
+
+    shutil.copytree(REPO / "rules", work / "rules")
+    lst = work / "rules" / "lists" / "bench-million.txt"
+    with lst.open("w") as f:
+        for i in range(domains):
+            f.write(f"site{i}.bench{i % 997}.example\n")
+    doc = yaml.safe_load((REPO / "rules" / "demo.yaml").read_text())
+    doc["categories"]["bench-million"] = {
+        "description": "benchmark: one million synthetic domains",
+        "lists": ["lists/bench-million.txt"],
+    }
+    doc["rules"].insert(
+        len(doc["rules"]) - 1,
+        {
+            "id": "bench-million",
+            "description": "benchmark category",
+            "who": ["staff"],
+            "what": {"categories": ["bench-million"]},
+            "action": "block",
+        },
+    )
+    out = work / "rules" / "bench.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def _start(target: Any, *args: Any, timeout: float = 120) -> tuple[mp.Process, Any]:
+    recv, send = mp.Pipe(duplex=False)
+    p = mp.Process(target=target, args=(*args, send), daemon=True)
+    p.start()
+    if not recv.poll(timeout):
+        p.kill()
+        raise SystemExit(f"{target.__name__} did not start within {timeout} s")
+    return p, recv.recv()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc): what the proxy itself spent."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(pid: int, kind: str, port: int, seconds: float) -> tuple[float, float]:
+    """(operations per wall second, operations per proxy CPU second) for one load run."""
+    before = _cpu_seconds(pid)
+    per_second = _load(kind, port, seconds)
+    cpu = _cpu_seconds(pid) - before
+    return round(per_second, 1), round(per_second * seconds / cpu, 1) if cpu > 0 else 0.0
+
+
+def _start_proxies(work: Path, ports: Any, rules: Path, procs: list[mp.Process]) -> dict[str, Any]:
+    proxies: dict[str, Any] = {}
+    for variant in ("bare", "addon", "passall", "instant403"):
+        recv, send = mp.Pipe(duplex=False)
+        p = mp.Process(
+            target=_proxy, args=(variant, send, ports, str(work), str(rules)), daemon=True
+        )
+        p.start()
+        procs.append(p)
+        if not recv.poll(180):
+            raise SystemExit(f"proxy {variant} did not start")
+        proxies[variant] = (recv.recv(), p.pid)
+    return proxies
+
+
+def _row(name: str, ours: float, base: float, target: str) -> None:
+    print(f"{name:50} {ours:12.1f} {base:12.1f} {ours / base:7.1%}  {target}")
+
+
+def _report(rps: dict[str, list[Any]], cps: dict[str, list[Any]], lat: dict[str, Any]) -> None:
+    best = {k: (max(x[0] for x in v), max(x[1] for x in v)) for k, v in {**rps, **cps}.items()}
+    print(f"{'figure':50} {'socialguard':>12} {'baseline':>12} {'ratio':>7}  target")
+    _row("plain HTTP keep-alive, requests per CPU-second", best["addon"][1], best["bare"][1],
+         ">= 95% of bare mitmproxy")  # fmt: skip
+    _row("  same, requests per wall second (noisy)", best["addon"][0], best["bare"][0], "")
+    _row("TLS passthrough, new connections per CPU-second", best["addon_tls"][1],
+         best["passall"][1], ">= 95% of pass-everything")  # fmt: skip
+    _row(
+        "  same, connections per wall second (noisy)", best["addon_tls"][0], best["passall"][0], ""
+    )
+    hook_wall, hook_cpu = lat["hook_wall"], lat["hook_cpu"]
+    print(
+        f"{'blocked: addon hook p99 CPU ms (wall p99)':50} {_p(hook_cpu, 0.99) * 1e3:12.3f} "
+        f"{_p(hook_wall, 0.99) * 1e3:12.3f} {'':7}  <= 1 ms; p50 CPU "
+        f"{statistics.median(hook_cpu) * 1e3:.3f}"
+    )
+    added = (lat["cpu_addon"] - lat["cpu_base"]) / lat["n"] * 1e3
+    print(f"{'blocked: proxy CPU ms per request, added':50} {added:12.3f}")
+    for name in ("addon", "base"):
+        v = lat[name]
+        print(
+            f"{'blocked end to end, ' + name + ' p50/p99 wall ms':50} "
+            f"{statistics.median(v) * 1e3:12.3f} {_p(v, 0.99) * 1e3:12.3f}"
+        )
+    print(f"\nrounds (ops/wall-s, ops/CPU-s): http {rps}\n  tls {cps}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--domains", type=int, default=1_000_000)
+    ap.add_argument("--latency-requests", type=int, default=2000)
+    args = ap.parse_args()
+    mp.set_start_method("spawn")
+    work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    procs: list[mp.Process] = []
+    try:
+        from socialguard.proxy import ensure_ca
+
+        ensure_ca(work / "certs")
+        _self_signed(work)
+        rules = _rules_with_million(work, args.domains)
+        p, ports = _start(_upstreams, str(work))
+        procs.append(p)
+        started = time.monotonic()
+        proxies = _start_proxies(work, ports, rules, procs)
+        print(f"set-up ({args.domains:,}-domain category compiled, 4 proxies): "
+              f"{time.monotonic() - started:.1f} s")  # fmt: skip
+        load = os.getloadavg()[0]
+        print(f"machine: {os.cpu_count()} cores, load average {load:.1f}, shared with other "
+              "work: wall-clock figures are noisy, CPU-second figures less so\n")  # fmt: skip
+        rps: dict[str, list[Any]] = {"bare": [], "addon": []}
+        cps: dict[str, list[Any]] = {"passall": [], "addon_tls": []}
+        for _ in range(args.rounds):
+            for v in ("bare", "addon"):
+                port, pid = proxies[v]
+                rps[v].append(_measured(pid, "http", port, args.seconds))
+            for v, key in (("passall", "passall"), ("addon", "addon_tls")):
+                port, pid = proxies[v]
+                cps[key].append(_measured(pid, "tls", port, args.seconds))
+        lat: dict[str, Any] = {"n": args.latency_requests}
+        for name, variant in (("addon", "addon"), ("base", "instant403")):
+            port, pid = proxies[variant]
+            before = _cpu_seconds(pid)
+            lat[name] = _latencies(port, args.latency_requests)
+            lat["cpu_" + name] = _cpu_seconds(pid) - before
+        lat["hook_wall"], lat["hook_cpu"] = _hook_latency(rules, work, args.latency_requests)
+        _report(rps, cps, lat)
+        return 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.join(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
