@@ -258,3 +258,57 @@ def test_principal_description_names_user_device_and_groups() -> None:
 
     p = Principal("10.20.1.5", frozenset({"staff"}), user="jdoe", device="lap-17")
     assert describe_principal(p) == "user jdoe, device lap-17, address 10.20.1.5 (staff)"
+
+
+# ------------------------------------------------------------------------- proxy authentication
+
+
+@pytest.fixture
+def auth_guard(tmp_path: Path) -> Iterator[tuple[SocialGuard, Any]]:
+    import bcrypt
+
+    pw_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "users.htpasswd").write_text(f"jdoe:{pw_hash}\n")
+    rules = tmp_path / "auth.yaml"
+    rules.write_text("auth:\n  htpasswd: users.htpasswd\n" + TEST_RULES)
+    addon = SocialGuard(ManualClock(EVENING))
+    with taddons.context(addon, Proxyserver()) as tctx:
+        tctx.configure(addon, **_options(tmp_path, rules))
+        try:
+            yield addon, tctx
+        finally:
+            addon.done()
+
+
+def test_explicit_proxy_without_credentials_gets_407(auth_guard: tuple[SocialGuard, Any]) -> None:
+    addon, _ = auth_guard
+    flow = _flow("www.example.org", scheme="http")
+    addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 407
+    assert "Basic" in flow.response.headers["Proxy-Authenticate"]
+
+
+def test_valid_credentials_name_the_user_and_are_not_forwarded(
+    auth_guard: tuple[SocialGuard, Any], tmp_path: Path
+) -> None:
+    import base64
+
+    addon, _ = auth_guard
+    flow = _flow("www.example.org", scheme="http")
+    flow.request.headers["Proxy-Authorization"] = (
+        "Basic " + base64.b64encode(b"jdoe:s3cret").decode()
+    )
+    addon.requestheaders(flow)
+    assert flow.response is None
+    assert "Proxy-Authorization" not in flow.request.headers
+    assert _log(tmp_path)[-1]["user"] == "jdoe"
+
+
+def test_wrong_password_gets_407(auth_guard: tuple[SocialGuard, Any]) -> None:
+    import base64
+
+    addon, _ = auth_guard
+    flow = _flow("www.example.org", scheme="http")
+    flow.request.headers["Proxy-Authorization"] = "Basic " + base64.b64encode(b"jdoe:nope").decode()
+    addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 407
