@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from .accounts import account_headers
 from .compiled import CompiledPolicy, CompiledRule
 from .hosts import is_ip_literal
 from .model import (
@@ -351,6 +352,9 @@ def decide_connection(
         if ip_tags:
             tags = {**ip_tags, **tags}
     verdict = _connection_verdict(policy, sni, principal, tags, decision)
+    if verdict is ConnectionVerdict.PASS and account_headers(policy.accounts, sni):
+        # `accounts:` restricts sign-in by headers added to the requests: they must be seen.
+        verdict = ConnectionVerdict.INSPECT
     return ConnectionDecision(verdict, decision)
 
 
