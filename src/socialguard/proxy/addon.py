@@ -26,7 +26,7 @@ import time
 import traceback
 import weakref
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +45,7 @@ from socialguard.engine.model import (
     Request,
 )
 
-from . import blockpage
+from . import blockpage, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import FormRequest, is_form_path
@@ -500,11 +500,27 @@ class SocialGuard:
             if FORM_KEY in flow.metadata:
                 await self._answer_form(flow, flow.metadata[FORM_KEY])
                 return
+            if uploads.HELD_KEY in flow.metadata:
+                await self._decide_held_upload(flow, flow.metadata.pop(uploads.HELD_KEY))
+                return
         except Exception as e:
             self._fail_request(flow, e, hook="request")
             return
         if METADATA_KEY not in flow.metadata and self._fail_mode() == "closed":
             self._fail_request(flow, RuntimeError("request reached no decision"), hook="request")
+
+    async def _decide_held_upload(self, flow: http.HTTPFlow, held: uploads.HeldUpload) -> None:
+        """The body held in `requestheaders` is in: inspect it, record, block or forward."""
+        loaded = self._require_policy()
+        decision, extra = await uploads.decide_held(flow, held, loaded.policy.uploads)
+        decision_id = self._record_request(flow, decision, loaded, held.sni, extra)
+        flow.metadata[METADATA_KEY] = Verdict(
+            decision_id, str(decision.action), str(decision.basis), decision.rule_id, held.hosts
+        )
+        if decision.action is Action.BLOCK:
+            flow.response = self._block_response(
+                flow, decision, decision_id, self.clock.now(), loaded
+            )
 
     async def _answer_form(self, flow: http.HTTPFlow, principal: Principal) -> None:
         """Hand a block-page form submission to the overrides' forms (off the event loop)."""
@@ -562,6 +578,32 @@ class SocialGuard:
                 kept=decision.host,
                 action=str(decision.action),
             )
+        if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
+            extra.update(uploads.restrict_sign_in(flow, loaded.policy.accounts, hosts))
+            plan = uploads.plan_request(
+                flow,
+                decision,
+                loaded.policy.uploads,
+                lambda: _strictest(
+                    [
+                        decide(
+                            loaded.policy,
+                            replace(self._engine_request(flow, host, sni), upload=True),
+                            principal,
+                            now,
+                            overrides,
+                        )
+                        for host in hosts
+                    ]
+                ),
+                sni=sni,
+                hosts=hosts,
+                extra=extra,
+            )
+            if plan.held is not None:
+                flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
+                return
+            decision, extra = plan.decision, dict(plan.extra)
         decision_id = self._record_request(flow, decision, loaded, sni, extra)
         flow.metadata[METADATA_KEY] = Verdict(
             decision_id, str(decision.action), str(decision.basis), decision.rule_id, hosts
