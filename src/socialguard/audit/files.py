@@ -151,7 +151,7 @@ def compress(path: Path) -> Path:
     tmp = path.with_name(path.name + ".gz.tmp")
     with open(path, "rb") as src, open(tmp, "wb") as raw:
         with gzip.GzipFile(
-            filename=path.name, mode="wb", fileobj=raw, compresslevel=6, mtime=0
+            filename=path.name, mode="wb", fileobj=raw, compresslevel=1, mtime=0
         ) as gz:
             while chunk := src.read(1 << 20):
                 gz.write(chunk)

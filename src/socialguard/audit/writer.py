@@ -138,15 +138,14 @@ class ChainFileSink:
 
     def msg(self, line: bytes, seq: int, h: str) -> int:
         state = self._state
-        view = memoryview(line)
-        while view:
-            try:
-                n = os.write(state.fd, view)
-            except OSError as e:
-                raise AuditError(
-                    f"{state.file_name}: cannot write the decision log: {e.strerror}"
-                ) from e
-            view = view[n:]
+        try:
+            n = os.write(state.fd, line)
+            while n < len(line):  # a short write (rare: signals, full disk): finish the line
+                n += os.write(state.fd, line[n:])
+        except OSError as e:
+            raise AuditError(
+                f"{state.file_name}: cannot write the decision log: {e.strerror}"
+            ) from e
         state.seq = seq
         state.head = h
         state.bytes += len(line)
