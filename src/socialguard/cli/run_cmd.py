@@ -25,7 +25,12 @@ ModeOption = Annotated[
     ),
 ]
 ListenOption = Annotated[
-    str, typer.Option("--listen", help="HOST:PORT to listen on ([ADDR]:PORT for IPv6).")
+    str | None,
+    typer.Option(
+        "--listen",
+        help="HOST:PORT to listen on ([ADDR]:PORT for IPv6, *:PORT for every address). Default: "
+        "127.0.0.1:8080 (regular), *:8080 (transparent), *:51820 (wireguard, UDP).",
+    ),
 ]
 CertsOption = Annotated[
     Path | None,
@@ -54,7 +59,7 @@ WorkersOption = Annotated[
 def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     rules: RulesOption = None,
     mode: ModeOption = "regular",
-    listen: ListenOption = "127.0.0.1:8080",
+    listen: ListenOption = None,
     certs: CertsOption = None,
     state: StateOption = None,
     log_dir: LogDirOption = None,
@@ -74,10 +79,11 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         socialguard run --rules rules/demo.yaml --listen 127.0.0.1:8080
     """
     from socialguard.proxy import ProxyConfig, ensure_ca, parse_listen, parse_mode
+    from socialguard.proxy.run import DEFAULT_LISTEN
 
     try:
         proxy_mode = parse_mode(mode)
-        host, port = parse_listen(listen)
+        host, port = parse_listen(listen or DEFAULT_LISTEN[proxy_mode])
     except ValueError as e:
         raise fail(str(e)) from e
     rules_path = paths.rules_path(rules)

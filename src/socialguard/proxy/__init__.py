@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from .addon import SocialGuard
 from .clock import Clock, ManualClock, SystemClock
-from .run import ProxyConfig, ProxyMode, ensure_ca, parse_listen, parse_mode, serve
+from .run import (
+    ProxyConfig,
+    ProxyMode,
+    ensure_ca,
+    parse_listen,
+    parse_mode,
+    run_proxy,
+    serve,
+)
 
 __all__ = [
     "Clock",
@@ -20,5 +28,6 @@ __all__ = [
     "ensure_ca",
     "parse_listen",
     "parse_mode",
+    "run_proxy",
     "serve",
 ]

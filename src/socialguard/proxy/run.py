@@ -27,7 +27,6 @@ from .options import parse_hostport
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_LISTEN = "127.0.0.1:8080"
 CA_CERT_FILE = "mitmproxy-ca-cert.pem"
 
 
@@ -37,6 +36,21 @@ class ProxyMode(StrEnum):
     REGULAR = "regular"  # explicit proxy: browsers or PAC point at it
     TRANSPARENT = "transparent"  # the gateway redirects ports 80/443 to it (nftables/iptables)
     WIREGUARD = "wireguard"  # roaming devices connect through mitmproxy's WireGuard server
+
+
+# Where each mode listens unless told: an explicit proxy only for this machine (the demo); a gateway
+# on every address, since the kernel redirects clients' connections to the incoming interface's
+# address, not to loopback; WireGuard on its customary UDP port.
+DEFAULT_LISTEN = {
+    ProxyMode.REGULAR: "127.0.0.1:8080",
+    ProxyMode.TRANSPARENT: "*:8080",
+    ProxyMode.WIREGUARD: "*:51820",
+}
+
+
+def run_proxy(config: ProxyConfig, **kwargs: Any) -> None:
+    """Run the proxy in this thread until SIGINT/SIGTERM (see `serve` for the keyword arguments)."""
+    asyncio.run(serve(config, handle_signals=True, **kwargs))
 
 
 @dataclass(frozen=True, slots=True)
