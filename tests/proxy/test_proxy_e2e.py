@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ssl
+import subprocess
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import EVENING, SCHOOL_HOURS, curl  # type: ignore[import-not-found]
+from conftest import EVENING, SCHOOL_HOURS, TEST_RULES, curl  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.e2e
 
@@ -121,3 +122,24 @@ def test_fronting_blocked_sni_with_approved_host_is_blocked(start_proxy: Any) ->
     record = proxy.record(fronted.headers["x-socialguard-reference"])
     assert record["rule"] == "staff-social-school-hours"
     assert record["host"] == "www.instagram.com"
+
+
+RESET_RULES = TEST_RULES.replace(
+    "rules:\n",
+    "blocked_connections: reset\nrules:\n  - id: never-tiktok\n"
+    "    description: Not on this network\n"
+    "    who: [staff]\n    what:\n      domains: [tiktok.com]\n    action: block\n",
+)
+
+
+def test_refused_at_tls_without_contacting_the_origin(start_proxy: Any) -> None:
+    proxy = start_proxy(rules_text=RESET_RULES)
+    res = subprocess.run(
+        ["curl", "-sS", "--max-time", "15", "--noproxy", "", "-x", proxy.url, "--cacert",
+         str(proxy.ca), "https://www.tiktok.com/"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert res.returncode != 0, "the TLS connection must not complete"
+    assert proxy.steer.connected == [], "the origin must never be contacted"
+    refused = [r for r in proxy.records() if r.get("verdict") == "block"]
+    assert [(r["host"], r["rule"]) for r in refused] == [("www.tiktok.com", "never-tiktok")]
