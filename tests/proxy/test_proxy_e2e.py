@@ -143,3 +143,15 @@ def test_refused_at_tls_without_contacting_the_origin(start_proxy: Any) -> None:
     assert proxy.steer.connected == [], "the origin must never be contacted"
     refused = [r for r in proxy.records() if r.get("verdict") == "block"]
     assert [(r["host"], r["rule"]) for r in refused] == [("www.tiktok.com", "never-tiktok")]
+
+
+def test_websocket_upgrade_is_decided_as_a_request(start_proxy: Any) -> None:
+    proxy = start_proxy()
+    r = curl(
+        proxy, "http://www.facebook.com/chat",
+        "-H", "Connection: Upgrade", "-H", "Upgrade: websocket",
+        "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    )  # fmt: skip
+    assert r.status == 403
+    assert r.headers["content-type"].startswith("text/plain")
+    assert proxy.record(r.headers["x-socialguard-reference"])["websocket"] is True
