@@ -952,7 +952,9 @@ def _strictest(decisions: list[Decision]) -> Decision:
     return decisions[0]
 
 
+@functools.lru_cache(maxsize=65536)
 def _is_ip(host: str) -> bool:
+    """Is this target an IP literal (transparent mode's original destination, CONNECT to an IP)?"""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
