@@ -151,7 +151,12 @@ def fill(log_dir: Path, n: int) -> None:
 
     evs = events(5000)
     log = AuditLog(
-        log_dir, "bench-w0", clock=clock, max_bytes=64 * 1024 * 1024, checkpoint_interval_s=3600
+        log_dir,
+        "bench-w0",
+        clock=clock,
+        max_bytes=64 * 1024 * 1024,
+        checkpoint_interval_s=3600,
+        checkpoint_dir=log_dir.with_name(log_dir.name + "-checkpoints"),
     )
     step = 2 * 86400 / n
     for i in range(n):
@@ -240,7 +245,18 @@ def bench_search() -> None:
             )
         wall, rss, cpu = min(
             (
-                run_measured([PY, "-m", "socialguard", "audit", "verify", str(big)])
+                run_measured(
+                    [
+                        PY,
+                        "-m",
+                        "socialguard",
+                        "audit",
+                        "verify",
+                        str(big),
+                        "--checkpoints",
+                        str(big.with_name("big-checkpoints")),
+                    ]
+                )
                 for _ in range(2)
             ),
             key=lambda r: r[0],

@@ -277,3 +277,17 @@ def test_an_unreadable_gzip_file_is_reported(tmp_path: Path, open_log, clock: Cl
     data = gzip.decompress(files[0].read_bytes())
     files[0].write_bytes(gzip.compress(data)[: len(data) // 20])
     assert not verify(tmp_path).ok
+
+
+def test_a_node_whose_whole_log_is_gone_is_reported_from_its_checkpoints(
+    tmp_path: Path, open_log, clock: Clock
+) -> None:
+    write_log(tmp_path, open_log, clock)
+    other = open_log("n2-w0", compress=False)
+    other.write(event())
+    other.close()
+    for p in log_files(tmp_path):
+        if "-n2-w0-" in p.name:
+            p.unlink()
+    problem = only_problem(verify(tmp_path))
+    assert "no log files for node n2-w0" in problem and "its log is missing" in problem

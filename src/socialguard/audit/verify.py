@@ -311,6 +311,12 @@ def _check_tail(expected: dict[int, tuple[str, StoredCheckpoint]], report: Chain
     if beyond:
         seq = max(beyond)
         _, cp = expected[seq]
+        if report.files == 0:
+            raise _Broken(
+                cp.where,
+                f"no log files for node {report.node} in this directory, but this checkpoint "
+                f"records seq {seq}: its log is missing (or was given the wrong directory)",
+            )
         where = report.last_where or report.node
         raise _Broken(
             where,
