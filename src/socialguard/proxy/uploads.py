@@ -21,6 +21,10 @@ stays bounded because only bodies of declared length up to `HOLD_LIMIT` (and the
 where uploads are blocked is decided as an upload at its headers, without reading it: forms people
 type are small, and a body too large to vouch for is treated as the multipart-too-long case is in
 the inspector. The body is then scanned off the event loop, so other connections are not stalled.
+
+Any request blocked at its headers with a body larger than `HOLD_LIMIT` (or undeclared) has its
+connection closed rather than answered (`refuse_unread_body`): mitmproxy would read the whole body
+into memory before it could send the block page.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "decide_held",
     "declared_length",
     "plan_request",
+    "refuse_unread_body",
     "restrict_sign_in",
 ]
 
@@ -170,6 +175,26 @@ async def decide_held(
     extra["upload"] = found
     log.info("upload_found", host=held.if_upload.host, found=found, size=report.size)
     return held.if_upload, extra
+
+
+def refuse_unread_body(flow: http.HTTPFlow) -> bool:
+    """Close a blocked request's connection instead of answering it, when its body is large.
+
+    mitmproxy answers a request only once its whole body has been read, and it reads the body
+    into memory: a blocked 500 MB upload would cost 1 GB before the block page went out. So a
+    request blocked at its headers whose body is declared larger than `HOLD_LIMIT`, or not
+    declared at all, is killed there (the client sees the connection close; the decision is
+    already in the log) and its body is never read. Returns True when it did that.
+    """
+    if flow.response is None or not flow.live:
+        return False
+    length = declared_length(flow.request)
+    if length is not None and length <= HOLD_LIMIT:
+        return False
+    flow.response = None
+    flow.kill()
+    log.info("blocked_body_refused_unread", host=flow.request.pretty_host, declared=length)
+    return True
 
 
 def restrict_sign_in(
