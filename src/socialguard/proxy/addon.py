@@ -617,6 +617,7 @@ class SocialGuard:
         )
         if decision.action is Action.BLOCK:
             flow.response = self._block_response(flow, decision, decision_id, now, loaded)
+            uploads.refuse_unread_body(flow)  # a large body is never read: close instead
         if self._metrics is not None:
             self._metrics.decision(
                 str(decision.action), str(decision.basis), time.perf_counter() - started
