@@ -191,3 +191,32 @@ def test_sign_in_host_is_inspected_only_when_accounts_is_set(
     assert decide_connection(p, "www.example.org", principal, EVENING).verdict is (
         ConnectionVerdict.PASS
     )
+
+
+@pytest.mark.parametrize(
+    ("length", "refused"),
+    [(str(uploads.HOLD_LIMIT + 1), True), (str(uploads.HOLD_LIMIT), False), (None, True)],
+)
+def test_blocked_request_with_a_large_body_is_closed_not_read(
+    length: str | None, refused: bool
+) -> None:
+    from mitmproxy import http
+
+    f = flow(content=None)
+    f.live = True
+    if length is None:
+        f.request.http_version = "HTTP/2.0"  # a POST that declares no length
+    else:
+        f.request.headers["content-length"] = length
+    f.response = http.Response.make(403, b"blocked")
+    assert uploads.refuse_unread_body(f) is refused
+    assert (f.response is None) is refused
+    assert (f.error is not None and f.error.msg == f.error.KILLED_MESSAGE) is refused
+
+
+def test_allowed_request_is_never_closed() -> None:
+    f = flow(content=None)
+    f.live = True
+    f.request.headers["content-length"] = str(uploads.HOLD_LIMIT * 2)
+    assert uploads.refuse_unread_body(f) is False
+    assert f.error is None

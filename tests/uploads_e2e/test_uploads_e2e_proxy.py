@@ -42,7 +42,7 @@ categories:
   news:  # blocked in school hours only, so decrypted (and decided per request) in the evening
     domains: [example.org]
 uploads:
-  max_body: 40MB
+  max_body: 8MB
   markers:
     - {{name: confidential, pattern: "CONFIDENTIAL", ignore_case: true}}
     - {{name: student-id, pattern: "\\\\bS\\\\d{{7}}\\\\b"}}
@@ -288,7 +288,7 @@ def test_body_over_max_body_to_social_is_blocked_at_its_headers(
 ) -> None:
     big = tmp_path / "big"
     with big.open("wb") as f:
-        f.truncate(41 * 1024 * 1024)  # sparse: 41 MiB of zeros, over max_body (40MB)
+        f.truncate(9 * 1024 * 1024)  # sparse: 9 MiB of zeros, over max_body (8MB)
     path = unique_path()
     res = post(proxy, f"https://www.facebook.com{path}", big, "application/octet-stream")
     assert res.status == 403
@@ -355,14 +355,34 @@ def test_50mb_upload_streams_through_in_bounded_memory_without_stalling_others(
     assert grown_mib < 32, f"peak RSS grew by {grown_mib:.0f} MiB for a 50 MiB upload"
 
 
-def test_50mb_file_upload_to_social_is_blocked_without_reaching_the_origin(
+def test_50mb_upload_to_social_is_refused_unread_in_bounded_memory(
     proxy: Any, received: Received, tmp_path: Path
 ) -> None:
+    """mitmproxy reads a body whole before it can answer: a blocked body larger than the hold limit
+    is refused by closing the connection, never read (read, it would cost over 100 MB here)."""
     big = tmp_path / "big"
     with big.open("wb") as f:
         f.truncate(50 * 1024 * 1024)
     path = unique_path()
-    res = post(proxy, f"https://www.facebook.com{path}", big, "application/octet-stream")
-    assert res.status == 403
+    harness.curl(proxy, f"https://www.example.org{unique_path()}")  # warm
+    _reset_rss_peak()
+    before = _rss_kib()
+    res = subprocess.run(
+        [
+            "curl", "-sS", "--max-time", "60", "--noproxy", "", "-x", proxy.url,
+            "--cacert", str(proxy.ca), "-o", "/dev/null", "-w", "%{http_code}",
+            "--data-binary", f"@{big}", "-H", "Content-Type: application/octet-stream",
+            f"https://www.facebook.com{path}",
+        ],
+        capture_output=True, timeout=90, check=False,
+    )  # fmt: skip
+    grown_mib = (_rss_peak_kib() - before) / 1024
+    assert res.returncode != 0 or res.stdout != b"200", "the upload was answered 200"
     assert received.on("www.facebook.com", path) == []
-    assert request_record(proxy, res.headers["x-socialguard-reference"])["upload"]
+    blocked = [
+        r for r in proxy.records()
+        if r.get("host") == "www.facebook.com" and r.get("stage") == "request"
+    ]  # fmt: skip
+    assert blocked and blocked[-1]["action"] == "block"
+    assert blocked[-1]["upload"] == ["over_limit"]
+    assert grown_mib < 32, f"peak RSS grew by {grown_mib:.0f} MiB for a refused 50 MiB upload"
