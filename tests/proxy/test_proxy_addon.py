@@ -238,6 +238,22 @@ def test_social_sni_is_inspected(guard: tuple[SocialGuard, Any]) -> None:
     assert data.ignore_connection is False
 
 
+def test_encrypted_client_hello_is_never_passed_through_on_its_outer_sni(
+    guard: tuple[SocialGuard, Any],
+) -> None:
+    from types import SimpleNamespace
+
+    addon, tctx = guard
+    real = _hello_data(tctx, "www.example.org")
+    # The same hello, with an encrypted_client_hello extension (0xfe0d) added to what was parsed.
+    with_ech = SimpleNamespace(
+        sni=real.client_hello.sni, extensions=[*real.client_hello.extensions, (0xFE0D, b"")]
+    )
+    data = tls.ClientHelloData(real.context, with_ech)  # type: ignore[arg-type]
+    addon.tls_clienthello(data)
+    assert data.ignore_connection is False
+
+
 def test_clienthello_failure_refuses_the_connection_without_contacting_the_origin(
     guard: tuple[SocialGuard, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
