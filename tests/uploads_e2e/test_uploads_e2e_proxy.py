@@ -386,3 +386,36 @@ def test_50mb_upload_to_social_is_refused_unread_in_bounded_memory(
     assert blocked and blocked[-1]["action"] == "block"
     assert blocked[-1]["upload"] == ["over_limit"]
     assert grown_mib < 32, f"peak RSS grew by {grown_mib:.0f} MiB for a refused 50 MiB upload"
+
+
+def test_gzip_encoded_text_with_a_marker_is_blocked(
+    proxy: Any, received: Received, tmp_path: Path
+) -> None:
+    import gzip
+
+    (tmp_path / "body").write_bytes(gzip.compress(b"status=the+CONFIDENTIAL+report"))
+    path = unique_path()
+    res = post(
+        proxy, f"https://www.facebook.com{path}", tmp_path / "body",
+        "application/x-www-form-urlencoded", "-H", "Content-Encoding: gzip",
+    )  # fmt: skip
+    assert res.status == 403
+    assert received.on("www.facebook.com", path) == []
+    assert request_record(proxy, res.headers["x-socialguard-reference"])["upload"] == [
+        "marker:confidential"
+    ]
+
+
+def test_held_body_that_is_no_upload_is_recorded_once(
+    proxy: Any, received: Received, tmp_path: Path
+) -> None:
+    (tmp_path / "body").write_bytes(b"status=see+you+tonight")
+    before = len([r for r in proxy.records() if r.get("stage") == "request"])
+    res = post(
+        proxy, f"https://www.facebook.com{unique_path()}", tmp_path / "body",
+        "application/x-www-form-urlencoded",
+    )  # fmt: skip
+    assert res.status == 200
+    after = [r for r in proxy.records() if r.get("stage") == "request"]
+    assert len(after) == before + 1
+    assert after[-1]["action"] == "allow" and after[-1]["host"] == "www.facebook.com"
