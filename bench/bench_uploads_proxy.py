@@ -14,7 +14,7 @@ Every role runs in its own process (upstream, each proxy, the client), rounds al
 proxies, and each figure is the median over the rounds, in wall time and in proxy CPU time (from
 /proc; the wall clock of a shared 2-core machine mostly measures the other engineers' work).
 Bounded: a fixed number of rounds, loopback only. Usage:
-`python bench/bench_uploads_proxy.py [--rounds 9] [--mib 10]`.
+`python bench/bench_uploads_proxy.py [--rounds 12] [--mib 10]`.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def _one(port: int, pid: int, kind: str, mib: int, expect: bytes) -> tuple[float
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--mib", type=int, default=10)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sg-bench-uploads-"))
