@@ -7,6 +7,16 @@ Prefer `socialguard run`: it embeds the addon, so it cannot be unloaded. mitmpro
 scripts when they change and, if a reload fails, runs on without the addon — unfiltered.
 """
 
-from socialguard.proxy import SocialGuard
+import sys
+from pathlib import Path
+
+# mitmproxy puts this file's directory first on sys.path, where `socialguard` would be this very
+# file; the installed package is the one meant.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if getattr(sys.modules.get("socialguard"), "__file__", None) == str(_HERE / "socialguard.py"):
+    del sys.modules["socialguard"]
+
+from socialguard.proxy import SocialGuard  # noqa: E402 - after the sys.path fix above
 
 addons = [SocialGuard()]
