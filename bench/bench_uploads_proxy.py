@@ -10,8 +10,8 @@ it and the upstream answers: what differs is only the inspection. (A file upload
 destination is blocked, not forwarded, so it cannot be timed against forwarding.)
 Target: inspection adds <= 10 % to the upload's time.
 
-Every role runs in its own process (upstream, each proxy, the client), rounds alternate the two
-proxies, and each figure is the median over the rounds, in wall time and in proxy CPU time (from
+Every role runs in its own process (upstream, each proxy, the client), each round runs every case
+in a rotated order, and each figure is the median over the rounds, in wall time and in proxy CPU time (from
 /proc; the wall clock of a shared 2-core machine mostly measures the other engineers' work).
 Bounded: a fixed number of rounds, loopback only. Usage:
 `python bench/bench_uploads_proxy.py [--rounds 12] [--mib 10]`.
