@@ -101,11 +101,12 @@ def test_run_refuses_a_broken_rules_file_with_file_and_line(tmp_path: Path) -> N
     ],
 )
 def test_run_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from socialguard.cli import app
+
     rules = tmp_path / "rules.yaml"
     rules.write_text(TEST_RULES)
-    res = subprocess.run(
-        [sys.executable, "-m", "socialguard", "run", "--rules", str(rules), *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert res.returncode == 2
-    assert message in res.stderr
+    result = CliRunner().invoke(app, ["run", "--rules", str(rules), *args])
+    assert result.exit_code == 2
+    assert f"error: {message}" in result.output
