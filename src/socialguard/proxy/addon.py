@@ -633,6 +633,10 @@ class SocialGuard:
         header = flow.request.host_header
         if header:
             names.append(self._normalise(header))
+        if flow.request.is_http2 or flow.request.is_http3:
+            # :authority came first; a Host header beside it is one more name the origin may use.
+            for extra in flow.request.headers.get_all("host"):
+                names.append(self._normalise(extra))
         dest = flow.request.host
         if dest and (_is_explicit(flow.client_conn) or not _is_ip(dest) or not names):
             names.append(self._normalise(dest))
