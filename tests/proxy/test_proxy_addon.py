@@ -151,6 +151,21 @@ def test_mixed_case_trailing_dot_host_is_normalised(guard: tuple[SocialGuard, An
     assert flow.response is not None and flow.response.status_code == 403
 
 
+def test_http2_host_header_beside_authority_is_decided_too(
+    guard: tuple[SocialGuard, Any], tmp_path: Path
+) -> None:
+    addon, _ = guard
+    req = tutils.treq(
+        host="www.example.org", port=443, scheme=b"https", authority=b"www.example.org",
+        http_version=b"HTTP/2.0", headers=[(b"host", b"www.facebook.com")],
+    )  # fmt: skip
+    flow = tflow.tflow(req=req)
+    flow.client_conn.sni = "www.example.org"
+    addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert set(_log(tmp_path)[-1]["hosts"]) == {"www.example.org", "www.facebook.com"}
+
+
 def test_ip_literal_host_is_decided_not_waved_through(
     guard: tuple[SocialGuard, Any], tmp_path: Path
 ) -> None:
