@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from mitmproxy import http
+from mitmproxy import exceptions, http
+from mitmproxy.utils import human
 
 from socialguard.engine.accounts import AccountsSpec, account_headers
 from socialguard.engine.model import Action, Decision
@@ -52,6 +53,7 @@ __all__ = [
     "declared_length",
     "plan_request",
     "refuse_unread_body",
+    "require_stream_limit",
     "restrict_sign_in",
 ]
 
@@ -161,7 +163,14 @@ async def decide_held(
     Returns the decision to record and apply, and the record's extra fields; `upload` lists what
     was found by name (`marker:NAME`, `fingerprint:LABEL`, `files:N`), never the content.
     """
-    body = flow.request.raw_content or b""
+    if flow.request.raw_content is None:
+        # Streamed past the hold (only a misconfigured stream_large_bodies can do that): fail
+        # closed. The block page can no longer be sent; killing the flow drops the answer.
+        log.error("held_upload_streamed", host=held.if_upload.host)
+        if flow.killable:
+            flow.kill()
+        return held.if_upload, {**held.extra, "upload": ["streamed_uninspected"]}
+    body = flow.request.raw_content
     content_type = flow.request.headers.get("content-type")
     encoding = flow.request.headers.get("content-encoding")
     if len(body) > OFF_LOOP_BYTES:
@@ -190,11 +199,33 @@ def refuse_unread_body(flow: http.HTTPFlow) -> bool:
         return False
     length = declared_length(flow.request)
     if length is not None and length <= HOLD_LIMIT:
+        # Answered after reading the body: mitmproxy cannot stream a request it answers itself
+        # (`stream_large_bodies` may have asked for streaming before the hook ran).
+        flow.request.stream = False
         return False
     flow.response = None
     flow.kill()
     log.info("blocked_body_refused_unread", host=flow.request.pretty_host, declared=length)
     return True
+
+
+def require_stream_limit(stream_large_bodies: str | None) -> None:
+    """Refuse a `stream_large_bodies` below `HOLD_LIMIT` (raises OptionsError).
+
+    mitmproxy re-checks that limit while it reads a body and switches to streaming past it,
+    whatever the addon asked: a held upload would then go to the origin uninspected, and a
+    request answered with the block page would fail. At or above the hold limit it only streams
+    bodies socialguard does not hold (and responses), which is what it is for.
+    """
+    try:
+        limit = human.parse_size(stream_large_bodies or None)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"stream_large_bodies: {e}") from e
+    if limit is not None and limit < HOLD_LIMIT:
+        raise exceptions.OptionsError(
+            f"stream_large_bodies={stream_large_bodies} would stream uploads past socialguard's "
+            f"inspection: leave it unset or set it to at least {HOLD_LIMIT // (1024 * 1024)}m"
+        )
 
 
 def restrict_sign_in(
