@@ -188,6 +188,8 @@ class SocialGuard:
         ours = any(k.startswith("socialguard_") for k in updated)
         if ours or ("connection_strategy" in updated and self._settings is not None):
             _require_lazy()
+        if ours or "stream_large_bodies" in updated:
+            uploads.require_stream_limit(ctx.options.stream_large_bodies)
         if ours:
             try:
                 settings = parse_settings(
