@@ -220,3 +220,45 @@ def test_allowed_request_is_never_closed() -> None:
     f.request.headers["content-length"] = str(uploads.HOLD_LIMIT * 2)
     assert uploads.refuse_unread_body(f) is False
     assert f.error is None
+
+
+def test_blocked_request_answered_after_its_body_is_not_streamed() -> None:
+    from mitmproxy import http
+
+    f = flow(content=b"x" * 1000)
+    f.live = True
+    f.request.stream = True  # as stream_large_bodies would have set it before the hook
+    f.response = http.Response.make(403, b"blocked")
+    assert uploads.refuse_unread_body(f) is False
+    assert f.request.stream is False
+
+
+@pytest.mark.parametrize("value", ["", "16m", "1g"])
+def test_stream_large_bodies_at_or_above_the_hold_limit_is_accepted(value: str) -> None:
+    uploads.require_stream_limit(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("1m", "would stream uploads past"), ("lots", "stream_large_bodies: ")],
+)
+def test_stream_large_bodies_below_the_hold_limit_or_unreadable_is_refused(
+    value: str, message: str
+) -> None:
+    from mitmproxy import exceptions
+
+    with pytest.raises(exceptions.OptionsError, match=message):
+        uploads.require_stream_limit(value)
+
+
+def test_held_body_streamed_past_the_hold_fails_closed(tmp_path: Path) -> None:
+    f = flow(headers=[(b"content-type", b"text/plain")], content=b"hello")
+    f.live = True
+    plan = _plan(tmp_path, f)
+    assert plan.held is not None
+    f.request.stream = True
+    f.request.data.content = None  # what mitmproxy leaves after streaming a body
+    decision, extra = asyncio.run(uploads.decide_held(f, plan.held, policy(tmp_path).uploads))
+    assert decision.action is Action.BLOCK
+    assert extra["upload"] == ["streamed_uninspected"]
+    assert f.error is not None and f.error.msg == f.error.KILLED_MESSAGE

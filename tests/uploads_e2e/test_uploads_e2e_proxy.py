@@ -419,3 +419,35 @@ def test_held_body_that_is_no_upload_is_recorded_once(
     after = [r for r in proxy.records() if r.get("stage") == "request"]
     assert len(after) == before + 1
     assert after[-1]["action"] == "allow" and after[-1]["host"] == "www.facebook.com"
+
+
+def test_stream_large_bodies_below_the_hold_limit_is_refused(
+    start_proxy: Any, fingerprints: Path
+) -> None:
+    """mitmproxy would switch a held body to streaming past that limit: uploads uninspected."""
+    with pytest.raises(Exception, match="stream_large_bodies=1k would stream uploads"):
+        start_proxy(rules_text(fingerprints), at=EVENING, stream_large_bodies="1k")
+
+
+def test_uploads_still_inspected_when_mitmproxy_streams_large_bodies(
+    start_proxy: Any, fingerprints: Path, received: Received, tmp_path: Path
+) -> None:
+    """At or above the hold limit, `stream_large_bodies` streams only what socialguard does not
+    hold: marked text is still blocked; a larger body elsewhere streams through intact."""
+    proxy = start_proxy(rules_text(fingerprints), at=EVENING, stream_large_bodies="16m")
+    (tmp_path / "marked").write_bytes(b"status=" + b"x" * 4096 + b"+CONFIDENTIAL")
+    marked_path = unique_path()
+    res = post(
+        proxy, f"https://www.facebook.com{marked_path}", tmp_path / "marked",
+        "application/x-www-form-urlencoded",
+    )  # fmt: skip
+    assert res.status == 403
+    assert received.on("www.facebook.com", marked_path) == []
+    big = tmp_path / "big"
+    with big.open("wb") as f:
+        f.truncate(17 * 1024 * 1024)
+    big_path = unique_path()
+    res = post(proxy, f"https://www.example.org{big_path}", big, "application/octet-stream")
+    assert res.status == 200
+    (seen,) = received.on("www.example.org", big_path)
+    assert seen.size == 17 * 1024 * 1024
