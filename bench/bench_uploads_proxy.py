@@ -11,8 +11,8 @@ destination is blocked, not forwarded, so it cannot be timed against forwarding.
 Target: inspection adds <= 10 % to the upload's time.
 
 Every role runs in its own process (upstream, each proxy, the client), each round runs every case
-in a rotated order, and each figure is the median over the rounds, in wall time and in proxy CPU time (from
-/proc; the wall clock of a shared 2-core machine mostly measures the other engineers' work).
+in a rotated order, and each figure is the median over the rounds, in wall time and in proxy CPU
+time (from /proc; the wall clock of a shared 2-core machine mostly measures others' work).
 Bounded: a fixed number of rounds, loopback only. Usage:
 `python bench/bench_uploads_proxy.py [--rounds 12] [--mib 10]`.
 """
