@@ -34,7 +34,8 @@ ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
 WRITER_RECORDS = 50_000 if QUICK else 200_000
 SEARCH_RECORDS = 200_000 if QUICK else 1_000_000
 SMALL_RECORDS = 100_000 if not QUICK else 20_000
-PROXY_REQUESTS = 600 if QUICK else 2_000
+PROXY_REQUESTS = 600 if QUICK else 1_200
+PROXY_ROUNDS = 2 if QUICK else 5
 ROUNDS = 2 if QUICK else 3
 PY = sys.executable
 
@@ -396,7 +397,7 @@ def bench_proxy() -> None:
     print(
         f"proxy requests/s, logging on vs off ({PROXY_REQUESTS:,} requests, 4 clients, "
         "a connection per request, "
-        f"3/4 allowed to a loopback upstream, 1/4 block pages; alternating, best of {ROUNDS})"
+        f"3/4 allowed to a loopback upstream, 1/4 block pages; alternating, best of {PROXY_ROUNDS})"
     )
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
@@ -405,7 +406,7 @@ def bench_proxy() -> None:
             base = Path(tmp)
             (base / "rules.yaml").write_text(RULES, encoding="utf-8")
             on, off = 0.0, 0.0
-            for _ in range(ROUNDS):
+            for _ in range(PROXY_ROUNDS):
                 off = max(off, _proxy_rate(base, upstream.server_port, False))
                 on = max(on, _proxy_rate(base, upstream.server_port, True))
             written = sum(_count_lines(p) for p in (base / "log").glob("decisions-*"))
