@@ -415,3 +415,16 @@ def test_an_admin_event_url_loses_its_query_string() -> None:
     )
     assert e["details"]["url"] == "https://www.facebook.com/messages"
     assert e["erased"] == ["details.url.query"]
+
+
+@pytest.mark.parametrize("external", [True, False], ids=["system-gzip", "in-process"])
+def test_compress_round_trips_and_leaves_no_temporary_file(tmp_path: Path, external: bool) -> None:
+    from socialguard.audit.files import compress
+
+    plain = tmp_path / "decisions-n1-20261124-000001.jsonl"
+    data = b"".join(b'{"seq":%d,"x":"%s"}\n' % (i, b"y" * (i % 50)) for i in range(20_000))
+    plain.write_bytes(data)
+    gz = compress(plain, external=external)
+    assert gz.name == plain.name + ".gz" and not plain.exists()
+    assert lines_of(gz) == data.splitlines(keepends=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [gz.name]

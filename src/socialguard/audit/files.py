@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,20 +143,33 @@ def first_line(path: Path) -> bytes | None:
     return line or None
 
 
-def compress(path: Path) -> Path:
+GZIP = shutil.which("gzip")
+NICE = [n, "-n", "10"] if (n := shutil.which("nice")) else []
+
+
+def compress(path: Path, *, external: bool = True) -> Path:
     """Gzip a closed log file safely: write `.gz.tmp`, fsync, rename, then remove the original.
 
     A crash at any point leaves either the original or a complete `.gz` (and at worst both, which
-    list_log_files resolves), never a half-written file under a final name.
+    list_log_files resolves), never a half-written file under a final name. With `external` (the
+    writer's choice) the compressing is done by the system's `gzip` at low priority (nice 10) in its
+    own process, so it takes no CPU time or interpreter lock from the proxy that writes the log.
     """
     gz_path = path.with_name(path.name + ".gz")
     tmp = path.with_name(path.name + ".gz.tmp")
-    with open(path, "rb") as src, open(tmp, "wb") as raw:
-        with gzip.GzipFile(
-            filename=path.name, mode="wb", fileobj=raw, compresslevel=1, mtime=0
-        ) as gz:
-            while chunk := src.read(1 << 20):
-                gz.write(chunk)
+    with open(tmp, "wb") as raw:
+        if external and GZIP is not None:
+            with open(path, "rb") as src:
+                subprocess.run([*NICE, GZIP, "-1", "-n", "-c"], stdin=src, stdout=raw, check=True)
+        else:
+            with (
+                open(path, "rb") as src,
+                gzip.GzipFile(
+                    filename=path.name, mode="wb", fileobj=raw, compresslevel=1, mtime=0
+                ) as gz,
+            ):
+                while chunk := src.read(1 << 20):
+                    gz.write(chunk)
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp, gz_path)

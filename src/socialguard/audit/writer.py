@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -452,7 +453,7 @@ class AuditLog:
         for path in pending:
             try:
                 files.compress(path)
-            except OSError as e:
+            except (OSError, subprocess.CalledProcessError) as e:
                 log.error("audit_compress_failed", file=str(path), error=str(e))
 
     def _background(self) -> None:
