@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -62,12 +62,55 @@ _FILENAME = re.compile(r"(?:^|;)\s*filename\*?\s*=", re.IGNORECASE)
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
+_REGEX_SPECIALS = frozenset(b".^$*+?{}[]\\|()")
+
+
 @dataclass(frozen=True, slots=True)
 class Marker:
     """A named text pattern; the name is what the log and the block page show."""
 
     name: str
     pattern: re.Pattern[bytes]
+    _finder: Callable[[bytes], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_finder", _fast_finder(self.pattern))
+
+    def found_in(self, data: bytes) -> bool:
+        """Whether the pattern occurs in `data` (same answer as `pattern.search`, faster)."""
+        return self._finder(data)
+
+
+def _fast_finder(pattern: re.Pattern[bytes]) -> Callable[[bytes], bool]:
+    """An equivalent of `pattern.search` that keeps a 10 MB text body's scan in milliseconds.
+
+    CPython's regex engine scans at ~1-3 GB/s only from a literal prefix; a case-insensitive
+    pattern or one starting with `\\b` (the shipped `confidential` and `student-id` markers) crawls
+    at 40-100 MB/s, which made inspecting a 10 MB post cost 5x the proxy's own time. Two rewrites
+    keep the answer identical:
+    - a case-insensitive plain literal: bytes patterns fold ASCII only, exactly like bytes.lower();
+    - a leading `\\b`: search without it (literal prefix again), then check the boundary at each
+      candidate with the full pattern (`match(data, pos)` sees the byte before `pos`).
+    """
+    source, flags = pattern.pattern, pattern.flags
+    if flags == re.IGNORECASE:
+        if source and not _REGEX_SPECIALS.intersection(source):
+            needle = source.lower()
+            return lambda data: needle in data.lower()
+        return lambda data: pattern.search(data) is not None
+    if flags == 0 and source.startswith(b"\\b") and len(source) > 2:
+        rest = re.compile(source[2:], flags)
+
+        def boundary_first(data: bytes) -> bool:
+            pos = 0
+            while (m := rest.search(data, pos)) is not None:
+                if pattern.match(data, m.start()) is not None:
+                    return True
+                pos = m.start() + 1
+            return False
+
+        return boundary_first
+    return lambda data: pattern.search(data) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +378,7 @@ class UploadInspector:
         window = self._tail + data
         still: list[Marker] = []
         for marker in self._pending:
-            if marker.pattern.search(window):
+            if marker.found_in(window):
                 self._found[marker.name] = None
             else:
                 still.append(marker)
