@@ -428,3 +428,13 @@ def test_compress_round_trips_and_leaves_no_temporary_file(tmp_path: Path, exter
     assert gz.name == plain.name + ".gz" and not plain.exists()
     assert lines_of(gz) == data.splitlines(keepends=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == [gz.name]
+
+
+@pytest.mark.parametrize(
+    ("stage", "erased"), [("request", ["path"]), ("connection", None), ("tcp", None)]
+)
+def test_path_erasure_is_recorded_only_where_a_path_existed(
+    stage: str, erased: list | None
+) -> None:
+    e = decision_event(make_decision(), decision_id="X", stage=stage, client="10.0.0.5")
+    assert e.get("erased") == erased

@@ -46,6 +46,9 @@ FORBIDDEN_EXTRA = frozenset(
 
 MAX_PATH = 256
 
+# Stages at which a request (and so a path) exists; `connection` (TLS) and `tcp` have none.
+HTTP_STAGES = frozenset({"request", "websocket", "response"})
+
 # Crockford base32 without I, L, O, U: readable over the phone from a block page.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -122,8 +125,8 @@ def decision_event(
     masked: list[str] = []
     if path is not None:
         event["path"], erased, masked = _redact_path(path)
-    elif stage != "connection":
-        erased.append("path")
+    elif stage in HTTP_STAGES:
+        erased.append("path")  # an HTTP request had a path; the policy did not ask to log it
     event["category"] = decision.category
     event["rule"] = decision.rule_id
     event["action"] = str(decision.action)
