@@ -291,3 +291,39 @@ def test_a_node_whose_whole_log_is_gone_is_reported_from_its_checkpoints(
             p.unlink()
     problem = only_problem(verify(tmp_path))
     assert "no log files for node n2-w0" in problem and "its log is missing" in problem
+
+
+def test_verify_passes_while_a_writer_keeps_writing_rotating_and_compressing(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    log = AuditLog(
+        tmp_path / "log",
+        "live-w0",
+        checkpoint_dir=tmp_path / "checkpoints",
+        max_bytes=32 * 1024,
+        fsync_interval_s=0.01,
+        checkpoint_interval_s=0.02,
+    )
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        for i in range(200_000):  # bounded; stopped by the test long before
+            if stop.is_set():
+                return
+            log.write(event(f"h{i}.example"))
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        results = []
+        for _ in range(5):  # bounded number of verifications during writing
+            results.append(verify_log(tmp_path / "log", checkpoints=tmp_path / "checkpoints"))
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+        log.close()
+    for r in results:
+        assert r.ok, r.first_problems()
+    assert results[-1].chains["live-w0"].files > 1

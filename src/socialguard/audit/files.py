@@ -83,7 +83,13 @@ def open_lines(path: Path) -> IO[bytes]:
     """Open a log file (plain or gzip) for reading lines as bytes."""
     if path.name.endswith(".gz"):
         return cast(IO[bytes], gzip.open(path, "rb"))
-    return open(path, "rb")
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        gz = path.with_name(path.name + ".gz")  # compressed by the writer since it was listed
+        if gz.exists():
+            return cast(IO[bytes], gzip.open(gz, "rb"))
+        raise
 
 
 CHUNK = 1 << 20
