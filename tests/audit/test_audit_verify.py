@@ -297,6 +297,7 @@ def test_verify_passes_while_a_writer_keeps_writing_rotating_and_compressing(
     tmp_path: Path,
 ) -> None:
     import threading
+    import time
 
     log = AuditLog(
         tmp_path / "log",
@@ -319,6 +320,11 @@ def test_verify_passes_while_a_writer_keeps_writing_rotating_and_compressing(
     try:
         results = []
         for _ in range(5):  # bounded number of verifications during writing
+            seen = log.seq
+            for _ in range(500):  # bounded wait: let the writer move on (rotate) in between
+                if log.seq > seen + 200:
+                    break
+                time.sleep(0.01)
             results.append(verify_log(tmp_path / "log", checkpoints=tmp_path / "checkpoints"))
     finally:
         stop.set()

@@ -49,6 +49,7 @@ class Unplaced:
 
     path: Path
     problem: str
+    in_progress: bool = False  # the newest file of its node, still being created: not a problem
 
 
 def read_anchor(log_dir: Path, node: str) -> dict[str, Any] | None:
@@ -86,14 +87,20 @@ def find_chains(log_dir: Path) -> tuple[dict[str, Chain], list[Unplaced]]:
         raise AuditError(f"{log_dir}: no such log directory")
     chains: dict[str, Chain] = {}
     unplaced: list[Unplaced] = []
-    for lf in files.list_log_files(log_dir):
+    listed = files.list_log_files(log_dir)
+    newest: dict[str, int] = {}
+    for lf in listed:
+        newest[lf.node_in_name] = max(newest.get(lf.node_in_name, 0), lf.index)
+    for lf in listed:
         try:
             line = files.first_line(lf.path)
         except (OSError, EOFError, zlib.error) as e:
             unplaced.append(Unplaced(lf.path, f"cannot read: {e}"))
             continue
-        if line is None:
-            unplaced.append(Unplaced(lf.path, "empty file"))
+        if line is None or not line.endswith(b"\n"):
+            fresh = not lf.gz and lf.index == newest[lf.node_in_name]
+            what = "empty file" if line is None else "incomplete first line"
+            unplaced.append(Unplaced(lf.path, what, in_progress=fresh))
             continue
         try:
             record, _, _ = unseal(line)
