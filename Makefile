@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 .PHONY: install run test lint bench clean
 
 $(BIN)/socialguard: pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
+		{ echo "socialguard needs Python >= 3.12; run e.g. make $(MAKECMDGOALS) PY=python3.12"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
