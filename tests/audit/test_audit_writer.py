@@ -438,3 +438,20 @@ def test_path_erasure_is_recorded_only_where_a_path_existed(
 ) -> None:
     e = decision_event(make_decision(), decision_id="X", stage=stage, client="10.0.0.5")
     assert e.get("erased") == erased
+
+
+def test_checkpoints_also_go_to_syslog_when_asked(tmp_path: Path, open_log) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(10)
+        log = open_log(syslog_address=sink.getsockname())
+        log.write(event())
+        cp = log.checkpoint("test")
+        datagram = sink.recv(65536).decode()
+        log.close()
+    assert cp is not None
+    assert "socialguard-audit: " in datagram
+    sent = json.loads(datagram.split("socialguard-audit: ", 1)[1].rstrip("\x00"))
+    assert (sent["seq"], sent["head"], sent["reason"]) == (cp["seq"], cp["head"], "test")
