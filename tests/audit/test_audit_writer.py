@@ -455,3 +455,11 @@ def test_checkpoints_also_go_to_syslog_when_asked(tmp_path: Path, open_log) -> N
     assert "socialguard-audit: " in datagram
     sent = json.loads(datagram.split("socialguard-audit: ", 1)[1].rstrip("\x00"))
     assert (sent["seq"], sent["head"], sent["reason"]) == (cp["seq"], cp["head"], "test")
+
+
+def test_a_refused_start_releases_the_chain_for_a_corrected_one(tmp_path: Path, open_log) -> None:
+    (tmp_path / "bad.key").write_text("not a key")
+    with pytest.raises(AuditError, match=r"bad\.key: cannot read the signing key"):
+        open_log(signing_key=tmp_path / "bad.key")
+    log = open_log()  # the same node again: not refused as "already writing"
+    assert log.write(event()) == 2

@@ -198,6 +198,21 @@ class AuditLog:
                 f"{self.log_dir}: cannot create the log directory: {e.strerror}"
             ) from e
         self._lock_fd = self._take_writer_lock()
+        try:
+            self._start(checkpoint_dir, signing_key, syslog_address)
+        except BaseException:
+            os.close(self._lock_fd)  # let a corrected restart take the chain
+            raise
+
+    def _start(
+        self,
+        checkpoint_dir: Path | str | None,
+        signing_key: Ed25519PrivateKey | Path | str | None,
+        syslog_address: str | tuple[str, int] | None,
+    ) -> None:
+        """Open the sinks, continue the chain on disk, open a new file, start the thread."""
+        clock = self._clock
+        node = self.node
         if signing_key is None:
             signing_key = default_signing_key(self.log_dir)
         key = load_private_key(signing_key) if signing_key is not None else None
