@@ -33,6 +33,7 @@ __all__ = [
     "DeviceInventory",
     "District",
     "GroupNetworks",
+    "HostRules",
     "LoggingSettings",
     "OverrideLimits",
     "PolicyTest",
@@ -265,6 +266,9 @@ class CompiledRule:
         return not self.doh or is_doh_request(request)
 
 
+# CompiledPolicy.host_rules(): (tags, candidate rules, whether the host was seen before)
+HostRules = tuple[Mapping[str, str], tuple[CompiledRule, ...], bool]
+
 _MEMO_MAX = 4096
 _HOST_CACHE_MAX = 50_000
 
@@ -372,10 +376,14 @@ class CompiledPolicy:
     uploads: UploadRules = field(default_factory=UploadRules)
     accounts: AccountsSpec | None = None  # `accounts:` (engine/accounts.py): sign-in restrictions
     rule_index: RuleIndex = field(init=False)
-    # host → (tags, candidate rules): a busy proxy asks about the same few thousand hosts all day.
-    # Bounded (cleared when full); a plain dict is safe to share between threads (a racing writer
-    # stores the same value, both computed from this immutable policy).
-    _hosts: dict[str, tuple[Mapping[str, str], tuple[CompiledRule, ...]]] = field(
+    # host → (tags, candidate rules, True): a busy proxy asks about the same few thousand hosts all
+    # day. Bounded (cleared when full); a plain dict is safe to share between threads (a racing
+    # writer stores the same value, both computed from this immutable policy).
+    _hosts: dict[str, HostRules] = field(default_factory=dict, compare=False, repr=False)
+    # parent domain → (tags, candidate rules) of any name directly below it that is not listed
+    # itself: a proxy meets endless new subdomains (`n123.cdn.example`) of a few parents, and
+    # this answers them with one probe instead of a walk over every suffix. Bounded like _hosts.
+    _below: dict[str, tuple[Mapping[str, str], tuple[CompiledRule, ...]]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -398,15 +406,50 @@ class CompiledPolicy:
         changes = [c for s in used.values() if (c := s.next_change(now)) is not None]
         return min(changes, default=None)
 
-    def host_rules(self, host: str) -> tuple[Mapping[str, str], tuple[CompiledRule, ...]]:
-        """The host's tags and the rules that may match it (in file order), cached per host."""
+    def host_rules(self, host: str) -> HostRules:
+        """The host's tags, the rules that may match it (in file order), and whether the host was
+        seen before.
+
+        Cached per host. The flag lets decide() skip its decision cache for a host met for the
+        first time: nothing can be remembered for it, so probing and filling that cache would only
+        cost time on the path a proxy takes for every new subdomain.
+        """
         hit = self._hosts.get(host)
-        if hit is None:
+        if hit is not None:
+            return hit
+        tags, candidates = self._uncached_host_rules(host)
+        hosts = self._hosts
+        if len(hosts) >= _HOST_CACHE_MAX:
+            hosts.clear()
+        hosts[host] = (tags, candidates, True)
+        return (tags, candidates, False)
+
+    def _uncached_host_rules(self, host: str) -> tuple[Mapping[str, str], tuple[CompiledRule, ...]]:
+        """host_rules() for a host not in the per-host cache.
+
+        A name that is neither listed itself nor an approved page's host, nor an IP address, has
+        exactly the tags of its parent domain, and then its candidate rules depend on those tags
+        alone: so it is answered from the per-parent cache.
+        """
+        dot = host.find(".")
+        if (
+            dot < 0
+            or host[-1:].isdigit()
+            or ":" in host
+            or host in self.index
+            or host in self.rule_index.by_url_host
+        ):
             tags = self.classify(host)
+            return (tags, self.rule_index.candidates(host, tags))
+        parent = host[dot + 1 :]
+        below = self._below
+        hit = below.get(parent)
+        if hit is None:
+            tags = self.index.lookup(parent)
             hit = (tags, self.rule_index.candidates(host, tags))
-            if len(self._hosts) >= _HOST_CACHE_MAX:
-                self._hosts.clear()
-            self._hosts[host] = hit
+            if len(below) >= _HOST_CACHE_MAX:
+                below.clear()
+            below[parent] = hit
         return hit
 
     @property

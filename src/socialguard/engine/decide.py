@@ -63,7 +63,7 @@ def decide(
     """
     if now.tzinfo is None:
         raise ValueError("decide() needs a timezone-aware time; a naive one would be read as local")
-    tags, candidates = policy.host_rules(request.host)
+    tags, candidates, seen = policy.host_rules(request.host)
     trace: list[TraceStep] = []
     for rule in candidates:
         if not rule.concerns(principal):
@@ -82,10 +82,10 @@ def decide(
         trace.append(rule.matched)
         if rule.bypass and overrides is not Overrides.EMPTY and rule.action is Action.BLOCK:
             return _rule_decision(
-                policy, rule, dest, request, principal, now, overrides, tags, trace
+                policy, rule, dest, request, principal, now, overrides, tags, trace, seen
             )
-        return _plain_rule_decision(policy, rule, dest, request.host, principal, trace)
-    return _default_decision(policy, request, principal, trace)
+        return _plain_rule_decision(policy, rule, dest, request.host, principal, trace, seen)
+    return _default_decision(policy, request, principal, trace, seen)
 
 
 def _remembered(
@@ -121,10 +121,19 @@ def _plain_rule_decision(  # noqa: PLR0917 - one hot-path call site
     host: str,
     principal: Principal,
     trace: list[TraceStep],
+    seen: bool,
 ) -> Decision:
-    key, hit = _remembered(policy, principal, host, trace)
-    if hit is not None:
-        return hit
+    """The decision of a rule that matched and was not lifted; remembered once the host recurs.
+
+    A host met for the first time (`seen` false) has nothing remembered, and most new hosts are
+    never asked about again (a fresh subdomain per page), so the decision cache is neither
+    probed nor filled for it: the second request to the host fills it.
+    """
+    key: tuple[object, ...] = ()
+    if seen:
+        key, hit = _remembered(policy, principal, host, trace)
+        if hit is not None:
+            return hit
     category, matched = dest
     decision = _make(
         rule.action,
@@ -140,7 +149,7 @@ def _plain_rule_decision(  # noqa: PLR0917 - one hot-path call site
         rule.bypass,
         tuple(trace),
     )
-    return _remember(policy, key, decision)
+    return _remember(policy, key, decision) if seen else decision
 
 
 # The fields _make fills, in order. Should model.Decision gain a field, _make falls back to the
@@ -227,6 +236,7 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
     overrides: Overrides,
     tags: Mapping[str, str],
     trace: list[TraceStep],
+    seen: bool,
 ) -> Decision:
     category, matched = dest
     if (
@@ -279,12 +289,18 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
                 )
             trace.append(_NO_GRANT)
     # nothing lifted it: the answer depends on the path alone again (its steps are constants)
-    return _plain_rule_decision(policy, rule, dest, request.host, principal, trace)
+    return _plain_rule_decision(policy, rule, dest, request.host, principal, trace, seen)
 
 
 def _default_decision(
-    policy: CompiledPolicy, request: Request, principal: Principal, trace: list[TraceStep]
+    policy: CompiledPolicy,
+    request: Request,
+    principal: Principal,
+    trace: list[TraceStep],
+    seen: bool,
 ) -> Decision:
+    """No rule matched: the policy's default (or its `ip_literals:` handling); remembered like
+    _plain_rule_decision's, once the host recurs."""
     if policy.ip_literals != "inspect" and is_ip_literal(request.host):
         if policy.ip_literals == "block":
             action, step, reason = Action.BLOCK, _IP_BLOCK, _IP_BLOCK_REASON
@@ -295,9 +311,11 @@ def _default_decision(
     else:
         action, step, reason = Action.BLOCK, _DEFAULT_BLOCK, _DEFAULT_BLOCK_REASON
     trace.append(step)
-    key, hit = _remembered(policy, principal, request.host, trace)
-    if hit is not None:
-        return hit
+    key: tuple[object, ...] = ()
+    if seen:
+        key, hit = _remembered(policy, principal, request.host, trace)
+        if hit is not None:
+            return hit
     decision = _make(
         action,
         Basis.DEFAULT,
@@ -312,7 +330,7 @@ def _default_decision(
         _NO_BYPASS,
         tuple(trace),
     )
-    return _remember(policy, key, decision)
+    return _remember(policy, key, decision) if seen else decision
 
 
 def decide_connection(
