@@ -333,3 +333,33 @@ def test_verify_passes_while_a_writer_keeps_writing_rotating_and_compressing(
     for r in results:
         assert r.ok, r.first_problems()
     assert results[-1].chains["live-w0"].files > 1
+
+
+def test_the_fast_layout_reader_agrees_with_the_full_parser_on_every_line(
+    tmp_path: Path, open_log, clock: Clock
+) -> None:
+    from socialguard.audit.chain import unseal
+    from socialguard.audit.verify import _writer_layout
+
+    write_log(tmp_path, open_log, clock, n=60)
+    marker = b',"node":"n1-w0",'
+    fast_lines = 0
+    for p in log_files(tmp_path):
+        for raw in p.read_bytes().splitlines(keepends=True):
+            record, stored, computed = unseal(raw)
+            fast = _writer_layout(raw, marker, "n1-w0")
+            if record["type"] in ("file_open", "file_close"):
+                assert fast is None
+                continue
+            assert fast is not None
+            fast_lines += 1
+            facts, f_stored, f_computed = fast
+            assert (facts["seq"], facts["prev"], f_stored, f_computed) == (
+                record["seq"],
+                record["prev"],
+                stored,
+                computed,
+            )
+            edited = raw.replace(b'"action":"block"', b'"action":"allow"')
+            assert _writer_layout(edited, marker, "n1-w0")[2] != f_stored  # type: ignore[index]
+    assert fast_lines == 60
