@@ -29,6 +29,7 @@ __all__ = [
     "Category",
     "CompiledPolicy",
     "CompiledRule",
+    "Destination",
     "Device",
     "DeviceInventory",
     "District",
@@ -44,6 +45,10 @@ __all__ = [
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# where a rule matched: (category name, or None for the rule's own domains or pages; the domain
+# or host matched, or None for a rule naming no destination)
+Destination = tuple[str | None, str | None]
+_ANY_DESTINATION: Destination = (None, None)
 FailMode = Literal["closed", "open"]
 IpLiteralHandling = Literal["inspect", "allow", "block"]
 BlockedConnections = Literal["inspect", "reset"]
@@ -233,17 +238,25 @@ class CompiledRule:
             return True
         return principal.device is not None and principal.device in self.devices
 
-    def destination(
-        self, request: Request, tags: Mapping[str, str]
-    ) -> tuple[str | None, str | None] | None:
+    def destination(self, request: Request, tags: Mapping[str, str]) -> Destination | None:
         """(category, matched domain) when the request's destination is one the rule names, else
         None."""
+        found = self.tag_destination(tags)
+        return found if found is not None else self.url_destination(request)
+
+    def tag_destination(self, tags: Mapping[str, str]) -> Destination | None:
+        """destination() as far as the host's tags decide it: the same for every request to the
+        host, so CompiledPolicy.host_rules() works it out once per host (or parent domain)."""
         if self.any_destination:
-            return (None, None)
+            return _ANY_DESTINATION
         for tag, category in self.tag_categories:
             matched = tags.get(tag)
             if matched is not None:
                 return (category, matched)
+        return None
+
+    def url_destination(self, request: Request) -> Destination | None:
+        """destination() by the rule's approved pages, for a host none of its tags name."""
         for url in self.urls:
             if url.matches(request):
                 return (None, request.host)
@@ -266,15 +279,17 @@ class CompiledRule:
         return not self.doh or is_doh_request(request)
 
 
-# CompiledPolicy.host_rules(): (tags, candidate rules, whether the host was seen before)
-HostRules = tuple[Mapping[str, str], tuple[CompiledRule, ...], bool]
+# CompiledPolicy.host_rules(): the host's tags, the rules that may match it, each one's
+# tag_destination() for the host, and whether the host was seen before
+HostRules = tuple[Mapping[str, str], tuple[CompiledRule, ...], tuple[Destination | None, ...], bool]
 
 
 def _seen_and_first(
     tags: Mapping[str, str], candidates: tuple[CompiledRule, ...]
 ) -> tuple[HostRules, HostRules]:
     """The HostRules a host's later lookups get, and the one its first lookup gets."""
-    return (tags, candidates, True), (tags, candidates, False)
+    destinations = tuple(rule.tag_destination(tags) for rule in candidates)
+    return (tags, candidates, destinations, True), (tags, candidates, destinations, False)
 
 
 _MEMO_MAX = 4096
@@ -415,8 +430,8 @@ class CompiledPolicy:
         return min(changes, default=None)
 
     def host_rules(self, host: str) -> HostRules:
-        """The host's tags, the rules that may match it (in file order), and whether the host was
-        seen before.
+        """The host's tags, the rules that may match it (in file order), what their destinations
+        say of the host (CompiledRule.tag_destination), and whether the host was seen before.
 
         Cached per host. The flag lets decide() skip its decision cache for a host met for the
         first time: nothing can be remembered for it, so probing and filling that cache would only

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .accounts import account_headers
-from .compiled import CompiledPolicy, CompiledRule
+from .compiled import CompiledPolicy, CompiledRule, Destination
 from .hosts import is_ip_literal
 from .model import (
     Action,
@@ -63,13 +63,14 @@ def decide(
     """
     if now.tzinfo is None:
         raise ValueError("decide() needs a timezone-aware time; a naive one would be read as local")
-    tags, candidates, seen = policy.host_rules(request.host)
+    tags, candidates, destinations, seen = policy.host_rules(request.host)
     trace: list[TraceStep] = []
-    for rule in candidates:
+    for rule, by_tags in zip(candidates, destinations, strict=True):
         if not rule.concerns(principal):
             trace.append(rule.no_who)
             continue
-        dest = rule.destination(request, tags)
+        # no tag of the host names the rule's destination: it may still name this page
+        dest = by_tags if by_tags is not None else rule.url_destination(request)
         if dest is None:
             trace.append(rule.no_what)
             continue
@@ -117,7 +118,7 @@ def _remember(policy: CompiledPolicy, key: tuple[object, ...], decision: Decisio
 def _plain_rule_decision(  # noqa: PLR0917 - one hot-path call site
     policy: CompiledPolicy,
     rule: CompiledRule,
-    dest: tuple[str | None, str | None],
+    dest: Destination,
     host: str,
     principal: Principal,
     trace: list[TraceStep],
@@ -229,7 +230,7 @@ else:  # pragma: no cover - only if model.Decision changed
 def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would cost time
     policy: CompiledPolicy,
     rule: CompiledRule,
-    dest: tuple[str | None, str | None],
+    dest: Destination,
     request: Request,
     principal: Principal,
     now: datetime,
