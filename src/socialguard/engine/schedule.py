@@ -122,7 +122,8 @@ class Schedule:
     # is_open by UTC minute: every boundary is a whole local minute and every zone offset a whole
     # number of minutes, so the answer cannot change inside a UTC minute. Bounded; a plain dict
     # is safe to share between threads (a racing writer stores the same answer).
-    _by_minute: dict[int, bool] = field(default_factory=dict, compare=False, repr=False)
+    # Keyed by the float floor(timestamp / 60): no int() call on the hot path.
+    _by_minute: dict[float, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def create(
@@ -152,7 +153,7 @@ class Schedule:
     def is_open(self, now: datetime) -> bool:
         """Is `now` (timezone-aware) inside one of the schedule's periods, by local wall-clock
         time?"""
-        minute = int(now.timestamp()) // 60
+        minute = now.timestamp() // 60
         cached = self._by_minute.get(minute)
         if cached is None:
             cached = self.is_open_local(now.astimezone(self.zone))
