@@ -39,6 +39,7 @@ __all__ = [
     "OverrideLimits",
     "PolicyTest",
     "RuleIndex",
+    "RuleStep",
     "UrlPrefix",
     "When",
     "is_doh_request",
@@ -279,17 +280,20 @@ class CompiledRule:
         return not self.doh or is_doh_request(request)
 
 
-# CompiledPolicy.host_rules(): the host's tags, the rules that may match it, each one's
-# tag_destination() for the host, and whether the host was seen before
-HostRules = tuple[Mapping[str, str], tuple[CompiledRule, ...], tuple[Destination | None, ...], bool]
+# A rule that may match a host, with its tag_destination() for that host.
+RuleStep = tuple[CompiledRule, Destination | None]
+# CompiledPolicy.host_rules(): the host's tags, its RuleSteps in file order, and whether the
+# host was seen before
+HostRules = tuple[Mapping[str, str], tuple[RuleStep, ...], bool]
+_NO_STEPS: tuple[RuleStep, ...] = ()
 
 
 def _seen_and_first(
     tags: Mapping[str, str], candidates: tuple[CompiledRule, ...]
 ) -> tuple[HostRules, HostRules]:
     """The HostRules a host's later lookups get, and the one its first lookup gets."""
-    destinations = tuple(rule.tag_destination(tags) for rule in candidates)
-    return (tags, candidates, destinations, True), (tags, candidates, destinations, False)
+    steps = tuple((rule, rule.tag_destination(tags)) for rule in candidates) or _NO_STEPS
+    return (tags, steps, True), (tags, steps, False)
 
 
 _MEMO_MAX = 4096
@@ -430,8 +434,9 @@ class CompiledPolicy:
         return min(changes, default=None)
 
     def host_rules(self, host: str) -> HostRules:
-        """The host's tags, the rules that may match it (in file order), what their destinations
-        say of the host (CompiledRule.tag_destination), and whether the host was seen before.
+        """The host's tags, the rules that may match it (in file order) each with what its
+        destination says of the host (CompiledRule.tag_destination), and whether the host was
+        seen before.
 
         Cached per host. The flag lets decide() skip its decision cache for a host met for the
         first time: nothing can be remembered for it, so probing and filling that cache would only

@@ -63,9 +63,9 @@ def decide(
     """
     if now.tzinfo is None:
         raise ValueError("decide() needs a timezone-aware time; a naive one would be read as local")
-    tags, candidates, destinations, seen = policy.host_rules(request.host)
+    tags, steps, seen = policy.host_rules(request.host)
     trace: list[TraceStep] = []
-    for rule, by_tags in zip(candidates, destinations, strict=True):
+    for rule, by_tags in steps:
         if not rule.concerns(principal):
             trace.append(rule.no_who)
             continue
