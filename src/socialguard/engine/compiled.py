@@ -216,6 +216,9 @@ class CompiledRule:
     matched: TraceStep
     # (tag, category name or None for the rule's own domains), precomputed for destination()
     tag_categories: tuple[tuple[str, str | None], ...] = field(init=False)
+    # request_matches() can say no (a method, upload or DoH condition): decide() skips the call
+    # for the many rules that name destinations only
+    checks_request: bool = field(init=False)
 
     def __post_init__(self) -> None:
         pairs = tuple(
@@ -223,6 +226,8 @@ class CompiledRule:
             for t in sorted(self.tags)
         )
         object.__setattr__(self, "tag_categories", pairs)
+        checks = self.methods is not None or self.uploads is not None or self.doh
+        object.__setattr__(self, "checks_request", checks)
 
     @property
     def request_dependent(self) -> bool:
@@ -467,7 +472,7 @@ class CompiledPolicy:
             dot < 0
             or host[-1:].isdigit()
             or ":" in host
-            or host in self.index
+            or host in self.index.listed
             or host in self.rule_index.by_url_host
         ):
             tags = self.classify(host)

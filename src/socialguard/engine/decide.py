@@ -66,7 +66,7 @@ def decide(
     tags, steps, seen = policy.host_rules(request.host)
     trace: list[TraceStep] = []
     for rule, by_tags in steps:
-        if not rule.concerns(principal):
+        if not rule.everyone and not rule.concerns(principal):
             trace.append(rule.no_who)
             continue
         # no tag of the host names the rule's destination: it may still name this page
@@ -74,7 +74,7 @@ def decide(
         if dest is None:
             trace.append(rule.no_what)
             continue
-        if not rule.request_matches(request):
+        if rule.checks_request and not rule.request_matches(request):
             trace.append(rule.no_request)
             continue
         if rule.when is not None and not rule.when.holds(now):

@@ -21,10 +21,13 @@ _NO_MATCHES: Mapping[str, str] = {}
 class DomainIndex:
     """Immutable domain → tags index; `lookup(host)` gives each tag and the domain that matched."""
 
-    __slots__ = ("_map",)
+    __slots__ = ("_map", "listed")
 
     def __init__(self, mapping: dict[str, frozenset[str]]) -> None:
         self._map = mapping
+        # read-only view of the same dict, for `name in index.listed` on hot paths: one C-level
+        # probe, without the Python call `name in index` costs
+        self.listed: Mapping[str, frozenset[str]] = mapping
 
     def __len__(self) -> int:
         return len(self._map)
