@@ -27,7 +27,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Awaitable, MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,8 @@ from mitmproxy import connection, ctx, exceptions, http, tcp, tls, udp
 from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
+from socialguard import engine  # attribute access: tests may replace decide() there
+from socialguard.audit import schema as audit_schema
 from socialguard.engine.model import (
     Action,
     Basis,
@@ -555,28 +557,49 @@ class SocialGuard:
 
     def _decide_request(self, flow: http.HTTPFlow) -> None:
         loaded = self._require_policy()
-        user = self._users.get(flow.client_conn)
-        if loaded.htpasswd is not None and user is None and _is_explicit(flow.client_conn):
+        client = flow.client_conn
+        req = flow.request
+        users = self._users
+        user = users.get(client) if users else None
+        if loaded.htpasswd is not None and user is None and _is_explicit(client):
             user = self._authenticate(flow, loaded)
             if user is None:
                 return  # 407 already set
-        principal = self._principal(loaded, flow.client_conn, user)
+        principal = self._principal(loaded, client, user, look_up_user=False)
         now = self.clock.now()
-        if self.forms is not None and is_form_path(flow.request.path):
+        path = req.path
+        if self.forms is not None and is_form_path(path):
             # The block page's own forms, answered in `request` once the body is in.
             flow.metadata[FORM_KEY] = principal
             return
         started = time.perf_counter()
-        hosts = self._request_hosts(flow)
-        sni = self._normalise(flow.client_conn.sni) if flow.client_conn.sni else None
+        head = _scan_headers(req.data.headers.fields)
+        hosts = self._request_hosts(flow, head)
+        raw_sni = client.sni
+        sni = _normalised(raw_sni) if raw_sni else None
         overrides = self._overrides()
-        from socialguard.engine import decide
+        policy = loaded.policy
+        # The request's facts, read once (each mitmproxy property decodes bytes on every read).
+        scheme, method, port = req.scheme, req.method, req.port
+        path = path or "/"
+        content_type = _header_text(head, b"content-type")
 
-        decisions = [
-            decide(loaded.policy, self._engine_request(flow, host, sni), principal, now, overrides)
-            for host in hosts
-        ]
-        decision = _strictest(decisions)
+        def ask(upload: bool) -> Decision:
+            """The engine's answer for every name the request carries; the strictest wins."""
+            return _strictest(
+                [
+                    engine.decide(
+                        policy,
+                        Request(host, scheme, method, path, port, sni, upload, content_type),
+                        principal,
+                        now,
+                        overrides,
+                    )
+                    for host in hosts
+                ]
+            )
+
+        decision = ask(False)
         extra: dict[str, Any] = {}
         if len(hosts) > 1:
             extra["hosts"] = list(hosts)
@@ -588,23 +611,12 @@ class SocialGuard:
                 action=str(decision.action),
             )
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
-            extra.update(uploads.restrict_sign_in(flow, loaded.policy.accounts, hosts))
+            extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
             plan = uploads.plan_request(
                 flow,
                 decision,
-                loaded.policy.uploads,
-                lambda: _strictest(
-                    [
-                        decide(
-                            loaded.policy,
-                            replace(self._engine_request(flow, host, sni), upload=True),
-                            principal,
-                            now,
-                            overrides,
-                        )
-                        for host in hosts
-                    ]
-                ),
+                policy.uploads,
+                lambda: ask(True),
                 sni=sni,
                 hosts=hosts,
                 extra=extra,
@@ -613,7 +625,10 @@ class SocialGuard:
                 flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
                 return
             decision, extra = plan.decision, dict(plan.extra)
-        decision_id = self._record_request(flow, decision, loaded, sni, extra)
+        upgrade = _header_text(head, b"upgrade")
+        decision_id = self._record_request(
+            flow, decision, loaded, sni, extra, upgrade=upgrade or ""
+        )
         flow.metadata[METADATA_KEY] = Verdict(
             decision_id, str(decision.action), str(decision.basis), decision.rule_id, hosts
         )
@@ -625,27 +640,41 @@ class SocialGuard:
                 str(decision.action), str(decision.basis), time.perf_counter() - started
             )
 
-    def _request_hosts(self, flow: http.HTTPFlow) -> tuple[str, ...]:
+    def _request_hosts(
+        self, flow: http.HTTPFlow, head: dict[bytes, list[bytes]] | None = None
+    ) -> tuple[str, ...]:
         """Every name this request is addressed to, normalised, Host/:authority first.
 
         In transparent mode `request.host` is only the original destination IP (where DNS pointed),
         decided at connection level; with an explicit proxy it is the name the client asked for.
+        `head` is the request's headers as `_scan_headers` gives them (read again when not given).
         """
+        req = flow.request
+        if head is None:
+            head = _scan_headers(req.data.headers.fields)
         names: list[str] = []
-        header = flow.request.host_header
-        if header:
-            names.append(self._normalise(header))
-        if flow.request.is_http2 or flow.request.is_http3:
+        version = req.data.http_version
+        if version in _HTTP2_OR_3:
+            header = req.authority or _header_text(head, b"host")
+            if header:
+                names.append(_normalised(header))
             # :authority came first; a Host header beside it is one more name the origin may use.
-            for extra in flow.request.headers.get_all("host"):
-                names.append(self._normalise(extra))
-        dest = flow.request.host
-        if dest and (_is_explicit(flow.client_conn) or not _is_ip(dest) or not names):
-            names.append(self._normalise(dest))
-        if flow.client_conn.sni:
-            names.append(self._normalise(flow.client_conn.sni))
+            for extra in head.get(b"host", ()):
+                names.append(_normalised(_native(extra)))
+        else:
+            header = _header_text(head, b"host")
+            if header:
+                names.append(_normalised(header))
+        dest = req.data.host
+        client = flow.client_conn
+        if dest and (_is_explicit(client) or not _is_ip(dest) or not names):
+            names.append(_normalised(dest))
+        if client.sni:
+            names.append(_normalised(client.sni))
         if not names:
             raise ValueError("request carries no host name")
+        if len(names) == 1:
+            return (names[0],)
         return tuple(dict.fromkeys(names))
 
     def _engine_request(self, flow: http.HTTPFlow, host: str, sni: str | None) -> Request:
@@ -716,17 +745,19 @@ class SocialGuard:
     def _overrides(self) -> Any:
         if self._refresher is not None:
             return self._refresher.current
-        from socialguard.engine import Overrides
-
-        return Overrides.EMPTY
+        return engine.Overrides.EMPTY
 
     def _principal(
-        self, loaded: LoadedPolicy, client: connection.Client, user: str | None = None
+        self,
+        loaded: LoadedPolicy,
+        client: connection.Client,
+        user: str | None = None,
+        *,
+        look_up_user: bool = True,
     ) -> Principal:
-        from socialguard.engine import resolve_principal
-
+        """Who is asking. `user` None with `look_up_user`: the user the tunnel's CONNECT proved."""
         ip = _client_ip(client)
-        if user is None:
+        if user is None and look_up_user and self._users:
             user = self._users.get(client)
         mac = self._neighbours.lookup(ip) if self._neighbours is not None else None
         # The same few thousand clients ask all day: remember who they are for this policy.
@@ -735,7 +766,7 @@ class SocialGuard:
         if principal is None:
             if len(self._principals) >= PRINCIPAL_CACHE_SIZE:
                 self._principals.clear()
-            principal = resolve_principal(loaded.policy, ip, user=user, mac=mac)
+            principal = engine.resolve_principal(loaded.policy, ip, user=user, mac=mac)
             self._principals[key] = principal
         return principal
 
@@ -748,10 +779,8 @@ class SocialGuard:
         dest_ip: str | None,
         ech: bool,
     ) -> ConnectionDecision:
-        from socialguard.engine import decide_connection
-
         started = time.perf_counter()
-        cd = decide_connection(
+        cd = engine.decide_connection(
             loaded.policy,
             sni,
             principal,
@@ -799,10 +828,8 @@ class SocialGuard:
         stage: str,
         **extra: Any,
     ) -> str:
-        from socialguard.audit import decision_event, new_decision_id
-
-        decision_id = new_decision_id()
-        event = decision_event(
+        decision_id = audit_schema.new_decision_id()
+        event = audit_schema.decision_event(
             cd.decision,
             decision_id=decision_id,
             stage=stage,
@@ -821,17 +848,21 @@ class SocialGuard:
         loaded: LoadedPolicy | None,
         sni: str | None,
         extra: dict[str, Any],
+        *,
+        upgrade: str | None = None,
     ) -> str:
-        from socialguard.audit import decision_event, new_decision_id
-
-        decision_id = new_decision_id()
+        """Write the request's decision to the log; return its id. `upgrade` is the request's
+        Upgrade header when the caller has read it already (None: read it here)."""
+        decision_id = audit_schema.new_decision_id()
         log_paths = bool(
             loaded and getattr(getattr(loaded.policy, "logging", None), "paths", False)
         )
         req = flow.request
-        if req.headers.get("upgrade", "").lower() == "websocket":
+        if upgrade is None:
+            upgrade = req.headers.get("upgrade", "")
+        if upgrade.lower() == "websocket":
             extra = {**extra, "websocket": True}
-        event = decision_event(
+        event = audit_schema.decision_event(
             decision,
             decision_id=decision_id,
             stage="request",
@@ -982,8 +1013,44 @@ def _canonical_ip(raw: str) -> str:
     return str(ip)
 
 
+_EXPLICIT_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode)
+_HTTP2_OR_3 = frozenset({b"HTTP/2.0", b"HTTP/3"})
+
+
 def _is_explicit(client: connection.Client) -> bool:
-    return isinstance(client.proxy_mode, mode_specs.RegularMode | mode_specs.UpstreamMode)
+    return isinstance(client.proxy_mode, _EXPLICIT_MODES)
+
+
+def _scan_headers(fields: tuple[tuple[bytes, bytes], ...]) -> dict[bytes, list[bytes]]:
+    """The request's header fields by lower-cased name, in one pass.
+
+    mitmproxy's `Headers.get` walks and lower-cases every field on each call; the request hook
+    needs several headers, so it reads them all once.
+    """
+    out: dict[bytes, list[bytes]] = {}
+    for raw_name, value in fields:
+        name = raw_name.lower()
+        values = out.get(name)
+        if values is None:
+            out[name] = [value]
+        else:
+            values.append(value)
+    return out
+
+
+def _header_text(head: dict[bytes, list[bytes]], name: bytes) -> str | None:
+    """One header as `Headers.get` gives it: repeated fields folded with ", ", or None."""
+    values = head.get(name)
+    if values is None:
+        return None
+    if len(values) == 1:
+        return _native(values[0])
+    return ", ".join(_native(v) for v in values)
+
+
+def _native(raw: bytes) -> str:
+    """Header bytes as mitmproxy's `Headers` decodes them."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _check_basic(value: str, htpasswd: Any) -> str | None:
