@@ -219,6 +219,10 @@ class CompiledRule:
     # request_matches() can say no (a method, upload or DoH condition): decide() skips the call
     # for the many rules that name destinations only
     checks_request: bool = field(init=False)
+    # which overrides may lift this block, as plain booleans: `Bypass.X in self.bypass` hashes a
+    # StrEnum through a Python-level __hash__, a measurable cost on every overridable request
+    lifts_by_emergency: bool = field(init=False)
+    lifts_by_grant: bool = field(init=False)
 
     def __post_init__(self) -> None:
         pairs = tuple(
@@ -228,6 +232,9 @@ class CompiledRule:
         object.__setattr__(self, "tag_categories", pairs)
         checks = self.methods is not None or self.uploads is not None or self.doh
         object.__setattr__(self, "checks_request", checks)
+        blocks = self.action is Action.BLOCK
+        object.__setattr__(self, "lifts_by_emergency", blocks and Bypass.EMERGENCY in self.bypass)
+        object.__setattr__(self, "lifts_by_grant", blocks and Bypass.GRANT in self.bypass)
 
     @property
     def request_dependent(self) -> bool:

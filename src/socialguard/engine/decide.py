@@ -23,6 +23,8 @@ from .model import (
     ConnectionDecision,
     ConnectionVerdict,
     Decision,
+    Emergency,
+    Grant,
     Principal,
     Request,
     TraceStep,
@@ -81,7 +83,7 @@ def decide(
             trace.append(rule.not_when)
             continue
         trace.append(rule.matched)
-        if rule.bypass and overrides is not Overrides.EMPTY and rule.action is Action.BLOCK:
+        if overrides is not Overrides.EMPTY and (rule.lifts_by_emergency or rule.lifts_by_grant):
             return _rule_decision(
                 policy, rule, dest, request, principal, now, overrides, tags, trace, seen
             )
@@ -240,55 +242,53 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
     seen: bool,
 ) -> Decision:
     category, matched = dest
-    if (
-        rule.bypass
-        and overrides is not Overrides.EMPTY
-        and rule.action is Action.BLOCK
-        and overrides
-    ):
-        if Bypass.EMERGENCY in rule.bypass:
-            emergency = overrides.emergency_for(principal, request.host, tags, now)
-            if emergency is not None:
-                trace.append(
-                    TraceStep("emergency", f"in force: {emergency.id} ({emergency.scope})")
-                )
-                return _make(
-                    Action.ALLOW,
-                    Basis.EMERGENCY,
-                    f"Allowed in an emergency ({emergency.reason}); otherwise: {rule.reason}",
-                    principal,
-                    policy.version,
-                    request.host,
-                    rule.id,
-                    category,
-                    matched,
-                    emergency.id,
-                    rule.bypass,
-                    tuple(trace),
-                )
-            trace.append(_NO_EMERGENCY)
-        if Bypass.GRANT in rule.bypass:
-            grant = overrides.grant_for(principal, request.host, tags, now)
-            if grant is not None:
-                trace.append(
-                    TraceStep("grant", f"in force: {grant.id} (until {grant.ends:%Y-%m-%d %H:%M}Z)")
-                )
-                return _make(
-                    Action.ALLOW,
-                    Basis.GRANT,
-                    f"Allowed at the request of administration ({grant.reason}); "
-                    f"otherwise: {rule.reason}",
-                    principal,
-                    policy.version,
-                    request.host,
-                    rule.id,
-                    category,
-                    matched,
-                    grant.id,
-                    rule.bypass,
-                    tuple(trace),
-                )
-            trace.append(_NO_GRANT)
+    lift = overrides.lifting(
+        principal,
+        request.host,
+        tags,
+        now,
+        emergency=rule.lifts_by_emergency,
+        grant=rule.lifts_by_grant,
+    )
+    if rule.lifts_by_emergency:
+        if isinstance(lift, Emergency):
+            trace.append(TraceStep("emergency", f"in force: {lift.id} ({lift.scope})"))
+            return _make(
+                Action.ALLOW,
+                Basis.EMERGENCY,
+                f"Allowed in an emergency ({lift.reason}); otherwise: {rule.reason}",
+                principal,
+                policy.version,
+                request.host,
+                rule.id,
+                category,
+                matched,
+                lift.id,
+                rule.bypass,
+                tuple(trace),
+            )
+        trace.append(_NO_EMERGENCY)
+    if rule.lifts_by_grant:
+        if isinstance(lift, Grant):
+            trace.append(
+                TraceStep("grant", f"in force: {lift.id} (until {lift.ends:%Y-%m-%d %H:%M}Z)")
+            )
+            return _make(
+                Action.ALLOW,
+                Basis.GRANT,
+                f"Allowed at the request of administration ({lift.reason}); "
+                f"otherwise: {rule.reason}",
+                principal,
+                policy.version,
+                request.host,
+                rule.id,
+                category,
+                matched,
+                lift.id,
+                rule.bypass,
+                tuple(trace),
+            )
+        trace.append(_NO_GRANT)
     # nothing lifted it: the answer depends on the path alone again (its steps are constants)
     return _plain_rule_decision(policy, rule, dest, request.host, principal, trace, seen)
 

@@ -21,6 +21,7 @@ from .model import Emergency, Grant, Principal
 __all__ = ["Overrides", "site_matches"]
 
 CATEGORY_PREFIX = "category:"
+_MEMO_MAX = 50_000  # principals remembered per snapshot (a snapshot lives until the next change)
 
 
 def site_matches(site: str, host: str, tags: Mapping[str, str]) -> bool:
@@ -59,6 +60,12 @@ class Overrides:
     _grants_by_kind: Mapping[str, Mapping[str, tuple[Grant, ...]]] = field(default_factory=dict)
     _emergencies_by_kind: Mapping[str, Mapping[str, tuple[Emergency, ...]]] = field(
         default_factory=dict
+    )
+    # principal (by id; the entry holds the principal, so the id stays its own) → the emergencies
+    # and grants filed under its keys. The proxy reuses one Principal per client, so a request
+    # costs one probe here instead of a probe per key (and a sort of its groups) per lookup.
+    _memo: dict[int, tuple[Principal, tuple[Emergency, ...], tuple[Grant, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
     )
 
     EMPTY: ClassVar[Overrides]
@@ -100,32 +107,66 @@ class Overrides:
     ) -> Emergency | None:
         """An emergency in force now whose scope covers the principal and whose sites cover the
         host."""
-        if not self.emergencies:
-            return None
-        for found in (
-            self.emergencies.get("all", ()),
-            *_matches(self._emergencies_by_kind, principal),
-        ):
-            for e in found:
+        found = self.lifting(principal, host, tags, now, emergency=True, grant=False)
+        return found if isinstance(found, Emergency) else None
+
+    def grant_for(
+        self, principal: Principal, host: str, tags: Mapping[str, str], now: datetime
+    ) -> Grant | None:
+        """A grant in force now (start inclusive, end exclusive) for the principal and this host."""
+        found = self.lifting(principal, host, tags, now, emergency=False, grant=True)
+        return found if isinstance(found, Grant) else None
+
+    def lifting(
+        self,
+        principal: Principal,
+        host: str,
+        tags: Mapping[str, str],
+        now: datetime,
+        *,
+        emergency: bool,
+        grant: bool,
+    ) -> Emergency | Grant | None:
+        """What lifts a block for this principal and host now: an emergency first (if `emergency`),
+        else a grant (if `grant`). One call and one memo probe for both, on the hot path."""
+        hit = self._memo.get(id(principal))
+        if hit is None or hit[0] is not principal:
+            if not (self.grants or self.emergencies):
+                return None
+            hit = self._file(principal)
+        if emergency:
+            for e in hit[1]:
                 if (
                     e.starts <= now
                     and (e.ends is None or now < e.ends)
                     and self._covers(e, host, tags, empty_is_all=True)
                 ):
                     return e
-        return None
-
-    def grant_for(
-        self, principal: Principal, host: str, tags: Mapping[str, str], now: datetime
-    ) -> Grant | None:
-        """A grant in force now (start inclusive, end exclusive) for the principal and this host."""
-        if not self.grants:
-            return None
-        for found in _matches(self._grants_by_kind, principal):
-            for g in found:
+        if grant:
+            for g in hit[2]:
                 if g.starts <= now < g.ends and self._covers(g, host, tags, empty_is_all=False):
                     return g
         return None
+
+    def _file(
+        self, principal: Principal
+    ) -> tuple[Principal, tuple[Emergency, ...], tuple[Grant, ...]]:
+        """The emergencies (district-wide first) and grants filed under the principal's keys, in
+        Principal.keys() order; worked out once per principal and snapshot, then remembered."""
+        emergencies = tuple(
+            e
+            for found in (
+                self.emergencies.get("all", ()),
+                *_matches(self._emergencies_by_kind, principal),
+            )
+            for e in found
+        )
+        grants = tuple(g for found in _matches(self._grants_by_kind, principal) for g in found)
+        if len(self._memo) >= _MEMO_MAX:
+            self._memo.clear()
+        entry = (principal, emergencies, grants)
+        self._memo[id(principal)] = entry
+        return entry
 
     def _covers(
         self, override: Grant | Emergency, host: str, tags: Mapping[str, str], *, empty_is_all: bool
