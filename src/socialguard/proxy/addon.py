@@ -107,7 +107,9 @@ class SocialGuard:
         self._admin: Any = None
         self._neighbours: NeighbourTable | None = None
         self._neighbours_mode = NeighbourMode.OFF
-        self._refused: set[str] = set()  # client connection ids to reset in server_connect
+        # Client connections to reset in server_connect. Weak, so an entry goes with its
+        # connection: no client_disconnected hook (one more dispatch per connection) to clean up.
+        self._refused: weakref.WeakSet[connection.Client] = weakref.WeakSet()
         self._users: MutableMapping[connection.Client, str] = weakref.WeakKeyDictionary()
         self._pump: AdminEventPump | None = None
         self._loading = False
@@ -402,11 +404,9 @@ class SocialGuard:
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
         """Reset connections refused at the ClientHello before the origin is ever contacted."""
-        if data.client.id in self._refused:
+        refused = self._refused
+        if refused and data.client in refused:
             data.server.error = REFUSED_MESSAGE
-
-    def client_disconnected(self, client: connection.Client) -> None:
-        self._refused.discard(client.id)
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         """Raw TCP (neither TLS nor HTTP) cannot be inspected: it goes through only on PASS."""
@@ -463,7 +463,7 @@ class SocialGuard:
             data.ignore_connection = True
         elif verdict is ConnectionVerdict.BLOCK:
             data.ignore_connection = True
-            self._refused.add(data.context.client.id)
+            self._refused.add(data.context.client)
         # INSPECT: let mitmproxy decrypt; every request is decided in requestheaders.
 
     def _fail_connection(self, data: tls.ClientHelloData, exc: Exception) -> None:
