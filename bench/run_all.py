@@ -1,4 +1,7 @@
-"""Run every benchmark under bench/ in turn (`make bench`); each prints its figures beside its baseline."""
+"""Run every benchmark under bench/ in turn (`make bench`).
+
+Each prints its figures beside its baseline and the ratio.
+"""
 
 from __future__ import annotations
 

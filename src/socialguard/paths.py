@@ -39,7 +39,7 @@ def log_dir(option: Path | None = None, state: Path | None = None) -> Path:
 
 
 def checkpoint_dir(log: Path) -> Path:
-    """The second sink for signed checkpoints: beside the log, not inside it, to be shipped off-box."""
+    """The second sink for signed checkpoints: beside the log, not in it; shipped off-box."""
     return log.parent / "checkpoints"
 
 

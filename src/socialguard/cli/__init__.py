@@ -1,4 +1,7 @@
-"""The `socialguard` command. Each area's commands live in their own module; this file only wires them."""
+"""The `socialguard` command.
+
+Each area's commands live in their own module; this file only wires them.
+"""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
 
-
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print `error: message` on stderr and return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
