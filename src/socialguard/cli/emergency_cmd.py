@@ -13,11 +13,11 @@ from socialguard.cli.grant_cmd import (
     ByOption,
     ForOption,
     load_limits,
-    open_state_store,
     print_json,
     print_table,
     resolve_end,
     show_time,
+    state_store,
     zone_of,
 )
 from socialguard.errors import ConfigError
@@ -106,11 +106,8 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         where = check_scope(scope, limits)
         now = utc_now()
         ends = resolve_end(for_, None, now=now, zone=zone)
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             e = store.start_emergency(where, ends, why, invoking_actor(by))
-        finally:
-            store.close()
     typer.echo(e.id)
     typer.echo(
         f"emergency in force for {e.scope}, {show_time(e.ends, zone)}"
@@ -139,13 +136,10 @@ def stop(
     """
     with domain_errors():
         why = check_reason(reason)
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             stopped = store.stop_emergencies(
                 None if emergency_id is None else [emergency_id], why, invoking_actor(by)
             )
-        finally:
-            store.close()
     for r in stopped:
         typer.echo(f"stopped {r.emergency.id} ({r.emergency.scope})")
 
@@ -166,11 +160,8 @@ def status(
     with domain_errors():
         zone = zone_of(load_limits(rules, required=False))
         now = utc_now()
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             records = store.list_emergencies(now, include_all=all_)
-        finally:
-            store.close()
     if as_json:
         print_json([emergency_as_dict(r, now) for r in records])
         return
@@ -195,11 +186,8 @@ def review(
     with domain_errors():
         zone = zone_of(load_limits(rules, required=False))
         now = utc_now()
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             records = store.pending_reviews()
-        finally:
-            store.close()
     if as_json:
         print_json([emergency_as_dict(r, now) for r in records])
         return
@@ -242,9 +230,6 @@ def ack(
         text = note.strip() if note and note.strip() else None
         if note is not None and text is None:
             raise ConfigError("--note: empty; leave it out or say what the review found")
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             r = store.ack_emergency(emergency_id, text, invoking_actor(by))
-        finally:
-            store.close()
     typer.echo(f"acknowledged {r.emergency.id} ({r.person or r.emergency.scope})")

@@ -8,6 +8,8 @@ the store. Every change is checked completely before anything is written (exit 2
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any
@@ -59,9 +61,14 @@ AllOption = Annotated[bool, typer.Option("--all", help="Include ended, revoked a
 # -- shared by grant and emergency commands --------------------------------------------------------
 
 
-def open_state_store(state: Path | None) -> Store:
-    """The store `run` uses: `--state`, else SOCIALGUARD_STATE, else var/."""
-    return open_store(paths.store_path(state))
+@contextmanager
+def state_store(state: Path | None) -> Iterator[Store]:
+    """The store `run` uses (`--state`, else SOCIALGUARD_STATE, else var/), closed after use."""
+    store = open_store(paths.store_path(state))
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def load_limits(rules: Path | None, *, required: bool) -> Limits | None:
@@ -217,11 +224,8 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             raise ConfigError("--for / --until: say how long the grant lasts (e.g. --for 2h)")
         check_grant_end(ends, now=now, limits=limits, field="--until" if until else "--for")
         why = check_reason(reason)
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             grant = store.add_grant(who_key, sites, now, ends, why, invoking_actor(by))
-        finally:
-            store.close()
     if as_json:
         print_json(
             {"id": grant.id, "who": grant.who, "sites": list(grant.sites), "ends": _iso(grant.ends)}
@@ -249,11 +253,8 @@ def list_(
     with domain_errors():
         zone = zone_of(load_limits(rules, required=False))
         now = utc_now()
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             records = store.list_grants(now, include_all=all_)
-        finally:
-            store.close()
     if as_json:
         print_json([grant_as_dict(r, now) for r in records])
         return
@@ -290,11 +291,8 @@ def show(
     with domain_errors():
         zone = zone_of(load_limits(rules, required=False))
         now = utc_now()
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             record = store.get_grant(grant_id)
-        finally:
-            store.close()
     data = grant_as_dict(record, now)
     if as_json:
         print_json(data)
@@ -341,11 +339,8 @@ def revoke(
     """
     with domain_errors():
         why = check_reason(reason)
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             record = store.revoke_grant(grant_id, why, invoking_actor(by))
-        finally:
-            store.close()
     typer.echo(f"revoked {record.grant.id} ({record.grant.who}: {', '.join(record.grant.sites)})")
 
 
@@ -364,11 +359,8 @@ def requests(
     """
     with domain_errors():
         zone = zone_of(load_limits(rules, required=False))
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             reqs = store.list_requests(include_all=all_)
-        finally:
-            store.close()
     if as_json:
         print_json([request_as_dict(r) for r in reqs])
         return
@@ -408,11 +400,8 @@ def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             raise ConfigError("--for / --until: say how long the grant lasts (e.g. --for 1h)")
         check_grant_end(ends, now=now, limits=limits, field="--until" if until else "--for")
         text = note.strip() if note and note.strip() else None
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             req, grant = store.approve_request(request_id, ends, invoking_actor(by), note=text)
-        finally:
-            store.close()
     typer.echo(grant.id)
     typer.echo(
         f"approved {req.id}: {grant.who} may reach {', '.join(grant.sites)} until "
@@ -437,9 +426,6 @@ def deny(
     """
     with domain_errors():
         why = check_reason(reason)
-        store = open_state_store(state)
-        try:
+        with state_store(state) as store:
             req = store.deny_request(request_id, why, invoking_actor(by))
-        finally:
-            store.close()
     typer.echo(f"denied {req.id} ({req.who}: {req.site})")
