@@ -16,7 +16,8 @@ time (summed over the proxy's threads from /proc/PID/task/*/schedstat, in nanose
 clock of a shared 2-core machine mostly measures others' work), its ratio to the baseline's
 median, and the middle half of the per-round ratios. `--prose` adds a mixed-case text body with
 digits, in which the markers' prefilter finds every byte it looks for, so every chunk is searched
-in full.
+in full. Last, the scan's own cost free of that noise: each proxy adds up the thread CPU time of
+its `inspect_body` calls, and the held variants with and without markers are compared.
 Bounded: a fixed number of rounds, loopback only. Usage:
 `python bench/bench_uploads_proxy.py [--rounds 30] [--mib 10] [--prose]`.
 """
@@ -160,11 +161,26 @@ class Steer:
             flow.request.host_header = host
 
 
-def _proxy(rules: str, work: str, upstream_port: int, ready: Any) -> None:
+def _proxy(rules: str, work: str, upstream_port: int, inspected: Any, ready: Any) -> None:
     import warnings
 
     warnings.simplefilter("ignore")
+    import socialguard.proxy.uploads as glue
     from socialguard.proxy import ManualClock, ProxyConfig, serve
+
+    inspect = glue.inspect_body
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        """The held body's inspection, its thread CPU time added up in `inspected` (seconds):
+        the scan's own cost, free of the noise in the whole process's time."""
+        start = time.thread_time()
+        try:
+            return inspect(*args, **kwargs)
+        finally:
+            with inspected.get_lock():
+                inspected.value += time.thread_time() - start
+
+    glue.inspect_body = timed  # decide_held looks it up at each call
 
     base = Path(work)
     config = ProxyConfig(
@@ -268,13 +284,16 @@ def _start(target: Any, *args: Any, timeout: float = 120) -> tuple[mp.Process, A
     return p, recv.recv()
 
 
-def _one(port: int, pid: int, kind: str, mib: int, expect: bytes) -> tuple[float, float]:
-    before = _cpu_seconds(pid)
+def _one(  # noqa: PLR0917 (a proxy's three handles, then the case: called with *proxy)
+    port: int, pid: int, inspected: Any, kind: str, mib: int, expect: bytes
+) -> tuple[float, float, float]:
+    """(wall seconds, proxy CPU seconds, seconds the proxy spent in inspect_body) of one upload."""
+    before, inspected_before = _cpu_seconds(pid), inspected.value
     proc, (elapsed, status) = _start(_client, port, kind, mib, timeout=120)
     proc.join(10)
     if status.split(b" ")[1:2] != [expect]:
         raise SystemExit(f"{kind} upload through port {port} answered {status!r}, not {expect!r}")
-    return elapsed, _cpu_seconds(pid) - before
+    return elapsed, _cpu_seconds(pid) - before, inspected.value - inspected_before
 
 
 def main() -> int:
@@ -295,33 +314,56 @@ def main() -> int:
         ensure_ca(work / "certs")
         up, up_port = _start(_upstream)
         procs.append(up)
-        proxies: dict[str, tuple[int, int]] = {}
+        proxies: dict[str, tuple[int, int, Any]] = {}
         for name, (rules, _) in VARIANTS.items():
             (work / name).mkdir()
             path = work / name / "rules.yaml"
             path.write_text(rules)
-            p, port = _start(_proxy, str(path), str(work / name), up_port, timeout=180)
+            inspected = mp.Value("d", 0.0)
+            p, port = _start(_proxy, str(path), str(work / name), up_port, inspected, timeout=180)
             procs.append(p)
-            proxies[name] = (port, p.pid)
+            proxies[name] = (port, p.pid, inspected)
         cases = [("text", name, b"200") for name in VARIANTS]
         if args.prose:
             cases += [("prose", name, b"200") for name in ("baseline", "held", "markers")]
         cases += [("file", "baseline", b"200"), ("file", "markers", b"403")]
-        for port, pid in proxies.values():  # warm-up: imports, first decision, log files
-            _one(port, pid, "text", 1, b"200")
+        for proxy in proxies.values():  # warm-up: imports, first decision, log files
+            _one(*proxy, "text", 1, b"200")
         wall: dict[tuple[str, str], list[float]] = {c[:2]: [] for c in cases}
         cpu: dict[tuple[str, str], list[float]] = {c[:2]: [] for c in cases}
+        inspecting: dict[tuple[str, str], list[float]] = {c[:2]: [] for c in cases}
         for r in range(args.rounds):
             for kind, name, expect in cases[r % len(cases) :] + cases[: r % len(cases)]:
-                w, c = _one(*proxies[name], kind, args.mib, expect)
+                w, c, i = _one(*proxies[name], kind, args.mib, expect)
                 wall[kind, name].append(w)
                 cpu[kind, name].append(c)
+                inspecting[kind, name].append(i)
         _report(wall, cpu, args)
+        _report_inspection(inspecting, cpu)
     finally:
         for p in procs:
             p.kill()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _report_inspection(
+    inspecting: dict[tuple[str, str], list[float]], cpu: dict[tuple[str, str], list[float]]
+) -> None:
+    """The scan's own cost: inspect_body's thread CPU time inside the proxy, with markers minus
+    without, as a share of the baseline proxy's CPU time."""
+    print("inside the proxy: inspect_body's CPU time per upload (median), held body")
+    for kind in ("text", "prose"):
+        if (kind, "markers") not in inspecting:
+            continue
+        held = statistics.median(inspecting[kind, "held"]) * 1000
+        marked = statistics.median(inspecting[kind, "markers"]) * 1000
+        base = statistics.median(cpu[kind, "baseline"]) * 1000
+        share = (marked - held) / base
+        print(
+            f"  {kind:6} no markers {held:6.2f} ms, shipped markers {marked:6.2f} ms: the marker "
+            f"scan adds {marked - held:6.2f} ms, {share:6.1%} of the baseline's CPU"
+        )
 
 
 def _quartiles(values: list[float], base: list[float]) -> str:
