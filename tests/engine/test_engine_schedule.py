@@ -191,3 +191,37 @@ def test_the_per_minute_cache_agrees_with_the_wall_clock_rule(naive_utc: datetim
     for schedule in (SCHOOL, NIGHT):
         assert schedule.is_open(when) is schedule.is_open_local(when.astimezone(DENVER))
         assert schedule.is_open(when) is schedule.is_open_local(when.astimezone(DENVER))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(
+                min_value=datetime(2026, 12, 1, 14, 29), max_value=datetime(2026, 12, 1, 23, 1)
+            ),
+            st.sampled_from([UTC, DENVER]),
+        ),
+        min_size=2,
+        max_size=40,
+    )
+)
+def test_the_last_minute_window_never_answers_for_another_minute(
+    times: list[tuple[datetime, object]],
+) -> None:
+    """One schedule asked about times in any order and zone (the proxy's clock, `check --at`)
+    answers as a fresh one would: the remembered window holds only its own UTC minute."""
+    schedule = Schedule.create(
+        "school-hours", DENVER, _weekly(mon_thu=["07:30-16:00"], fri=["07:30-13:00"])
+    )
+    for naive_utc, zone in times:
+        when = naive_utc.replace(tzinfo=UTC).astimezone(zone)  # type: ignore[arg-type]
+        fresh = Schedule.create("fresh", DENVER, schedule.weekly)
+        assert schedule.is_open(when) is fresh.is_open(when)
+
+
+def test_the_window_turns_over_at_the_boundary_second_by_second() -> None:
+    schedule = Schedule.create("s", DENVER, _weekly(mon_thu=["07:30-16:00"]))
+    start = local(2026, 12, 1, 7, 29, 58).astimezone(UTC)
+    answers = [schedule.is_open(start + timedelta(seconds=i)) for i in range(5)]
+    assert answers == [False, False, True, True, True]
+    assert schedule.is_open(start) is False  # back in time: the window is not reused

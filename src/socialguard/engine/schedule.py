@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 __all__ = ["DAY_NAMES", "Period", "Schedule", "parse_days", "parse_period"]
@@ -27,6 +27,9 @@ _ONE_DAY = timedelta(days=1)
 _HORIZON_DAYS = 400
 _UTC = ZoneInfo("UTC")
 _MINUTE_CACHE_MAX = 4096
+_ONE_MINUTE = timedelta(minutes=1)
+# A window no aware time falls in: the first is_open call fills the real one.
+_EMPTY_WINDOW = (datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC), False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,13 @@ class Schedule:
     # is safe to share between threads (a racing writer stores the same answer).
     # Keyed by the float floor(timestamp / 60): no int() call on the hot path.
     _by_minute: dict[float, bool] = field(default_factory=dict, compare=False, repr=False)
+    # The UTC minute last asked about, [start, end), and the answer in it: a proxy asks about
+    # "now" for every request, so two datetime comparisons answer nearly every call, where
+    # computing the minute (`timestamp()`) cost most of is_open. One slot, replaced whole, so
+    # a racing thread sees an old or a new window, never a mix.
+    _window: list[tuple[datetime, datetime, bool]] = field(
+        default_factory=lambda: [_EMPTY_WINDOW], compare=False, repr=False
+    )
 
     @classmethod
     def create(
@@ -153,6 +163,9 @@ class Schedule:
     def is_open(self, now: datetime) -> bool:
         """Is `now` (timezone-aware) inside one of the schedule's periods, by local wall-clock
         time?"""
+        start, end, state = self._window[0]
+        if now.tzinfo is not None and start <= now < end:
+            return state
         minute = now.timestamp() // 60
         cached = self._by_minute.get(minute)
         if cached is None:
@@ -160,6 +173,9 @@ class Schedule:
             if len(self._by_minute) >= _MINUTE_CACHE_MAX:
                 self._by_minute.clear()
             self._by_minute[minute] = cached
+        if now.tzinfo is not None:
+            start = datetime.fromtimestamp(minute * 60, UTC)
+            self._window[0] = (start, start + _ONE_MINUTE, cached)
         return cached
 
     def is_open_local(self, local: datetime) -> bool:
