@@ -179,3 +179,18 @@ def test_tracked_overrides_are_counted_at_scrape_time() -> None:
     m.track_overrides(broken)
     s = _samples(m.render().decode())
     assert math.isnan(s[("socialguard_active_grants", ())])
+
+
+def test_a_latency_on_a_bound_counts_in_that_bucket_and_inf_counts_all() -> None:
+    m = Metrics()
+    m.decision("allow", "rule", 0.001)  # exactly a bound: le="0.001" includes it
+    m.decision("allow", "rule", 2.5)  # past the last bound: only +Inf
+    m.decision("allow", "rule", -1.0)  # a clock step backwards counts as 0
+    s = _samples(m.render().decode())
+    bucket = "socialguard_decision_seconds_bucket"
+    assert s[(bucket, (("le", "0.0005"), ("stage", "request")))] == 1
+    assert s[(bucket, (("le", "0.001"), ("stage", "request")))] == 2
+    assert s[(bucket, (("le", "1.0"), ("stage", "request")))] == 2
+    assert s[(bucket, (("le", "+Inf"), ("stage", "request")))] == 3
+    assert s[("socialguard_decision_seconds_count", (("stage", "request"),))] == 3
+    assert s[("socialguard_decision_seconds_sum", (("stage", "request"),))] == 2.501
