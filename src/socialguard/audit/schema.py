@@ -17,6 +17,8 @@ from typing import Any
 
 from socialguard.engine.model import Decision
 
+from .chain import encode_event
+
 SCHEMA_VERSION = 1
 
 # Record types. Decisions and admin events come from the proxy; the rest are the chain's own
@@ -161,6 +163,61 @@ def decision_event(
     if masked:
         event["masked"] = masked
     return event
+
+
+_ID_SLOT = "@decision-id@"  # never a decision id (those are base32 digits and dashes)
+_ENCODED_MAX = 4096
+
+
+class EncodedDecisions:
+    """`decision_event(...)` already JSON-encoded (as `encode_event` gives it), remembered.
+
+    A proxy logs the same decision for the same client again and again (every request of a page,
+    every poll of an open tab): the engine hands back the very same Decision object from its
+    cache, and only the decision id differs between those records. So the encoded members are
+    kept with a slot for the id, and a repeat costs one string join instead of building the event
+    dict and encoding it. The text is exactly what the uncached path writes (a test holds them
+    equal), so nothing downstream can tell. The entry holds the decision, so its id() is not
+    reused while the entry lives; the identity check is a second guard.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[object, ...], tuple[Decision, str, str]] = {}
+
+    def fields(
+        self,
+        decision: Decision,
+        *,
+        decision_id: str,
+        stage: str,
+        client: str,
+        scheme: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        sni: str | None = None,
+    ) -> str:
+        """`encode_event(decision_event(decision, ...))` for an event without extra facts."""
+        key = (id(decision), stage, client, scheme, method, path, sni)
+        known = self._known.get(key)
+        if known is None or known[0] is not decision:
+            event = decision_event(
+                decision,
+                decision_id=_ID_SLOT,
+                stage=stage,
+                client=client,
+                scheme=scheme,
+                method=method,
+                path=path,
+                sni=sni,
+            )
+            text = encode_event(event)
+            # decision_id is the second member: the first occurrence of the slot is its value
+            before, _, after = text.partition(_ID_SLOT)
+            known = (decision, before, after)
+            if len(self._known) >= _ENCODED_MAX:
+                self._known.clear()
+            self._known[key] = known
+        return known[1] + decision_id + known[2]
 
 
 def admin_event(

@@ -121,15 +121,18 @@ class ChainRenderer:
         return self._prefix + _MILLIS[int((t - sec) * 1000)]
 
     def __call__(self, _logger: Any, _method: str, event_dict: EventDict) -> Any:
+        return self.seal_fields(encode_event(event_dict["event"])), {}
+
+    def seal_fields(self, fields: str) -> tuple[bytes, int, str]:
+        """The sealed line for an event already encoded by `encode_event`, its seq and hash."""
         state = self._state
         seq = state.seq + 1
-        fields = encode_event(event_dict["event"])
         text = (
             f'{self._head}{seq},"ts":"{self.timestamp(self._clock())}"{self._node}'
             f'{fields},"prev":"{state.head}"}}'
         )
         line, h = seal(text.encode("utf-8"))
-        return (line, seq, h), {}
+        return line, seq, h
 
 
 class ChainFileSink:
@@ -256,17 +259,33 @@ class AuditLog:
     def write(self, event: dict[str, Any]) -> int:
         """Append one event; return its seq once the line is in the kernel's hands."""
         with self._lock:
-            if self._closed:
-                raise AuditError("the decision log is closed")
-            now = self._clock()
-            if now >= self._next_midnight:
-                self._rotate(now, "day")
-            elif self._state.bytes >= self.max_bytes:
-                self._rotate(now, "size")
+            now = self._ready_to_write()
             seq: int = self._emit(event)
             self._dirty = True
             self._last_write = now
             return seq
+
+    def write_encoded(self, fields: str) -> int:
+        """`write` for an event already encoded by `chain.encode_event` (see
+        `schema.EncodedDecisions`). Such an event must not carry the chain's own fields: the
+        processors that drop them are skipped here."""
+        with self._lock:
+            now = self._ready_to_write()
+            seq: int = self._sink.msg(*self._stamp.seal_fields(fields))
+            self._dirty = True
+            self._last_write = now
+            return seq
+
+    def _ready_to_write(self) -> float:
+        """With the lock held: refuse a closed log, rotate when due; the time of the write."""
+        if self._closed:
+            raise AuditError("the decision log is closed")
+        now: float = self._clock()
+        if now >= self._next_midnight:
+            self._rotate(now, "day")
+        elif self._state.bytes >= self.max_bytes:
+            self._rotate(now, "size")
+        return now
 
     def checkpoint(self, reason: str = "requested") -> dict[str, Any] | None:
         """Fsync and write a signed checkpoint of the current head now."""
@@ -307,7 +326,7 @@ class AuditLog:
         """
         event_dict = self._drop(None, "msg", {"event": event})
         args, _ = self._stamp(None, "msg", event_dict)
-        return self._sink.msg(*args)
+        return self._sink.msg(*args)  # type: ignore[no-any-return]
 
     # -- files and rotation -------------------------------------------------------------------
 

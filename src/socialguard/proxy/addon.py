@@ -116,6 +116,7 @@ class SocialGuard:
         self._pump: AdminEventPump | None = None
         self._loading = False
         self._principals: dict[tuple[str, str, str | None, str | None], Principal] = {}
+        self._encoded = audit_schema.EncodedDecisions()
 
     # ----------------------------------------------------------------- options and lifecycle
 
@@ -866,18 +867,36 @@ class SocialGuard:
             upgrade = req.headers.get("upgrade", "")
         if upgrade.lower() == "websocket":
             extra = {**extra, "websocket": True}
+        path = req.path if log_paths else None
+        client = _client_ip(flow.client_conn)
+        if self._audit is None:
+            raise RuntimeError("the decision log is not open")
+        if not extra:  # the common record: its text is remembered per decision and request shape
+            self._audit.write_encoded(
+                self._encoded.fields(
+                    decision,
+                    decision_id=decision_id,
+                    stage="request",
+                    client=client,
+                    scheme=req.scheme,
+                    method=req.method,
+                    path=path,
+                    sni=sni,
+                )
+            )
+            return decision_id
         event = audit_schema.decision_event(
             decision,
             decision_id=decision_id,
             stage="request",
-            client=_client_ip(flow.client_conn),
+            client=client,
             scheme=req.scheme,
             method=req.method,
-            path=req.path if log_paths else None,
+            path=path,
             sni=sni,
             **extra,
         )
-        self._write(event)
+        self._audit.write(event)
         return decision_id
 
     def _error_decision(
