@@ -28,9 +28,8 @@ import time
 import traceback
 import weakref
 from collections.abc import Awaitable, MutableMapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from mitmproxy import connection, ctx, exceptions, http, tcp, tls, udp
@@ -82,9 +81,12 @@ class NoPolicy(RuntimeError):
     """No valid policy is in force (only possible before start-up completed)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What the addon stores in `flow.metadata["socialguard"]` for later hooks and other addons."""
+class Verdict(NamedTuple):
+    """What the addon stores in `flow.metadata["socialguard"]` for later hooks and other addons.
+
+    A NamedTuple, not a frozen dataclass: one is made per request, and a frozen dataclass's
+    __init__ (one object.__setattr__ per field) cost several times as much.
+    """
 
     decision_id: str
     action: str
@@ -113,6 +115,9 @@ class SocialGuard:
         # connection: no client_disconnected hook (one more dispatch per connection) to clean up.
         self._refused: weakref.WeakSet[connection.Client] = weakref.WeakSet()
         self._users: MutableMapping[connection.Client, str] = weakref.WeakKeyDictionary()
+        # Set once a CONNECT proved a user: until then the per-request lookup is skipped (the
+        # WeakKeyDictionary's len() and get() are Python code, on every request).
+        self._proved_users = False
         self._pump: AdminEventPump | None = None
         self._loading = False
         self._principals: dict[tuple[str, str, str | None, str | None], Principal] = {}
@@ -396,6 +401,7 @@ class SocialGuard:
                 user = self._authenticate(flow, loaded)
                 if user is not None:
                     self._users[flow.client_conn] = user
+                    self._proved_users = True
         except Exception as e:
             self._fail_request(flow, e, hook="http_connect")
 
@@ -562,8 +568,7 @@ class SocialGuard:
         loaded = self._require_policy()
         client = flow.client_conn
         req = flow.request
-        users = self._users
-        user = users.get(client) if users else None
+        user = self._users.get(client) if self._proved_users else None
         if loaded.htpasswd is not None and user is None and _is_explicit(client):
             user = self._authenticate(flow, loaded)
             if user is None:
@@ -614,26 +619,28 @@ class SocialGuard:
                 action=str(decision.action),
             )
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
-            extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
-            plan = uploads.plan_request(
-                flow,
-                decision,
-                policy.uploads,
-                lambda: ask(True),
-                sni=sni,
-                hosts=hosts,
-                extra=extra,
-            )
-            if plan.held is not None:
-                flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
-                return
-            decision, extra = plan.decision, dict(plan.extra)
+            if policy.accounts is not None:
+                extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
+            if _may_carry_body(head, req.data.http_version, method):
+                plan = uploads.plan_request(
+                    flow,
+                    decision,
+                    policy.uploads,
+                    lambda: ask(True),
+                    sni=sni,
+                    hosts=hosts,
+                    extra=extra,
+                )
+                if plan.held is not None:
+                    flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
+                    return
+                decision, extra = plan.decision, dict(plan.extra)
         upgrade = _header_text(head, b"upgrade")
         decision_id = self._record_request(
-            flow, decision, loaded, sni, extra, upgrade=upgrade or ""
+            flow, decision, loaded, sni, extra, upgrade=upgrade or "", scheme=scheme, method=method
         )
         flow.metadata[METADATA_KEY] = Verdict(
-            decision_id, str(decision.action), str(decision.basis), decision.rule_id, hosts
+            decision_id, decision.action.value, decision.basis.value, decision.rule_id, hosts
         )
         if decision.action is Action.BLOCK:
             flow.response = self._block_response(
@@ -762,7 +769,7 @@ class SocialGuard:
     ) -> Principal:
         """Who is asking. `user` None with `look_up_user`: the user the tunnel's CONNECT proved."""
         ip = _client_ip(client)
-        if user is None and look_up_user and self._users:
+        if user is None and look_up_user and self._proved_users:
             user = self._users.get(client)
         mac = self._neighbours.lookup(ip) if self._neighbours is not None else None
         # The same few thousand clients ask all day: remember who they are for this policy.
@@ -855,14 +862,18 @@ class SocialGuard:
         extra: dict[str, Any],
         *,
         upgrade: str | None = None,
+        scheme: str | None = None,
+        method: str | None = None,
     ) -> str:
-        """Write the request's decision to the log; return its id. `upgrade` is the request's
-        Upgrade header when the caller has read it already (None: read it here)."""
+        """Write the request's decision to the log; return its id. `upgrade`, `scheme` and
+        `method` are the request's, when the caller has read them already (None: read here)."""
         decision_id = audit_schema.new_decision_id()
         log_paths = bool(
             loaded and getattr(getattr(loaded.policy, "logging", None), "paths", False)
         )
         req = flow.request
+        scheme = req.scheme if scheme is None else scheme
+        method = req.method if method is None else method
         if upgrade is None:
             upgrade = req.headers.get("upgrade", "")
         if upgrade.lower() == "websocket":
@@ -878,8 +889,8 @@ class SocialGuard:
                     decision_id=decision_id,
                     stage="request",
                     client=client,
-                    scheme=req.scheme,
-                    method=req.method,
+                    scheme=scheme,
+                    method=method,
                     path=path,
                     sni=sni,
                 )
@@ -890,8 +901,8 @@ class SocialGuard:
             decision_id=decision_id,
             stage="request",
             client=client,
-            scheme=req.scheme,
-            method=req.method,
+            scheme=scheme,
+            method=method,
             path=path,
             sni=sni,
             **extra,
@@ -1040,6 +1051,18 @@ def _settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def _may_carry_body(head: dict[bytes, list[bytes]], http_version: bytes, method: str) -> bool:
+    """False when `uploads.declared_length` would say 0: no body, nothing for upload rules.
+
+    HTTP/1 without Content-Length or Transfer-Encoding has no body; HTTP/2 and 3 may send one
+    undeclared, but only the body methods do. A declared length (even 0) is left to
+    `plan_request`, which reads it.
+    """
+    if b"content-length" in head or b"transfer-encoding" in head:
+        return True
+    return not http_version.startswith(b"HTTP/1") and method.upper() in uploads.BODY_METHODS
 
 
 def _strictest(decisions: list[Decision]) -> Decision:
