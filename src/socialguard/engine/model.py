@@ -8,9 +8,11 @@ replayed without any of the machinery that produced it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Action(StrEnum):
@@ -45,7 +47,7 @@ class Bypass(StrEnum):
     EMERGENCY = "emergency"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Request:
     """One HTTP request (or one TLS ClientHello) as the engine sees it.
 
@@ -62,6 +64,48 @@ class Request:
     sni: str | None = None
     upload: bool = False  # the request carries files or a body over the policy's size limit
     content_type: str | None = None  # the request's own Content-Type, for DoH-by-form checks
+
+    def __init__(  # noqa: PLR0917 - the dataclass's fields, in order, as it would take them
+        self,
+        host: str,
+        scheme: str = "https",
+        method: str = "GET",
+        path: str = "/",
+        port: int | None = None,
+        sni: str | None = None,
+        upload: bool = False,
+        content_type: str | None = None,
+    ) -> None:
+        """The frozen dataclass's own __init__, about three times as fast.
+
+        The proxy makes one Request per name per request; the generated frozen __init__ calls
+        object.__setattr__ once per field. This fills the same slots through their descriptors,
+        which is what that call does underneath; the result is an ordinary, equal, frozen Request.
+        """
+        _set_host(self, host)
+        _set_scheme(self, scheme)
+        _set_method(self, method)
+        _set_path(self, path)
+        _set_port(self, port)
+        _set_sni(self, sni)
+        _set_upload(self, upload)
+        _set_content_type(self, content_type)
+
+
+def _slot_setter(name: str) -> Callable[[Request, Any], None]:
+    """The __set__ of a Request slot's descriptor, by name: a renamed field fails at import."""
+    setter: Callable[[Request, Any], None] = getattr(Request, name).__set__
+    return setter
+
+
+_set_host = _slot_setter("host")
+_set_scheme = _slot_setter("scheme")
+_set_method = _slot_setter("method")
+_set_path = _slot_setter("path")
+_set_port = _slot_setter("port")
+_set_sni = _slot_setter("sni")
+_set_upload = _slot_setter("upload")
+_set_content_type = _slot_setter("content_type")
 
 
 @dataclass(frozen=True, slots=True)
