@@ -882,32 +882,22 @@ class SocialGuard:
         client = _client_ip(flow.client_conn)
         if self._audit is None:
             raise RuntimeError("the decision log is not open")
+        shape: dict[str, Any] = {
+            "stage": "request",
+            "client": client,
+            "scheme": scheme,
+            "method": method,
+            "path": path,
+            "sni": sni,
+        }
         if not extra:  # the common record: its text is remembered per decision and request shape
             self._audit.write_encoded(
-                self._encoded.fields(
-                    decision,
-                    decision_id=decision_id,
-                    stage="request",
-                    client=client,
-                    scheme=scheme,
-                    method=method,
-                    path=path,
-                    sni=sni,
-                )
+                self._encoded.fields(decision, decision_id=decision_id, **shape)
             )
-            return decision_id
-        event = audit_schema.decision_event(
-            decision,
-            decision_id=decision_id,
-            stage="request",
-            client=client,
-            scheme=scheme,
-            method=method,
-            path=path,
-            sni=sni,
-            **extra,
-        )
-        self._audit.write(event)
+        else:
+            self._audit.write(
+                audit_schema.decision_event(decision, decision_id=decision_id, **shape, **extra)
+            )
         return decision_id
 
     def _error_decision(
