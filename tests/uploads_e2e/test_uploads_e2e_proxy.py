@@ -451,3 +451,56 @@ def test_uploads_still_inspected_when_mitmproxy_streams_large_bodies(
     assert res.status == 200
     (seen,) = received.on("www.example.org", big_path)
     assert seen.size == 17 * 1024 * 1024
+
+
+# ----------------------------------------------------------------------------- HTTP/2
+
+
+def post_h2(proxy: Any, url: str, body_file: Path, content_type: str) -> tuple[str, int, str]:
+    """curl over HTTP/2 to the proxy's interception: (HTTP version, status, reference header)."""
+    cmd = [
+        "curl", "-sS", "--http2", "--max-time", "15", "--noproxy", "", "-x", proxy.url,
+        "--cacert", str(proxy.ca), "-o", "/dev/null", "-D", "-", "-w", "\nversion=%{http_version}",
+        "--data-binary", f"@{body_file}", "-H", f"Content-Type: {content_type}", url,
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    assert res.returncode == 0, res.stderr
+    version = res.stdout.rsplit("version=", 1)[1].strip()
+    final = [b for b in res.stdout.replace("\r\n", "\n").split("\n\n") if b.startswith("HTTP/")][-1]
+    status = int(final.split()[1])
+    reference = ""
+    for line in final.splitlines()[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "x-socialguard-reference":
+            reference = value.strip()
+    return version, status, reference
+
+
+def test_http2_upload_of_the_fingerprinted_logo_to_social_is_blocked_before_the_origin(
+    proxy: Any, received: Received, tmp_path: Path
+) -> None:
+    """Each HTTP/2 stream is its own request: its body is held and inspected like HTTP/1's."""
+    body, ctype = multipart("seal.png", LOGO)
+    (tmp_path / "body").write_bytes(body)
+    path = unique_path()
+    version, status, reference = post_h2(
+        proxy, f"https://www.facebook.com{path}", tmp_path / "body", ctype
+    )
+    assert version == "2"
+    assert status == 403
+    assert received.on("www.facebook.com", path) == []
+    record = request_record(proxy, reference)
+    assert record["rule"] == "staff-social-uploads"
+    assert "fingerprint:logos/seal.png" in record["upload"]
+
+
+def test_http2_upload_to_a_host_no_rule_names_passes_intact(
+    proxy: Any, received: Received, tmp_path: Path
+) -> None:
+    body, ctype = multipart("seal.png", LOGO)
+    (tmp_path / "body").write_bytes(body)
+    path = unique_path()
+    version, status, _ = post_h2(proxy, f"https://www.example.org{path}", tmp_path / "body", ctype)
+    assert (version, status) == ("2", 200)
+    (seen,) = received.on("www.example.org", path)
+    assert (seen.size, seen.sha256) == (len(body), hashlib.sha256(body).hexdigest())
