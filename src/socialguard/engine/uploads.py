@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from . import hsfilter
+
 __all__ = [
     "DEFAULT_INSPECT_LIMIT",
     "DEFAULT_MARKER_WINDOW",
@@ -132,11 +134,13 @@ class Marker:
     _required: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
     _folded: bytes | None = field(init=False, repr=False, compare=False)
     _finder: Callable[[bytes], bool] = field(init=False, repr=False, compare=False)
+    _may_match: Callable[[bytes], bool] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_required", _required_bytes(self.pattern))
         object.__setattr__(self, "_folded", _folded_literal(self.pattern))
         object.__setattr__(self, "_finder", _fast_finder(self.pattern))
+        object.__setattr__(self, "_may_match", hsfilter.prefilter(self.pattern))
 
     def found_in(self, data: bytes) -> bool:
         """Whether the pattern occurs in `data` (same answer as `pattern.search`, faster)."""
@@ -151,6 +155,10 @@ class Marker:
         or a student-id's leading S. Only past that are the text built and searched.
         """
         if not window.may_hold(self._required):
+            return False
+        # Then Hyperscan, where installed: a chunk it rules out cannot match (see hsfilter);
+        # ordinary prose passes the byte test for every chunk, and this skips the search.
+        if self._may_match is not None and not self._may_match(window.text):
             return False
         if self._folded is not None:
             return self._folded in window.lowered
