@@ -58,7 +58,9 @@ def test_a_match_re_finds_is_never_ruled_out(source: str, flags: int, texts: lis
         return
     for text in texts:
         if pattern.search(text) is not None:
-            assert may_match(text), f"{source!r} matches {text!r} but the prefilter said no"
+            assert may_match([text]), f"{source!r} matches {text!r} but the prefilter said no"
+            cut = len(text) // 2  # the same text in two pieces, as tail + chunk
+            assert may_match([text[:cut], text[cut:]]), f"{source!r} across pieces of {text!r}"
 
 
 @pytest.mark.parametrize(
@@ -73,8 +75,8 @@ def test_the_shipped_markers_are_prefiltered_and_rule_out_plain_text() -> None:
     confidential = hsfilter.prefilter(re.compile(rb"CONFIDENTIAL", re.IGNORECASE))
     assert student is not None and confidential is not None
     prose = b"Dear families, Seniors collect caps; Call Ms. Sanchez at 555-0142. " * 100
-    assert not student(prose) and not confidential(prose)
-    assert student(prose + b" S1234567") and confidential(prose + b"Confidential")
+    assert not student([prose]) and not confidential([prose])
+    assert student([prose, b" S1234567"]) and confidential([prose + b"Confid", b"ential"])
 
 
 def test_the_policy_s_markers_use_the_prefilter() -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from re import _constants as _c  # type: ignore[attr-defined]
 from re import _parser as _p  # type: ignore[attr-defined]
 from typing import Any
@@ -131,9 +131,10 @@ def _byte(value: int) -> bytes:
     return b"\\x%02x" % value
 
 
-def prefilter(pattern: re.Pattern[bytes]) -> Callable[[bytes], bool] | None:
-    """A function telling whether `pattern.search(text)` *may* succeed (False: it cannot), or
-    None when there is no prefilter for this pattern here."""
+def prefilter(pattern: re.Pattern[bytes]) -> Callable[[Sequence[bytes]], bool] | None:
+    """A function telling whether `pattern.search(b"".join(parts))` *may* succeed (False: it
+    cannot), or None when there is no prefilter for this pattern here. The parts are scanned as
+    one text without being joined (the tail of the body so far and the new chunk)."""
     if _hs is None:
         return None
     translated = translate(pattern)
@@ -144,7 +145,7 @@ def prefilter(pattern: re.Pattern[bytes]) -> Callable[[bytes], bool] | None:
     if caseless:
         flags |= _hs.HS_FLAG_CASELESS
     try:
-        db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+        db = _hs.Database(mode=_hs.HS_MODE_VECTORED)
         db.compile(expressions=[expression], flags=[flags])
     except _hs.error:  # too large, unsupported by the library, or no supported CPU
         return None
@@ -159,12 +160,12 @@ class _Prefilter:
         self._db = db
         self._local = threading.local()
 
-    def __call__(self, text: bytes) -> bool:
+    def __call__(self, parts: Sequence[bytes]) -> bool:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = _hs.Scratch(self._db)
         try:
-            self._db.scan(text, match_event_handler=_stop, scratch=scratch)
+            self._db.scan(list(parts), match_event_handler=_stop, scratch=scratch)
         except _hs.ScanTerminated:
             return True
         return False

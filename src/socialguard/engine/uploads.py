@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -105,6 +105,11 @@ class _Window:
         return True
 
     @property
+    def parts(self) -> tuple[bytes, ...]:
+        """The window as its two pieces, for a scanner that reads them as one text unjoined."""
+        return (self._tail, self._data) if self._tail else (self._data,)
+
+    @property
     def text(self) -> bytes:
         if self._text is None:
             self._text = self._tail + self._data if self._tail else self._data
@@ -134,7 +139,9 @@ class Marker:
     _required: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
     _folded: bytes | None = field(init=False, repr=False, compare=False)
     _finder: Callable[[bytes], bool] = field(init=False, repr=False, compare=False)
-    _may_match: Callable[[bytes], bool] | None = field(init=False, repr=False, compare=False)
+    _may_match: Callable[[Sequence[bytes]], bool] | None = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_required", _required_bytes(self.pattern))
@@ -158,7 +165,7 @@ class Marker:
             return False
         # Then Hyperscan, where installed: a chunk it rules out cannot match (see hsfilter);
         # ordinary prose passes the byte test for every chunk, and this skips the search.
-        if self._may_match is not None and not self._may_match(window.text):
+        if self._may_match is not None and not self._may_match(window.parts):
             return False
         if self._folded is not None:
             return self._folded in window.lowered
