@@ -594,6 +594,9 @@ class SocialGuard:
 
         def ask(upload: bool) -> Decision:
             """The engine's answer for every name the request carries; the strictest wins."""
+            if len(hosts) == 1:  # the common case: no list, no comparison
+                request = Request(hosts[0], scheme, method, path, port, sni, upload, content_type)
+                return engine.decide(policy, request, principal, now, overrides)
             return _strictest(
                 [
                     engine.decide(
@@ -635,12 +638,13 @@ class SocialGuard:
                     flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
                     return
                 decision, extra = plan.decision, dict(plan.extra)
-        upgrade = _header_text(head, b"upgrade")
+        upgrade = _header_text(head, b"upgrade") if b"upgrade" in head else ""
         decision_id = self._record_request(
             flow, decision, loaded, sni, extra, upgrade=upgrade or "", scheme=scheme, method=method
         )
+        # Action and Basis are StrEnums: the members are the strings (`.value` is Python code)
         flow.metadata[METADATA_KEY] = Verdict(
-            decision_id, decision.action.value, decision.basis.value, decision.rule_id, hosts
+            decision_id, decision.action, decision.basis, decision.rule_id, hosts
         )
         if decision.action is Action.BLOCK:
             flow.response = self._block_response(
