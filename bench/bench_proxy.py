@@ -81,6 +81,8 @@ def _upstreams(certdir: str, ready: Any) -> None:
         async def tls_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 await reader.read(1)  # the client closes after the handshake
+            except (ConnectionError, ssl.SSLError):
+                pass  # the lock-step client closes without a TLS close_notify
             finally:
                 writer.close()
 
@@ -204,6 +206,7 @@ def _proxy(variant: str, ready: Any, ports: tuple[int, int], work: str, rules: s
             "bare": [],
             "bare2": [],
             "passall": [PassAll()],
+            "passall2": [PassAll()],
             "instant403": [Instant403()],
         }
         extra = extras[variant]
@@ -429,17 +432,50 @@ class _LockStep:
         self.sock.close()
 
 
+class _TlsLockStep:
+    """New TLS connections one at a time: CONNECT, the TLS handshake (passed through), close."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.ctx = ssl.create_default_context()
+        self.ctx.check_hostname = False
+        self.ctx.verify_mode = ssl.CERT_NONE
+
+    def requests(self, n: int) -> None:
+        for _ in range(n):
+            with socket.create_connection(("127.0.0.1", self.port)) as sock:
+                sock.sendall(
+                    b"CONNECT www.example.org:443 HTTP/1.1\r\nHost: www.example.org:443\r\n\r\n"
+                )
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise SystemExit("lock-step TLS client: the proxy closed the connection")
+                    head += chunk
+                with self.ctx.wrap_socket(sock, server_hostname="www.example.org"):
+                    pass  # the handshake is the work measured
+
+    def close(self) -> None:
+        pass
+
+
 def _lock_step(
-    proxies: dict[str, Any], names: tuple[str, ...], chunks: int, per_chunk: int
+    proxies: dict[str, Any],
+    names: tuple[str, ...],
+    chunks: int,
+    per_chunk: int,
+    client: Any = _LockStep,
 ) -> dict[str, list[float]]:
-    """Proxy CPU microseconds per request, per chunk, the variants' chunks interleaved.
+    """Proxy CPU microseconds per request (or connection), per chunk, the variants' chunks
+    interleaved.
 
     With one request in flight every proxy does exactly the same work per request, however fast
     it is; under saturating load a slower proxy batches more requests per wake-up, which changes
     its cost per request and muddles the comparison. Chunks alternate between the variants in
     order and reverse order, so a drift in the machine's speed falls on each alike.
     """
-    clients = {name: _LockStep(proxies[name][0]) for name in names}
+    clients = {name: client(proxies[name][0]) for name in names}
     try:
         for name in names:
             clients[name].requests(per_chunk)  # warm: connection, caches, upstream connection
@@ -452,13 +488,13 @@ def _lock_step(
                 out[name].append((_cpu_seconds(pid) - before) / per_chunk * 1e6)
         return out
     finally:
-        for client in clients.values():
-            client.close()
+        for each in clients.values():
+            each.close()
 
 
 def _start_proxies(work: Path, ports: Any, rules: Path, procs: list[mp.Process]) -> dict[str, Any]:
     proxies: dict[str, Any] = {}
-    for variant in ("bare", "bare2", "addon", "passall", "instant403"):
+    for variant in ("bare", "bare2", "addon", "passall", "passall2", "instant403"):
         recv, send = mp.Pipe(duplex=False)
         p = mp.Process(
             target=_proxy, args=(variant, send, ports, str(work), str(rules)), daemon=True
@@ -507,10 +543,11 @@ def _cost_ratio(ours: list[float], base: list[float]) -> str:
     return f"{pooled:7.1%}  per chunk: median {med:.1%}, IQR {q1:.1%}..{q3:.1%}"
 
 
-def _report(
+def _report(  # noqa: PLR0917 - one call site, every figure's samples
     rps: dict[str, list[Any]],
     cps: dict[str, list[Any]],
     steps: dict[str, list[float]],
+    tls_steps: dict[str, list[float]],
     lat: dict[str, Any],
     seconds: float,
 ) -> None:
@@ -526,8 +563,14 @@ def _report(
           f"{mean['bare']:12.1f} {_cost_ratio(steps['bare2'], steps['bare'])}")  # fmt: skip
     print(f"{'  added by socialguard, CPU us/request':50} {mean['addon'] - mean['bare']:12.1f}")
     ours, base, _ = _pooled(cps["addon_tls"], cps["passall"], seconds)
-    _row("TLS passthrough, new connections per CPU-second", ours, base, ">= 95% of pass-everything")
+    _row("TLS passthrough, saturated, conn per CPU-s", ours, base, ">= 95% of pass-everything")
     print(f"{'  per-round ratio':50} {_paired(cps['addon_tls'], cps['passall'], 1)}")
+    tls = {k: statistics.fmean(v) for k, v in tls_steps.items()}
+    base_steps = tls_steps["passall"]
+    print(f"{'TLS passthrough, lock-step, CPU us/connection':50} {tls['addon']:12.1f} "
+          f"{tls['passall']:12.1f} {_cost_ratio(tls_steps['addon'], base_steps)}")  # fmt: skip
+    print(f"{'  A/A control: a second pass-everything mitmproxy':50} {tls['passall2']:12.1f} "
+          f"{tls['passall']:12.1f} {_cost_ratio(tls_steps['passall2'], base_steps)}")  # fmt: skip
     hook_wall, hook_cpu = lat["hook_wall"], lat["hook_cpu"]
     print(
         f"{'blocked: addon hook p99 CPU ms (wall p99)':50} {_p(hook_cpu, 0.99) * 1e3:12.3f} "
@@ -589,6 +632,10 @@ def main() -> int:
                 port, pid = proxies[v]
                 cps[key].append(_measured(pid, "tls", port, args.seconds))
         steps = _lock_step(proxies, ("bare", "bare2", "addon"), args.chunks, args.chunk_requests)
+        tls_steps = _lock_step(
+            proxies, ("passall", "passall2", "addon"), args.chunks, args.chunk_requests // 4,
+            client=_TlsLockStep,
+        )  # fmt: skip
         lat: dict[str, Any] = {"n": args.latency_requests}
         for name, variant in (("addon", "addon"), ("base", "instant403")):
             port, pid = proxies[variant]
@@ -596,7 +643,7 @@ def main() -> int:
             lat[name] = _latencies(port, args.latency_requests)
             lat["cpu_" + name] = _cpu_seconds(pid) - before
         lat["hook_wall"], lat["hook_cpu"] = _hook_latency(rules, work, args.latency_requests)
-        _report(rps, cps, steps, lat, args.seconds)
+        _report(rps, cps, steps, tls_steps, lat, args.seconds)
         return 0
     finally:
         for p in procs:
