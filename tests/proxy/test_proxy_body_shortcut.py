@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy.test import tutils
 
-from socialguard.proxy.addon import _may_carry_body, _scan_headers
-from socialguard.proxy.uploads import declared_length
+from socialguard.proxy.addon import _scan_headers
+from socialguard.proxy.uploads import declared_length, may_carry_body
 
 _HEADERS = st.lists(
     st.tuples(
@@ -31,7 +31,7 @@ def test_no_body_by_the_shortcut_means_no_body_by_declared_length(
 ) -> None:
     req = tutils.treq(method=method.encode(), http_version=version.encode(), headers=headers)
     head = _scan_headers(req.data.headers.fields)
-    if not _may_carry_body(head, req.data.http_version, req.method):
+    if not may_carry_body(head, req.data.http_version, req.method):
         assert declared_length(req) == 0
 
 
@@ -41,4 +41,4 @@ def test_the_shortcut_is_taken_for_a_plain_get_and_not_for_a_post() -> None:
     h2_post = tutils.treq(method=b"POST", http_version=b"HTTP/2.0", headers=[])
     for req, carries in ((get, False), (post, True), (h2_post, True)):
         head = _scan_headers(req.data.headers.fields)
-        assert _may_carry_body(head, req.data.http_version, req.method) is carries
+        assert may_carry_body(head, req.data.http_version, req.method) is carries

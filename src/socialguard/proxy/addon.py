@@ -624,7 +624,7 @@ class SocialGuard:
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None:
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
-            if _may_carry_body(head, req.data.http_version, method):
+            if uploads.may_carry_body(head, req.data.http_version, method):
                 plan = uploads.plan_request(
                     flow,
                     decision,
@@ -830,10 +830,14 @@ class SocialGuard:
         )
         return None
 
-    def _write(self, event: dict[str, Any]) -> None:
+    def _log(self) -> Any:
+        """The open decision log (an AuditLog); refusing to decide without one."""
         if self._audit is None:
             raise RuntimeError("the decision log is not open")
-        self._audit.write(event)
+        return self._audit
+
+    def _write(self, event: dict[str, Any]) -> None:
+        self._log().write(event)
 
     def _record_connection(
         self,
@@ -884,8 +888,6 @@ class SocialGuard:
             extra = {**extra, "websocket": True}
         path = req.path if log_paths else None
         client = _client_ip(flow.client_conn)
-        if self._audit is None:
-            raise RuntimeError("the decision log is not open")
         shape: dict[str, Any] = {
             "stage": "request",
             "client": client,
@@ -895,11 +897,11 @@ class SocialGuard:
             "sni": sni,
         }
         if not extra:  # the common record: its text is remembered per decision and request shape
-            self._audit.write_encoded(
+            self._log().write_encoded(
                 self._encoded.fields(decision, decision_id=decision_id, **shape)
             )
         else:
-            self._audit.write(
+            self._write(
                 audit_schema.decision_event(decision, decision_id=decision_id, **shape, **extra)
             )
         return decision_id
@@ -1045,18 +1047,6 @@ def _settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-def _may_carry_body(head: dict[bytes, list[bytes]], http_version: bytes, method: str) -> bool:
-    """False when `uploads.declared_length` would say 0: no body, nothing for upload rules.
-
-    HTTP/1 without Content-Length or Transfer-Encoding has no body; HTTP/2 and 3 may send one
-    undeclared, but only the body methods do. A declared length (even 0) is left to
-    `plan_request`, which reads it.
-    """
-    if b"content-length" in head or b"transfer-encoding" in head:
-        return True
-    return not http_version.startswith(b"HTTP/1") and method.upper() in uploads.BODY_METHODS
 
 
 def _strictest(decisions: list[Decision]) -> Decision:

@@ -109,9 +109,26 @@ def declared_length(request: http.Request) -> int | None:
         except ValueError:
             return None
         return length if length >= 0 else None
-    if request.http_version.startswith("HTTP/1") or request.method.upper() not in BODY_METHODS:
+    if _bodiless_unless_declared(request.data.http_version, request.method):
         return 0
     return None
+
+
+def may_carry_body(head: Mapping[bytes, Any], http_version: bytes, method: str) -> bool:
+    """False exactly when `declared_length` would say 0 without reading a length: the request
+    hook's shortcut past upload planning. `head` is the headers by lower-cased name.
+
+    A declared length (even 0) or a Transfer-Encoding is left to `plan_request`, which reads it.
+    """
+    if b"content-length" in head or b"transfer-encoding" in head:
+        return True
+    return not _bodiless_unless_declared(http_version, method)
+
+
+def _bodiless_unless_declared(http_version: bytes, method: str) -> bool:
+    """HTTP/1 without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3); HTTP/2
+    and 3 may send one undeclared, but only the body methods do."""
+    return http_version.startswith(b"HTTP/1") or method.upper() not in BODY_METHODS
 
 
 def plan_request(
