@@ -241,7 +241,6 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
     trace: list[TraceStep],
     seen: bool,
 ) -> Decision:
-    category, matched = dest
     lift = overrides.lifting(
         principal,
         request.host,
@@ -253,19 +252,9 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
     if rule.lifts_by_emergency:
         if isinstance(lift, Emergency):
             trace.append(TraceStep("emergency", f"in force: {lift.id} ({lift.scope})"))
-            return _make(
-                Action.ALLOW,
-                Basis.EMERGENCY,
-                f"Allowed in an emergency ({lift.reason}); otherwise: {rule.reason}",
-                principal,
-                policy.version,
-                request.host,
-                rule.id,
-                category,
-                matched,
-                lift.id,
-                rule.bypass,
-                tuple(trace),
+            why = f"Allowed in an emergency ({lift.reason})"
+            return _lifted(
+                policy, rule, dest, request.host, principal, trace, Basis.EMERGENCY, why, lift.id
             )
         trace.append(_NO_EMERGENCY)
     if rule.lifts_by_grant:
@@ -273,24 +262,42 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
             trace.append(
                 TraceStep("grant", f"in force: {lift.id} (until {lift.ends:%Y-%m-%d %H:%M}Z)")
             )
-            return _make(
-                Action.ALLOW,
-                Basis.GRANT,
-                f"Allowed at the request of administration ({lift.reason}); "
-                f"otherwise: {rule.reason}",
-                principal,
-                policy.version,
-                request.host,
-                rule.id,
-                category,
-                matched,
-                lift.id,
-                rule.bypass,
-                tuple(trace),
+            why = f"Allowed at the request of administration ({lift.reason})"
+            return _lifted(
+                policy, rule, dest, request.host, principal, trace, Basis.GRANT, why, lift.id
             )
         trace.append(_NO_GRANT)
     # nothing lifted it: the answer depends on the path alone again (its steps are constants)
     return _plain_rule_decision(policy, rule, dest, request.host, principal, trace, seen)
+
+
+def _lifted(  # noqa: PLR0917 - the pieces of the decision, from one call site each
+    policy: CompiledPolicy,
+    rule: CompiledRule,
+    dest: Destination,
+    host: str,
+    principal: Principal,
+    trace: list[TraceStep],
+    basis: Basis,
+    why: str,
+    override_id: str,
+) -> Decision:
+    """The allow of a rule that an emergency or a grant lifted; the rule's reason is kept."""
+    category, matched = dest
+    return _make(
+        Action.ALLOW,
+        basis,
+        f"{why}; otherwise: {rule.reason}",
+        principal,
+        policy.version,
+        host,
+        rule.id,
+        category,
+        matched,
+        override_id,
+        rule.bypass,
+        tuple(trace),
+    )
 
 
 def _default_decision(
