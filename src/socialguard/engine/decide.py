@@ -28,6 +28,7 @@ from .model import (
     Principal,
     Request,
     TraceStep,
+    slot_setter,
 )
 from .overrides import Overrides
 
@@ -185,7 +186,7 @@ if Decision.__slots__ == _FIELDS:
         _set_override,
         _set_bypass,
         _set_trace,
-    ) = (getattr(Decision, name).__set__ for name in Decision.__slots__)
+    ) = (slot_setter(Decision, name) for name in _FIELDS)
     _new = object.__new__
 
     def _make(  # noqa: PLR0917 - mirrors Decision's positional fields, in order

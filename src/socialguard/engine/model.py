@@ -92,20 +92,22 @@ class Request:
         _set_content_type(self, content_type)
 
 
-def _slot_setter(name: str) -> Callable[[Request, Any], None]:
-    """The __set__ of a Request slot's descriptor, by name: a renamed field fails at import."""
-    setter: Callable[[Request, Any], None] = getattr(Request, name).__set__
+def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The __set__ of a frozen slotted dataclass field's descriptor, by name (a renamed field
+    fails at import). Filling slots through these is what the frozen __init__ does underneath,
+    minus one object.__setattr__ call per field: the hot-path constructors use them."""
+    setter: Callable[[Any, Any], None] = getattr(cls, name).__set__
     return setter
 
 
-_set_host = _slot_setter("host")
-_set_scheme = _slot_setter("scheme")
-_set_method = _slot_setter("method")
-_set_path = _slot_setter("path")
-_set_port = _slot_setter("port")
-_set_sni = _slot_setter("sni")
-_set_upload = _slot_setter("upload")
-_set_content_type = _slot_setter("content_type")
+_set_host = slot_setter(Request, "host")
+_set_scheme = slot_setter(Request, "scheme")
+_set_method = slot_setter(Request, "method")
+_set_path = slot_setter(Request, "path")
+_set_port = slot_setter(Request, "port")
+_set_sni = slot_setter(Request, "sni")
+_set_upload = slot_setter(Request, "upload")
+_set_content_type = slot_setter(Request, "content_type")
 
 
 @dataclass(frozen=True, slots=True)
