@@ -44,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import cpu_seconds, start
+
 REPO = Path(__file__).resolve().parent.parent
 SCHOOL_HOURS = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)  # 10:00 America/Denver, a Tuesday
 ALLOWED_GET = (
@@ -375,37 +377,11 @@ def _rules_with_million(work: Path, domains: int) -> Path:
     return out
 
 
-def _start(target: Any, *args: Any, timeout: float = 120) -> tuple[mp.Process, Any]:
-    recv, send = mp.Pipe(duplex=False)
-    p = mp.Process(target=target, args=(*args, send), daemon=True)
-    p.start()
-    if not recv.poll(timeout):
-        p.kill()
-        raise SystemExit(f"{target.__name__} did not start within {timeout} s")
-    return p, recv.recv()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a process so far, all threads: what the proxy itself spent.
-
-    From the scheduler's nanosecond counters (/proc/PID/task/TID/schedstat), since the 10 ms ticks
-    of /proc/PID/stat are a fifth of the difference being measured over a 3 s round. A thread that
-    ended during the round takes its time with it (the proxy's threads live as long as it does).
-    """
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # the thread ended between listing and reading
-    return total / 1e9
-
-
 def _measured(pid: int, kind: str, port: int, seconds: float) -> tuple[float, float]:
     """(operations per wall second, operations per proxy CPU second) for one load run."""
-    before = _cpu_seconds(pid)
+    before = cpu_seconds(pid)
     per_second = _load(kind, port, seconds)
-    cpu = _cpu_seconds(pid) - before
+    cpu = cpu_seconds(pid) - before
     return round(per_second, 1), round(per_second * seconds / cpu, 1) if cpu > 0 else 0.0
 
 
@@ -483,9 +459,9 @@ def _lock_step(
         for c in range(chunks):
             for name in names if c % 2 == 0 else names[::-1]:
                 pid = proxies[name][1]
-                before = _cpu_seconds(pid)
+                before = cpu_seconds(pid)
                 clients[name].requests(per_chunk)
-                out[name].append((_cpu_seconds(pid) - before) / per_chunk * 1e6)
+                out[name].append((cpu_seconds(pid) - before) / per_chunk * 1e6)
         return out
     finally:
         for each in clients.values():
@@ -606,7 +582,7 @@ def main() -> int:
         ensure_ca(work / "certs")
         _self_signed(work)
         rules = _rules_with_million(work, args.domains)
-        p, ports = _start(_upstreams, str(work))
+        p, ports = start(_upstreams, str(work))
         procs.append(p)
         started = time.monotonic()
         proxies = _start_proxies(work, ports, rules, procs)
@@ -639,9 +615,9 @@ def main() -> int:
         lat: dict[str, Any] = {"n": args.latency_requests}
         for name, variant in (("addon", "addon"), ("base", "instant403")):
             port, pid = proxies[variant]
-            before = _cpu_seconds(pid)
+            before = cpu_seconds(pid)
             lat[name] = _latencies(port, args.latency_requests)
-            lat["cpu_" + name] = _cpu_seconds(pid) - before
+            lat["cpu_" + name] = cpu_seconds(pid) - before
         lat["hook_wall"], lat["hook_cpu"] = _hook_latency(rules, work, args.latency_requests)
         _report(rps, cps, steps, tls_steps, lat, args.seconds)
         return 0

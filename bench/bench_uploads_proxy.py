@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import cpu_seconds, start
+
 EVENING = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)  # 20:00 America/Denver: social is allowed
 HOST = "www.facebook.com"
 
@@ -256,44 +258,16 @@ def _client(port: int, kind: str, mib: int, out: Any) -> None:
     out.send(asyncio.run(_upload(port, body, ctype)))
 
 
-def _cpu_seconds(pid: int) -> float:
-    """The process's CPU time: nanoseconds summed over its threads from schedstat (the body is
-    scanned in a worker thread, which stays alive in asyncio's executor), or, where the kernel
-    has no schedstat, user+system ticks from /proc/PID/stat (10 ms steps: too coarse for a
-    5 ms difference on a 60 ms upload)."""
-    try:
-        return (
-            sum(
-                int(Path(task, "schedstat").read_text().split()[0])
-                for task in Path(f"/proc/{pid}/task").iterdir()
-            )
-            / 1e9
-        )
-    except (OSError, ValueError, IndexError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _start(target: Any, *args: Any, timeout: float = 120) -> tuple[mp.Process, Any]:
-    recv, send = mp.Pipe(duplex=False)
-    p = mp.Process(target=target, args=(*args, send), daemon=True)
-    p.start()
-    if not recv.poll(timeout):
-        p.kill()
-        raise SystemExit(f"{target.__name__} did not start within {timeout} s")
-    return p, recv.recv()
-
-
 def _one(  # noqa: PLR0917 (a proxy's three handles, then the case: called with *proxy)
     port: int, pid: int, inspected: Any, kind: str, mib: int, expect: bytes
 ) -> tuple[float, float, float]:
     """(wall seconds, proxy CPU seconds, seconds the proxy spent in inspect_body) of one upload."""
-    before, inspected_before = _cpu_seconds(pid), inspected.value
-    proc, (elapsed, status) = _start(_client, port, kind, mib, timeout=120)
+    before, inspected_before = cpu_seconds(pid), inspected.value
+    proc, (elapsed, status) = start(_client, port, kind, mib, timeout=120)
     proc.join(10)
     if status.split(b" ")[1:2] != [expect]:
         raise SystemExit(f"{kind} upload through port {port} answered {status!r}, not {expect!r}")
-    return elapsed, _cpu_seconds(pid) - before, inspected.value - inspected_before
+    return elapsed, cpu_seconds(pid) - before, inspected.value - inspected_before
 
 
 def main() -> int:
@@ -312,7 +286,7 @@ def main() -> int:
         from socialguard.proxy import ensure_ca
 
         ensure_ca(work / "certs")
-        up, up_port = _start(_upstream)
+        up, up_port = start(_upstream)
         procs.append(up)
         proxies: dict[str, tuple[int, int, Any]] = {}
         for name, (rules, _) in VARIANTS.items():
@@ -320,7 +294,7 @@ def main() -> int:
             path = work / name / "rules.yaml"
             path.write_text(rules)
             inspected = mp.Value("d", 0.0)
-            p, port = _start(_proxy, str(path), str(work / name), up_port, inspected, timeout=180)
+            p, port = start(_proxy, str(path), str(work / name), up_port, inspected, timeout=180)
             procs.append(p)
             proxies[name] = (port, p.pid, inspected)
         cases = [("text", name, b"200") for name in VARIANTS]
