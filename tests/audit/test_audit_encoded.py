@@ -87,3 +87,30 @@ def test_write_encoded_and_write_make_the_same_chain(tmp_path: Path) -> None:
         (lf,) = [f for f in list_log_files(log_dir) if not f.gz]
         logs[name] = lines_of(lf.path)
     assert logs["dict"] == logs["encoded"]
+
+
+@given(
+    fields=st.dictionaries(_TEXT, _TEXT, max_size=4).map(encode_event),
+    seq=st.integers(min_value=0, max_value=10**12),
+    head=st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+    t=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+)
+def test_the_written_out_seal_equals_chain_seal(fields: str, seq: int, head: str, t: float) -> None:
+    """`ChainRenderer.seal_fields` lays out, hashes and closes a line exactly as `chain.seal`."""
+    from socialguard.audit.chain import leaf_hash, record_sha256, seal, unseal
+    from socialguard.audit.writer import ChainRenderer, _ChainState
+
+    state = _ChainState()
+    state.seq, state.head = seq, head
+    renderer = ChainRenderer(state, "node-é", lambda: t)
+    line, got_seq, h = renderer.seal_fields(fields)
+    text = (
+        f'{{"v":1,"seq":{seq + 1},"ts":"{renderer.timestamp(t)}","node":"node-é"'
+        f'{fields},"prev":"{head}"}}'
+    )
+    assert (line, h) == seal(text.encode())
+    assert got_seq == seq + 1
+    record, stored, recomputed = unseal(line)
+    assert stored == recomputed == h and record["prev"] == head
+    body = text.encode()
+    assert record_sha256(b"\x00" + body).hexdigest() == leaf_hash(body)

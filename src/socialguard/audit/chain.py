@@ -56,6 +56,17 @@ def leaf_hash(canonical: bytes) -> str:
     return hashlib.sha256(LEAF_PREFIX + canonical).hexdigest()
 
 
+# SHA-256 for the writer, one short record at a time: CPython's built-in (HACL*) implementation.
+# The digest is SHA-256 either way (a test holds it equal to `leaf_hash`). OpenSSL's is faster on
+# long inputs, but on a line of a few hundred bytes, once per request between mitmproxy's own work,
+# its EVP set-up and larger code path cost the proxy more (bench/bench_proxy.py, lock-step):
+# `audit verify` keeps OpenSSL, the proxy's writer uses this.
+try:
+    from _sha2 import sha256 as record_sha256
+except ImportError:  # not CPython 3.12+: the same digest through OpenSSL
+    record_sha256 = hashlib.sha256
+
+
 def seal(body: bytes) -> tuple[bytes, str]:
     """Append `h` to an encoded record; return the full line (with newline) and the hash."""
     h = leaf_hash(body)
