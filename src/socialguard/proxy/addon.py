@@ -39,6 +39,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from socialguard import engine  # attribute access: tests may replace decide() there
 from socialguard.audit import schema as audit_schema
+from socialguard.engine.accounts import is_sign_in_host
 from socialguard.engine.model import (
     Action,
     Basis,
@@ -95,6 +96,37 @@ class Verdict(NamedTuple):
     hosts: tuple[str, ...]
 
 
+class _Peer:
+    """What stays true of one client connection under one policy: who it is, its SNI, its mode.
+
+    Worked out at the connection's first request and kept until the connection closes (or the
+    policy, the proxy-auth user or the device's MAC address changes), so that the requests after
+    it do not resolve the client again: every request's own facts are still read from the request.
+    """
+
+    __slots__ = ("client_ip", "explicit", "loaded", "log_paths", "mac", "principal", "sni", "user")
+
+    def __init__(  # noqa: PLR0917 - a record of eight facts
+        self,
+        loaded: LoadedPolicy,
+        user: str | None,
+        mac: str | None,
+        client_ip: str,
+        principal: Principal,
+        sni: str | None,
+        explicit: bool,
+        log_paths: bool,
+    ) -> None:
+        self.loaded = loaded
+        self.user = user
+        self.mac = mac
+        self.client_ip = client_ip
+        self.principal = principal
+        self.sni = sni
+        self.explicit = explicit
+        self.log_paths = log_paths
+
+
 class SocialGuard:
     """Enforce the district's rules on every connection and request passing through mitmproxy."""
 
@@ -121,6 +153,8 @@ class SocialGuard:
         self._pump: AdminEventPump | None = None
         self._loading = False
         self._principals: dict[tuple[str, str, str | None, str | None], Principal] = {}
+        # Open client connections' facts (see _Peer); client_disconnected drops an entry.
+        self._peers: dict[connection.Client, _Peer] = {}
         self._encoded = audit_schema.EncodedDecisions()
 
     # ----------------------------------------------------------------- options and lifecycle
@@ -565,7 +599,9 @@ class SocialGuard:
         flow.response = http.Response.make(answer.status, answer.body, answer.headers)
 
     def _decide_request(self, flow: http.HTTPFlow) -> None:
-        loaded = self._require_policy()
+        loaded = self._loaded
+        if loaded is None:
+            raise NoPolicy("no valid policy is loaded")
         client = flow.client_conn
         req = flow.request
         user = self._users.get(client) if self._proved_users else None
@@ -573,7 +609,8 @@ class SocialGuard:
             user = self._authenticate(flow, loaded)
             if user is None:
                 return  # 407 already set
-        principal = self._principal(loaded, client, user, look_up_user=False)
+        peer = self._peer(loaded, client, user)
+        principal = peer.principal
         now = self.clock.now()
         path = req.path
         if self.forms is not None and is_form_path(path):
@@ -581,27 +618,24 @@ class SocialGuard:
             flow.metadata[FORM_KEY] = principal
             return
         started = time.perf_counter()
-        head = _scan_headers(req.data.headers.fields)
-        hosts = self._request_hosts(flow, head)
-        raw_sni = client.sni
-        sni = _normalised(raw_sni) if raw_sni else None
+        data = req.data
+        head = _scan_headers(data.headers.fields)
+        hosts = self._request_hosts(flow, head, peer)
+        sni = peer.sni
         overrides = self._overrides()
         policy = loaded.policy
         # The request's facts, read once (each mitmproxy property decodes bytes on every read).
         scheme, method, port = req.scheme, req.method, req.port
-        path = path or "/"
         content_type = _header_text(head, b"content-type")
+        page = path or "/"
 
         def ask(upload: bool) -> Decision:
             """The engine's answer for every name the request carries; the strictest wins."""
-            if len(hosts) == 1:  # the common case: no list, no comparison
-                request = Request(hosts[0], scheme, method, path, port, sni, upload, content_type)
-                return engine.decide(policy, request, principal, now, overrides)
             return _strictest(
                 [
                     engine.decide(
                         policy,
-                        Request(host, scheme, method, path, port, sni, upload, content_type),
+                        Request(host, scheme, method, page, port, sni, upload, content_type),
                         principal,
                         now,
                         overrides,
@@ -610,21 +644,21 @@ class SocialGuard:
                 ]
             )
 
-        decision = ask(False)
-        extra: dict[str, Any] = {}
-        if len(hosts) > 1:
-            extra["hosts"] = list(hosts)
-            log.warning(
-                "host_mismatch",
-                hosts=list(hosts),
-                client=principal.client_ip,
-                kept=decision.host,
-                action=str(decision.action),
+        if len(hosts) == 1:  # the common case: no list, no comparison, no closure call
+            decision = engine.decide(
+                policy,
+                Request(hosts[0], scheme, method, page, port, sni, False, content_type),
+                principal,
+                now,
+                overrides,
             )
+        else:
+            decision = ask(False)
+        extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
-            if policy.accounts is not None:
+            if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
-            if uploads.may_carry_body(head, req.data.http_version, method):
+            if uploads.may_carry_body(head, data.http_version, method):
                 plan = uploads.plan_request(
                     flow,
                     decision,
@@ -640,7 +674,15 @@ class SocialGuard:
                 decision, extra = plan.decision, dict(plan.extra)
         upgrade = _header_text(head, b"upgrade") if b"upgrade" in head else ""
         decision_id = self._record_request(
-            flow, decision, loaded, sni, extra, upgrade=upgrade or "", scheme=scheme, method=method
+            flow,
+            decision,
+            loaded,
+            sni,
+            extra,
+            upgrade=upgrade or "",
+            scheme=scheme,
+            method=method,
+            peer=peer,
         )
         # Action and Basis are StrEnums: the members are the strings (`.value` is Python code)
         flow.metadata[METADATA_KEY] = Verdict(
@@ -656,18 +698,59 @@ class SocialGuard:
                 str(decision.action), str(decision.basis), time.perf_counter() - started
             )
 
+    def _peer(self, loaded: LoadedPolicy, client: connection.Client, user: str | None) -> _Peer:
+        """This connection's standing facts (see _Peer), worked out again when one changed."""
+        peer = self._peers.get(client)
+        neighbours = self._neighbours
+        if (
+            peer is not None
+            and peer.loaded is loaded
+            and peer.user == user
+            and (neighbours is None or neighbours.lookup(peer.client_ip) == peer.mac)
+        ):
+            return peer
+        ip = _client_ip(client)
+        raw_sni = client.sni
+        peer = _Peer(
+            loaded,
+            user,
+            neighbours.lookup(ip) if neighbours is not None else None,
+            ip,
+            self._principal(loaded, client, user, look_up_user=False),
+            _normalised(raw_sni) if raw_sni else None,
+            _is_explicit(client),
+            bool(getattr(getattr(loaded.policy, "logging", None), "paths", False)),
+        )
+        if len(self._peers) >= PRINCIPAL_CACHE_SIZE:  # a backstop: client_disconnected drops them
+            self._peers.clear()
+        self._peers[client] = peer
+        return peer
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._peers.pop(client, None)
+
     def _request_hosts(
-        self, flow: http.HTTPFlow, head: dict[bytes, list[bytes]] | None = None
+        self,
+        flow: http.HTTPFlow,
+        head: dict[bytes, list[bytes]] | None = None,
+        peer: _Peer | None = None,
     ) -> tuple[str, ...]:
         """Every name this request is addressed to, normalised, Host/:authority first.
 
         In transparent mode `request.host` is only the original destination IP (where DNS pointed),
         decided at connection level; with an explicit proxy it is the name the client asked for.
-        `head` is the request's headers as `_scan_headers` gives them (read again when not given).
+        `head` is the request's headers as `_scan_headers` gives them (read again when not given);
+        `peer` the connection's facts (worked out here when not given).
         """
         req = flow.request
         if head is None:
             head = _scan_headers(req.data.headers.fields)
+        client = flow.client_conn
+        if peer is None:
+            explicit = _is_explicit(client)
+            sni = _normalised(client.sni) if client.sni else None
+        else:
+            explicit, sni = peer.explicit, peer.sni
         names: list[str] = []
         version = req.data.http_version
         if version in _HTTP2_OR_3:
@@ -682,11 +765,10 @@ class SocialGuard:
             if header:
                 names.append(_normalised(header))
         dest = req.data.host
-        client = flow.client_conn
-        if dest and (_is_explicit(client) or not _is_ip(dest) or not names):
+        if dest and (explicit or not _is_ip(dest) or not names):
             names.append(_normalised(dest))
-        if client.sni:
-            names.append(_normalised(client.sni))
+        if sni:
+            names.append(sni)
         if not names:
             raise ValueError("request carries no host name")
         if len(names) == 1:
@@ -872,13 +954,18 @@ class SocialGuard:
         upgrade: str | None = None,
         scheme: str | None = None,
         method: str | None = None,
+        peer: _Peer | None = None,
     ) -> str:
         """Write the request's decision to the log; return its id. `upgrade`, `scheme` and
-        `method` are the request's, when the caller has read them already (None: read here)."""
+        `method` are the request's, `peer` its connection's facts, when the caller has them
+        already (None: read here)."""
         decision_id = audit_schema.new_decision_id()
-        log_paths = bool(
-            loaded and getattr(getattr(loaded.policy, "logging", None), "paths", False)
-        )
+        if peer is not None:
+            log_paths = peer.log_paths
+        else:
+            log_paths = bool(
+                loaded and getattr(getattr(loaded.policy, "logging", None), "paths", False)
+            )
         req = flow.request
         scheme = req.scheme if scheme is None else scheme
         method = req.method if method is None else method
@@ -887,7 +974,7 @@ class SocialGuard:
         if upgrade.lower() == "websocket":
             extra = {**extra, "websocket": True}
         path = req.path if log_paths else None
-        client = _client_ip(flow.client_conn)
+        client = peer.client_ip if peer is not None else _client_ip(flow.client_conn)
         shape: dict[str, Any] = {
             "stage": "request",
             "client": client,
@@ -1049,12 +1136,30 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
+def _mismatch(hosts: tuple[str, ...], decision: Decision) -> dict[str, Any]:
+    """A request naming several hosts (domain fronting?): warn, and say so in its record."""
+    log.warning(
+        "host_mismatch",
+        hosts=list(hosts),
+        client=decision.principal.client_ip,
+        kept=decision.host,
+        action=str(decision.action),
+    )
+    return {"hosts": list(hosts)}
+
+
 def _strictest(decisions: list[Decision]) -> Decision:
     """Block wins over allow; among equals the first (the Host/:authority decision) is kept."""
     for d in decisions:
         if d.action is Action.BLOCK:
             return d
     return decisions[0]
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_sign_in_host(host: str) -> bool:
+    """accounts.is_sign_in_host, remembered: most requests go to no vendor's sign-in host."""
+    return is_sign_in_host(host)
 
 
 @functools.lru_cache(maxsize=65536)

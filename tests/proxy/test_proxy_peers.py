@@ -1,0 +1,110 @@
+"""A keep-alive connection's standing facts (who is asking, its SNI) are worked out once, and
+worked out again whenever something they rest on changes: the policy, the device's MAC address."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.proxy import mode_specs
+from mitmproxy.test import taddons, tflow, tutils
+
+from conftest import SCHOOL_HOURS, TEST_RULES  # type: ignore[import-not-found]
+from socialguard.proxy import ManualClock, SocialGuard
+from socialguard.proxy.addon import METADATA_KEY
+from socialguard.proxy.neighbours import NeighbourTable
+from socialguard.proxy.reload import load_checked
+
+STAFF_BY_DEVICE = TEST_RULES.replace(
+    'networks: [127.0.0.0/8, "::1/128"]', "devices: devices.csv"
+).split("tests:")[0]
+DEVICES = "device,mac,ip,owner\nlaptop-17,AA-BB-CC-DD-EE-01,,ms-smith\n"
+
+
+def _start(tmp_path: Path, rules: Path) -> tuple[SocialGuard, Any]:
+    addon = SocialGuard(ManualClock(SCHOOL_HOURS))
+    tctx = taddons.context(addon, Proxyserver())
+    ctx = tctx.__enter__()
+    ctx.configure(
+        addon, connection_strategy="lazy", socialguard_rules=str(rules),
+        socialguard_state=str(tmp_path / "state"), socialguard_log_dir=str(tmp_path / "log"),
+        socialguard_node="unit",
+    )  # fmt: skip
+    return addon, tctx
+
+
+@pytest.fixture
+def one_connection() -> Any:
+    """A client connection that several requests (flows) share, as keep-alive and HTTP/2 do."""
+    client = tflow.tclient_conn()
+    client.proxy_mode = mode_specs.ProxyMode.parse("regular")
+    client.peername = ("127.0.0.1", 40000)
+    client.sni = None
+    return client
+
+
+def _ask(addon: SocialGuard, client: Any, host: str) -> str:
+    req = tutils.treq(
+        host=host, port=80, scheme=b"http", path=b"/",
+        headers=[(b"host", host.encode()), (b"accept", b"text/html")],
+    )  # fmt: skip
+    flow = tflow.tflow(req=req, client_conn=client)
+    addon.requestheaders(flow)
+    return str(flow.metadata[METADATA_KEY].action)
+
+
+@pytest.fixture
+def guard(tmp_path: Path) -> Iterator[tuple[SocialGuard, Path]]:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    addon, tctx = _start(tmp_path, rules)
+    try:
+        yield addon, rules
+    finally:
+        addon.done()
+        tctx.__exit__(None, None, None)
+
+
+def test_the_next_request_on_an_open_connection_follows_a_reloaded_policy(
+    guard: tuple[SocialGuard, Path], one_connection: Any
+) -> None:
+    addon, rules = guard
+    assert _ask(addon, one_connection, "www.facebook.com") == "block"
+    # The reload takes loopback out of the staff group: the same connection is no longer staff.
+    moved = TEST_RULES.replace('[127.0.0.0/8, "::1/128"]', "[10.0.0.0/8]")
+    rules.write_text(moved.split("tests:")[0])
+    addon._install_reloaded(load_checked(rules))
+    assert _ask(addon, one_connection, "www.facebook.com") == "allow"
+
+
+def test_a_connection_whose_device_changes_mac_is_resolved_again(
+    tmp_path: Path, one_connection: Any
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(STAFF_BY_DEVICE)
+    (tmp_path / "devices.csv").write_text(DEVICES)
+    addon, tctx = _start(tmp_path, rules)
+    try:
+        table = {"127.0.0.1": "aa:bb:cc:dd:ee:01"}
+        addon._neighbours = NeighbourTable(reader=lambda: table)
+        addon._neighbours.refresh()
+        assert _ask(addon, one_connection, "www.facebook.com") == "block"  # the staff laptop
+        table = {"127.0.0.1": "aa:bb:cc:dd:ee:99"}  # the address now answers for another device
+        addon._neighbours.refresh()
+        assert _ask(addon, one_connection, "www.facebook.com") == "allow"
+    finally:
+        addon.done()
+        tctx.__exit__(None, None, None)
+
+
+def test_a_closed_connection_is_forgotten(
+    guard: tuple[SocialGuard, Path], one_connection: Any
+) -> None:
+    addon, _ = guard
+    assert _ask(addon, one_connection, "www.example.org") == "allow"
+    assert one_connection in addon._peers
+    addon.client_disconnected(one_connection)
+    assert one_connection not in addon._peers
