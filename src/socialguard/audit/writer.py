@@ -131,16 +131,18 @@ class ChainRenderer:
     def __call__(self, _logger: Any, _method: str, event_dict: EventDict) -> Any:
         return self.seal_fields(encode_event(event_dict["event"])), {}
 
-    def seal_fields(self, fields: str) -> tuple[bytes, int, str]:
+    def seal_fields(self, fields: str, t: float | None = None) -> tuple[bytes, int, str]:
         """The sealed line for an event already encoded by `encode_event`, its seq and hash.
 
         `chain.seal` written out: one encode, one hash, one join. This runs once per request,
         between mitmproxy's own work, where every call and copy costs several times what it does
-        in a tight loop (a test holds the line equal to `seal`'s).
+        in a tight loop (a test holds the line equal to `seal`'s). `t`: the record's time, when the
+        caller has read the clock already.
         """
         state = self._state
         seq = state.seq + 1
-        t = self._clock()
+        if t is None:
+            t = self._clock()
         sec = int(t)
         if sec != self._sec:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
@@ -289,7 +291,7 @@ class AuditLog:
         processors that drop them are skipped here."""
         with self._lock:
             now = self._ready_to_write()
-            seq: int = self._sink.msg(*self._stamp.seal_fields(fields))
+            seq: int = self._sink.msg(*self._stamp.seal_fields(fields, now))
             self._dirty = True
             self._last_write = now
             return seq
