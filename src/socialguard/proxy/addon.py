@@ -202,7 +202,7 @@ class SocialGuard:
         loader.add_option(
             "socialguard_reload_interval",
             float,
-            0.25,
+            0.5,
             "Seconds between checks of the rules file and its includes for changes.",
         )
         loader.add_option(
