@@ -21,9 +21,10 @@ measured). Figure 1 is taken two ways:
   drifts by +-30 % within seconds, and a slower proxy under saturating load batches more requests
   per wake-up (cheaper per request), so this figure moves by more than the 5 % it should resolve;
 - lock-step: one keep-alive connection per proxy with one request in flight, so every proxy does
-  the same work per request; chunks of requests interleaved between bare mitmproxy, a second
-  identical bare mitmproxy (the A/A control: its ratio is the noise floor of the method) and
-  socialguard; CPU per request, pooled, with the per-chunk median and interquartile range.
+  the same work per request; bare mitmproxy, a second identical bare mitmproxy (the A/A control:
+  its ratio is the noise floor of the method) and socialguard take turns request by request;
+  CPU per request over chunks of such turns, pooled, with the per-chunk median and interquartile
+  range.
 Usage: `python bench/bench_proxy.py [--seconds 3] [--rounds 6] [--chunks 30] [--domains 1000000]`.
 """
 
@@ -443,28 +444,33 @@ def _lock_step(
     per_chunk: int,
     client: Any = _LockStep,
 ) -> dict[str, list[float]]:
-    """Proxy CPU microseconds per request (or connection), per chunk, the variants' chunks
-    interleaved.
+    """Proxy CPU microseconds per request (or connection), per chunk, the variants taking turns
+    request by request.
 
     With one request in flight every proxy does exactly the same work per request, however fast
     it is; under saturating load a slower proxy batches more requests per wake-up, which changes
-    its cost per request and muddles the comparison. Chunks alternate between the variants in
-    order and reverse order, so a drift in the machine's speed falls on each alike.
+    its cost per request and muddles the comparison. Within a chunk the variants take turns one
+    request each (the order rotating), so a drift in the machine's speed, which on this VM moves
+    by tens of percent within seconds, falls on every variant alike: with chunks of requests in
+    turn instead, the A/A control's chunks scattered by +-10 %; request by request, by +-2 %.
     """
-    clients = {name: client(proxies[name][0]) for name in names}
+    clients = [client(proxies[name][0]) for name in names]
+    pids = [proxies[name][1] for name in names]
+    k = len(names)
     try:
-        for name in names:
-            clients[name].requests(per_chunk)  # warm: connection, caches, upstream connection
+        for each in clients:
+            each.requests(per_chunk)  # warm: connection, caches, upstream connection
         out: dict[str, list[float]] = {name: [] for name in names}
-        for c in range(chunks):
-            for name in names if c % 2 == 0 else names[::-1]:
-                pid = proxies[name][1]
-                before = cpu_seconds(pid)
-                clients[name].requests(per_chunk)
-                out[name].append((cpu_seconds(pid) - before) / per_chunk * 1e6)
+        for _ in range(chunks):
+            before = [cpu_seconds(pid) for pid in pids]
+            for i in range(per_chunk):
+                for j in range(k):
+                    clients[(i + j) % k].requests(1)
+            for name, pid, b in zip(names, pids, before, strict=True):
+                out[name].append((cpu_seconds(pid) - b) / per_chunk * 1e6)
         return out
     finally:
-        for each in clients.values():
+        for each in clients:
             each.close()
 
 
