@@ -4,6 +4,7 @@ worked out again whenever something they rest on changes: the policy, the device
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,22 @@ STAFF_BY_DEVICE = TEST_RULES.replace(
 DEVICES = "device,mac,ip,owner\nlaptop-17,AA-BB-CC-DD-EE-01,,ms-smith\n"
 
 
-def _start(tmp_path: Path, rules: Path) -> tuple[SocialGuard, Any]:
+@contextmanager
+def _running(tmp_path: Path, rules_text: str) -> Iterator[tuple[SocialGuard, Path]]:
+    """The addon on `rules_text` (written to rules.yaml), shut down afterwards."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text)
     addon = SocialGuard(ManualClock(SCHOOL_HOURS))
-    tctx = taddons.context(addon, Proxyserver())
-    ctx = tctx.__enter__()
-    ctx.configure(
-        addon, connection_strategy="lazy", socialguard_rules=str(rules),
-        socialguard_state=str(tmp_path / "state"), socialguard_log_dir=str(tmp_path / "log"),
-        socialguard_node="unit",
-    )  # fmt: skip
-    return addon, tctx
+    with taddons.context(addon, Proxyserver()) as tctx:
+        tctx.configure(
+            addon, connection_strategy="lazy", socialguard_rules=str(rules),
+            socialguard_state=str(tmp_path / "state"), socialguard_log_dir=str(tmp_path / "log"),
+            socialguard_node="unit",
+        )  # fmt: skip
+        try:
+            yield addon, rules
+        finally:
+            addon.done()
 
 
 @pytest.fixture
@@ -58,14 +65,8 @@ def _ask(addon: SocialGuard, client: Any, host: str) -> str:
 
 @pytest.fixture
 def guard(tmp_path: Path) -> Iterator[tuple[SocialGuard, Path]]:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(TEST_RULES)
-    addon, tctx = _start(tmp_path, rules)
-    try:
-        yield addon, rules
-    finally:
-        addon.done()
-        tctx.__exit__(None, None, None)
+    with _running(tmp_path, TEST_RULES) as running:
+        yield running
 
 
 def test_the_next_request_on_an_open_connection_follows_a_reloaded_policy(
@@ -83,11 +84,8 @@ def test_the_next_request_on_an_open_connection_follows_a_reloaded_policy(
 def test_a_connection_whose_device_changes_mac_is_resolved_again(
     tmp_path: Path, one_connection: Any
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(STAFF_BY_DEVICE)
     (tmp_path / "devices.csv").write_text(DEVICES)
-    addon, tctx = _start(tmp_path, rules)
-    try:
+    with _running(tmp_path, STAFF_BY_DEVICE) as (addon, _):
         table = {"127.0.0.1": "aa:bb:cc:dd:ee:01"}
         addon._neighbours = NeighbourTable(reader=lambda: table)
         addon._neighbours.refresh()
@@ -95,9 +93,6 @@ def test_a_connection_whose_device_changes_mac_is_resolved_again(
         table = {"127.0.0.1": "aa:bb:cc:dd:ee:99"}  # the address now answers for another device
         addon._neighbours.refresh()
         assert _ask(addon, one_connection, "www.facebook.com") == "allow"
-    finally:
-        addon.done()
-        tctx.__exit__(None, None, None)
 
 
 def test_a_closed_connection_is_forgotten(
