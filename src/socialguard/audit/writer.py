@@ -290,7 +290,9 @@ class AuditLog:
         `schema.EncodedDecisions`). Such an event must not carry the chain's own fields: the
         processors that drop them are skipped here."""
         with self._lock:
-            now = self._ready_to_write()
+            now: float = self._clock()
+            if self._closed or now >= self._next_midnight or self._state.bytes >= self.max_bytes:
+                now = self._ready_to_write()  # refuses a closed log, rotates when due
             seq: int = self._sink.msg(*self._stamp.seal_fields(fields, now))
             self._dirty = True
             self._last_write = now
