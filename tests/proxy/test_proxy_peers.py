@@ -3,6 +3,7 @@ worked out again whenever something they rest on changes: the policy, the device
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,3 +104,32 @@ def test_a_closed_connection_is_forgotten(
     assert one_connection in addon._peers
     addon.client_disconnected(one_connection)
     assert one_connection not in addon._peers
+
+
+def _records(tmp_path: Path) -> list[dict[str, Any]]:
+    out = []
+    for f in sorted((tmp_path / "log").glob("*.jsonl")):
+        out.extend(json.loads(line) for line in f.read_text().splitlines())
+    return [r for r in out if r.get("type") == "decision"]
+
+
+@pytest.mark.parametrize("log_paths", [False, True])
+def test_the_common_record_logs_the_path_only_when_the_policy_asks(
+    tmp_path: Path, one_connection: Any, log_paths: bool
+) -> None:
+    """The allowed request's record (the hook's shortest path) follows `logging.paths`."""
+    rules = TEST_RULES.split("tests:")[0] + ("logging: {paths: true}\n" if log_paths else "")
+    with _running(tmp_path, rules) as (addon, _):
+        for page in ("/a/page?q=secret", "/other"):
+            req = tutils.treq(
+                host="www.example.org", port=80, scheme=b"http", path=page.encode(),
+                headers=[(b"host", b"www.example.org")],
+            )  # fmt: skip
+            addon.requestheaders(tflow.tflow(req=req, client_conn=one_connection))
+    records = [r for r in _records(tmp_path) if r.get("stage") == "request"]
+    assert [r["action"] for r in records] == ["allow", "allow"]
+    if log_paths:
+        assert [r["path"] for r in records] == ["/a/page", "/other"]
+        assert "query" in records[0]["erased"] and "query" not in records[1].get("erased", [])
+    else:
+        assert all("path" not in r and "path" in r["erased"] for r in records)

@@ -672,18 +672,22 @@ class SocialGuard:
                     flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
                     return
                 decision, extra = plan.decision, dict(plan.extra)
-        upgrade = _header_text(head, b"upgrade") if b"upgrade" in head else ""
-        decision_id = self._record_request(
-            flow,
-            decision,
-            loaded,
-            sni,
-            extra,
-            upgrade=upgrade or "",
-            scheme=scheme,
-            method=method,
-            peer=peer,
-        )
+        if extra or b"upgrade" in head:
+            decision_id = self._record_request(
+                flow,
+                decision,
+                loaded,
+                sni,
+                extra,
+                upgrade=_header_text(head, b"upgrade") or "",
+                scheme=scheme,
+                method=method,
+                peer=peer,
+            )
+        else:  # the common record, without _record_request's reading of what is known here
+            decision_id = self._record_plain(
+                decision, peer.client_ip, scheme, method, path if peer.log_paths else None, sni
+            )
         # Action and Basis are StrEnums: the members are the strings (`.value` is Python code)
         flow.metadata[METADATA_KEY] = Verdict(
             decision_id, decision.action, decision.basis, decision.rule_id, hosts
@@ -959,7 +963,6 @@ class SocialGuard:
         """Write the request's decision to the log; return its id. `upgrade`, `scheme` and
         `method` are the request's, `peer` its connection's facts, when the caller has them
         already (None: read here)."""
-        decision_id = audit_schema.new_decision_id()
         if peer is not None:
             log_paths = peer.log_paths
         else:
@@ -975,22 +978,48 @@ class SocialGuard:
             extra = {**extra, "websocket": True}
         path = req.path if log_paths else None
         client = peer.client_ip if peer is not None else _client_ip(flow.client_conn)
-        shape: dict[str, Any] = {
-            "stage": "request",
-            "client": client,
-            "scheme": scheme,
-            "method": method,
-            "path": path,
-            "sni": sni,
-        }
-        if not extra:  # the common record: its text is remembered per decision and request shape
-            self._log().write_encoded(
-                self._encoded.fields(decision, decision_id=decision_id, **shape)
+        if not extra:
+            return self._record_plain(decision, client, scheme, method, path, sni)
+        decision_id = audit_schema.new_decision_id()
+        self._write(
+            audit_schema.decision_event(
+                decision,
+                decision_id=decision_id,
+                stage="request",
+                client=client,
+                scheme=scheme,
+                method=method,
+                path=path,
+                sni=sni,
+                **extra,
             )
-        else:
-            self._write(
-                audit_schema.decision_event(decision, decision_id=decision_id, **shape, **extra)
+        )
+        return decision_id
+
+    def _record_plain(  # noqa: PLR0917 - one hot-path call site and one more
+        self,
+        decision: Decision,
+        client: str,
+        scheme: str,
+        method: str,
+        path: str | None,
+        sni: str | None,
+    ) -> str:
+        """The common request record (no extra facts), written from its remembered encoding:
+        only the decision id differs between the records of a repeated decision."""
+        decision_id = audit_schema.new_decision_id()
+        self._log().write_encoded(
+            self._encoded.fields(
+                decision,
+                decision_id=decision_id,
+                stage="request",
+                client=client,
+                scheme=scheme,
+                method=method,
+                path=path,
+                sni=sni,
             )
+        )
         return decision_id
 
     def _error_decision(
@@ -1200,13 +1229,8 @@ def _scan_headers(fields: tuple[tuple[bytes, bytes], ...]) -> dict[bytes, list[b
     needs several headers, so it reads them all once.
     """
     out: dict[bytes, list[bytes]] = {}
-    for raw_name, value in fields:
-        name = raw_name.lower()
-        values = out.get(name)
-        if values is None:
-            out[name] = [value]
-        else:
-            values.append(value)
+    for raw_name, value in fields:  # one line a field: a browser sends a dozen
+        out.setdefault(raw_name.lower(), []).append(value)
     return out
 
 
