@@ -161,3 +161,28 @@ def test_nothing_in_force_is_the_engines_empty_snapshot(
     store.revoke_grant(g.id, "r", ADMIN)
     r.refresh_if_needed()
     assert r.current is Overrides.EMPTY
+
+
+def test_a_moved_change_counter_is_announced_once(store: SqliteStore, clock: FakeClock) -> None:
+    """The proxy's admin-event pump drains the outbox when told: every store write moves the
+    counter, so one announcement per change and none without one."""
+    r = SnapshotRefresher(store, clock=clock)
+    calls: list[int] = []
+    r.on_change = lambda: calls.append(store.change_counter())
+    assert not r.refresh_if_needed() and calls == []
+    store.add_grant("user:jdoe", ("facebook.com",), T0, T0 + timedelta(hours=1), "r", ADMIN)
+    assert r.refresh_if_needed()
+    assert calls == [store.change_counter()]
+    assert not r.refresh_if_needed() and len(calls) == 1
+
+
+def test_a_failing_listener_does_not_stop_the_refresh(store: SqliteStore, clock: FakeClock) -> None:
+    r = SnapshotRefresher(store, clock=clock)
+
+    def broken() -> None:
+        raise RuntimeError("listener bug")
+
+    r.on_change = broken
+    store.add_grant("user:jdoe", ("facebook.com",), T0, T0 + timedelta(hours=1), "r", ADMIN)
+    assert r.refresh_if_needed()
+    assert _granted(r.current, T0)

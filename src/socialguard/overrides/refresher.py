@@ -79,6 +79,9 @@ class SnapshotRefresher:
         self._next_boundary: datetime | None = None
         self.rebuilds = 0
         self.failures = 0
+        # Called (on the polling thread) whenever the change counter moves: the proxy's admin-event
+        # pump drains the outbox then, instead of polling the store on a thread of its own.
+        self.on_change: Callable[[], None] | None = None
         self.current: Any = initial
         if not self.refresh_now() and self.current is None:
             # No store yet: decide with no overrides at all (the stricter answer), not with None.
@@ -124,7 +127,13 @@ class SnapshotRefresher:
             log.error("overrides_poll_failed", error=str(e), error_type=type(e).__name__)
             return False
         boundary = self._next_boundary
-        if counter != self._counter or (boundary is not None and self._clock() >= boundary):
+        changed = counter != self._counter
+        if changed and self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception as e:  # a listener must not stop the snapshot from refreshing
+                log.error("overrides_change_listener_failed", error=repr(e))
+        if changed or (boundary is not None and self._clock() >= boundary):
             return self.refresh_now()
         return False
 

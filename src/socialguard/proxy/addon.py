@@ -273,6 +273,9 @@ class SocialGuard:
             self._open_store(settings)
         if self._pump is None:
             self._pump = AdminEventPump(self._store, self._audit, settings.node).start()
+            self._pump.wake()  # what the outbox held before this start
+            if self._refresher is not None:
+                self._refresher.on_change = self._pump.wake
         self._settings = settings
         self._update_neighbours(settings.neighbours, list(ctx.options.mode))
 
@@ -386,6 +389,8 @@ class SocialGuard:
 
     def _stop_pump(self) -> None:
         pump, self._pump = self._pump, None
+        if self._refresher is not None:
+            self._refresher.on_change = None
         if pump is not None:
             pump.stop()
 

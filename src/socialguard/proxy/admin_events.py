@@ -35,14 +35,21 @@ def pump_once(store: Any, audit: Any, node: str) -> int:
 
 
 class AdminEventPump:
-    """Polls the outbox every `interval_s` on a daemon thread; `stop()` drains once more."""
+    """Drains the outbox on a daemon thread when woken (`wake()`, called when the store's change
+    counter moves: every write to the store bumps it, in the same transaction as its outbox row)
+    and at least every `interval_s` regardless; `stop()` drains once more.
 
-    def __init__(self, store: Any, audit: Any, node: str, interval_s: float = 0.5) -> None:
+    Woken rather than polling every half second: the store is already polled by the overrides
+    refresher, and every wake-up of a thread costs the proxy's event loop (cold caches, the GIL).
+    """
+
+    def __init__(self, store: Any, audit: Any, node: str, interval_s: float = 10.0) -> None:
         self._store = store
         self._audit = audit
         self._node = node
         self._interval_s = interval_s
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> AdminEventPump:
@@ -52,8 +59,13 @@ class AdminEventPump:
         self._thread.start()
         return self
 
+    def wake(self) -> None:
+        """Drain soon: something was written to the store (thread-safe, returns at once)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
@@ -67,5 +79,9 @@ class AdminEventPump:
             log.error("admin_events_pump_failed", error=str(e))
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        while True:
+            self._wake.wait(self._interval_s)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
             self._drain()
