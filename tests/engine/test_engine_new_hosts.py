@@ -116,3 +116,13 @@ def test_a_host_asked_again_gets_the_remembered_decision(policy: CompiledPolicy)
     assert second is not first
     assert third is second
     assert _answer(first) == _answer(second)
+
+
+def test_the_cached_host_tags_are_the_hosts_classification(policy: CompiledPolicy) -> None:
+    """decide_connection takes a host's tags from host_rules (cached) instead of classify()."""
+    names = ["warm.facebook.com", "n1.facebook.com", "games.facebook.com", "x.games.facebook.com",
+             "www.facebook.com", "n2.www.facebook.com", "n3.example.org", "10.1.2.3",
+             "157.240.1.1", "facebook.com"]  # fmt: skip
+    for _ in range(2):  # first sight (the per-parent shortcut), then from the per-host cache
+        for host in names:
+            assert dict(policy.host_rules(host)[0]) == dict(policy.classify(host)), host

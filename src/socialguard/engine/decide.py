@@ -373,7 +373,7 @@ def decide_connection(
         return ConnectionDecision(ConnectionVerdict.INSPECT, decision)
     request = Request(host=sni, sni=sni)
     decision = decide(policy, request, principal, now, overrides)
-    tags = policy.classify(sni)
+    tags = policy.host_rules(sni)[0]  # classify(sni), from the per-host cache decide() just filled
     if dest_ip is not None and policy.ip_index.entries:
         ip_tags = policy.ip_index.lookup(dest_ip)
         if ip_tags:
