@@ -27,6 +27,9 @@ _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
     sni=st.none() | _TEXT,
     stage=st.sampled_from(["request", "connection", "websocket"]),
     ids=st.lists(st.from_regex(r"[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}", fullmatch=True), min_size=4),
+    extra=st.sampled_from(
+        [(), (("verdict", "pass"),), (("verdict", "inspect"), ("ech", True)), (("ech", False),)]
+    ),
 )
 def test_the_encoded_members_equal_encoding_the_event(  # noqa: PLR0917 - hypothesis arguments
     user: str | None,
@@ -37,6 +40,7 @@ def test_the_encoded_members_equal_encoding_the_event(  # noqa: PLR0917 - hypoth
     sni: str | None,
     stage: str,
     ids: list[str],
+    extra: tuple[tuple[str, object], ...],
 ) -> None:
     """Any user name or path (even one containing the id slot's text), first time and again."""
     decision = make_decision(host, user=user)
@@ -50,12 +54,19 @@ def test_the_encoded_members_equal_encoding_the_event(  # noqa: PLR0917 - hypoth
             shape["method"] = "PUT" if shape["method"] != "PUT" else None
         elif i % 4 == 3:
             sni = (sni or "") + "s"
+        facts = extra if i % 2 == 0 else ()  # the same decision with and without them
         expected = encode_event(
-            decision_event(decision, decision_id=decision_id, path=path, sni=sni, **shape)
+            decision_event(
+                decision, decision_id=decision_id, path=path, sni=sni, **shape, **dict(facts)
+            )
         )
-        got = encoded.fields(decision, decision_id=decision_id, path=path, sni=sni, **shape)
+        got = encoded.fields(
+            decision, decision_id=decision_id, path=path, sni=sni, **shape, extra=facts
+        )
         assert got == expected
-        shared = _SHARED.fields(decision, decision_id=decision_id, path=path, sni=sni, **shape)
+        shared = _SHARED.fields(
+            decision, decision_id=decision_id, path=path, sni=sni, **shape, extra=facts
+        )
         assert shared == expected
 
 

@@ -13,6 +13,7 @@ These functions build plain dicts; `AuditLog.write` adds the chain fields (`seq`
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from typing import Any
 
 from socialguard.engine.model import Decision
@@ -195,9 +196,11 @@ class EncodedDecisions:
         method: str | None = None,
         path: str | None = None,
         sni: str | None = None,
+        extra: tuple[tuple[str, Hashable], ...] = (),
     ) -> str:
-        """`encode_event(decision_event(decision, ...))` for an event without extra facts."""
-        key = (id(decision), stage, client, scheme, method, path, sni)
+        """`encode_event(decision_event(decision, ..., **dict(extra)))`: `extra` holds the few
+        facts that repeat with the decision (a connection's verdict), in the order to write them."""
+        key = (id(decision), stage, client, scheme, method, path, sni, extra)
         known = self._known.get(key)
         if known is None or known[0] is not decision:
             event = decision_event(
@@ -209,6 +212,7 @@ class EncodedDecisions:
                 method=method,
                 path=path,
                 sni=sni,
+                **dict(extra),
             )
             text = encode_event(event)
             # decision_id is the second member: the first occurrence of the slot is its value
