@@ -27,7 +27,7 @@ import logging
 import time
 import traceback
 import weakref
-from collections.abc import Awaitable, MutableMapping
+from collections.abc import Awaitable, Hashable, MutableMapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -486,7 +486,7 @@ class SocialGuard:
         client = data.context.client
         raw_sni = data.client_hello.sni
         sni = self._normalise(raw_sni) if raw_sni else None
-        ech = any(ext == ECH_EXTENSION for ext, _ in data.client_hello.extensions)
+        ech = ECH_EXTENSION in [ext for ext, _ in data.client_hello.extensions]
         address = data.context.server.address
         target = address[0] if address else None
         dest_ip = target if target and _is_ip(target) else None
@@ -937,19 +937,24 @@ class SocialGuard:
         sni: str | None,
         *,
         stage: str,
-        **extra: Any,
+        ech: bool | None = None,
     ) -> str:
+        """Write a connection's decision; return its id. Written from the remembered encoding
+        (EncodedDecisions): a client opens connection after connection to the same sites."""
         decision_id = audit_schema.new_decision_id()
-        event = audit_schema.decision_event(
-            cd.decision,
-            decision_id=decision_id,
-            stage=stage,
-            client=_client_ip(client),
-            sni=sni,
-            verdict=str(cd.verdict),
-            **extra,
+        extra: tuple[tuple[str, Hashable], ...] = (("verdict", str(cd.verdict)),)
+        if ech is not None:
+            extra = (*extra, ("ech", ech))
+        self._log().write_encoded(
+            self._encoded.fields(
+                cd.decision,
+                decision_id=decision_id,
+                stage=stage,
+                client=_client_ip(client),
+                sni=sni,
+                extra=extra,
+            )
         )
-        self._write(event)
         return decision_id
 
     def _record_request(
