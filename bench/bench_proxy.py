@@ -379,6 +379,19 @@ def _rules_with_million(work: Path, domains: int) -> Path:
     return out
 
 
+def prepare(work: Path, domains: int, procs: list[Any]) -> tuple[Path, Any]:
+    """The CA, the upstream's certificate, the rules with a `domains`-name category, and the
+    upstreams' process (added to `procs`); returns the rules file and the upstreams' ports."""
+    from socialguard.proxy import ensure_ca
+
+    ensure_ca(work / "certs")
+    _self_signed(work)
+    rules = _rules_with_million(work, domains)
+    up, ports = start(_upstreams, str(work))
+    procs.append(up)
+    return rules, ports
+
+
 def _measured(pid: int, kind: str, port: int, seconds: float) -> tuple[float, float]:
     """(operations per wall second, operations per proxy CPU second) for one load run."""
     before = cpu_seconds(pid)
@@ -603,13 +616,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     procs: list[mp.Process] = []
     try:
-        from socialguard.proxy import ensure_ca
-
-        ensure_ca(work / "certs")
-        _self_signed(work)
-        rules = _rules_with_million(work, args.domains)
-        p, ports = start(_upstreams, str(work))
-        procs.append(p)
+        rules, ports = prepare(work, args.domains, procs)
         started = time.monotonic()
         proxies = _start_proxies(work, ports, rules, procs)
         print(f"set-up ({args.domains:,}-domain category compiled, 5 proxies): "

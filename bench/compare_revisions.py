@@ -26,16 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_proxy import (
-    REPO,
-    _cost_ratio,
-    _lock_step,
-    _proxy,
-    _rules_with_million,
-    _self_signed,
-    _upstreams,
-)
-from benchlib import start
+from bench_proxy import REPO, _cost_ratio, _lock_step, _proxy, prepare
 
 
 def _proxy_from(  # noqa: PLR0917 - a process target: positional by nature
@@ -67,13 +58,7 @@ def main() -> int:
     trees: list[Path] = []
     procs: list[Any] = []
     try:
-        from socialguard.proxy import ensure_ca
-
-        ensure_ca(work / "certs")
-        _self_signed(work)
-        rules = _rules_with_million(work, args.domains)
-        up, ports = start(_upstreams, str(work))
-        procs.append(up)
+        rules, ports = prepare(work, args.domains, procs)
         variants = [("bare", "bare", ""), ("bare2", "bare", ""), ("this checkout", "addon", "")]
         for i, rev in enumerate(args.revs):
             trees.append(_worktree(rev, work / f"tree{i}"))
