@@ -332,6 +332,7 @@ class SocialGuard:
     def _install_policy(self, loaded: LoadedPolicy, *, reloaded: bool) -> None:
         self._loaded = loaded  # one reference assignment: hooks see the old policy or the new one
         self._principals = {}
+        self._peers = {}  # each holds its policy: an idle connection must not keep the old alive
         _settle_heap()
         event = "rules_reloaded" if reloaded else "rules_loaded"
         log.info(event, version=loaded.policy.version, files=[s[0] for s in loaded.stamps])
