@@ -729,7 +729,7 @@ class SocialGuard:
             self._principal(loaded, client, user, look_up_user=False),
             _normalised(raw_sni) if raw_sni else None,
             _is_explicit(client),
-            bool(getattr(getattr(loaded.policy, "logging", None), "paths", False)),
+            _logs_paths(loaded),
         )
         if len(self._peers) >= PRINCIPAL_CACHE_SIZE:  # a backstop: client_disconnected drops them
             self._peers.clear()
@@ -974,12 +974,7 @@ class SocialGuard:
         """Write the request's decision to the log; return its id. `upgrade`, `scheme` and
         `method` are the request's, `peer` its connection's facts, when the caller has them
         already (None: read here)."""
-        if peer is not None:
-            log_paths = peer.log_paths
-        else:
-            log_paths = bool(
-                loaded and getattr(getattr(loaded.policy, "logging", None), "paths", False)
-            )
+        log_paths = peer.log_paths if peer is not None else _logs_paths(loaded)
         req = flow.request
         scheme = req.scheme if scheme is None else scheme
         method = req.method if method is None else method
@@ -1174,6 +1169,11 @@ def _settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def _logs_paths(loaded: LoadedPolicy | None) -> bool:
+    """Does the policy ask for request paths in the decision log (`logging.paths`)?"""
+    return bool(loaded and getattr(getattr(loaded.policy, "logging", None), "paths", False))
 
 
 def _mismatch(hosts: tuple[str, ...], decision: Decision) -> dict[str, Any]:
