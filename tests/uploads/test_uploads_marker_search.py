@@ -96,11 +96,16 @@ MORE = (  # a second folded marker and a literal one share the chunk's window wi
 )
 
 
+def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    """`data` cut at `cuts` (clamped, deduplicated, in order): the chunks a body arrives in."""
+    points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
 def _streamed(markers: tuple[Marker, ...], data: bytes, cuts: list[int], window: int) -> list[str]:
     inspector = UploadInspector(UploadRules(markers=markers, marker_window=window), "text/plain")
-    points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
-    for a, b in itertools.pairwise(points):
-        inspector.feed(data[a:b])
+    for piece in _pieces(data, cuts):
+        inspector.feed(piece)
     return sorted(inspector.finish().markers)
 
 
@@ -123,10 +128,9 @@ def test_a_streamed_text_misses_nothing_the_regex_finds_in_it(
 
 def _reference(markers: tuple[Marker, ...], data: bytes, cuts: list[int], window: int) -> list[str]:
     """The scan's definition: each marker searched by re in the last `window` bytes + chunk."""
-    points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     tail, found = b"", set()
-    for a, b in itertools.pairwise(points):
-        text = tail + data[a:b]
+    for piece in _pieces(data, cuts):
+        text = tail + piece
         found |= {m.name for m in markers if m.name not in found and m.pattern.search(text)}
         tail = text[-window:]
     return sorted(found)
