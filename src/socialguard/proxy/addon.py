@@ -617,59 +617,43 @@ class SocialGuard:
                 return  # 407 already set
         peer = self._peer(loaded, client, user)
         principal = peer.principal
-        now = self.clock.now()
         path = req.path
         if self.forms is not None and is_form_path(path):
             # The block page's own forms, answered in `request` once the body is in.
             flow.metadata[FORM_KEY] = principal
             return
-        started = time.perf_counter()
+        metrics = self._metrics
+        started = time.perf_counter() if metrics is not None else 0.0
+        now = self.clock.now()
         data = req.data
         head = _scan_headers(data.headers.fields)
         hosts = self._request_hosts(flow, head, peer)
-        sni = peer.sni
+        sni = peer.sni  # the connection's, worked out once
         overrides = self._overrides()
         policy = loaded.policy
         # The request's facts, read once (each mitmproxy property decodes bytes on every read).
-        scheme, method, port = req.scheme, req.method, req.port
-        content_type = _header_text(head, b"content-type")
-        page = path or "/"
-
-        def ask(upload: bool) -> Decision:
-            """The engine's answer for every name the request carries; the strictest wins."""
-            return _strictest(
-                [
-                    engine.decide(
-                        policy,
-                        Request(host, scheme, method, page, port, sni, upload, content_type),
-                        principal,
-                        now,
-                        overrides,
-                    )
-                    for host in hosts
-                ]
-            )
-
-        if len(hosts) == 1:  # the common case: no list, no comparison, no closure call
-            decision = engine.decide(
-                policy,
-                Request(hosts[0], scheme, method, page, port, sni, False, content_type),
-                principal,
-                now,
-                overrides,
-            )
+        scheme, method = req.scheme, req.method
+        facts = Request(
+            hosts[0], scheme, method, path or "/", req.port, sni, False,
+            _header_text(head, b"content-type"),
+        )  # fmt: skip
+        if len(hosts) == 1:  # the common case: one name, one question
+            decision = engine.decide(policy, facts, principal, now, overrides)
+            extra: dict[str, Any] = {}
         else:
-            decision = ask(False)
-        extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
+            decision = _ask(policy, hosts, facts, principal, now, overrides)
+            extra = _mismatch(hosts, decision)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
             if uploads.may_carry_body(head, data.http_version, method):
+                upload = _with_upload(facts)
                 plan = uploads.plan_request(
                     flow,
                     decision,
                     policy.uploads,
-                    lambda: ask(True),
+                    # a partial, not a lambda: a closure would make every local it names a cell
+                    functools.partial(_ask, policy, hosts, upload, principal, now, overrides),
                     sni=sni,
                     hosts=hosts,
                     extra=extra,
@@ -703,8 +687,8 @@ class SocialGuard:
                 flow, decision, decision_id, now, loaded, head=head
             )
             uploads.refuse_unread_body(flow)  # a large body is never read: close instead
-        if self._metrics is not None:
-            self._metrics.decision(
+        if metrics is not None:
+            metrics.decision(
                 str(decision.action), str(decision.basis), time.perf_counter() - started
             )
 
@@ -1186,6 +1170,36 @@ def _mismatch(hosts: tuple[str, ...], decision: Decision) -> dict[str, Any]:
         action=str(decision.action),
     )
     return {"hosts": list(hosts)}
+
+
+def _ask(  # noqa: PLR0917 - the engine's arguments, with the names to ask about
+    policy: Any,
+    hosts: tuple[str, ...],
+    facts: Request,
+    principal: Principal,
+    now: datetime,
+    overrides: Any,
+) -> Decision:
+    """The engine's answer for every name the request carries (`facts` with each host in
+    turn); the strictest wins."""
+    return _strictest(
+        [
+            engine.decide(policy, _with(facts, host, facts.upload), principal, now, overrides)
+            for host in hosts
+        ]
+    )
+
+
+def _with_upload(facts: Request) -> Request:
+    """The same request, asked about as an upload (the policy's upload rules apply to it)."""
+    return _with(facts, facts.host, True)
+
+
+def _with(facts: Request, host: str, upload: bool) -> Request:
+    return Request(
+        host, facts.scheme, facts.method, facts.path, facts.port, facts.sni, upload,
+        facts.content_type,
+    )  # fmt: skip
 
 
 def _strictest(decisions: list[Decision]) -> Decision:
