@@ -399,15 +399,17 @@ class SocialGuard:
         from socialguard.deploy.health import log_writable
         from socialguard.deploy.metrics import AdminServer, Metrics
 
-        if self._metrics is None:
-            self._metrics = Metrics()
-            self._metrics.policy_loaded(self._loaded is not None)
-            self._metrics.track_overrides(lambda: self._refresher and self._refresher.current)
         if self._admin is not None:
             self._admin.stop()
             self._admin = None
         if settings.admin is None:
             return
+        if self._metrics is None:
+            # Kept only where they can be read: counting every decision for no endpoint cost
+            # each request a dozen lines.
+            self._metrics = Metrics()
+            self._metrics.policy_loaded(self._loaded is not None)
+            self._metrics.track_overrides(lambda: self._refresher and self._refresher.current)
         host, port = settings.admin
         checks = {
             "policy": lambda: self._loaded is not None,
