@@ -253,20 +253,64 @@ def test_social_sni_is_inspected(guard: tuple[SocialGuard, Any]) -> None:
     assert data.ignore_connection is False
 
 
+def _extended(raw: bytes, ext_type: int, body: bytes = b"", random: bytes | None = None) -> bytes:
+    """A raw ClientHello (handshake body) with one more extension at the end of its list, and
+    optionally another `random`: version (2), random (32), session id (1 + n), cipher suites
+    (2 + n), compression methods (1 + n), extensions (2 + n)."""
+    at = 2 + 32
+    at += 1 + raw[at]
+    at += 2 + int.from_bytes(raw[at : at + 2], "big")
+    at += 1 + raw[at]
+    length = int.from_bytes(raw[at : at + 2], "big")
+    extension = ext_type.to_bytes(2, "big") + len(body).to_bytes(2, "big") + body
+    head = raw[:2] + (random if random is not None else raw[2:34]) + raw[34:at]
+    return head + (length + len(extension)).to_bytes(2, "big") + raw[at + 2 :] + extension
+
+
+def _hello_variant(tctx: Any, sni: str, ext_type: int | None, random: bytes | None = None) -> Any:
+    real = _hello_data(tctx, sni)
+    raw = real.client_hello.raw_bytes(wrap_in_record=False)
+    if ext_type is not None:
+        raw = _extended(raw, ext_type, b"\x00\x01", random)
+    elif random is not None:
+        raw = raw[:2] + random + raw[34:]
+    return tls.ClientHelloData(real.context, tls.ClientHello(raw))
+
+
 def test_encrypted_client_hello_is_never_passed_through_on_its_outer_sni(
     guard: tuple[SocialGuard, Any],
 ) -> None:
-    from types import SimpleNamespace
-
     addon, tctx = guard
-    real = _hello_data(tctx, "www.example.org")
-    # The same hello, with an encrypted_client_hello extension (0xfe0d) added to what was parsed.
-    with_ech = SimpleNamespace(
-        sni=real.client_hello.sni, extensions=[*real.client_hello.extensions, (0xFE0D, b"")]
-    )
-    data = tls.ClientHelloData(real.context, with_ech)  # type: ignore[arg-type]
+    # The same hello as a passed-through one, with an encrypted_client_hello extension (0xfe0d).
+    data = _hello_variant(tctx, "www.example.org", 0xFE0D)
+    assert data.client_hello.sni == "www.example.org"
     addon.tls_clienthello(data)
     assert data.ignore_connection is False
+    plain = _hello_variant(tctx, "www.example.org", None)
+    addon.tls_clienthello(plain)
+    assert plain.ignore_connection is True
+
+
+@pytest.mark.parametrize(
+    ("ext_type", "random", "expected"),
+    [
+        (None, None, False),
+        (0xFE0D, None, True),
+        # the two bytes of the type by chance in the random: the extension list decides
+        (None, b"\xfe\x0d" * 16, False),
+        (0xFE0D, b"\xfe\x0d" * 16, True),
+        (0xFE0E, None, False),  # a neighbouring type is not ECH
+    ],
+)
+def test_offers_ech_agrees_with_the_parsed_extension_list(
+    guard: tuple[SocialGuard, Any], ext_type: int | None, random: bytes | None, expected: bool
+) -> None:
+    from socialguard.proxy.addon import _offers_ech
+
+    _, tctx = guard
+    hello = _hello_variant(tctx, "www.example.org", ext_type, random).client_hello
+    assert (0xFE0D in [t for t, _ in hello.extensions]) is expected  # the variant is what it says
+    assert _offers_ech(hello) is expected
 
 
 def test_clienthello_failure_refuses_the_connection_without_contacting_the_origin(

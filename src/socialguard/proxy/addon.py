@@ -61,6 +61,7 @@ from .reload import LoadedPolicy, RulesWatcher, load_checked, rejection_errors
 log = structlog.get_logger(__name__)
 
 ECH_EXTENSION = 0xFE0D
+_ECH_TYPE_BYTES = ECH_EXTENSION.to_bytes(2, "big")
 METADATA_KEY = "socialguard"
 FORM_KEY = "socialguard_form"
 REFUSED_MESSAGE = "refused by socialguard: the district's policy blocks this destination"
@@ -489,7 +490,7 @@ class SocialGuard:
         client = data.context.client
         raw_sni = data.client_hello.sni
         sni = self._normalise(raw_sni) if raw_sni else None
-        ech = ECH_EXTENSION in [ext for ext, _ in data.client_hello.extensions]
+        ech = _offers_ech(data.client_hello)
         address = data.context.server.address
         target = address[0] if address else None
         dest_ip = target if target and _is_ip(target) else None
@@ -1172,6 +1173,23 @@ def _mismatch(hosts: tuple[str, ...], decision: Decision) -> dict[str, Any]:
         action=str(decision.action),
     )
     return {"hosts": list(hosts)}
+
+
+def _offers_ech(hello: tls.ClientHello) -> bool:
+    """Does the ClientHello carry an encrypted_client_hello extension (0xfe0d)?
+
+    Where the extension is, its type's two bytes are in the raw hello; most hellos have those
+    two bytes nowhere, and for them the parsed extension list, which mitmproxy builds in Python
+    (a few dozen lines every new connection), is not needed. Where the bytes are found (the
+    extension, or a chance match in the random or a key share) the list decides.
+    """
+    try:
+        raw = hello.raw_bytes(wrap_in_record=False)
+    except NotImplementedError:  # DTLS: no raw hello to search
+        raw = None
+    if raw is not None and _ECH_TYPE_BYTES not in raw:
+        return False
+    return ECH_EXTENSION in [ext for ext, _ in hello.extensions]
 
 
 def _ask(  # noqa: PLR0917 - the engine's arguments, with the names to ask about
