@@ -24,9 +24,17 @@ measured). Figure 1 is taken two ways:
   the same work per request; bare mitmproxy, a second identical bare mitmproxy (the A/A control:
   its ratio is the noise floor of the method) and socialguard take turns request by request;
   CPU per request over chunks of such turns, pooled, with the per-chunk median and interquartile
-  range; socialguard is compared with the mean of the two bare copies (which differ by up to
-  4 % on this VM, more than the method's scatter).
-Usage: `python bench/bench_proxy.py [--seconds 3] [--rounds 6] [--chunks 30] [--domains 1000000]`.
+  range; socialguard is compared with the mean of the two bare copies. Each of the three runs as
+  `--copies` processes (default 3), its cost the mean of theirs: two processes of the same code
+  differ by up to 2 % for their whole life on this VM, as much as the differences measured.
+  The cost is split: the main thread's (mitmproxy's event loop, where every request is handled)
+  per request, and the other threads' (the rules watcher, the overrides refresher, the decision
+  log's fsync) per second. The second comes by the clock, not by the request; in lock-step every
+  proxy serves a few dozen requests a second, so charged per request it weighs ten to thirty times
+  what it does under load. The last row of each figure puts the two together at socialguard's own
+  saturated rate from the same run: the throughput-equivalent figure the target is checked on.
+Usage: `python bench/bench_proxy.py [--seconds 3] [--rounds 6] [--chunks 30] [--copies 3]
+[--domains 1000000]`.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchlib import cpu_seconds, start
 
@@ -451,13 +459,35 @@ class _TlsLockStep:
         pass
 
 
+class LockStepCosts(NamedTuple):
+    """CPU microseconds per request (or connection) of each variant, per chunk: of the whole
+    process (`total`) and of its main thread alone (`main`, the event loop: what each request
+    costs), with the run's wall-clock `seconds` and requests per variant (`requests`).
+
+    `total - main` is the proxy's background threads (the rules watcher, the overrides refresher,
+    the decision log's fsync): their cost comes by the second, not by the request, so per request
+    it depends on how many requests a second the proxy serves, which in lock-step is far fewer
+    than under load (the CPU is shared by every variant in turn).
+    """
+
+    total: dict[str, list[float]]
+    main: dict[str, list[float]]
+    seconds: float
+    requests: int
+
+    def background_ms_per_s(self, name: str) -> float:
+        """The CPU a variant's other threads used, in milliseconds a second."""
+        extra_us = sum(self.total[name]) - sum(self.main[name])
+        return extra_us * (self.requests / len(self.total[name])) / 1e3 / self.seconds
+
+
 def _lock_step(
     proxies: dict[str, Any],
     names: tuple[str, ...],
     chunks: int,
     per_chunk: int,
     client: Any = _LockStep,
-) -> dict[str, list[float]]:
+) -> LockStepCosts:
     """Proxy CPU microseconds per request (or connection), per chunk, the variants taking turns
     request by request.
 
@@ -474,33 +504,77 @@ def _lock_step(
     try:
         for each in clients:
             each.requests(per_chunk)  # warm: connection, caches, upstream connection
-        out: dict[str, list[float]] = {name: [] for name in names}
+        total: dict[str, list[float]] = {name: [] for name in names}
+        main: dict[str, list[float]] = {name: [] for name in names}
+        started = time.monotonic()
         for _ in range(chunks):
-            before = [cpu_seconds(pid) for pid in pids]
+            before = [(cpu_seconds(pid), cpu_seconds(pid, main_only=True)) for pid in pids]
             for i in range(per_chunk):
                 for j in range(k):
                     clients[(i + j) % k].requests(1)
-            for name, pid, b in zip(names, pids, before, strict=True):
-                out[name].append((cpu_seconds(pid) - b) / per_chunk * 1e6)
-        return out
+            for name, pid, (t, m) in zip(names, pids, before, strict=True):
+                total[name].append((cpu_seconds(pid) - t) / per_chunk * 1e6)
+                main[name].append((cpu_seconds(pid, main_only=True) - m) / per_chunk * 1e6)
+        return LockStepCosts(total, main, time.monotonic() - started, chunks * per_chunk)
     finally:
         for each in clients:
             each.close()
 
 
-def _start_proxies(work: Path, ports: Any, rules: Path, procs: list[mp.Process]) -> dict[str, Any]:
+def _start_proxies(
+    work: Path, ports: Any, rules: Path, procs: list[mp.Process], copies: int
+) -> dict[str, Any]:
+    """Every variant as `copies` processes, "VARIANT#k" (the blocked-latency baseline once)."""
     proxies: dict[str, Any] = {}
-    for variant in ("bare", "bare2", "addon", "passall", "passall2", "instant403"):
-        recv, send = mp.Pipe(duplex=False)
-        p = mp.Process(
-            target=_proxy, args=(variant, send, ports, str(work), str(rules)), daemon=True
-        )
-        p.start()
-        procs.append(p)
-        if not recv.poll(180):
-            raise SystemExit(f"proxy {variant} did not start")
-        proxies[variant] = (recv.recv(), p.pid)
+    for copy in range(copies):
+        for variant in ("bare", "bare2", "addon", "passall", "passall2", "instant403"):
+            if variant == "instant403" and copy:
+                continue
+            name = f"{variant}#{copy}"
+            run = work / f"run-{name}"
+            run.mkdir()
+            recv, send = mp.Pipe(duplex=False)
+            p = mp.Process(
+                target=_proxy, args=(variant, send, ports, str(run), str(rules)), daemon=True
+            )
+            p.start()
+            procs.append(p)
+            if not recv.poll(180):
+                raise SystemExit(f"proxy {name} did not start")
+            proxies[name] = (recv.recv(), p.pid)
     return proxies
+
+
+def _lock_steps(
+    proxies: dict[str, Any],
+    variants: tuple[str, ...],
+    chunks: int,
+    per_chunk: int,
+    client: Any = _LockStep,
+) -> LockStepCosts:
+    """`_lock_step` over every process of the variants, then each variant's mean."""
+    names = tuple(n for n in proxies if n.rpartition("#")[0] in variants)
+    return by_variant(_lock_step(proxies, names, chunks, per_chunk, client), variants)
+
+
+def by_variant(costs: LockStepCosts, variants: tuple[str, ...]) -> LockStepCosts:
+    """Each variant's costs per chunk: the mean over its processes ("VARIANT#k").
+
+    Two processes of the very same code differ by up to 2 % for their whole life on this VM
+    (where their memory landed), as much as the differences measured: each variant runs as
+    several processes, and its cost is theirs averaged.
+    """
+
+    def mean_of(steps: dict[str, list[float]], name: str) -> list[float]:
+        copies = [v for key, v in steps.items() if key.rpartition("#")[0] == name]
+        return [statistics.fmean(chunk) for chunk in zip(*copies, strict=True)]
+
+    return LockStepCosts(
+        {name: mean_of(costs.total, name) for name in variants},
+        {name: mean_of(costs.main, name) for name in variants},
+        costs.seconds,
+        costs.requests,
+    )
 
 
 def _row(name: str, ours: float, base: float, target: str) -> None:
@@ -539,25 +613,51 @@ def _cost_ratio(ours: list[float], base: list[float]) -> str:
     return f"{pooled:7.1%}  per chunk: median {med:.1%}, IQR {q1:.1%}..{q3:.1%}"
 
 
-def _lock_step_rows(
-    steps: dict[str, list[float]], copies: tuple[str, str], title: str, aa: str, added: str
+def _lock_step_rows(  # noqa: PLR0917 - one figure's rows and their labels
+    costs: LockStepCosts,
+    copies: tuple[str, str],
+    title: str,
+    aa: str,
+    added: str,
+    loaded_rate: float,
 ) -> None:
     """socialguard against the mean of the two baseline copies, then the copies against each
-    other (the A/A control), then the CPU socialguard adds."""
-    first, second = (steps[c] for c in copies)
-    base = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
-    mean = {k: statistics.fmean(v) for k, v in steps.items()}
-    base_mean = statistics.fmean(base)
-    print(f"{title:50} {mean['addon']:12.1f} {base_mean:12.1f} {_cost_ratio(steps['addon'], base)}")
-    print(f"{aa:50} {mean[copies[1]]:12.1f} {mean[copies[0]]:12.1f} {_cost_ratio(second, first)}")
-    print(f"{added:50} {mean['addon'] - base_mean:12.1f}")
+    other (the A/A control), then the CPU socialguard adds; then the same for the main thread
+    alone, the other threads' cost by the second, and the two put together at `loaded_rate`
+    (socialguard's own operations per CPU-second under saturating load, in this run)."""
+    for main_only, steps in ((False, costs.total), (True, costs.main)):
+        first, second = (steps[c] for c in copies)
+        base = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
+        mean = {k: statistics.fmean(v) for k, v in steps.items()}
+        base_mean = statistics.fmean(base)
+        prefix = "  main thread only: " if main_only else ""
+        _line(prefix + title, mean["addon"], base_mean, _cost_ratio(steps["addon"], base))
+        if not main_only:
+            _line(aa, mean[copies[1]], mean[copies[0]], _cost_ratio(second, first))
+        _line(prefix + added.strip() if main_only else added, mean["addon"] - base_mean)
+    background = {name: costs.background_ms_per_s(name) for name in (*copies, "addon")}
+    base_bg = (background[copies[0]] + background[copies[1]]) / 2
+    _line("  other threads, CPU ms a second", background["addon"], base_bg)
+    if loaded_rate <= 0:
+        return
+    main = {k: statistics.fmean(v) for k, v in costs.main.items()}
+    per_op = background["addon"] * 1e3 / loaded_rate
+    ours = main["addon"] + per_op
+    base = (main[copies[0]] + main[copies[1]]) / 2 + base_bg * 1e3 / loaded_rate
+    _line(f"  main thread + others' at {loaded_rate:.0f}/s", ours, base, f"{base / ours:7.1%}")
+    _line(f"    (others' share: {per_op:.1f} us each)")
+
+
+def _line(label: str, ours: float | None = None, base: float | None = None, tail: str = "") -> None:
+    cells = "".join(f" {v:12.1f}" for v in (ours, base) if v is not None)
+    print(f"{label:50}{cells} {tail}".rstrip())
 
 
 def _report(  # noqa: PLR0917 - one call site, every figure's samples
     rps: dict[str, list[Any]],
     cps: dict[str, list[Any]],
-    steps: dict[str, list[float]],
-    tls_steps: dict[str, list[float]],
+    steps: LockStepCosts,
+    tls_steps: LockStepCosts,
     lat: dict[str, Any],
     seconds: float,
 ) -> None:
@@ -575,6 +675,7 @@ def _report(  # noqa: PLR0917 - one call site, every figure's samples
         "plain HTTP keep-alive, lock-step, CPU us/request",
         "  A/A control: a second bare mitmproxy",
         "  added by socialguard, CPU us/request",
+        ours,
     )
     ours, base, _ = _pooled(cps["addon_tls"], cps["passall"], seconds)
     _row("TLS passthrough, saturated, conn per CPU-s", ours, base, ">= 95% of pass-everything")
@@ -585,6 +686,7 @@ def _report(  # noqa: PLR0917 - one call site, every figure's samples
         "TLS passthrough, lock-step, CPU us/connection",
         "  A/A control: a second pass-everything mitmproxy",
         "  added by socialguard, CPU us/connection",
+        ours,
     )
     hook_wall, hook_cpu = lat["hook_wall"], lat["hook_cpu"]
     print(
@@ -607,8 +709,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--chunks", type=int, default=30, help="lock-step chunks per variant")
-    ap.add_argument("--chunk-requests", type=int, default=200, help="requests per chunk")
+    ap.add_argument("--chunks", type=int, default=30, help="lock-step chunks")
+    ap.add_argument(
+        "--chunk-requests", type=int, default=70, help="lock-step requests per process a chunk"
+    )
+    ap.add_argument("--copies", type=int, default=3, help="lock-step processes per variant")
     ap.add_argument("--domains", type=int, default=1_000_000)
     ap.add_argument("--latency-requests", type=int, default=2000)
     args = ap.parse_args()
@@ -618,8 +723,8 @@ def main() -> int:
     try:
         rules, ports = prepare(work, args.domains, procs)
         started = time.monotonic()
-        proxies = _start_proxies(work, ports, rules, procs)
-        print(f"set-up ({args.domains:,}-domain category compiled, 5 proxies): "
+        proxies = _start_proxies(work, ports, rules, procs, args.copies)
+        print(f"set-up ({args.domains:,}-domain category compiled, {len(proxies)} proxies): "
               f"{time.monotonic() - started:.1f} s")  # fmt: skip
         load = os.getloadavg()[0]
         print(f"machine: {os.cpu_count()} cores, load average {load:.1f}, shared with other "
@@ -631,23 +736,23 @@ def main() -> int:
             # that a change in the machine's load falls on both sides alike.
             flip = slice(None, None, -1 if r % 2 else 1)
             for v in ("bare", "addon")[flip]:
-                port, pid = proxies[v]
+                port, pid = proxies[f"{v}#0"]
                 rps[v].append(_measured(pid, "http", port, args.seconds))
             tls_pairs: tuple[tuple[str, str], ...] = (
                 ("passall", "passall"),
                 ("addon", "addon_tls"),
             )
             for v, key in tls_pairs[flip]:
-                port, pid = proxies[v]
+                port, pid = proxies[f"{v}#0"]
                 cps[key].append(_measured(pid, "tls", port, args.seconds))
-        steps = _lock_step(proxies, ("bare", "bare2", "addon"), args.chunks, args.chunk_requests)
-        tls_steps = _lock_step(
+        steps = _lock_steps(proxies, ("bare", "bare2", "addon"), args.chunks, args.chunk_requests)
+        tls_steps = _lock_steps(
             proxies, ("passall", "passall2", "addon"), args.chunks, args.chunk_requests // 4,
             client=_TlsLockStep,
         )  # fmt: skip
         lat: dict[str, Any] = {"n": args.latency_requests}
         for name, variant in (("addon", "addon"), ("base", "instant403")):
-            port, pid = proxies[variant]
+            port, pid = proxies[f"{variant}#0"]
             before = cpu_seconds(pid)
             lat[name] = _latencies(port, args.latency_requests)
             lat["cpu_" + name] = cpu_seconds(pid) - before

@@ -23,9 +23,10 @@ def start(target: Any, *args: Any, timeout: float = 120) -> tuple[mp.Process, An
     return p, recv.recv()
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, *, main_only: bool = False) -> float:
     """CPU time of a process so far, summed over its threads (a proxy inspects bodies and writes
-    its log on threads besides the event loop's).
+    its log on threads besides the event loop's); with `main_only`, its main thread's alone
+    (mitmproxy's event loop: where the per-request work is done).
 
     From the scheduler's nanosecond counters (/proc/PID/task/TID/schedstat): the 10 ms ticks of
     /proc/PID/stat are as large as the differences measured. A thread that ends between listing
@@ -37,7 +38,7 @@ def cpu_seconds(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     total = 0
-    for task in tasks.iterdir():
+    for task in [Path(tasks, str(pid))] if main_only else tasks.iterdir():
         try:
             total += int(Path(task, "schedstat").read_text().split()[0])
         except (OSError, ValueError, IndexError):

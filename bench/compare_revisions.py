@@ -1,17 +1,24 @@
 """The proxy's lock-step cost at other revisions beside this checkout's, in one run (`make bench`
 does not run it; run it by hand to judge a change).
 
-Each revision is checked out into a temporary git worktree, and its socialguard runs in a proxy
-process of its own (spawned with that tree's `src` first on its path). Two bare mitmproxies, this
-checkout's socialguard and each revision's then take turns request by request, as in
-`bench_proxy.py`'s lock-step figure: allowed plain HTTP, keep-alive, one request in flight. Every
-proxy is compared with the mean of the two bare copies. Figures from separate runs on this VM
+Each revision is checked out into a temporary git worktree, and its socialguard runs in proxy
+processes of its own (spawned with that tree's `src` first on its path). Two bare mitmproxy
+variants, this checkout's socialguard and each revision's then take turns request by request, as
+in `bench_proxy.py`'s lock-step figure: allowed plain HTTP, keep-alive, one request in flight.
+Every variant is compared with the mean of the two bare ones. Figures from separate runs on this VM
 differ by more than most changes do (the CPU speed drifts by tens of percent within minutes, and
 with it what the addon adds per request), so a change is judged against its parent in the same
 run, never against an earlier run's numbers.
 
-Usage: `python bench/compare_revisions.py REV [REV ...] [--chunks 30] [--chunk-requests 200]`,
-e.g. `python bench/compare_revisions.py HEAD~3`.
+Each variant runs as `--copies` processes (default 3), its cost the mean of theirs: two processes
+of the very same code differ by up to 2 % for the life of the process (where their memory landed),
+as much as the changes being judged; with one process a variant, a 10 µs change could not be told.
+
+With `--tls` the work is the passthrough figure's instead: new TLS connections through CONNECT,
+passed through on the SNI decision, against two mitmproxies that pass every connection through.
+
+Usage: `python bench/compare_revisions.py REV [REV ...] [--tls] [--copies 3] [--chunks 20]
+[--chunk-requests 60]`, e.g. `python bench/compare_revisions.py HEAD~3`.
 """
 
 from __future__ import annotations
@@ -26,7 +33,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_proxy import REPO, _cost_ratio, _lock_step, _proxy, prepare
+from bench_proxy import (
+    REPO,
+    LockStepCosts,
+    _cost_ratio,
+    _lock_step,
+    _proxy,
+    _TlsLockStep,
+    by_variant,
+    prepare,
+)
 
 
 def _proxy_from(  # noqa: PLR0917 - a process target: positional by nature
@@ -49,37 +65,54 @@ def _worktree(rev: str, into: Path) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("revs", nargs="+", help="git revisions to compare with this checkout")
-    ap.add_argument("--chunks", type=int, default=30)
-    ap.add_argument("--chunk-requests", type=int, default=200)
+    ap.add_argument("--chunks", type=int, default=20)
+    ap.add_argument("--chunk-requests", type=int, default=60, help="requests per proxy a chunk")
+    ap.add_argument(
+        "--copies", type=int, default=3, help="proxy processes per variant, their costs averaged"
+    )
     ap.add_argument("--domains", type=int, default=1000)
+    ap.add_argument("--tls", action="store_true", help="new passed-through TLS connections")
     args = ap.parse_args()
+    baseline = "passall" if args.tls else "bare"
     ctx = mp.get_context("spawn")
     work = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     trees: list[Path] = []
     procs: list[Any] = []
     try:
         rules, ports = prepare(work, args.domains, procs)
-        variants = [("bare", "bare", ""), ("bare2", "bare", ""), ("this checkout", "addon", "")]
+        variants = [
+            ("bare", baseline, ""),
+            ("bare2", baseline, ""),
+            ("this checkout", "addon", ""),
+        ]
         for i, rev in enumerate(args.revs):
             trees.append(_worktree(rev, work / f"tree{i}"))
             variants.append((rev, "addon", str(trees[-1])))
         proxies: dict[str, tuple[int, int]] = {}
-        for name, variant, tree in variants:
-            (work / f"run-{len(proxies)}").mkdir()
-            recv, send = ctx.Pipe(duplex=False)
-            p = ctx.Process(
-                target=_proxy_from,
-                args=(tree, variant, send, ports, str(work / f"run-{len(proxies)}"), str(rules)),
-                daemon=True,
-            )
-            p.start()
-            procs.append(p)
-            if not recv.poll(300):
-                raise SystemExit(f"proxy {name} did not start")
-            proxies[name] = (recv.recv(), p.pid)
+        for copy in range(args.copies):
+            for name, variant, tree in variants:
+                run = work / f"run-{len(proxies)}"
+                run.mkdir()
+                recv, send = ctx.Pipe(duplex=False)
+                p = ctx.Process(
+                    target=_proxy_from,
+                    args=(tree, variant, send, ports, str(run), str(rules)),
+                    daemon=True,
+                )
+                p.start()
+                procs.append(p)
+                if not recv.poll(300):
+                    raise SystemExit(f"proxy {name} did not start")
+                proxies[f"{name}#{copy}"] = (recv.recv(), p.pid)
         names = tuple(proxies)
-        steps = _lock_step(proxies, names, args.chunks, args.chunk_requests)
-        _report(steps)
+        if args.tls:  # a connection costs several requests' worth: fewer to a chunk
+            steps = _lock_step(
+                proxies, names, args.chunks, args.chunk_requests // 4, client=_TlsLockStep
+            )
+        else:
+            steps = _lock_step(proxies, names, args.chunks, args.chunk_requests)
+        work_done = "new TLS connections, passed through" if args.tls else "allowed plain HTTP"
+        _report(steps, [name for name, _, _ in variants], work_done, args.copies)
         return 0
     finally:
         for p in procs:
@@ -92,14 +125,23 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _report(steps: dict[str, list[float]]) -> None:
-    base = [(a + b) / 2 for a, b in zip(steps["bare"], steps["bare2"], strict=True)]
+def _report(costs: LockStepCosts, variants: list[str], work: str, copies: int) -> None:
+    """Per variant: the main thread's CPU per operation (what each request costs; compared with
+    the baseline), the whole process's, and what its other threads used by the second."""
+    costs = by_variant(costs, tuple(variants))
+    main, total = costs.main, costs.total
+    base = [(a + b) / 2 for a, b in zip(main["bare"], main["bare2"], strict=True)]
     base_mean = statistics.fmean(base)
-    print(f"{'variant (lock-step, allowed plain HTTP)':40} {'CPU us/req':>10} {'added':>8}  "
-          "requests per CPU-s vs the mean of the two bare copies")  # fmt: skip
-    for name, values in steps.items():
-        mean = statistics.fmean(values)
-        print(f"{name:40} {mean:10.1f} {mean - base_mean:8.1f}  {_cost_ratio(values, base)}")
+    print(f"lock-step, {work}; each variant the mean of {copies} proxy processes; bare, bare2: "
+          "two baseline variants (their difference is the method's noise floor)")  # fmt: skip
+    print(f"{'variant':28} {'main us/op':>10} {'added':>7} {'all threads':>11} {'others ms/s':>11}"
+          "  main thread: operations per CPU-s vs the mean of the two baselines")  # fmt: skip
+    for name in variants:
+        mean = statistics.fmean(main[name])
+        others = costs.background_ms_per_s(name)
+        whole = statistics.fmean(total[name])
+        print(f"{name:28} {mean:10.1f} {mean - base_mean:7.1f} {whole:11.1f} {others:11.2f}  "
+              f"{_cost_ratio(main[name], base)}")  # fmt: skip
 
 
 if __name__ == "__main__":
