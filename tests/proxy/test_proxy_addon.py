@@ -236,6 +236,7 @@ def _hello_data(tctx: Any, sni: str | None) -> tls.ClientHelloData:
     ctx.server.address = (sni or "192.0.2.1", 443)
     hello = parse_client_hello(_client_hello(sni))
     assert hello is not None
+    client.sni = hello.sni  # as mitmproxy's TLS layer does just before the hook
     return tls.ClientHelloData(ctx, hello)
 
 

@@ -488,7 +488,9 @@ class SocialGuard:
     def _decide_connection(self, data: tls.ClientHelloData) -> None:
         loaded = self._require_policy()
         client = data.context.client
-        raw_sni = data.client_hello.sni
+        # mitmproxy sets the client's SNI from this very ClientHello just before the hook (TLS and
+        # QUIC layers alike); `client_hello.sni` would parse and validate it a second time.
+        raw_sni = client.sni
         sni = self._normalise(raw_sni) if raw_sni else None
         ech = _offers_ech(data.client_hello)
         address = data.context.server.address
