@@ -107,6 +107,39 @@ def test_a_closed_connection_is_forgotten(
     assert one_connection not in addon._peers
 
 
+def test_each_request_on_a_connection_is_decided_on_its_own_names(
+    guard: tuple[SocialGuard, Path], one_connection: Any
+) -> None:
+    """The connection remembers the names its last request was addressed to; a request naming
+    another host (a new Host header, or over HTTP/2 a new :authority) is asked about that host."""
+    addon, _ = guard
+    hosts = ["www.example.org", "www.facebook.com", "www.facebook.com", "www.example.org"]
+    assert [_ask(addon, one_connection, h) for h in hosts] == ["allow", "block", "block", "allow"]
+    # HTTP/2, one connection coalesced for both: the Host header the same, :authority not.
+    asked = []
+    for authority in (b"www.example.org", b"www.instagram.com", b"www.example.org"):
+        req = tutils.treq(
+            host="www.example.org", port=443, scheme=b"https", path=b"/", authority=authority,
+            http_version=b"HTTP/2.0", headers=[(b"accept", b"text/html")],
+        )  # fmt: skip
+        flow = tflow.tflow(req=req, client_conn=one_connection)
+        addon.requestheaders(flow)
+        asked.append(str(flow.metadata[METADATA_KEY].action))
+    assert asked == ["allow", "block", "allow"]
+    # The same target, another Host header (as a transparent proxy sees every request: the target
+    # is the address DNS gave, the name is in the header).
+    asked = []
+    for header in (b"www.example.org", b"www.facebook.com", b"www.example.org"):
+        req = tutils.treq(
+            host="192.0.2.80", port=80, scheme=b"http", path=b"/",
+            headers=[(b"host", header), (b"accept", b"text/html")],
+        )  # fmt: skip
+        flow = tflow.tflow(req=req, client_conn=one_connection)
+        addon.requestheaders(flow)
+        asked.append(str(flow.metadata[METADATA_KEY].action))
+    assert asked == ["allow", "block", "allow"]
+
+
 def _records(tmp_path: Path) -> list[dict[str, Any]]:
     out = []
     for f in sorted((tmp_path / "log").glob("*.jsonl")):

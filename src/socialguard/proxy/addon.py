@@ -105,7 +105,18 @@ class _Peer:
     it do not resolve the client again: every request's own facts are still read from the request.
     """
 
-    __slots__ = ("client_ip", "explicit", "loaded", "log_paths", "mac", "principal", "sni", "user")
+    __slots__ = (
+        "client_ip",
+        "explicit",
+        "hosts",
+        "hosts_from",
+        "loaded",
+        "log_paths",
+        "mac",
+        "principal",
+        "sni",
+        "user",
+    )
 
     def __init__(  # noqa: PLR0917 - a record of eight facts
         self,
@@ -126,6 +137,10 @@ class _Peer:
         self.sni = sni
         self.explicit = explicit
         self.log_paths = log_paths
+        # the names the last request was addressed to, and what they were read from (see
+        # _request_hosts): the requests of one connection nearly always name the same host
+        self.hosts: tuple[str, ...] = ()
+        self.hosts_from: tuple[object, ...] | None = None
 
 
 class SocialGuard:
@@ -739,40 +754,28 @@ class SocialGuard:
         In transparent mode `request.host` is only the original destination IP (where DNS pointed),
         decided at connection level; with an explicit proxy it is the name the client asked for.
         `head` is the request's headers as `_scan_headers` gives them (read again when not given);
-        `peer` the connection's facts (worked out here when not given).
+        `peer` the connection's facts (worked out here when not given). The names are remembered
+        on the peer with what they were read from, and a request read from the same Host header,
+        :authority, target and HTTP version gets them again without normalising them again.
         """
         req = flow.request
         if head is None:
             head = _scan_headers(req.data.headers.fields)
+        data = req.data
+        # Everything the names are read from besides the connection's standing facts.
+        source = (head.get(b"host"), data.authority, data.host, data.http_version)
+        if peer is not None and peer.hosts_from == source:
+            return peer.hosts
         client = flow.client_conn
         if peer is None:
             explicit = _is_explicit(client)
             sni = _normalised(client.sni) if client.sni else None
         else:
             explicit, sni = peer.explicit, peer.sni
-        names: list[str] = []
-        version = req.data.http_version
-        if version in _HTTP2_OR_3:
-            header = req.authority or _header_text(head, b"host")
-            if header:
-                names.append(_normalised(header))
-            # :authority came first; a Host header beside it is one more name the origin may use.
-            for extra in head.get(b"host", ()):
-                names.append(_normalised(_native(extra)))
-        else:
-            header = _header_text(head, b"host")
-            if header:
-                names.append(_normalised(header))
-        dest = req.data.host
-        if dest and (explicit or not _is_ip(dest) or not names):
-            names.append(_normalised(dest))
-        if sni:
-            names.append(sni)
-        if not names:
-            raise ValueError("request carries no host name")
-        if len(names) == 1:
-            return (names[0],)
-        return tuple(dict.fromkeys(names))
+        hosts = _names(head, data, req, explicit, sni)
+        if peer is not None:
+            peer.hosts, peer.hosts_from = hosts, source
+        return hosts
 
     def _engine_request(self, flow: http.HTTPFlow, host: str, sni: str | None) -> Request:
         req = flow.request
@@ -1175,6 +1178,38 @@ def _mismatch(hosts: tuple[str, ...], decision: Decision) -> dict[str, Any]:
         action=str(decision.action),
     )
     return {"hosts": list(hosts)}
+
+
+def _names(
+    head: dict[bytes, list[bytes]],
+    data: Any,
+    req: http.Request,
+    explicit: bool,
+    sni: str | None,
+) -> tuple[str, ...]:
+    """The names in `SocialGuard._request_hosts`'s order (`data` is the request's RequestData)."""
+    names: list[str] = []
+    if data.http_version in _HTTP2_OR_3:
+        header = req.authority or _header_text(head, b"host")
+        if header:
+            names.append(_normalised(header))
+        # :authority came first; a Host header beside it is one more name the origin may use.
+        for extra in head.get(b"host", ()):
+            names.append(_normalised(_native(extra)))
+    else:
+        header = _header_text(head, b"host")
+        if header:
+            names.append(_normalised(header))
+    dest = data.host
+    if dest and (explicit or not _is_ip(dest) or not names):
+        names.append(_normalised(dest))
+    if sni:
+        names.append(sni)
+    if not names:
+        raise ValueError("request carries no host name")
+    if len(names) == 1:
+        return (names[0],)
+    return tuple(dict.fromkeys(names))
 
 
 def _offers_ech(hello: tls.ClientHello) -> bool:
