@@ -368,3 +368,70 @@ def test_an_irrelevant_snapshot_gives_the_rules_answer_with_the_overrides_consid
         assert [s.step for s in d.trace][-2:] == ["emergency", "grant"]
     mine = Overrides.build([_grant("ip:10.20.1.5", ("facebook.com",), start)], [])
     assert ask(policy, "facebook.com", overrides=mine).basis is Basis.GRANT
+
+
+# -- decided by host alone ---------------------------------------------------------------------
+
+DOH_FORM_RULE = """
+  - id: no-doh
+    description: DoH hides destinations
+    what: {doh: true}
+    action: block
+"""
+
+
+@pytest.mark.parametrize(
+    ("host", "by_host"),
+    [
+        ("example.org", True),  # no rule names it: the default
+        ("192.0.2.7", True),  # an address no rule names: ip_literals
+        ("www.facebook.com", False),  # social, in school hours, liftable by a grant
+        ("facebook.com", False),
+        ("157.240.1.1", False),  # an address in the social category's network
+    ],
+)
+@pytest.mark.parametrize("doh_rule", [False, True])
+def test_a_host_decided_by_host_alone_gets_one_answer_whatever_else_changes(
+    make_policy: MakePolicy, host: str, by_host: bool, doh_rule: bool
+) -> None:
+    """decided_by_host(host) promises that decide() depends on nothing but the host and who asks:
+    here the path, method, content type, upload flag, time and overrides all vary around it."""
+    from socialguard.engine import decided_by_host
+
+    rules = RULES.replace("rules:\n", "rules:\n" + DOH_FORM_RULE) if doh_rule else RULES
+    policy = make_policy(rules)
+    # A rule for every host (DoH by its form) concerns every host.
+    assert decided_by_host(policy, host) is (by_host and not doh_rule)
+    if not decided_by_host(policy, host):
+        return
+    start = SCHOOL_TIME - timedelta(hours=1)
+    lifting = [
+        Overrides.EMPTY,
+        Overrides.build([_grant("ip:10.20.1.5", (host, "category:social"), start)], []),
+        Overrides.build([], [Emergency("e", "all", start, None, "drill", "admin")]),
+    ]
+    requests = [
+        {},
+        {"path": "/dns-query?dns=AAAB", "content_type": "application/dns-message"},
+        {"path": "/District", "scheme": "https", "method": "POST", "upload": True},
+        {"scheme": "http", "port": 8080, "method": "PUT"},
+    ]
+    answers = {
+        (d.action, d.basis, d.reason, d.rule_id, d.trace)
+        for when in (SCHOOL_TIME, EVENING, SCHOOL_TIME + timedelta(days=4))
+        for overrides in lifting
+        for fields in requests
+        for d in [ask(policy, host, when=when, overrides=overrides, **fields)]
+    }
+    assert len(answers) == 1
+
+
+def test_a_host_a_rule_concerns_may_get_different_answers(policy: CompiledPolicy) -> None:
+    """The converse, so that the test above cannot pass by asking about nothing that varies."""
+    from socialguard.engine import decided_by_host
+
+    assert not decided_by_host(policy, "www.facebook.com")
+    assert (
+        ask(policy, "www.facebook.com").action
+        is not ask(policy, "www.facebook.com", when=EVENING).action
+    )

@@ -6,7 +6,7 @@ policy's own tests share one code path. See docs/internals.md for the contract.
 """
 
 from .compiled import CompiledPolicy, CompiledRule, is_doh_request
-from .decide import decide, decide_connection
+from .decide import decide, decide_connection, decided_by_host
 from .domains import DomainIndex
 from .hosts import domain_suffixes, is_ip_literal, normalise_host
 from .model import (
@@ -45,6 +45,7 @@ __all__ = [
     "TraceStep",
     "decide",
     "decide_connection",
+    "decided_by_host",
     "domain_suffixes",
     "is_doh_request",
     "is_ip_literal",

@@ -32,7 +32,7 @@ from .model import (
 )
 from .overrides import Overrides
 
-__all__ = ["decide", "decide_connection"]
+__all__ = ["decide", "decide_connection", "decided_by_host"]
 
 _NO_BYPASS: frozenset[Bypass] = frozenset()
 _DEFAULT_ALLOW = TraceStep("default", "allow: no rule matched")
@@ -90,6 +90,18 @@ def decide(
             )
         return _plain_rule_decision(policy, rule, dest, request.host, principal, trace, seen)
     return _default_decision(policy, request, principal, trace, seen)
+
+
+def decided_by_host(policy: CompiledPolicy, host: str) -> bool:
+    """True when no rule of the policy could match `host` (normalised).
+
+    decide() then answers from the policy's default, or its `ip_literals:` handling, alone: for
+    one principal the answer is the same whatever the request's path, method, body or content
+    type, whatever the time (only a rule has a `when`), and whatever the overrides (a grant or an
+    emergency lifts a matching rule's block, and there is none). A caller asked about the same
+    host again and again, as a proxy is on a keep-alive connection, may keep that answer.
+    """
+    return not policy.host_rules(host)[1]
 
 
 def _remembered(
