@@ -14,7 +14,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy import mode_specs
 from mitmproxy.test import taddons, tflow, tutils
 
-from conftest import SCHOOL_HOURS, TEST_RULES  # type: ignore[import-not-found]
+from conftest import EVENING, SCHOOL_HOURS, TEST_RULES  # type: ignore[import-not-found]
 from socialguard.proxy import ManualClock, SocialGuard
 from socialguard.proxy.addon import METADATA_KEY
 from socialguard.proxy.neighbours import NeighbourTable
@@ -138,6 +138,32 @@ def test_each_request_on_a_connection_is_decided_on_its_own_names(
         addon.requestheaders(flow)
         asked.append(str(flow.metadata[METADATA_KEY].action))
     assert asked == ["allow", "block", "allow"]
+
+
+def test_a_connection_keeps_the_answer_only_for_names_no_rule_concerns(
+    guard: tuple[SocialGuard, Path], one_connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host no rule concerns is answered by the policy's default whatever the time (see
+    engine.decided_by_host), so its connection keeps the answer; a social host is asked about on
+    every request, and its answer follows the clock."""
+    from socialguard import engine
+
+    addon, _ = guard
+    asked: list[str] = []
+    real = engine.decide
+
+    def counting(policy: Any, request: Any, *args: Any) -> Any:
+        asked.append(request.host)
+        return real(policy, request, *args)
+
+    monkeypatch.setattr(engine, "decide", counting)
+    assert [_ask(addon, one_connection, "www.example.org") for _ in range(3)] == ["allow"] * 3
+    assert asked == ["www.example.org"]
+    assert _ask(addon, one_connection, "www.facebook.com") == "block"
+    addon.clock.set(EVENING)  # type: ignore[attr-defined]
+    assert _ask(addon, one_connection, "www.facebook.com") == "allow"
+    assert _ask(addon, one_connection, "www.example.org") == "allow"
+    assert asked == ["www.example.org", "www.facebook.com", "www.facebook.com", "www.example.org"]
 
 
 def _records(tmp_path: Path) -> list[dict[str, Any]]:

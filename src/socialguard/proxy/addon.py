@@ -40,6 +40,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from socialguard import engine  # attribute access: tests may replace decide() there
 from socialguard.audit import schema as audit_schema
 from socialguard.engine.accounts import is_sign_in_host
+from socialguard.engine.compiled import CompiledPolicy
 from socialguard.engine.model import (
     Action,
     Basis,
@@ -106,6 +107,7 @@ class _Peer:
     """
 
     __slots__ = (
+        "by_host",
         "client_ip",
         "explicit",
         "hosts",
@@ -141,6 +143,9 @@ class _Peer:
         # _request_hosts): the requests of one connection nearly always name the same host
         self.hosts: tuple[str, ...] = ()
         self.hosts_from: tuple[object, ...] | None = None
+        # names (the very tuple `hosts` held) that no rule of the policy concerns, with the
+        # engine's answer for them, which depends on nothing else (engine.decided_by_host)
+        self.by_host: tuple[tuple[str, ...], Decision] | None = None
 
 
 class SocialGuard:
@@ -657,12 +662,8 @@ class SocialGuard:
             hosts[0], scheme, method, path or "/", req.port, sni, False,
             _header_text(head, b"content-type"),
         )  # fmt: skip
-        if len(hosts) == 1:  # the common case: one name, one question
-            decision = engine.decide(policy, facts, principal, now, overrides)
-            extra: dict[str, Any] = {}
-        else:
-            decision = _ask(policy, hosts, facts, principal, now, overrides)
-            extra = _mismatch(hosts, decision)
+        decision = self._decision(peer, policy, hosts, facts, now, overrides)
+        extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
@@ -711,6 +712,28 @@ class SocialGuard:
             metrics.decision(
                 str(decision.action), str(decision.basis), time.perf_counter() - started
             )
+
+    @staticmethod
+    def _decision(  # noqa: PLR0917 - the engine's arguments, from the one hot-path call site
+        peer: _Peer,
+        policy: CompiledPolicy,
+        hosts: tuple[str, ...],
+        facts: Request,
+        now: datetime,
+        overrides: Any,
+    ) -> Decision:
+        """The engine's answer for the request's names, the strictest of them; for names that no
+        rule concerns, the answer it gave the connection's last request to them, which depends on
+        nothing else (engine.decided_by_host): most of a connection's requests go to one host."""
+        kept = peer.by_host
+        if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
+            return kept[1]
+        if len(hosts) == 1:
+            decision = engine.decide(policy, facts, peer.principal, now, overrides)
+            if engine.decided_by_host(policy, hosts[0]):
+                peer.by_host = (hosts, decision)
+            return decision
+        return _ask(policy, hosts, facts, peer.principal, now, overrides)
 
     def _peer(self, loaded: LoadedPolicy, client: connection.Client, user: str | None) -> _Peer:
         """This connection's standing facts (see _Peer), worked out again when one changed."""
