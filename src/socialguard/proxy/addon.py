@@ -654,21 +654,17 @@ class SocialGuard:
         head = _scan_headers(data.headers.fields)
         hosts = self._request_hosts(flow, head, peer)
         sni = peer.sni  # the connection's, worked out once
-        overrides = self._overrides()
         policy = loaded.policy
         # The request's facts, read once (each mitmproxy property decodes bytes on every read).
         scheme, method = req.scheme, req.method
-        facts = Request(
-            hosts[0], scheme, method, path or "/", req.port, sni, False,
-            _header_text(head, b"content-type"),
-        )  # fmt: skip
-        decision = self._decision(peer, policy, hosts, facts, now, overrides)
+        decision = self._decision(peer, policy, hosts, req, head, now)
         extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
             if uploads.may_carry_body(head, data.http_version, method):
-                upload = _with_upload(facts)
+                upload = _facts(req, hosts[0], sni, head, upload=True)
+                overrides = self._overrides()
                 plan = uploads.plan_request(
                     flow,
                     decision,
@@ -713,21 +709,24 @@ class SocialGuard:
                 str(decision.action), str(decision.basis), time.perf_counter() - started
             )
 
-    @staticmethod
     def _decision(  # noqa: PLR0917 - the engine's arguments, from the one hot-path call site
+        self,
         peer: _Peer,
         policy: CompiledPolicy,
         hosts: tuple[str, ...],
-        facts: Request,
+        req: http.Request,
+        head: dict[bytes, list[bytes]],
         now: datetime,
-        overrides: Any,
     ) -> Decision:
         """The engine's answer for the request's names, the strictest of them; for names that no
         rule concerns, the answer it gave the connection's last request to them, which depends on
-        nothing else (engine.decided_by_host): most of a connection's requests go to one host."""
+        nothing else (engine.decided_by_host): most of a connection's requests go to one host,
+        and those need neither the engine nor the request's other facts."""
         kept = peer.by_host
         if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
             return kept[1]
+        facts = _facts(req, hosts[0], peer.sni, head, upload=False)
+        overrides = self._overrides()
         if len(hosts) == 1:
             decision = engine.decide(policy, facts, peer.principal, now, overrides)
             if engine.decided_by_host(policy, hosts[0]):
@@ -1270,9 +1269,15 @@ def _ask(  # noqa: PLR0917 - the engine's arguments, with the names to ask about
     )
 
 
-def _with_upload(facts: Request) -> Request:
-    """The same request, asked about as an upload (the policy's upload rules apply to it)."""
-    return _with(facts, facts.host, True)
+def _facts(
+    req: http.Request, host: str, sni: str | None, head: dict[bytes, list[bytes]], *, upload: bool
+) -> Request:
+    """The request as the engine sees it, for one of its names; `upload`: asked about as an
+    upload (the policy's upload rules apply to it)."""
+    return Request(
+        host, req.scheme, req.method, req.path or "/", req.port, sni, upload,
+        _header_text(head, b"content-type"),
+    )  # fmt: skip
 
 
 def _with(facts: Request, host: str, upload: bool) -> Request:
