@@ -655,7 +655,7 @@ class SocialGuard:
         hosts = self._request_hosts(flow, head, peer)
         sni = peer.sni  # the connection's, worked out once
         policy = loaded.policy
-        # The request's facts, read once (each mitmproxy property decodes bytes on every read).
+        # Read once for the record (each mitmproxy property decodes bytes on every read).
         scheme, method = req.scheme, req.method
         decision = self._decision(peer, policy, hosts, req, head, now)
         extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
@@ -798,18 +798,6 @@ class SocialGuard:
         if peer is not None:
             peer.hosts, peer.hosts_from = hosts, source
         return hosts
-
-    def _engine_request(self, flow: http.HTTPFlow, host: str, sni: str | None) -> Request:
-        req = flow.request
-        return Request(
-            host=host,
-            scheme=req.scheme,
-            method=req.method,
-            path=req.path or "/",
-            port=req.port,
-            sni=sni,
-            content_type=req.headers.get("content-type"),
-        )
 
     def _fail_request(self, flow: http.HTTPFlow, exc: Exception, *, hook: str) -> None:
         log.error("hook_failed", hook=hook, error=repr(exc), where=_where(exc))
@@ -1252,7 +1240,7 @@ def _offers_ech(hello: tls.ClientHello) -> bool:
 
 
 def _ask(  # noqa: PLR0917 - the engine's arguments, with the names to ask about
-    policy: Any,
+    policy: CompiledPolicy,
     hosts: tuple[str, ...],
     facts: Request,
     principal: Principal,
@@ -1263,7 +1251,7 @@ def _ask(  # noqa: PLR0917 - the engine's arguments, with the names to ask about
     turn); the strictest wins."""
     return _strictest(
         [
-            engine.decide(policy, _with(facts, host, facts.upload), principal, now, overrides)
+            engine.decide(policy, _with_host(facts, host), principal, now, overrides)
             for host in hosts
         ]
     )
@@ -1280,9 +1268,9 @@ def _facts(
     )  # fmt: skip
 
 
-def _with(facts: Request, host: str, upload: bool) -> Request:
+def _with_host(facts: Request, host: str) -> Request:
     return Request(
-        host, facts.scheme, facts.method, facts.path, facts.port, facts.sni, upload,
+        host, facts.scheme, facts.method, facts.path, facts.port, facts.sni, facts.upload,
         facts.content_type,
     )  # fmt: skip
 
