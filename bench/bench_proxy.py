@@ -288,13 +288,13 @@ class Saturated(NamedTuple):
     cpu: dict[str, float]
 
     def per_cpu_second(self, variant: str) -> float:
-        names = [n for n in self.cpu if n.rpartition("#")[0] == variant]
+        names = _processes(self.cpu, (variant,))
         ops = sum(done for n in names for done, _ in self.windows[n])
         return ops / sum(self.cpu[n] for n in names)
 
     def window_rates(self, variant: str) -> list[float]:
         """Operations per CPU-second in each window of the variant's processes, in order."""
-        names = [n for n in self.cpu if n.rpartition("#")[0] == variant]
+        names = _processes(self.cpu, (variant,))
         per = [[d / c for d, c in self.windows[n]] for n in names]
         return [statistics.fmean(w) for w in zip(*per, strict=True)]
 
@@ -313,7 +313,7 @@ def _saturated(  # noqa: PLR0917 - the run's shape
     seconds on this VM, then falls on every proxy alike, as it could not when each had the load
     for seconds in turn. After each window the load pauses until the operations in flight are
     done, so that none is counted against the next proxy."""
-    names = [n for n in proxies if n.rpartition("#")[0] in variants]
+    names = _processes(proxies, variants)
     ports = [proxies[n][0] for n in names]
     pids = [proxies[n][1] for n in names]
     k = len(names)
@@ -537,13 +537,13 @@ class LockStepCosts(NamedTuple):
 
 def _lock_step(
     proxies: dict[str, Any],
-    names: tuple[str, ...],
+    variants: tuple[str, ...],
     chunks: int,
     per_chunk: int,
     client: Any = _LockStep,
 ) -> LockStepCosts:
-    """Proxy CPU microseconds per request (or connection), per chunk, the variants taking turns
-    request by request.
+    """Proxy CPU microseconds per request (or connection), per chunk, every process of the
+    variants taking turns request by request; each variant's the mean of its processes'.
 
     With one request in flight every proxy does exactly the same work per request, however fast
     it is; under saturating load a slower proxy batches more requests per wake-up, which changes
@@ -552,6 +552,7 @@ def _lock_step(
     by tens of percent within seconds, falls on every variant alike: with chunks of requests in
     turn instead, the A/A control's chunks scattered by +-10 %; request by request, by +-2 %.
     """
+    names = _processes(proxies, variants)
     clients = [client(proxies[name][0]) for name in names]
     pids = [proxies[name][1] for name in names]
     k = len(names)
@@ -569,46 +570,60 @@ def _lock_step(
             for name, pid, (t, m) in zip(names, pids, before, strict=True):
                 total[name].append((cpu_seconds(pid) - t) / per_chunk * 1e6)
                 main[name].append((cpu_seconds(pid, main_only=True) - m) / per_chunk * 1e6)
-        return LockStepCosts(total, main, time.monotonic() - started, chunks * per_chunk)
+        costs = LockStepCosts(total, main, time.monotonic() - started, chunks * per_chunk)
+        return by_variant(costs, variants)
     finally:
         for each in clients:
             each.close()
 
 
-def _start_proxies(
-    work: Path, ports: Any, rules: Path, procs: list[mp.Process], copies: int
+# (name, variant, tree): the proxies of the throughput figures, all from this checkout
+VARIANTS = tuple((v, v, "") for v in ("bare", "bare2", "addon", "passall", "passall2"))
+
+
+def _processes(named: Any, variants: tuple[str, ...]) -> list[str]:
+    """The names of the variants' processes ("VARIANT#k") among `named`'s keys, in order."""
+    return [n for n in named if n.rpartition("#")[0] in variants]
+
+
+def _proxy_from(  # noqa: PLR0917 - a process target: positional by nature
+    tree: str, variant: str, ready: Any, ports: Any, work: str, rules: str
+) -> None:
+    """`_proxy`, with socialguard imported from `tree`'s `src` (empty: this checkout)."""
+    if tree:
+        sys.path.insert(0, str(Path(tree) / "src"))
+    _proxy(variant, ready, ports, work, rules)
+
+
+def start_proxies(  # noqa: PLR0917 - where, what, and how many
+    work: Path,
+    ports: Any,
+    rules: Path,
+    procs: list[Any],
+    copies: int,
+    variants: Any = VARIANTS,
 ) -> dict[str, Any]:
-    """Every variant as `copies` processes, "VARIANT#k" (the blocked-latency baseline once)."""
+    """Every variant as `copies` processes "NAME#k": (port, pid) by name. `variants` holds
+    (name, variant, tree) triples; the processes are spawned, so that a tree's `src` can come
+    first on the path."""
+    ctx = mp.get_context("spawn")
     proxies: dict[str, Any] = {}
     for copy in range(copies):
-        for variant in ("bare", "bare2", "addon", "passall", "passall2", "instant403"):
-            if variant == "instant403" and copy:
-                continue
-            name = f"{variant}#{copy}"
-            run = work / f"run-{name}"
+        for name, variant, tree in variants:
+            run = work / f"run-{name}#{copy}"
             run.mkdir()
-            recv, send = mp.Pipe(duplex=False)
-            p = mp.Process(
-                target=_proxy, args=(variant, send, ports, str(run), str(rules)), daemon=True
+            recv, send = ctx.Pipe(duplex=False)
+            p = ctx.Process(
+                target=_proxy_from,
+                args=(tree, variant, send, ports, str(run), str(rules)),
+                daemon=True,
             )
             p.start()
             procs.append(p)
-            if not recv.poll(180):
-                raise SystemExit(f"proxy {name} did not start")
-            proxies[name] = (recv.recv(), p.pid)
+            if not recv.poll(300):
+                raise SystemExit(f"proxy {name}#{copy} did not start")
+            proxies[f"{name}#{copy}"] = (recv.recv(), p.pid)
     return proxies
-
-
-def _lock_steps(
-    proxies: dict[str, Any],
-    variants: tuple[str, ...],
-    chunks: int,
-    per_chunk: int,
-    client: Any = _LockStep,
-) -> LockStepCosts:
-    """`_lock_step` over every process of the variants, then each variant's mean."""
-    names = tuple(n for n in proxies if n.rpartition("#")[0] in variants)
-    return by_variant(_lock_step(proxies, names, chunks, per_chunk, client), variants)
 
 
 def by_variant(costs: LockStepCosts, variants: tuple[str, ...]) -> LockStepCosts:
@@ -620,7 +635,7 @@ def by_variant(costs: LockStepCosts, variants: tuple[str, ...]) -> LockStepCosts
     """
 
     def mean_of(steps: dict[str, list[float]], name: str) -> list[float]:
-        copies = [v for key, v in steps.items() if key.rpartition("#")[0] == name]
+        copies = [steps[key] for key in _processes(steps, (name,))]
         return [statistics.fmean(chunk) for chunk in zip(*copies, strict=True)]
 
     return LockStepCosts(
@@ -748,7 +763,8 @@ def main() -> int:
     try:
         rules, ports = prepare(work, args.domains, procs)
         started = time.monotonic()
-        proxies = _start_proxies(work, ports, rules, procs, args.copies)
+        proxies = start_proxies(work, ports, rules, procs, args.copies)
+        proxies |= start_proxies(work, ports, rules, procs, 1, [("instant403", "instant403", "")])
         print(f"set-up ({args.domains:,}-domain category compiled, {len(proxies)} proxies): "
               f"{time.monotonic() - started:.1f} s")  # fmt: skip
         load = os.getloadavg()[0]
@@ -760,8 +776,8 @@ def main() -> int:
         cps = _saturated(
             proxies, ("passall", "passall2", "addon"), "tls", args.windows, args.window_seconds
         )
-        steps = _lock_steps(proxies, ("bare", "bare2", "addon"), args.chunks, args.chunk_requests)
-        tls_steps = _lock_steps(
+        steps = _lock_step(proxies, ("bare", "bare2", "addon"), args.chunks, args.chunk_requests)
+        tls_steps = _lock_step(
             proxies, ("passall", "passall2", "addon"), args.chunks, args.chunk_requests // 4,
             client=_TlsLockStep,
         )  # fmt: skip

@@ -24,7 +24,6 @@ Usage: `python bench/compare_revisions.py REV [REV ...] [--tls] [--copies 3] [--
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import shutil
 import statistics
 import subprocess
@@ -38,20 +37,10 @@ from bench_proxy import (
     LockStepCosts,
     _cost_ratio,
     _lock_step,
-    _proxy,
     _TlsLockStep,
-    by_variant,
     prepare,
+    start_proxies,
 )
-
-
-def _proxy_from(  # noqa: PLR0917 - a process target: positional by nature
-    tree: str, variant: str, ready: Any, ports: Any, work: str, rules: str
-) -> None:
-    """A proxy process whose socialguard is imported from `tree` (empty: this checkout)."""
-    if tree:
-        sys.path.insert(0, str(Path(tree) / "src"))
-    _proxy(variant, ready, ports, work, rules)
 
 
 def _worktree(rev: str, into: Path) -> Path:
@@ -74,7 +63,6 @@ def main() -> int:
     ap.add_argument("--tls", action="store_true", help="new passed-through TLS connections")
     args = ap.parse_args()
     baseline = "passall" if args.tls else "bare"
-    ctx = mp.get_context("spawn")
     work = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     trees: list[Path] = []
     procs: list[Any] = []
@@ -88,23 +76,8 @@ def main() -> int:
         for i, rev in enumerate(args.revs):
             trees.append(_worktree(rev, work / f"tree{i}"))
             variants.append((rev, "addon", str(trees[-1])))
-        proxies: dict[str, tuple[int, int]] = {}
-        for copy in range(args.copies):
-            for name, variant, tree in variants:
-                run = work / f"run-{len(proxies)}"
-                run.mkdir()
-                recv, send = ctx.Pipe(duplex=False)
-                p = ctx.Process(
-                    target=_proxy_from,
-                    args=(tree, variant, send, ports, str(run), str(rules)),
-                    daemon=True,
-                )
-                p.start()
-                procs.append(p)
-                if not recv.poll(300):
-                    raise SystemExit(f"proxy {name} did not start")
-                proxies[f"{name}#{copy}"] = (recv.recv(), p.pid)
-        names = tuple(proxies)
+        proxies = start_proxies(work, ports, rules, procs, args.copies, variants)
+        names = tuple(name for name, _, _ in variants)
         if args.tls:  # a connection costs several requests' worth: fewer to a chunk
             steps = _lock_step(
                 proxies, names, args.chunks, args.chunk_requests // 4, client=_TlsLockStep
@@ -112,7 +85,7 @@ def main() -> int:
         else:
             steps = _lock_step(proxies, names, args.chunks, args.chunk_requests)
         work_done = "new TLS connections, passed through" if args.tls else "allowed plain HTTP"
-        _report(steps, [name for name, _, _ in variants], work_done, args.copies)
+        _report(steps, names, work_done, args.copies)
         return 0
     finally:
         for p in procs:
@@ -125,10 +98,9 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _report(costs: LockStepCosts, variants: list[str], work: str, copies: int) -> None:
+def _report(costs: LockStepCosts, variants: tuple[str, ...], work: str, copies: int) -> None:
     """Per variant: the main thread's CPU per operation (what each request costs; compared with
     the baseline), the whole process's, and what its other threads used by the second."""
-    costs = by_variant(costs, tuple(variants))
     main, total = costs.main, costs.total
     base = [(a + b) / 2 for a, b in zip(main["bare"], main["bare2"], strict=True)]
     base_mean = statistics.fmean(base)
