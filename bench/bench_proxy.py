@@ -757,6 +757,8 @@ def main() -> int:
     ap.add_argument("--domains", type=int, default=1_000_000)
     ap.add_argument("--latency-requests", type=int, default=2000)
     args = ap.parse_args()
+    if min(args.windows, args.chunks) < 2:
+        ap.error("--windows and --chunks must be at least 2: the spread needs two samples")
     mp.set_start_method("spawn")
     work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     procs: list[mp.Process] = []

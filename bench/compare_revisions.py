@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--domains", type=int, default=1000)
     ap.add_argument("--tls", action="store_true", help="new passed-through TLS connections")
     args = ap.parse_args()
+    if args.chunks < 2:
+        ap.error("--chunks must be at least 2: the spread needs two samples")
     baseline = "passall" if args.tls else "bare"
     work = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     trees: list[Path] = []
