@@ -320,6 +320,13 @@ class Saturated(NamedTuple):
         ops = sum(done for n in names for done, _ in self.windows[n])
         return ops / sum(cpu for n in names for _, cpu in self.windows[n])
 
+    def process_rates(self, variant: str) -> list[float]:
+        """`per_cpu_second` of each of the variant's processes alone."""
+        return [
+            sum(d for d, _ in self.windows[n]) / sum(c for _, c in self.windows[n])
+            for n in _processes(self.cpu, (variant,))
+        ]
+
     def per_cpu_second_whole_run(self, variant: str) -> float:
         """Operations per CPU-second of the whole run, other proxies' windows included.
 
@@ -706,6 +713,9 @@ def _saturated_rows(
         f"{rate[copies[1]] / rate[copies[0]]:7.1%}",
     )
     _line(f"  per window: median {med:.1%}, IQR {q1:.1%}..{q3:.1%}")
+    for v in (*copies, "addon"):
+        each = " / ".join(f"{r / base:.1%}" for r in run.process_rates(v))
+        _line(f"  {v}'s processes, each: {each}")
     _line(f"  added by socialguard, CPU us per {unit}", 1e6 / rate["addon"] - 1e6 / base)
     whole = {v: run.per_cpu_second_whole_run(v) for v in (*copies, "addon")}
     whole_base = (whole[copies[0]] + whole[copies[1]]) / 2
