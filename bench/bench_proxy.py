@@ -14,13 +14,17 @@
 Every role runs in its own process (upstreams, each proxy variant, load generators), so the load
 generator is not the proxy's bottleneck. CPU time is each proxy's own, all threads, in nanoseconds
 (/proc/PID/task/*/schedstat; the 10 ms ticks of /proc/PID/stat were a fifth of the difference
-measured). Every variant runs as `--copies` processes (default 3) and its figure is theirs
-together: two processes of the same code differ by up to 2 % for their whole life on this VM (where
-their memory landed), as much as the differences measured. socialguard is compared with the mean of
-two identical baseline variants, and the two with each other (the A/A control: the method's noise
-floor). Figures 1 and 2 are taken two ways:
+measured). Every variant runs as `--copies` processes (default 5) and its figure is theirs
+together: two processes of the very same code differ for their whole life on this VM (where their
+memory landed), by up to 2 % in lock-step and by up to 12 % under load, where one process in
+three came out 7-10 % slower than its siblings in several runs. With three processes a variant
+the saturated figure moved by +-2.5 points from run to run while its A/A control held within 1;
+twenty windows each over five processes take about the time thirty over three did, and average
+over more of that lottery. socialguard is compared with the mean of two identical baseline
+variants, and the two with each other (the A/A control: the method's noise floor). Figures 1 and 2
+are taken two ways:
 - saturated (the targets' own terms): two load-generator processes with six clients each keep the
-  proxy busy, and the proxies take turns in windows of half a second, thirty each; operations per
+  proxy busy, and the proxies take turns in windows of half a second, twenty each; operations per
   proxy CPU-second, the CPU being all of the proxy's threads during its own windows (under load
   that never stops, its background threads tick as they do in its windows), with the
   window-by-window ratios. The whole-run reckoning is printed beside it: it also charges the
@@ -39,8 +43,8 @@ floor). Figures 1 and 2 are taken two ways:
   (nothing is batched) and socialguard's need not be, so its ratio is not the target's: the two
   have differed by several points either way. It is steadier, and the one to judge a change to
   the per-request path by (`compare_revisions.py`).
-Usage: `python bench/bench_proxy.py [--windows 30] [--window-seconds 0.5] [--chunks 30]
-[--copies 3] [--domains 1000000]`.
+Usage: `python bench/bench_proxy.py [--windows 20] [--window-seconds 0.5] [--chunks 20]
+[--copies 5] [--domains 1000000]`.
 """
 
 from __future__ import annotations
@@ -813,13 +817,13 @@ def _report(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--windows", type=int, default=30, help="saturated turns per process")
+    ap.add_argument("--windows", type=int, default=20, help="saturated turns per process")
     ap.add_argument("--window-seconds", type=float, default=0.5)
-    ap.add_argument("--chunks", type=int, default=30, help="lock-step chunks")
+    ap.add_argument("--chunks", type=int, default=20, help="lock-step chunks")
     ap.add_argument(
         "--chunk-requests", type=int, default=70, help="lock-step requests per process a chunk"
     )
-    ap.add_argument("--copies", type=int, default=3, help="lock-step processes per variant")
+    ap.add_argument("--copies", type=int, default=5, help="processes per variant")
     ap.add_argument("--domains", type=int, default=1_000_000)
     ap.add_argument("--latency-requests", type=int, default=2000)
     args = ap.parse_args()
