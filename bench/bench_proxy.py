@@ -16,7 +16,7 @@ generator is not the proxy's bottleneck. CPU time is each proxy's own, all threa
 (/proc/PID/task/*/schedstat; the 10 ms ticks of /proc/PID/stat were a fifth of the difference
 measured). Every variant runs as `--copies` processes (default 5) and its figure is theirs
 together: two processes of the very same code differ for their whole life on this VM (where their
-memory landed), by up to 2 % in lock-step and by up to 12 % under load, where one process in
+memory landed), by up to 2 % in lock-step and by up to 14 % under load, where one process in
 three came out 7-10 % slower than its siblings in several runs. With three processes a variant
 the saturated figure moved by +-2.5 points from run to run while its A/A control held within 1;
 twenty windows each over five processes take about the time thirty over three did, and average
