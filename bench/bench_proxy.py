@@ -321,13 +321,12 @@ class Saturated(NamedTuple):
         threads' ticks included, as under load that never stops.
         """
         names = _processes(self.cpu, (variant,))
-        ops = sum(done for n in names for done, _ in self.windows[n])
-        return ops / sum(cpu for n in names for _, cpu in self.windows[n])
+        return self._ops(names) / sum(cpu for n in names for _, cpu in self.windows[n])
 
     def process_rates(self, variant: str) -> list[float]:
         """`per_cpu_second` of each of the variant's processes alone."""
         return [
-            sum(d for d, _ in self.windows[n]) / sum(c for _, c in self.windows[n])
+            self._ops([n]) / sum(cpu for _, cpu in self.windows[n])
             for n in _processes(self.cpu, (variant,))
         ]
 
@@ -340,8 +339,10 @@ class Saturated(NamedTuple):
         cost.
         """
         names = _processes(self.cpu, (variant,))
-        ops = sum(done for n in names for done, _ in self.windows[n])
-        return ops / sum(self.cpu[n] for n in names)
+        return self._ops(names) / sum(self.cpu[n] for n in names)
+
+    def _ops(self, names: list[str]) -> int:
+        return sum(done for n in names for done, _ in self.windows[n])
 
     def window_rates(self, variant: str) -> list[float]:
         """Operations per CPU-second in each window of the variant's processes, in order."""
