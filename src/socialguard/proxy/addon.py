@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import binascii
 import copy
+import dataclasses
 import functools
 import gc
 import ipaddress
@@ -1251,7 +1252,7 @@ def _ask(  # noqa: PLR0917 - the engine's arguments, with the names to ask about
     turn); the strictest wins."""
     return _strictest(
         [
-            engine.decide(policy, _with_host(facts, host), principal, now, overrides)
+            engine.decide(policy, dataclasses.replace(facts, host=host), principal, now, overrides)
             for host in hosts
         ]
     )
@@ -1265,13 +1266,6 @@ def _facts(
     return Request(
         host, req.scheme, req.method, req.path or "/", req.port, sni, upload,
         _header_text(head, b"content-type"),
-    )  # fmt: skip
-
-
-def _with_host(facts: Request, host: str) -> Request:
-    return Request(
-        host, facts.scheme, facts.method, facts.path, facts.port, facts.sni, facts.upload,
-        facts.content_type,
     )  # fmt: skip
 
 
