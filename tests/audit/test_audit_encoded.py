@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from audit_helpers import lines_of, make_decision
@@ -107,20 +108,30 @@ def test_write_encoded_and_write_make_the_same_chain(tmp_path: Path) -> None:
     t=st.floats(min_value=0, max_value=4e9, allow_nan=False),
 )
 def test_the_written_out_seal_equals_chain_seal(fields: str, seq: int, head: str, t: float) -> None:
-    """`ChainRenderer.seal_fields` lays out, hashes and closes a line exactly as `chain.seal`."""
+    """What `ChainFileSink.msg` hands the OS is laid out, hashed and closed exactly as `chain.seal`
+    would have it, and the chain head moves to that line."""
     from socialguard.audit.chain import leaf_hash, record_sha256, seal, unseal
-    from socialguard.audit.writer import ChainRenderer, _ChainState
+    from socialguard.audit.writer import ChainFileSink, _ChainState
 
     state = _ChainState()
     state.seq, state.head = seq, head
-    renderer = ChainRenderer(state, "node-é", lambda: t)
-    line, got_seq, h = renderer.seal_fields(fields)
+    sink = ChainFileSink(state, "node-é", lambda: t)
+    read_end, state.fd = os.pipe()
+    try:
+        got_seq = sink.msg(fields)
+        line = os.read(read_end, 1 << 16)
+    finally:
+        os.close(read_end)
+        os.close(state.fd)
     text = (
-        f'{{"v":1,"seq":{seq + 1},"ts":"{renderer.timestamp(t)}","node":"node-é"'
+        f'{{"v":1,"seq":{seq + 1},"ts":"{sink.timestamp(t)}","node":"node-é"'
         f'{fields},"prev":"{head}"}}'
     )
-    assert (line, h) == seal(text.encode())
-    assert got_seq == seq + 1
+    sealed, h = seal(text.encode())
+    assert line == sealed
+    assert (got_seq, state.seq, state.head, state.bytes, state.count) == (
+        seq + 1, seq + 1, h, len(line), 1,
+    )  # fmt: skip
     record, stored, recomputed = unseal(line)
     assert stored == recomputed == h and record["prev"] == head
     body = text.encode()

@@ -3,8 +3,8 @@
 Writing is a chain of structlog processors that ends in this module's own file sink (run by
 `AuditLog._emit`, which calls them as structlog's BoundLogger would):
 
-    event dict ─▶ DropChainFields ─▶ ChainRenderer (v, seq, ts, node, prev; JSON; h)
-               ─▶ ChainFileSink (os.write)
+    event dict ─▶ DropChainFields ─▶ EventEncoder (the event's JSON)
+               ─▶ ChainFileSink (v, seq, ts, node, prev; h; os.write)
 
 `write()` returns only after `os.write` has handed the whole line to the kernel, so a SIGKILL of the
 proxy after a response went out cannot lose that response's record. A background thread fsyncs at
@@ -104,12 +104,22 @@ class DropChainFields:
 _MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
 
 
-class ChainRenderer:
-    """Processor (renderer): stamp the chain fields, encode, seal; returns (line, seq, h) for the
-    sink.
+class EventEncoder:
+    """Processor (renderer): the event's own members as JSON (`encode_event`), for the sink."""
 
-    The fixed fields are laid out by string formatting around the JSON of the event itself, so the
-    JSON encoder only sees what varies (this is the hot path: one call per decision).
+    def __call__(self, _logger: Any, _method: str, event_dict: EventDict) -> Any:
+        return (encode_event(event_dict["event"]),), {}
+
+
+class ChainFileSink:
+    """The wrapped "logger": stamps the chain fields around an encoded event (v, seq, ts, node,
+    prev), seals it (h), hands the line to the OS and advances the chain head.
+
+    Stamping, sealing and writing are one call: `msg` runs once per request, between mitmproxy's
+    own work, where every Python call and copy costs several times what it does in a tight loop.
+    The fixed fields are laid out by string formatting around the event's JSON, so the JSON
+    encoder only sees what varies, and `chain.seal` is written out (one encode, one hash, one
+    join); a test holds the line written equal to `seal`'s.
     """
 
     def __init__(self, state: _ChainState, node: str, clock: Callable[[], float]) -> None:
@@ -128,17 +138,9 @@ class ChainRenderer:
             self._sec = sec
         return self._prefix + _MILLIS[int((t - sec) * 1000)]
 
-    def __call__(self, _logger: Any, _method: str, event_dict: EventDict) -> Any:
-        return self.seal_fields(encode_event(event_dict["event"])), {}
-
-    def seal_fields(self, fields: str, t: float | None = None) -> tuple[bytes, int, str]:
-        """The sealed line for an event already encoded by `encode_event`, its seq and hash.
-
-        `chain.seal` written out: one encode, one hash, one join. This runs once per request,
-        between mitmproxy's own work, where every call and copy costs several times what it does
-        in a tight loop (a test holds the line equal to `seal`'s). `t`: the record's time, when the
-        caller has read the clock already.
-        """
+    def msg(self, fields: str, t: float | None = None) -> int:
+        """Seal and append the event encoded as `fields`; its seq, once the kernel has the whole
+        line. `t`: the record's time, when the caller has read the clock already."""
         state = self._state
         seq = state.seq + 1
         if t is None:
@@ -152,17 +154,7 @@ class ChainRenderer:
             f'{self._node}{fields},"prev":"{state.head}"'
         ).encode()
         h = record_sha256(b"".join((LEAF_PREFIX, body, b"}"))).hexdigest()
-        return b"".join((body, H_MARK, h.encode("ascii"), b'"}\n')), seq, h
-
-
-class ChainFileSink:
-    """The wrapped "logger": hands the line to the OS, then advances the chain head."""
-
-    def __init__(self, state: _ChainState) -> None:
-        self._state = state
-
-    def msg(self, line: bytes, seq: int, h: str) -> int:
-        state = self._state
+        line = b"".join((body, H_MARK, h.encode("ascii"), b'"}\n'))
         try:
             n = os.write(state.fd, line)
             while n < len(line):  # a short write (rare: signals, full disk): finish the line
@@ -173,7 +165,7 @@ class ChainFileSink:
             ) from e
         state.seq = seq
         state.head = h
-        state.bytes += len(line)
+        state.bytes += n
         state.count += 1
         return seq
 
@@ -246,9 +238,9 @@ class AuditLog:
             else paths.checkpoint_dir(self.log_dir)
         )
         self._checkpoints = CheckpointSink(cp_dir, node, key, syslog_address=syslog_address)
-        self._stamp = ChainRenderer(self._state, node, clock)
         self._drop = DropChainFields()
-        self._sink = ChainFileSink(self._state)
+        self._encode = EventEncoder()
+        self._sink = ChainFileSink(self._state, node, clock)
         self._last_write = clock()
         self._last_checkpoint = self._last_write
         self._checkpoint_seq = -1
@@ -293,7 +285,7 @@ class AuditLog:
             now: float = self._clock()
             if self._closed or now >= self._next_midnight or self._state.bytes >= self.max_bytes:
                 now = self._ready_to_write()  # refuses a closed log, rotates when due
-            seq: int = self._sink.msg(*self._stamp.seal_fields(fields, now))
+            seq: int = self._sink.msg(fields, now)
             self._dirty = True
             self._last_write = now
             return seq
@@ -347,8 +339,8 @@ class AuditLog:
         its method dispatch (a few microseconds of every decision).
         """
         event_dict = self._drop(None, "msg", {"event": event})
-        args, _ = self._stamp(None, "msg", event_dict)
-        return self._sink.msg(*args)  # type: ignore[no-any-return]
+        args, _ = self._encode(None, "msg", event_dict)
+        return self._sink.msg(*args)
 
     # -- files and rotation -------------------------------------------------------------------
 
@@ -471,7 +463,7 @@ class AuditLog:
             "node": self.node,
             "seq": st.seq,
             "head": st.head,
-            "ts": self._stamp.timestamp(now),
+            "ts": self._sink.timestamp(now),
             "file": st.file_name,
             "reason": reason,
         }
