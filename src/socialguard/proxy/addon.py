@@ -55,7 +55,8 @@ from socialguard.engine.model import (
 from . import blockpage, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
-from .forms import FormRequest, is_form_path
+from .forms import PREFIX as FORM_PREFIX
+from .forms import FormRequest
 from .neighbours import NeighbourTable
 from .options import NeighbourMode, Settings, parse_settings
 from .reload import LoadedPolicy, RulesWatcher, load_checked, rejection_errors
@@ -631,6 +632,14 @@ class SocialGuard:
         flow.response = http.Response.make(answer.status, answer.body, answer.headers)
 
     def _decide_request(self, flow: http.HTTPFlow) -> None:
+        """Decide one request, record it, and block it or let it go.
+
+        This runs for every request, between mitmproxy's own work, where each Python call costs
+        several times what it does in a tight loop: the common request (a name the connection has
+        asked about before, no body, no upgrade) reads mitmproxy's raw bytes rather than its
+        decoding properties, takes the connection's kept answer without calling the engine, and
+        reads the clock only when something needs the time.
+        """
         loaded = self._loaded
         if loaded is None:
             raise NoPolicy("no valid policy is loaded")
@@ -643,39 +652,33 @@ class SocialGuard:
                 return  # 407 already set
         peer = self._peer(loaded, client, user)
         principal = peer.principal
-        path = req.path
-        if self.forms is not None and is_form_path(path):
+        data = req.data
+        if self.forms is not None and data.path.startswith(_FORM_PREFIX):
             # The block page's own forms, answered in `request` once the body is in.
             flow.metadata[FORM_KEY] = principal
             return
         metrics = self._metrics
         started = time.perf_counter() if metrics is not None else 0.0
-        now = self.clock.now()
-        data = req.data
         head = _scan_headers(data.headers.fields)
         hosts = self._request_hosts(flow, head, peer)
         sni = peer.sni  # the connection's, worked out once
         policy = loaded.policy
-        # Read once for the record (each mitmproxy property decodes bytes on every read).
-        scheme, method = req.scheme, req.method
-        decision = self._decision(peer, policy, hosts, req, head, now)
+        # Read once for the record: the text of the few methods and schemes there are, else
+        # mitmproxy's decoding (what its properties give).
+        scheme = _SCHEMES.get(data.scheme) or req.scheme
+        method = _METHODS.get(data.method) or req.method
+        kept = peer.by_host
+        if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
+            decision, now = kept[1], None
+        else:
+            now = self.clock.now()
+            decision = self._decision(peer, policy, hosts, req, head, now)
         extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
             if uploads.may_carry_body(head, data.http_version, method):
-                upload = _facts(req, hosts[0], sni, head, upload=True)
-                overrides = self._overrides()
-                plan = uploads.plan_request(
-                    flow,
-                    decision,
-                    policy.uploads,
-                    # a partial, not a lambda: a closure would make every local it names a cell
-                    functools.partial(_ask, policy, hosts, upload, principal, now, overrides),
-                    sni=sni,
-                    hosts=hosts,
-                    extra=extra,
-                )
+                plan = self._plan_upload(flow, peer, policy, hosts, head, decision, extra)
                 if plan.held is not None:
                     flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
                     return
@@ -693,22 +696,46 @@ class SocialGuard:
                 peer=peer,
             )
         else:  # the common record, without _record_request's reading of what is known here
-            decision_id = self._record_plain(
-                decision, peer.client_ip, scheme, method, path if peer.log_paths else None, sni
-            )
-        # Action and Basis are StrEnums: the members are the strings (`.value` is Python code)
-        flow.metadata[METADATA_KEY] = Verdict(
-            decision_id, decision.action, decision.basis, decision.rule_id, hosts
+            path = req.path if peer.log_paths else None
+            decision_id = self._record_plain(decision, peer.client_ip, scheme, method, path, sni)
+        # Action and Basis are StrEnums: the members are the strings (`.value` is Python code).
+        # tuple.__new__ is Verdict(...) without its generated __new__ (a Python call per request).
+        flow.metadata[METADATA_KEY] = tuple.__new__(
+            Verdict, (decision_id, decision.action, decision.basis, decision.rule_id, hosts)
         )
         if decision.action is Action.BLOCK:
             flow.response = self._block_response(
-                flow, decision, decision_id, now, loaded, head=head
+                flow, decision, decision_id, now or self.clock.now(), loaded, head=head
             )
             uploads.refuse_unread_body(flow)  # a large body is never read: close instead
         if metrics is not None:
             metrics.decision(
                 str(decision.action), str(decision.basis), time.perf_counter() - started
             )
+
+    def _plan_upload(  # noqa: PLR0917 - the request's facts, from the one call site
+        self,
+        flow: http.HTTPFlow,
+        peer: _Peer,
+        policy: CompiledPolicy,
+        hosts: tuple[str, ...],
+        head: dict[bytes, list[bytes]],
+        decision: Decision,
+        extra: dict[str, Any],
+    ) -> uploads.HeadersPlan:
+        """An allowed request that may carry a body, put to the policy's upload rules."""
+        upload = _facts(flow.request, hosts[0], peer.sni, head, upload=True)
+        now, overrides = self.clock.now(), self._overrides()
+        return uploads.plan_request(
+            flow,
+            decision,
+            policy.uploads,
+            # a partial, not a lambda: a closure would make every local it names a cell
+            functools.partial(_ask, policy, hosts, upload, peer.principal, now, overrides),
+            sni=peer.sni,
+            hosts=hosts,
+            extra=extra,
+        )
 
     def _decision(  # noqa: PLR0917 - the engine's arguments, from the one hot-path call site
         self,
@@ -719,13 +746,10 @@ class SocialGuard:
         head: dict[bytes, list[bytes]],
         now: datetime,
     ) -> Decision:
-        """The engine's answer for the request's names, the strictest of them; for names that no
-        rule concerns, the answer it gave the connection's last request to them, which depends on
-        nothing else (engine.decided_by_host): most of a connection's requests go to one host,
-        and those need neither the engine nor the request's other facts."""
-        kept = peer.by_host
-        if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
-            return kept[1]
+        """The engine's answer for the request's names, the strictest of them. Where no rule
+        concerns the one name, the answer is kept on the connection (`_Peer.by_host`): it depends
+        on nothing else (engine.decided_by_host), and most of a connection's requests go to one
+        host, so those need neither the engine nor the request's other facts."""
         facts = _facts(req, hosts[0], peer.sni, head, upload=False)
         overrides = self._overrides()
         if len(hosts) == 1:
@@ -1307,6 +1331,15 @@ def _canonical_ip(raw: str) -> str:
 
 
 _EXPLICIT_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode)
+# forms.is_form_path, on raw path bytes: the prefix is ASCII without "?", so a path is a form's
+# exactly when its bytes start with the prefix's
+_FORM_PREFIX = FORM_PREFIX.encode("ascii")
+# The text mitmproxy's `method` and `scheme` properties give for the common raw values.
+_METHODS = {
+    m: m.decode("ascii")
+    for m in (b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"CONNECT")
+}
+_SCHEMES = {b"http": "http", b"https": "https"}
 _HTTP2_OR_3 = frozenset({b"HTTP/2.0", b"HTTP/3"})
 
 
