@@ -1,8 +1,9 @@
 """The addon's shortcuts around mitmproxy's slower helpers give exactly what the helpers give.
 
 The request hook reads all header fields in one pass instead of calling `Headers.get` per header,
-and builds its 403s without `Response.make`'s per-call type check; `declared_length` scans the
-fields once. Each is compared here with the mitmproxy API it stands in for.
+reads the method, scheme and form-path prefix from mitmproxy's raw bytes, and builds its 403s
+without `Response.make`'s per-call type check; `declared_length` scans the fields once. Each is
+compared here with the mitmproxy API it stands in for.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
+from socialguard.proxy import addon as addon_module
 from socialguard.proxy import uploads
 from socialguard.proxy.addon import _header_text, _scan_headers, make_response
+from socialguard.proxy.forms import PREFIX, is_form_path
 
 HEADER_SETS = [
     [],
@@ -107,3 +112,35 @@ def test_declared_length_answers_as_the_header_lookups_did(
     req.http_version = version
     flow = tflow.tflow(req=req)
     assert uploads.declared_length(flow.request) == _old_declared_length(flow.request)
+
+
+@pytest.mark.parametrize(
+    "raw", [*addon_module._METHODS, b"get", b"Post", b"PROPFIND", b"M\xc3\xa9"]
+)
+def test_the_method_text_the_request_hook_reads_is_mitmproxys(raw: bytes) -> None:
+    """The hook takes a method's text from a table of the common raw values, else from
+    mitmproxy's `method` property (which upper-cases): either way the property's answer."""
+    req = tutils.treq(method=raw)
+    assert (addon_module._METHODS.get(req.data.method) or req.method) == req.method
+
+
+@pytest.mark.parametrize("raw", [*addon_module._SCHEMES, b"HTTP", b"ws"])
+def test_the_scheme_text_the_request_hook_reads_is_mitmproxys(raw: bytes) -> None:
+    req = tutils.treq(scheme=raw)
+    assert (addon_module._SCHEMES.get(req.data.scheme) or req.scheme) == req.scheme
+
+
+@given(
+    path=st.one_of(
+        st.text(max_size=30),
+        st.builds(
+            lambda head, tail: head + tail,
+            st.sampled_from([PREFIX, PREFIX[:-1], PREFIX.upper(), "/x" + PREFIX, "?" + PREFIX]),
+            st.text(max_size=12),
+        ),
+    )
+)
+def test_the_form_path_check_on_raw_bytes_equals_is_form_path(path: str) -> None:
+    """The hook checks mitmproxy's raw path bytes against the prefix; `is_form_path` is the rule."""
+    raw = path.encode("utf-8", "surrogateescape")
+    assert raw.startswith(addon_module._FORM_PREFIX) == is_form_path(path)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from mitmproxy.addons.proxyserver import Proxyserver
@@ -193,3 +194,33 @@ def test_the_common_record_logs_the_path_only_when_the_policy_asks(
         assert "query" in records[0]["erased"] and "query" not in records[1].get("erased", [])
     else:
         assert all("path" not in r and "path" in r["erased"] for r in records)
+
+
+def test_a_kept_block_answer_still_gets_its_own_block_page_at_the_clock_time(
+    tmp_path: Path, one_connection: Any
+) -> None:
+    """Under `default: block` a name no rule concerns is blocked by the default, an answer the
+    connection keeps; the hook then reads the clock only for the block page, which must still
+    carry this request's own reference and the time."""
+    rules = TEST_RULES.replace("default: allow", "default: block").split("tests:")[0]
+    with _running(tmp_path, rules) as (addon, _):
+        flows = []
+        for _ in range(2):
+            req = tutils.treq(
+                host="www.example.org", port=80, scheme=b"http", path=b"/",
+                headers=[(b"host", b"www.example.org"), (b"accept", b"text/html")],
+            )  # fmt: skip
+            flows.append(tflow.tflow(req=req, client_conn=one_connection))
+            addon.requestheaders(flows[-1])
+        peer = addon._peers[one_connection]
+        assert peer.by_host is not None and peer.by_host[1].action == "block"  # kept
+    local = SCHOOL_HOURS.astimezone(ZoneInfo("America/Denver")).strftime("%Y-%m-%d %H:%M %Z")
+    ids = []
+    for flow in flows:
+        verdict = flow.metadata[METADATA_KEY]
+        assert verdict.action == "block" and verdict.basis == "default"
+        assert flow.response is not None and flow.response.status_code == 403
+        assert flow.response.headers["X-SocialGuard-Reference"] == verdict.decision_id
+        assert local in flow.response.get_text()
+        ids.append(verdict.decision_id)
+    assert ids[0] != ids[1]
