@@ -122,9 +122,7 @@ def may_carry_body(head: Mapping[bytes, Any], http_version: bytes, method: str) 
     """
     if b"content-length" in head or b"transfer-encoding" in head:
         return True
-    # not _bodiless_unless_declared(...), written out: this runs for every request
-    # (tests/proxy/test_proxy_body_shortcut.py holds the shortcut to declared_length)
-    return not http_version.startswith(b"HTTP/1") and method.upper() in BODY_METHODS
+    return not _bodiless_unless_declared(http_version, method)
 
 
 def _bodiless_unless_declared(http_version: bytes, method: str) -> bool:
