@@ -319,15 +319,11 @@ class Saturated(NamedTuple):
         operation is done: what the proxy spends while it serves the load, its background
         threads' ticks included, as under load that never stops.
         """
-        names = _processes(self.cpu, (variant,))
-        return self._ops(names) / sum(cpu for n in names for _, cpu in self.windows[n])
+        return self._rate(_processes(self.cpu, (variant,)))
 
     def process_rates(self, variant: str) -> list[float]:
         """`per_cpu_second` of each of the variant's processes alone."""
-        return [
-            self._ops([n]) / sum(cpu for _, cpu in self.windows[n])
-            for n in _processes(self.cpu, (variant,))
-        ]
+        return [self._rate([n]) for n in _processes(self.cpu, (variant,))]
 
     def per_cpu_second_whole_run(self, variant: str) -> float:
         """Operations per CPU-second of the whole run, other proxies' windows included.
@@ -342,6 +338,10 @@ class Saturated(NamedTuple):
 
     def _ops(self, names: list[str]) -> int:
         return sum(done for n in names for done, _ in self.windows[n])
+
+    def _rate(self, names: list[str]) -> float:
+        """Operations per CPU-second of the named processes' own windows."""
+        return self._ops(names) / sum(cpu for n in names for _, cpu in self.windows[n])
 
     def window_rates(self, variant: str) -> list[float]:
         """Operations per CPU-second in each window of the variant's processes, in order."""
