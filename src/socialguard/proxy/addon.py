@@ -651,11 +651,10 @@ class SocialGuard:
             if user is None:
                 return  # 407 already set
         peer = self._peer(loaded, client, user)
-        principal = peer.principal
         data = req.data
         if self.forms is not None and data.path.startswith(_FORM_PREFIX):
             # The block page's own forms, answered in `request` once the body is in.
-            flow.metadata[FORM_KEY] = principal
+            flow.metadata[FORM_KEY] = peer.principal
             return
         metrics = self._metrics
         started = time.perf_counter() if metrics is not None else 0.0
