@@ -638,11 +638,16 @@ def _processes(named: Any, variants: tuple[str, ...]) -> list[str]:
 
 
 def _proxy_from(  # noqa: PLR0917 - a process target: positional by nature
-    tree: str, variant: str, ready: Any, ports: Any, work: str, rules: str
+    tree: str, variant: str, ready: Any, ports: Any, work: str, rules: str, timed: bool = False
 ) -> None:
-    """`_proxy`, with socialguard imported from `tree`'s `src` (empty: this checkout)."""
+    """`_proxy`, with socialguard imported from `tree`'s `src` (empty: this checkout); `timed`:
+    socialguard's own code timed in place (`insitu.py`), into WORK/hook-times.json."""
     if tree:
         sys.path.insert(0, str(Path(tree) / "src"))
+    if timed and variant == "addon":
+        import insitu
+
+        insitu.install(Path(work) / insitu.FILE)
     _proxy(variant, ready, ports, work, rules)
 
 
@@ -653,10 +658,11 @@ def start_proxies(  # noqa: PLR0917 - where, what, and how many
     procs: list[Any],
     copies: int,
     variants: Any = VARIANTS,
+    timed: bool = False,
 ) -> dict[str, Any]:
-    """Every variant as `copies` processes "NAME#k": (port, pid) by name. `variants` holds
-    (name, variant, tree) triples; the processes are spawned, so that a tree's `src` can come
-    first on the path."""
+    """Every variant as `copies` processes "NAME#k": (port, pid) by name, each run in
+    WORK/run-NAME#k. `variants` holds (name, variant, tree) triples; the processes are spawned,
+    so that a tree's `src` can come first on the path. `timed`: see `_proxy_from`."""
     ctx = mp.get_context("spawn")
     proxies: dict[str, Any] = {}
     for copy in range(copies):
@@ -666,7 +672,7 @@ def start_proxies(  # noqa: PLR0917 - where, what, and how many
             recv, send = ctx.Pipe(duplex=False)
             p = ctx.Process(
                 target=_proxy_from,
-                args=(tree, variant, send, ports, str(run), str(rules)),
+                args=(tree, variant, send, ports, str(run), str(rules), timed),
                 daemon=True,
             )
             p.start()

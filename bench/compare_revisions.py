@@ -20,8 +20,15 @@ read 24 µs better. A run with 8 takes about six minutes.
 With `--tls` the work is the passthrough figure's instead: new TLS connections through CONNECT,
 passed through on the SNI decision, against two mitmproxies that pass every connection through.
 
-Usage: `python bench/compare_revisions.py REV [REV ...] [--tls] [--copies 8] [--chunks 20]
-[--chunk-requests 60]`, e.g. `python bench/compare_revisions.py HEAD~3`.
+With `--in-situ` the proxies take the saturated figure's load instead (`--windows` turns of half
+a second each), and socialguard's processes time their own request hooks and decision records
+in place (`insitu.py`): the mean CPU µs per call of each, beside each variant's requests per
+CPU-second against the baselines. Under load a hook costs several times what it does in a warm
+loop, and these timers resolve a microsecond where the lock-step difference resolves thirty.
+
+Usage: `python bench/compare_revisions.py REV [REV ...] [--tls | --in-situ] [--copies 8]
+[--chunks 20] [--chunk-requests 60] [--windows 12]`, e.g. `python bench/compare_revisions.py
+HEAD~3`.
 """
 
 from __future__ import annotations
@@ -32,14 +39,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import insitu
 from bench_proxy import (
     REPO,
     LockStepCosts,
+    Saturated,
     _cost_ratio,
     _lock_step,
+    _processes,
+    _saturated,
     _TlsLockStep,
     prepare,
     start_proxies,
@@ -63,10 +75,17 @@ def main() -> int:
         "--copies", type=int, default=8, help="proxy processes per variant, their costs averaged"
     )
     ap.add_argument("--domains", type=int, default=1000)
-    ap.add_argument("--tls", action="store_true", help="new passed-through TLS connections")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--tls", action="store_true", help="new passed-through TLS connections")
+    mode.add_argument(
+        "--in-situ", action="store_true", help="saturated load, socialguard's code timed in place"
+    )
+    ap.add_argument("--windows", type=int, default=12, help="with --in-situ: turns per process")
     args = ap.parse_args()
     if args.chunks < 2:
         ap.error("--chunks must be at least 2: the spread needs two samples")
+    if args.windows < 1:
+        ap.error("--windows must be at least 1")
     baseline = "passall" if args.tls else "bare"
     work = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     trees: list[Path] = []
@@ -81,8 +100,15 @@ def main() -> int:
         for i, rev in enumerate(args.revs):
             trees.append(_worktree(rev, work / f"tree{i}"))
             variants.append((rev, "addon", str(trees[-1])))
-        proxies = start_proxies(work, ports, rules, procs, args.copies, variants)
+        proxies = start_proxies(
+            work, ports, rules, procs, args.copies, variants, timed=args.in_situ
+        )
         names = tuple(name for name, _, _ in variants)
+        if args.in_situ:
+            run = _saturated(proxies, names, "http", args.windows, 0.5)
+            time.sleep(1.5)  # the timers' last sums reach their files
+            _report_in_situ(run, names, work, args.copies)
+            return 0
         if args.tls:  # a connection costs several requests' worth: fewer to a chunk
             steps = _lock_step(
                 proxies, names, args.chunks, args.chunk_requests // 4, client=_TlsLockStep
@@ -119,6 +145,31 @@ def _report(costs: LockStepCosts, variants: tuple[str, ...], work: str, copies: 
         whole = statistics.fmean(total[name])
         print(f"{name:28} {mean:10.1f} {mean - base_mean:7.1f} {whole:11.1f} {others:11.2f}  "
               f"{_cost_ratio(main[name], base)}")  # fmt: skip
+
+
+def _report_in_situ(run: Saturated, variants: tuple[str, ...], work: Path, copies: int) -> None:
+    """Per variant: requests per CPU-second of its own windows against the baselines' mean, and
+    for socialguard's variants the CPU µs per call of each timed thing, pooled over processes."""
+    base = (run.per_cpu_second("bare") + run.per_cpu_second("bare2")) / 2
+    print(
+        f"saturated, allowed plain HTTP; each variant {copies} proxy processes; socialguard's "
+        "timed in place (a timer adds about 1 µs to what it times, and to the request)"
+    )
+    print(f"{'variant':28} {'req/CPU-s':>9} {'ratio':>7}")
+    for name in variants:
+        rate = run.per_cpu_second(name)
+        print(f"{name:28} {rate:9.1f} {rate / base:7.1%}")
+    timed = [n for n in variants if n not in {"bare", "bare2"}]
+    times = {
+        n: insitu.read([work / f"run-{p}" / insitu.FILE for p in _processes(run.cpu, (n,))])
+        for n in timed
+    }
+    whats = [w for w, *_ in insitu.TIMED] + [insitu.WRITE]
+    print(f"\n{'CPU µs per call, in place':28}" + "".join(f" {n[:14]:>14}" for n in timed))
+    for what in whats:
+        cells = [times[n].get(what) for n in timed]
+        if any(cells):
+            print(f"{what:28}" + "".join(f" {c[1]:14.1f}" if c else f" {'-':>14}" for c in cells))
 
 
 if __name__ == "__main__":
