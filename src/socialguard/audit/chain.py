@@ -56,12 +56,12 @@ def leaf_hash(canonical: bytes) -> str:
     return hashlib.sha256(LEAF_PREFIX + canonical).hexdigest()
 
 
-# SHA-256 for the writer, one short record at a time: OpenSSL's, through hashlib. CPython's own
-# (HACL*, `_sha2`) was used for a while on the belief that OpenSSL's set-up cost more between
-# mitmproxy's work; isolated, the two came out equal in the proxy's lock-step figure
-# (bench/compare_revisions.py: 141.5 vs 143.7 us added a request) and OpenSSL's is 2.6x as fast in
-# a warm loop on a 660-byte line (1.3 vs 3.5 us, SHA-NI), so the writer uses it as `verify` does.
-record_sha256 = hashlib.sha256
+# SHA-256 for the writer, one short record at a time: OpenSSL's, through hashlib, each record's
+# hasher a copy of this one, which has taken the leaf prefix. Timed in place in a proxy under load
+# (bench/compare_revisions.py --in-situ), a copy fed the record cost 10.6-12.3 µs where a new
+# hasher fed prefix and record cost 15.3-17.5; in a warm loop the two are 1.3 and 1.7 µs. (CPython's
+# own SHA-256, HACL*, came out at 11 in place, but 5.4 warm: it has no SHA-NI.) Never fed itself.
+LEAF_HASHER = hashlib.sha256(LEAF_PREFIX)
 
 
 def seal(body: bytes) -> tuple[bytes, str]:

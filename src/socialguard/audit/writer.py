@@ -42,10 +42,9 @@ from . import files
 from .chain import (
     GENESIS,
     H_MARK,
-    LEAF_PREFIX,
+    LEAF_HASHER,
     LineError,
     encode_event,
-    record_sha256,
     unseal,
 )
 from .chains import read_anchor
@@ -153,7 +152,10 @@ class ChainFileSink:
             f'{self._head}{seq},"ts":"{self._prefix}{_MILLIS[int((t - sec) * 1000)]}"'
             f'{self._node}{fields},"prev":"{state.head}"'
         ).encode()
-        h = record_sha256(b"".join((LEAF_PREFIX, body, b"}"))).hexdigest()
+        hasher = LEAF_HASHER.copy()
+        hasher.update(body)
+        hasher.update(b"}")
+        h = hasher.hexdigest()
         line = b"".join((body, H_MARK, h.encode("ascii"), b'"}\n'))
         try:
             n = os.write(state.fd, line)
