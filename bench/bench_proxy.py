@@ -33,7 +33,9 @@ are taken two ways:
   drifts by tens of percent within seconds; proxies given the load for seconds in turn came out
   72-118 % of each other round by round, in short turns the drift falls on every one alike.
   Beside socialguard runs the issue's own reference point, an addon whose whole decision is one
-  dict lookup: what mitmproxy charges for calling any addon at all;
+  dict lookup: what mitmproxy charges for calling any addon at all; and that addon with the
+  decision log's duty added (a sealed record a request, written by socialguard's own log as
+  socialguard writes it), against which socialguard's figure is what its deciding costs;
 - lock-step (a diagnostic): one keep-alive connection per proxy with one request in flight, the
   proxies taking turns request by request; CPU per request over chunks of such turns, pooled, with
   the per-chunk median and interquartile range, and split into the main thread's (mitmproxy's
@@ -190,6 +192,46 @@ class OneLookup:
             flow.response = http.Response.make(403, b"blocked", {"Content-Type": "text/plain"})
 
 
+class LoggedLookup(OneLookup):
+    """A second reference point: the one dict lookup plus the decision log's duty, a sealed
+    record a request handed to the kernel before the request goes on, written as socialguard
+    writes its common record (socialguard's own `AuditLog.write_encoded` from a remembered
+    encoding, a fresh decision id each). Beside it, socialguard's figure is what deciding costs
+    on top of the logging duty the architecture sets."""
+
+    def __init__(self, names: Path, log_dir: Path) -> None:
+        from socialguard.audit import AuditLog
+        from socialguard.audit.schema import EncodedDecisions
+        from socialguard.engine import Action, Basis, Decision, Principal
+
+        super().__init__(names)
+        self.log = AuditLog(log_dir, "bench")
+        self.encoded = EncodedDecisions()
+        self.decision = Decision(  # what socialguard logs for the bench's allowed request
+            action=Action.ALLOW,
+            basis=Basis.DEFAULT,
+            reason="no rule concerns this destination",
+            principal=Principal("127.0.0.1", frozenset({"all-staff", "staff"})),
+            policy_version="06e8a221e607938e",
+            host="www.example.org",
+        )
+
+    def requestheaders(self, flow: Any) -> None:
+        from socialguard.audit import new_decision_id
+
+        super().requestheaders(flow)
+        self.log.write_encoded(
+            self.encoded.fields(
+                self.decision,
+                decision_id=new_decision_id(),
+                stage="request",
+                client=flow.client_conn.peername[0],
+                scheme="http",
+                method="GET",
+            )
+        )
+
+
 class Instant403:
     """Baseline for blocked latency: a 403 at once, no decision."""
 
@@ -246,6 +288,7 @@ def _proxy(variant: str, ready: Any, ports: tuple[int, int], work: str, rules: s
             "passall": lambda: [PassAll()],
             "passall2": lambda: [PassAll()],
             "onelookup": lambda: [OneLookup(million)],
+            "loggedlookup": lambda: [LoggedLookup(million, Path(work) / "log")],
             "instant403": lambda: [Instant403()],
         }
         asyncio.run(bare(extras[variant]()))
@@ -629,7 +672,10 @@ def _lock_step(
 
 
 # (name, variant, tree): the proxies of the throughput figures, all from this checkout
-VARIANTS = tuple((v, v, "") for v in ("bare", "bare2", "onelookup", "addon", "passall", "passall2"))
+VARIANTS = tuple(
+    (v, v, "")
+    for v in ("bare", "bare2", "onelookup", "loggedlookup", "addon", "passall", "passall2")
+)
 
 
 def _processes(named: Any, variants: tuple[str, ...]) -> list[str]:
@@ -704,11 +750,15 @@ def by_variant(costs: LockStepCosts, variants: tuple[str, ...]) -> LockStepCosts
 
 
 def _saturated_rows(
-    run: Saturated, copies: tuple[str, str], title: str, unit: str, reference: str | None = None
+    run: Saturated,
+    copies: tuple[str, str],
+    title: str,
+    unit: str,
+    references: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """socialguard against the mean of the two baseline variants, their own A/A, the spread of
-    the window-by-window ratios, the whole-run reckoning, and the `reference` variant (an
-    addon as simple as can be) when it ran."""
+    the window-by-window ratios, the whole-run reckoning, and the `references` (variant, label)
+    that ran: each against the baselines, and socialguard against each."""
     rate = {v: run.per_cpu_second(v) for v in (*copies, "addon")}
     base = (rate[copies[0]] + rate[copies[1]]) / 2
     ours_w = run.window_rates("addon")
@@ -735,9 +785,10 @@ def _saturated_rows(
         whole_base,
         f"{whole['addon'] / whole_base:7.1%}",
     )
-    if reference is not None:
-        ref = run.per_cpu_second(reference)
-        _line("  the issue's one-dict-lookup addon", ref, base, f"{ref / base:7.1%}")
+    for variant, label in references:
+        ref = run.per_cpu_second(variant)
+        _line(f"  {label}", ref, base, f"{ref / base:7.1%}")
+        _line("    socialguard against it", rate["addon"], ref, f"{rate['addon'] / ref:7.1%}")
 
 
 def _cost_ratio(ours: list[float], base: list[float]) -> str:
@@ -783,7 +834,14 @@ def _report(
 ) -> None:
     print(f"{'figure':50} {'socialguard':>12} {'baseline':>12} {'ratio':>7}")
     _saturated_rows(
-        rps, ("bare", "bare2"), "plain HTTP keep-alive, saturated", "request", "onelookup"
+        rps,
+        ("bare", "bare2"),
+        "plain HTTP keep-alive, saturated",
+        "request",
+        (
+            ("onelookup", "the issue's one-dict-lookup addon"),
+            ("loggedlookup", "the same with the decision log's record a request"),
+        ),
     )
     print(f"{'  target: >= 95 % of bare mitmproxy':50}")
     # The lock-step baseline is the mean of the two identical bare copies, chunk by chunk: the A/A
@@ -850,7 +908,7 @@ def main() -> int:
               "work: wall-clock figures are noisy, CPU-second figures less so\n")  # fmt: skip
         rps = _saturated(
             proxies,
-            ("bare", "bare2", "onelookup", "addon"),
+            ("bare", "bare2", "onelookup", "loggedlookup", "addon"),
             "http",
             args.windows,
             args.window_seconds,
