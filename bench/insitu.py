@@ -2,14 +2,16 @@
 
 What the addon adds to a request under load cannot be read off a warm loop: between two of its
 calls mitmproxy runs a few milliseconds of its own work, which evicts the addon's code and data
-from the caches, and the same hook that takes 23 µs in a loop took 90-110 µs there (the SHA-256
-of a record 1.7 µs against 15). The difference between two proxies' CPU per request finds it
+from the caches, and the request hook that takes 28 µs in a warm loop took 95 µs there (its
+write syscall 4.6 against 19.5). The difference between two proxies' CPU per request finds it
 only to +-30 µs. So a proxy process started with a timing file wraps the addon's request hooks
 and its decision log's writes in per-call timers of the thread's CPU, and writes their sums to
 that file every second; a change to the hot path is then judged by what it saves where it runs.
 
 Each timer reads the thread's CPU clock twice, about a microsecond (a syscall), counted in what
-it times; the timed variants' requests per CPU-second are low by about as much per timer.
+it times; the timed variants' requests per CPU-second are low by about as much per timer. Keep
+what is timed coarse: timers around a few µs of work disturb it (timed alone, the record's
+SHA-256 seemed to save 4 µs with a change that saved 1.6 on the whole call).
 Not a benchmark itself (`run_all.py` runs `bench_*.py` only).
 """
 
