@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# (what, owner's module, owner's name or "" for the module, attribute): the owners that a revision
-# lacks are skipped, so that older trees can be timed beside this one.
+# (what, module, class, method): the methods that a revision lacks are skipped, so that older trees
+# can be timed beside this one.
 TIMED = (
     ("requestheaders hook", "socialguard.proxy.addon", "SocialGuard", "requestheaders"),
     ("request hook", "socialguard.proxy.addon", "SocialGuard", "request"),
@@ -59,11 +59,10 @@ def install(out: Path) -> None:
 
     totals: dict[str, list[int]] = {}
     for what, module, owner, attr in TIMED:
-        target: Any = importlib.import_module(module)
-        target = getattr(target, owner, None) if owner else target
-        func = getattr(target, attr, None)
+        cls = getattr(importlib.import_module(module), owner)
+        func = getattr(cls, attr, None)
         if func is not None:
-            setattr(target, attr, _timed(func, totals.setdefault(what, [0, 0])))
+            setattr(cls, attr, _timed(func, totals.setdefault(what, [0, 0])))
     writer = importlib.import_module("socialguard.audit.writer")
     shadow = types.ModuleType("os")  # the writer's `os`, with a timed write
     shadow.__dict__.update(os.__dict__)
