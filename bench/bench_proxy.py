@@ -207,7 +207,9 @@ class LoggedLookup(OneLookup):
         super().__init__(names)
         self.log = AuditLog(log_dir, "bench")
         self.encoded = EncodedDecisions()
-        self.decision = Decision(  # what socialguard logs for the bench's allowed request
+        # The shape and lengths of socialguard's record for the bench's allowed request (the
+        # policy version is the shipped demo's; the bench's rules have one of the same length).
+        self.decision = Decision(
             action=Action.ALLOW,
             basis=Basis.DEFAULT,
             reason="no rule concerns this destination",
