@@ -2,8 +2,11 @@
 
 1. Requests/s through the proxy with the socialguard addon (shipped demo rules plus a
    1,000,000-domain category, decision log on) vs bare mitmproxy, same workload: allowed plain
-   HTTP, keep-alive, to a local upstream. Target: >= 95 %. Counted per proxy CPU-second (from
-   /proc) as well as per wall second: on a shared machine the wall clock mostly measures others.
+   HTTP, keep-alive, to a local upstream. Target: >= 95 %. The proxy is `socialguard run`'s, which
+   carries ten of mitmdump's 34 addons (run.filter_addons); beside it runs the addon on mitmdump's
+   own chain (the `mitmdump -s` way), whose ratio is the addon's own cost. Counted per proxy
+   CPU-second (from /proc) as well as per wall second: on a shared machine the wall clock mostly
+   measures others.
 2. New TLS connections/s to a non-social host, passed through by the addon's SNI decision, vs
    mitmproxy passing every connection through. Target: >= 95 %.
 3. Blocked requests: time the decision adds. (a) in-process, the addon's `requestheaders` for a
@@ -32,11 +35,13 @@ are taken two ways:
   with k proxies in turn it charges those ticks k times over. On this VM the CPU speed
   drifts by tens of percent within seconds; proxies given the load for seconds in turn came out
   72-118 % of each other round by round, in short turns the drift falls on every one alike.
-  Beside socialguard runs the issue's own reference point, an addon whose whole decision is one
-  dict lookup: what mitmproxy charges for calling any addon at all; and that addon with the
-  decision log's duty added (a sealed record a request, written by socialguard's own log as
-  socialguard writes it), against which socialguard's figure is what its deciding costs;
-- lock-step (a diagnostic): one keep-alive connection per proxy with one request in flight, the
+  Beside socialguard run runs its addon on mitmdump's chain, the like-for-like cost of the
+  addon, and, on that same chain, the issue's own reference point, an addon whose whole decision
+  is one dict lookup: what mitmproxy charges for calling any addon at all; and that addon with
+  the decision log's duty added (a sealed record a request, written by socialguard's own log as
+  socialguard writes it), against which the addon's figure is what its deciding costs;
+- lock-step (a diagnostic, of the addon on mitmdump's chain, so that mitmdump's cost per request
+  is the same on both sides): one keep-alive connection per proxy with one request in flight, the
   proxies taking turns request by request; CPU per request over chunks of such turns, pooled, with
   the per-chunk median and interquartile range, and split into the main thread's (mitmproxy's
   event loop, where every request is handled) and the other threads' (the rules watcher, the
@@ -267,7 +272,23 @@ def _proxy(variant: str, ready: Any, ports: tuple[int, int], work: str, rules: s
         opts.update(connection_strategy="lazy", confdir=str(certs))
         await master.run()
 
-    if variant == "addon":
+    async def on_mitmdump(base: Path) -> None:
+        from socialguard.proxy.addon import SocialGuard
+        from socialguard.proxy.run import _Ready
+
+        opts = options.Options(listen_host="127.0.0.1", listen_port=0)
+        master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+        master.addons.add(SocialGuard(ManualClock(SCHOOL_HOURS)), steer, _Ready(on_ready))
+        opts.update(
+            connection_strategy="lazy", confdir=str(certs), socialguard_rules=rules,
+            socialguard_state=str(base / "state"), socialguard_log_dir=str(base / "log"),
+            socialguard_node="bench",
+        )  # fmt: skip
+        await master.run()
+
+    if variant == "onmitmdump":  # the addon on mitmdump's chain, as `mitmdump -s` loads it
+        asyncio.run(on_mitmdump(Path(work) / "addon"))
+    elif variant == "addon":
         base = Path(work) / "addon"
         config = ProxyConfig(
             rules=Path(rules), certs=certs, state=base / "state", log_dir=base / "log",
@@ -674,10 +695,17 @@ def _lock_step(
 
 
 # (name, variant, tree): the proxies of the throughput figures, all from this checkout
-VARIANTS = tuple(
-    (v, v, "")
-    for v in ("bare", "bare2", "onelookup", "loggedlookup", "addon", "passall", "passall2")
+_NAMES = (
+    "bare",
+    "bare2",
+    "onelookup",
+    "loggedlookup",
+    "addon",
+    "onmitmdump",
+    "passall",
+    "passall2",
 )
+VARIANTS = tuple((v, v, "") for v in _NAMES)
 
 
 def _processes(named: Any, variants: tuple[str, ...]) -> list[str]:
@@ -757,10 +785,14 @@ def _saturated_rows(
     title: str,
     unit: str,
     references: tuple[tuple[str, str], ...] = (),
+    *,
+    same_chain: str = "onmitmdump",
 ) -> None:
-    """socialguard against the mean of the two baseline variants, their own A/A, the spread of
-    the window-by-window ratios, the whole-run reckoning, and the `references` (variant, label)
-    that ran: each against the baselines, and socialguard against each."""
+    """socialguard run against the mean of the two baseline variants, their own A/A, the spread
+    of the window-by-window ratios, the whole-run reckoning; then the addon on mitmdump's chain
+    (`same_chain`), whose ratio is the addon's own cost, and the `references` (variant, label)
+    that ran on that chain: each against the baselines, and the addon on that chain against
+    each."""
     rate = {v: run.per_cpu_second(v) for v in (*copies, "addon")}
     base = (rate[copies[0]] + rate[copies[1]]) / 2
     ours_w = run.window_rates("addon")
@@ -778,7 +810,7 @@ def _saturated_rows(
     for v in (*copies, "addon"):
         each = " / ".join(f"{r / base:.1%}" for r in run.process_rates(v))
         _line(f"  {v}'s processes, each: {each}")
-    _line(f"  added by socialguard, CPU us per {unit}", 1e6 / rate["addon"] - 1e6 / base)
+    _line(f"  added by socialguard run, CPU us per {unit}", 1e6 / rate["addon"] - 1e6 / base)
     whole = {v: run.per_cpu_second_whole_run(v) for v in (*copies, "addon")}
     whole_base = (whole[copies[0]] + whole[copies[1]]) / 2
     _line(
@@ -787,10 +819,15 @@ def _saturated_rows(
         whole_base,
         f"{whole['addon'] / whole_base:7.1%}",
     )
+    chained = run.per_cpu_second(same_chain)
+    _line("  the addon on mitmdump's chain (mitmdump -s)", chained, base, f"{chained / base:7.1%}")
+    each = " / ".join(f"{r / base:.1%}" for r in run.process_rates(same_chain))
+    _line(f"    its processes, each: {each}")
+    _line(f"    added by the addon, CPU us per {unit}", 1e6 / chained - 1e6 / base)
     for variant, label in references:
         ref = run.per_cpu_second(variant)
         _line(f"  {label}", ref, base, f"{ref / base:7.1%}")
-        _line("    socialguard against it", rate["addon"], ref, f"{rate['addon'] / ref:7.1%}")
+        _line("    the addon on the same chain against it", chained, ref, f"{chained / ref:7.1%}")
 
 
 def _cost_ratio(ours: list[float], base: list[float]) -> str:
@@ -801,25 +838,25 @@ def _cost_ratio(ours: list[float], base: list[float]) -> str:
     return f"{pooled:7.1%}  per chunk: median {med:.1%}, IQR {q1:.1%}..{q3:.1%}"
 
 
-def _lock_step_rows(
-    costs: LockStepCosts, copies: tuple[str, str], title: str, aa: str, added: str
+def _lock_step_rows(  # noqa: PLR0917 - the rows' labels
+    costs: LockStepCosts, copies: tuple[str, str], title: str, aa: str, added: str, ours: str
 ) -> None:
-    """socialguard against the mean of the two baseline copies, then the copies against each
-    other (the A/A control), then the CPU socialguard adds; then the same for the main thread
-    alone, and the other threads' cost by the second."""
+    """`ours` against the mean of the two baseline copies, then the copies against each other
+    (the A/A control), then the CPU `ours` adds; then the same for the main thread alone, and
+    the other threads' cost by the second."""
     for main_only, steps in ((False, costs.total), (True, costs.main)):
         first, second = (steps[c] for c in copies)
         base = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
         mean = {k: statistics.fmean(v) for k, v in steps.items()}
         base_mean = statistics.fmean(base)
         prefix = "  main thread only: " if main_only else ""
-        _line(prefix + title, mean["addon"], base_mean, _cost_ratio(steps["addon"], base))
+        _line(prefix + title, mean[ours], base_mean, _cost_ratio(steps[ours], base))
         if not main_only:
             _line(aa, mean[copies[1]], mean[copies[0]], _cost_ratio(second, first))
-        _line(prefix + added.strip() if main_only else added, mean["addon"] - base_mean)
-    background = {name: costs.background_ms_per_s(name) for name in (*copies, "addon")}
+        _line(prefix + added.strip() if main_only else added, mean[ours] - base_mean)
+    background = {name: costs.background_ms_per_s(name) for name in (*copies, ours)}
     base_bg = (background[copies[0]] + background[copies[1]]) / 2
-    _line("  other threads, CPU ms a second", background["addon"], base_bg)
+    _line("  other threads, CPU ms a second", background[ours], base_bg)
 
 
 def _line(label: str, ours: float | None = None, base: float | None = None, tail: str = "") -> None:
@@ -852,18 +889,20 @@ def _report(
     _lock_step_rows(
         steps,
         ("bare", "bare2"),
-        "plain HTTP keep-alive, lock-step, CPU us/request",
+        "the addon on mitmdump's chain, plain HTTP, lock-step, CPU us/request",
         "  A/A control: a second bare mitmproxy",
-        "  added by socialguard, CPU us/request",
+        "  added by the addon, CPU us/request",
+        "onmitmdump",
     )
     _saturated_rows(cps, ("passall", "passall2"), "TLS passthrough, saturated", "connection")
     print(f"{'  target: >= 95 % of mitmproxy passing everything':50}")
     _lock_step_rows(
         tls_steps,
         ("passall", "passall2"),
-        "TLS passthrough, lock-step, CPU us/connection",
+        "the addon on mitmdump's chain, TLS passthrough, lock-step, CPU us/connection",
         "  A/A control: a second pass-everything mitmproxy",
-        "  added by socialguard, CPU us/connection",
+        "  added by the addon, CPU us/connection",
+        "onmitmdump",
     )
     hook_wall, hook_cpu = lat["hook_wall"], lat["hook_cpu"]
     print(
@@ -910,21 +949,25 @@ def main() -> int:
               "work: wall-clock figures are noisy, CPU-second figures less so\n")  # fmt: skip
         rps = _saturated(
             proxies,
-            ("bare", "bare2", "onelookup", "loggedlookup", "addon"),
+            ("bare", "bare2", "onelookup", "loggedlookup", "addon", "onmitmdump"),
             "http",
             args.windows,
             args.window_seconds,
         )
         cps = _saturated(
-            proxies, ("passall", "passall2", "addon"), "tls", args.windows, args.window_seconds
+            proxies, ("passall", "passall2", "addon", "onmitmdump"), "tls", args.windows,
+            args.window_seconds,
+        )  # fmt: skip
+        steps = _lock_step(
+            proxies, ("bare", "bare2", "onmitmdump"), args.chunks, args.chunk_requests
         )
-        steps = _lock_step(proxies, ("bare", "bare2", "addon"), args.chunks, args.chunk_requests)
         tls_steps = _lock_step(
-            proxies, ("passall", "passall2", "addon"), args.chunks, args.chunk_requests // 4,
+            proxies, ("passall", "passall2", "onmitmdump"), args.chunks, args.chunk_requests // 4,
             client=_TlsLockStep,
         )  # fmt: skip
         lat: dict[str, Any] = {"n": args.latency_requests}
-        for name, variant in (("addon", "addon"), ("base", "instant403")):
+        # the addon on the same chain as the 403-at-once baseline: mitmdump's
+        for name, variant in (("addon", "onmitmdump"), ("base", "instant403")):
             port, pid = proxies[f"{variant}#0"]
             before = cpu_seconds(pid)
             lat[name] = _latencies(port, args.latency_requests)
