@@ -101,8 +101,8 @@ def filter_addons() -> list[Any]:
     mitmproxy hands every event to every addon in its chain, four events to a plain keep-alive
     request, whether or not the addon has a hook for it; each addon a deployment does not use costs
     every request. Over mitmdump's 34 that dispatch is a third of a request's CPU: socialguard on
-    this chain served 136 % of bare mitmdump's requests per CPU-second, on mitmdump's own chain
-    95 % (bench/bench_proxy.py). Left out with the cost are the addons that rewrite, map, replay or
+    this chain served 145 % of bare mitmdump's requests per CPU-second, on mitmdump's own chain
+    96 % (bench/bench_proxy.py). Left out with the cost are the addons that rewrite, map, replay or
     save traffic when an option is set (modify_headers, map_remote, server_replay,
     save_stream_file, ...), which a filter should not carry, and the script loader, whose failed
     reload unloads a script and fails open.
