@@ -2,9 +2,9 @@
 
 The addon is added to a mitmproxy `Master` in-process rather than loaded with `-s`: mitmproxy
 reloads `-s` scripts when they change and unloads one that fails, after which traffic flows
-unfiltered.
-Embedded, the addon is part of the program; the rules file is what reloads, with validation (see
-reload.py). The master carries only the mitmproxy addons a filter needs (`filter_addons`).
+unfiltered. Embedded, the addon is part of the program; the rules file is what reloads, with
+validation (see reload.py). The master carries only the mitmproxy addons a filter needs
+(`filter_addons`).
 
 `connection_strategy=lazy` is set here (mitmproxy 12.3 defaults to eager, under which a refused
 ClientHello would already have been forwarded upstream).
