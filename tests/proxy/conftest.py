@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from socialguard.proxy import ManualClock, ProxyConfig, ensure_ca, serve
+from socialguard.proxy import ManualClock, ProxyConfig, ProxyMode, ensure_ca, serve
 
 with warnings.catch_warnings():
     # mitmproxy's default addons import ldap3, which trips pyasn1's DeprecationWarning at import
@@ -254,7 +254,10 @@ def start_proxy(
     started: list[RunningProxy] = []
 
     def start(
-        rules_text: str = TEST_RULES, at: dt.datetime = SCHOOL_HOURS, **mitm: Any
+        rules_text: str = TEST_RULES,
+        at: dt.datetime = SCHOOL_HOURS,
+        mode: ProxyMode = ProxyMode.REGULAR,
+        **mitm: Any,
     ) -> RunningProxy:
         base = tmp_path / f"proxy{len(started)}"
         base.mkdir()
@@ -267,6 +270,7 @@ def start_proxy(
             certs=ca_dir,
             state=base / "state",
             log_dir=base / "log",
+            mode=mode,
             listen_port=0,
             node="test",
             mitmproxy_options={"ssl_insecure": True, **mitm},

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import curl  # type: ignore[import-not-found]
 from socialguard.errors import ConfigError
+from socialguard.proxy import ProxyMode
 
 pytestmark = pytest.mark.e2e
 
@@ -47,3 +48,13 @@ def test_mitmproxys_protections_stay_in_the_chain(start_proxy: Any) -> None:
         assert addons.get(name) is not None, name
     for name in ("modifyheaders", "maplocal", "save", "scriptloader", "clientplayback"):
         assert addons.get(name) is None, name
+
+
+@pytest.mark.parametrize("mode", list(ProxyMode))
+def test_every_mode_of_socialguard_run_starts_on_the_filters_chain(
+    start_proxy: Any, mode: ProxyMode
+) -> None:
+    """Each mode `socialguard run` offers brings up its own listener on the filter's chain (the
+    mode servers need nothing of the addons left out), and no other listener."""
+    servers = list(start_proxy(mode=mode).master.addons.get("proxyserver").servers)
+    assert [(s.mode.type_name, s.is_running) for s in servers] == [(mode.value, True)]
