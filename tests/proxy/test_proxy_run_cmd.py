@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,16 +27,27 @@ ALWAYS_BLOCKED = TEST_RULES.replace(
 )
 
 
-def _start(tmp_path: Path, err: IO[str]) -> subprocess.Popen[str]:
+def _start(
+    tmp_path: Path, err: IO[str], *args: str, out: IO[str] | int = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(ALWAYS_BLOCKED)
     cmd = [
         sys.executable, "-m", "socialguard", "run", "--rules", str(rules),
         "--listen", "127.0.0.1:0", "--certs", str(tmp_path / "certs"),
-        "--state", str(tmp_path / "state"), "--node", "cli",
+        "--state", str(tmp_path / "state"), "--node", "cli", *args,
     ]  # fmt: skip
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.Popen(cmd, stderr=err, stdout=subprocess.DEVNULL, text=True, env=env)
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, stderr=err, stdout=out, text=True, env=env)
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
 
 
 def _wait_for_port(proc: subprocess.Popen[str], err_path: Path) -> tuple[int, str]:
@@ -67,18 +79,47 @@ def test_run_creates_the_ca_blocks_and_stops_cleanly_on_sigterm(tmp_path: Path) 
         )  # fmt: skip
         assert res.stdout == "403"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = _stop(proc)
     assert code == 0
     records = []
     for f in sorted((tmp_path / "state" / "log").glob("*.jsonl")):
         records.extend(json.loads(x) for x in f.read_text().splitlines() if x.strip())
     assert [r["rule"] for r in records if r.get("type") == "decision"] == ["never-tiktok"]
     assert records[-1]["type"] == "file_close", "the decision log was closed on SIGTERM"
+
+
+def test_run_in_wireguard_mode_prints_the_client_configuration(tmp_path: Path) -> None:
+    """Roaming devices import this configuration; mitmproxy logs it, and embedded that log was
+    dropped. Its keys must be the pair in the CA directory's wireguard.conf. The stop is clean:
+    exit 0 (mitmproxy_rs crashed the interpreter's teardown about every other time) with the
+    decision log closed."""
+    from mitmproxy_rs import wireguard
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    err_path, out_path = tmp_path / "stderr.txt", tmp_path / "stdout.txt"
+    with err_path.open("w") as err, out_path.open("w") as out:
+        proc = _start(
+            tmp_path, err, "--mode", "wireguard", "--listen", f"127.0.0.1:{port}", out=out
+        )
+    try:
+        _wait_for_port(proc, err_path)
+        text = ""
+        for _ in range(100):  # bounded: the listener logs it as it starts
+            text = out_path.read_text()
+            if "[Peer]" in text and "Endpoint" in text:
+                break
+            time.sleep(0.1)
+    finally:
+        assert _stop(proc) == 0
+    conf = dict(re.findall(r"^(\w+) = (.+)$", text, re.MULTILINE))
+    keys = json.loads((tmp_path / "certs" / "wireguard.conf").read_text())
+    assert conf["PrivateKey"] == keys["client_key"]
+    assert conf["PublicKey"] == wireguard.pubkey(keys["server_key"])
+    assert conf["Endpoint"] == f"127.0.0.1:{port}"
+    log = sorted((tmp_path / "state" / "log").glob("*.jsonl"))[-1].read_text().splitlines()
+    assert json.loads(log[-1])["type"] == "file_close", "the decision log was closed on SIGTERM"
 
 
 def test_run_refuses_a_broken_rules_file_with_file_and_line(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ ClientHello would already have been forwarded upstream).
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -134,6 +135,16 @@ def filter_addons() -> list[Any]:
     ]
 
 
+def _show_listener_messages() -> None:
+    """Let mitmproxy's listeners say what they started, on the terminal log.
+
+    mitmdump lowers the root logger to DEBUG; embedded, Python's default WARNING drops mitmproxy's
+    INFO messages, and among them the only place WireGuard mode gives the client configuration
+    that roaming devices import. Only the listeners' logger: per-connection messages stay out.
+    """
+    logging.getLogger("mitmproxy.proxy.mode_servers").setLevel(logging.INFO)
+
+
 class _Ready:
     """Reports the addresses mitmproxy actually listens on, once it does (port 0 → a real port)."""
 
@@ -169,6 +180,8 @@ async def serve(
     from .addon import SocialGuard
 
     opts = options.Options(listen_host=config.listen_host, listen_port=config.listen_port)
+    if with_termlog:
+        _show_listener_messages()
     master = Master(opts, with_termlog=with_termlog)
     master.addons.add(*filter_addons())
     addon = SocialGuard(clock)
