@@ -136,11 +136,12 @@ def filter_addons() -> list[Any]:
 
 
 def _show_listener_messages() -> None:
-    """Let mitmproxy's listeners say what they started, on the terminal log.
+    """Let mitmproxy's listeners say what they started, on the terminal log: for WireGuard mode.
 
     mitmdump lowers the root logger to DEBUG; embedded, Python's default WARNING drops mitmproxy's
     INFO messages, and among them the only place WireGuard mode gives the client configuration
-    that roaming devices import. Only the listeners' logger: per-connection messages stay out.
+    that roaming devices import. Only the listeners' logger: per-connection messages stay out. The
+    other modes have nothing there that `socialguard run`'s own "listening on" line does not say.
     """
     logging.getLogger("mitmproxy.proxy.mode_servers").setLevel(logging.INFO)
 
@@ -180,7 +181,7 @@ async def serve(
     from .addon import SocialGuard
 
     opts = options.Options(listen_host=config.listen_host, listen_port=config.listen_port)
-    if with_termlog:
+    if with_termlog and config.mode is ProxyMode.WIREGUARD:
         _show_listener_messages()
     master = Master(opts, with_termlog=with_termlog)
     master.addons.add(*filter_addons())
