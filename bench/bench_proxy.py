@@ -263,31 +263,28 @@ def _proxy(variant: str, ready: Any, ports: tuple[int, int], work: str, rules: s
     def on_ready(addrs: list[tuple[str, int]]) -> None:
         ready.send(addrs[0][1])
 
-    async def bare(extra: list[Any]) -> None:
+    async def mitmdump(first: list[Any], **more_options: Any) -> None:
+        """mitmdump's chain (its output off) with `first` ahead of the steering, as `-s` adds."""
         from socialguard.proxy.run import _Ready
 
         opts = options.Options(listen_host="127.0.0.1", listen_port=0)
         master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-        master.addons.add(steer, *extra, _Ready(on_ready))
-        opts.update(connection_strategy="lazy", confdir=str(certs))
-        await master.run()
-
-    async def on_mitmdump(base: Path) -> None:
-        from socialguard.proxy.addon import SocialGuard
-        from socialguard.proxy.run import _Ready
-
-        opts = options.Options(listen_host="127.0.0.1", listen_port=0)
-        master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-        master.addons.add(SocialGuard(ManualClock(SCHOOL_HOURS)), steer, _Ready(on_ready))
-        opts.update(
-            connection_strategy="lazy", confdir=str(certs), socialguard_rules=rules,
-            socialguard_state=str(base / "state"), socialguard_log_dir=str(base / "log"),
-            socialguard_node="bench",
-        )  # fmt: skip
+        master.addons.add(*first, steer, _Ready(on_ready))
+        opts.update(connection_strategy="lazy", confdir=str(certs), **more_options)
         await master.run()
 
     if variant == "onmitmdump":  # the addon on mitmdump's chain, as `mitmdump -s` loads it
-        asyncio.run(on_mitmdump(Path(work) / "addon"))
+        from socialguard.proxy.addon import SocialGuard
+
+        base = Path(work) / "addon"
+        options_of_the_addon = {
+            "socialguard_rules": rules,
+            "socialguard_state": str(base / "state"),
+            "socialguard_log_dir": str(base / "log"),
+            "socialguard_node": "bench",
+        }
+        addon = SocialGuard(ManualClock(SCHOOL_HOURS))
+        asyncio.run(mitmdump([addon], **options_of_the_addon))
     elif variant == "addon":
         base = Path(work) / "addon"
         config = ProxyConfig(
@@ -314,7 +311,7 @@ def _proxy(variant: str, ready: Any, ports: tuple[int, int], work: str, rules: s
             "loggedlookup": lambda: [LoggedLookup(million, Path(work) / "log")],
             "instant403": lambda: [Instant403()],
         }
-        asyncio.run(bare(extras[variant]()))
+        asyncio.run(mitmdump(extras[variant]()))
 
 
 # ------------------------------------------------------------------------------ load
