@@ -119,7 +119,7 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
 
 def _serve(config: ProxyConfig) -> None:
     from socialguard.errors import SocialGuardError
-    from socialguard.proxy import serve
+    from socialguard.proxy import ProxyMode, serve
 
     def ready(addrs: list[tuple[str, int]]) -> None:
         where = ", ".join(f"{h}:{p}" for h, p in addrs)
@@ -134,7 +134,7 @@ def _serve(config: ProxyConfig) -> None:
             raise fail("mitmproxy could not start (see the messages above)", EXIT_INTERNAL) from e
     except KeyboardInterrupt:
         pass
-    if config.mode.value == "wireguard":
+    if config.mode is ProxyMode.WIREGUARD:
         _exit_before_teardown()
 
 
