@@ -1,0 +1,205 @@
+"""The adversarial suite's real parts: the proxy harness, and an origin that records every byte.
+
+Each case is an attack through the real proxy (`tests/proxy/conftest.py`'s embedded mitmproxy,
+loaded under its own module name: test directories are not packages). Every upstream connection
+the proxy opens is steered to one loopback `RecordingOrigin`, which keeps the raw bytes of each
+connection: what was relayed opaquely, what arrived inside TLS and under which SNI. A test asserts
+on what reached the origin and on what the decision log says, not on status codes alone.
+
+The origin answers each HTTP/1.x request it can parse with a small 200 (naming what it saw), and
+echoes any other bytes back, so an opaque relay is visible from both ends.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_HARNESS = Path(__file__).resolve().parent.parent / "proxy" / "conftest.py"
+
+
+def _load_harness() -> Any:
+    name = "socialguard_proxy_harness"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, _HARNESS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+ca_dir = harness.ca_dir
+start_proxy = harness.start_proxy
+curl = harness.curl
+TEST_RULES = harness.TEST_RULES
+SCHOOL_HOURS = harness.SCHOOL_HOURS
+EVENING = harness.EVENING
+ORIGIN_NAMES = (*harness.UPSTREAM_NAMES, "static.xx.fbcdn.net", "localhost")
+
+MAX_RECORDED = 1 << 20  # per connection: an attack case needs far less, and memory stays bounded
+_REQUEST_HEAD = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r\n")
+
+
+@dataclass
+class OriginConnection:
+    """One connection as the origin saw it: `raw` before any TLS, `data` the application bytes."""
+
+    peer: tuple[str, int]
+    tls: bool = False
+    sni: str | None = None
+    raw: bytearray = field(default_factory=bytearray)
+    data: bytearray = field(default_factory=bytearray)
+    requests: list[bytes] = field(default_factory=list)  # each request head, as received
+
+    def saw(self, needle: bytes) -> bool:
+        return needle in self.data or needle in self.raw
+
+
+class RecordingOrigin:
+    """A loopback origin that records all: plain and TLS on one port, told apart by first byte."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.context.sni_callback = self._on_sni
+        self.cert = cert
+        self._lock = threading.Lock()
+        self.connections: list[OriginConnection] = []
+        origin = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                origin._serve(self.request, self.client_address)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port: int = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    # -------------------------------------------------------------------- what the tests read
+
+    def received(self) -> bytes:
+        """All bytes every connection delivered (raw and decrypted), for "did X get through?"."""
+        with self._lock:
+            return b"".join(bytes(c.raw) + bytes(c.data) for c in self.connections)
+
+    def saw(self, needle: bytes) -> bool:
+        return needle in self.received()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.connections)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -------------------------------------------------------------------- serving
+
+    def _on_sni(self, sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: Any) -> None:
+        conn = getattr(sock, "origin_connection", None)
+        if conn is not None:
+            conn.sni = name
+
+    def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        conn = OriginConnection(peer)
+        with self._lock:
+            self.connections.append(conn)
+        sock.settimeout(10)
+        stream: socket.socket = sock
+        try:
+            if sock.recv(1, socket.MSG_PEEK) == b"\x16":
+                conn.tls = True
+                stream = self.context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
+                stream.origin_connection = conn  # type: ignore[attr-defined]  # read by _on_sni
+                stream.do_handshake()  # type: ignore[attr-defined]
+            self._converse(stream, conn)
+        except (OSError, ssl.SSLError):
+            pass  # the proxy or client hung up or failed a handshake: what arrived is recorded
+        finally:
+            stream.close()
+
+    def _converse(self, stream: socket.socket, conn: OriginConnection) -> None:
+        buffer = b""
+        while True:
+            chunk = stream.recv(65536)
+            if not chunk:
+                return
+            target = conn.data if conn.tls else conn.raw
+            if len(target) < MAX_RECORDED:
+                target.extend(chunk[: MAX_RECORDED - len(target)])
+            buffer += chunk
+            if not _REQUEST_HEAD.match(buffer[:32]) and len(buffer) >= 16:
+                stream.sendall(chunk)  # not HTTP: an echo makes an opaque relay visible
+                buffer = b""
+                continue
+            buffer = self._answer_requests(stream, conn, buffer)
+
+    @staticmethod
+    def _answer_requests(stream: socket.socket, conn: OriginConnection, buffer: bytes) -> bytes:
+        while b"\r\n\r\n" in buffer:
+            head, _, rest = buffer.partition(b"\r\n\r\n")
+            length = _content_length(head)
+            if len(rest) < length:
+                return buffer  # the body is still coming
+            conn.requests.append(head)
+            buffer = rest[length:]
+            line = head.split(b"\r\n", 1)[0]
+            host = _header(head, b"host")
+            body = b"origin saw " + line + b" host=" + host + b"\n"
+            stream.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+        return buffer
+
+
+def _header(head: bytes, name: bytes) -> bytes:
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return b""
+
+
+def _content_length(head: bytes) -> int:
+    value = _header(head, b"content-length")
+    return int(value) if value.isdigit() else 0
+
+
+@pytest.fixture(scope="session")
+def upstream_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The origin's own certificate: a client that meets it was not inspected by the proxy."""
+    return harness.make_self_signed(tmp_path_factory.mktemp("origin"), ORIGIN_NAMES)
+
+
+@pytest.fixture
+def origin(upstream_cert: tuple[Path, Path]) -> Iterator[RecordingOrigin]:
+    """A fresh recording origin for each test, so what it saw is that test's alone."""
+    rec = RecordingOrigin(*upstream_cert)
+    yield rec
+    rec.close()
+
+
+@pytest.fixture
+def upstreams(origin: RecordingOrigin) -> Any:
+    """Overrides the harness's echo upstreams: every port the proxy connects to reaches `origin`."""
+    return harness.Upstreams(origin.port, origin.port, origin.cert, [])
