@@ -144,10 +144,18 @@ class CheckpointSink:
         """Sign and store one checkpoint; return it as written."""
         cp = sign_checkpoint(body, self._key)
         line = json.dumps(cp, separators=(",", ":"), ensure_ascii=False) + "\n"
+        data = line.encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
+            end = os.fstat(fd).st_size
+            try:
+                n = os.write(fd, data)
+                while n < len(data):
+                    n += os.write(fd, data[n:])
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, end)  # no partial line for the next checkpoint to follow
+                raise
         finally:
             os.close(fd)
         if self._syslog is not None:
