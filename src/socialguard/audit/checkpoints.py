@@ -51,6 +51,27 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
     return key_id(key.public_key())
 
 
+def ensure_keypair(private_path: Path, public_path: Path) -> tuple[str, bool]:
+    """The signing key's id, making the pair first if the private key does not exist yet (as
+    `socialguard run` makes its CA); True if it was made now. An existing private key whose public
+    half is missing gets it written back."""
+    if not private_path.exists():
+        if public_path.exists():
+            raise AuditError(
+                f"{public_path}: a public key without its private key {private_path}; "
+                "move it away or restore the private key"
+            )
+        return generate_keypair(private_path, public_path), True
+    public = load_private_key(private_path).public_key()
+    if not public_path.exists():
+        public_path.write_bytes(
+            public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return key_id(public), False
+
+
 def key_id(public: Ed25519PublicKey) -> str:
     """A short fingerprint of a public key, carried in each checkpoint to say which key signed
     it."""

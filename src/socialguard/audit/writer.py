@@ -57,21 +57,6 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEZONE = ZoneInfo("America/Denver")
 
 
-ENV_SIGNING_KEY = "SOCIALGUARD_AUDIT_KEY"
-DEFAULT_KEY_NAME = "audit-signing.key"
-
-
-def default_signing_key(log_dir: Path) -> Path | None:
-    """The checkpoint signing key when none is passed: $SOCIALGUARD_AUDIT_KEY, else
-    `audit-signing.key` in the state directory (the log directory's parent, where `audit keygen`
-    puts it by default), if it exists."""
-    env = os.environ.get(ENV_SIGNING_KEY)
-    if env:
-        return Path(env)
-    candidate = log_dir.parent / DEFAULT_KEY_NAME
-    return candidate if candidate.is_file() else None
-
-
 class _ChainState:
     """The chain's head: last seq and hash written, the open file and its counters."""
 
@@ -248,13 +233,13 @@ class AuditLog:
         """Open the sinks, continue the chain on disk, open a new file, start the thread."""
         clock = self._clock
         node = self.node
-        if signing_key is None:
-            signing_key = default_signing_key(self.log_dir)
         key = load_private_key(signing_key) if signing_key is not None else None
+        # The commands pass both (`paths.checkpoint_dir`, `paths.audit_key`); a library caller
+        # that passes no directory gets one beside its log directory, and no key means unsigned.
         cp_dir = (
             Path(checkpoint_dir)
             if checkpoint_dir is not None
-            else paths.checkpoint_dir(self.log_dir)
+            else self.log_dir.parent / paths.CHECKPOINT_DIRNAME
         )
         self._checkpoints = CheckpointSink(cp_dir, node, key, syslog_address=syslog_address)
         self._drop = DropChainFields()
