@@ -13,11 +13,15 @@ ENV_RULES = "SOCIALGUARD_RULES"
 ENV_STATE = "SOCIALGUARD_STATE"
 ENV_LOG_DIR = "SOCIALGUARD_LOG_DIR"
 ENV_CERTS = "SOCIALGUARD_CERTS"
+ENV_CHECKPOINT_DIR = "SOCIALGUARD_CHECKPOINT_DIR"
+ENV_AUDIT_KEY = "SOCIALGUARD_AUDIT_KEY"
 
 DEFAULT_RULES = Path("rules/policy.yaml")
 DEFAULT_STATE = Path("var")
 DEFAULT_CERTS = Path("certs")
 STORE_FILENAME = "socialguard.db"
+AUDIT_KEY_FILENAME = "audit-signing.key"
+CHECKPOINT_DIRNAME = "checkpoints"
 
 
 def rules_path(option: Path | None = None) -> Path:
@@ -38,9 +42,28 @@ def log_dir(option: Path | None = None, state: Path | None = None) -> Path:
     return Path(env) if env else state_dir(state) / "log"
 
 
-def checkpoint_dir(log: Path) -> Path:
-    """The second sink for signed checkpoints: beside the log, not in it; shipped off-box."""
-    return log.parent / "checkpoints"
+def checkpoint_dir(option: Path | None = None, state: Path | None = None) -> Path:
+    """The second sink for signed checkpoints (default: `<state>/checkpoints`): not in the log
+    directory, so that a packaging's writable paths (the state directory, the log directory) hold
+    everything the proxy writes, whatever the log directory's parent is."""
+    if option:
+        return option
+    env = os.environ.get(ENV_CHECKPOINT_DIR)
+    return Path(env) if env else state_dir(state) / CHECKPOINT_DIRNAME
+
+
+def audit_key(option: Path | None = None, state: Path | None = None) -> Path:
+    """The private key that signs checkpoints (default: `<state>/audit-signing.key`, made by
+    `socialguard run` on first start or `socialguard audit keygen`)."""
+    if option:
+        return option
+    env = os.environ.get(ENV_AUDIT_KEY)
+    return Path(env) if env else state_dir(state) / AUDIT_KEY_FILENAME
+
+
+def public_key_of(private: Path) -> Path:
+    """Where a signing key's public half lives: beside it, `.key` replaced by `.pub`."""
+    return private.with_name(private.name.removesuffix(".key") + ".pub")
 
 
 def certs_dir(option: Path | None = None) -> Path:

@@ -91,10 +91,11 @@ def test_verify_with_keys(tmp_path: Path, clock: Clock) -> None:
     )
     log.write(event())
     log.close()
-    r = sg("verify", str(tmp_path / "log"), "--key", str(tmp_path / "keys" / "audit.pub"))
+    cps = ("--checkpoints", str(tmp_path / "checkpoints"))
+    r = sg("verify", str(tmp_path / "log"), *cps, "--key", str(tmp_path / "keys" / "audit.pub"))
     assert r.returncode == 0, r.stderr
     generate_keypair(tmp_path / "other.key", tmp_path / "other.pub")
-    r2 = sg_in("verify", str(tmp_path / "log"), "--key", str(tmp_path / "other.pub"))
+    r2 = sg_in("verify", str(tmp_path / "log"), *cps, "--key", str(tmp_path / "other.pub"))
     assert r2.exit_code == 1 and "not the given key" in r2.stderr
 
 

@@ -373,16 +373,21 @@ def test_grant_basis_records_the_override_id(tmp_path: Path, open_log) -> None:
     assert (r["action"], r["basis"], r["override_id"]) == ("allow", "grant", "G-1")
 
 
-def test_the_key_in_the_state_directory_signs_checkpoints_by_default(
+def test_the_writer_signs_with_the_key_it_is_given_and_guesses_none_from_the_log_dir(
     tmp_path: Path, open_log
 ) -> None:
+    """Where the key lives is `paths.audit_key`'s one rule (the commands resolve it); a key lying
+    beside the log directory is not picked up by accident."""
     generate_keypair(tmp_path / "audit-signing.key", tmp_path / "audit-signing.pub")
-    log = open_log()  # the log is <tmp>/log, so <tmp> is its state directory
+    log = open_log()
     log.write(event())
     log.close()
-    cp = json.loads(
-        (tmp_path / "checkpoints" / "checkpoints-n1-w0.jsonl").read_text().splitlines()[-1]
-    )
+    cp_file = tmp_path / "checkpoints" / "checkpoints-n1-w0.jsonl"
+    assert json.loads(cp_file.read_text().splitlines()[-1])["sig"] is None
+    log = open_log(signing_key=tmp_path / "audit-signing.key")
+    log.write(event())
+    log.close()
+    cp = json.loads(cp_file.read_text().splitlines()[-1])
     assert signature_valid(cp, load_public_key(tmp_path / "audit-signing.pub"))
 
 

@@ -186,3 +186,19 @@ def test_a_failing_listener_does_not_stop_the_refresh(store: SqliteStore, clock:
     store.add_grant("user:jdoe", ("facebook.com",), T0, T0 + timedelta(hours=1), "r", ADMIN)
     assert r.refresh_if_needed()
     assert _granted(r.current, T0)
+
+
+def test_a_rebuild_asked_for_by_the_writer_itself_still_tells_the_listener(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """The block page's emergency form writes the store and calls `refresh_now` at once; the
+    admin-event pump listening on `on_change` must hear of that change too (else the self-declared
+    emergency reaches the decision log only at the pump's next interval)."""
+    r = SnapshotRefresher(store, clock=clock)
+    heard: list[int] = []
+    r.on_change = lambda: heard.append(1)
+    store.add_grant("user:jdoe", ("facebook.com",), T0, T0 + timedelta(hours=1), "r", ADMIN)
+    assert r.refresh_now()
+    assert heard == [1]
+    assert not r.refresh_if_needed()  # the next poll sees nothing new, and says nothing again
+    assert heard == [1]

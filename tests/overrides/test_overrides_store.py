@@ -357,6 +357,8 @@ def test_an_older_store_is_migrated_forward_keeping_its_data(
     conn = sqlite3.connect(path)  # wind the file back to the first schema version
     conn.executescript(
         "DROP TABLE form_secret; DROP TABLE used_form_tokens;"
+        "DROP INDEX admin_events_unconfirmed; ALTER TABLE admin_events DROP COLUMN event_id;"
+        "ALTER TABLE admin_events DROP COLUMN confirmed_at;"
         "DELETE FROM schema_migrations WHERE name != '0001_initial';"
     )
     conn.close()
@@ -364,4 +366,25 @@ def test_an_older_store_is_migrated_forward_keeping_its_data(
     assert again.migrations() == [m.name for m in MIGRATIONS]  # type: ignore[attr-defined]
     assert again.get_grant(g.id).grant == g
     assert len(again.form_secret()) == 32
+    again.close()
+
+
+def test_events_claimed_before_the_confirmation_migration_count_as_delivered(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """They were delivered under the old rule; offering them again would repeat them in the log."""
+    path = tmp_path / "s.db"
+    old = open_store(path, clock=clock)
+    old.add_grant("user:a", ("x.example",), T0, T0 + timedelta(hours=1), "r", ADMIN)
+    assert len(old.claim_admin_events("n1", 10)) == 1
+    old.close()
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DROP INDEX admin_events_unconfirmed; ALTER TABLE admin_events DROP COLUMN event_id;"
+        "ALTER TABLE admin_events DROP COLUMN confirmed_at;"
+        "DELETE FROM schema_migrations WHERE name = '0003_admin_events_confirmed';"
+    )
+    conn.close()
+    again = open_store(path, clock=clock)
+    assert again.unconfirmed_admin_events("n1") == []  # type: ignore[attr-defined]
     again.close()

@@ -95,6 +95,33 @@ def test_settings_log_dir_defaults_under_state(tmp_path: Path) -> None:
     assert s.node == "n1"
 
 
+def test_settings_put_checkpoints_and_the_signing_key_under_state_whatever_the_log_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule for every command (issue 18): not beside the log, whose parent a packaging may
+    not let the service write (/var/log under ProtectSystem=strict)."""
+    monkeypatch.delenv("SOCIALGUARD_CHECKPOINT_DIR", raising=False)
+    monkeypatch.delenv("SOCIALGUARD_AUDIT_KEY", raising=False)
+    (tmp_path / "rules.yaml").write_text("x: 1\n")
+    s = parse_settings(**_settings(tmp_path, log_dir=str(tmp_path / "var-log" / "sg")))  # type: ignore[arg-type]
+    assert s.checkpoint_dir == tmp_path / "state" / "checkpoints"
+    assert s.audit_key == tmp_path / "state" / "audit-signing.key"
+
+
+def test_settings_take_checkpoints_and_key_from_options_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "rules.yaml").write_text("x: 1\n")
+    monkeypatch.setenv("SOCIALGUARD_CHECKPOINT_DIR", str(tmp_path / "env-cp"))
+    monkeypatch.setenv("SOCIALGUARD_AUDIT_KEY", str(tmp_path / "env.key"))
+    s = parse_settings(**_settings(tmp_path))  # type: ignore[arg-type]
+    assert (s.checkpoint_dir, s.audit_key) == (tmp_path / "env-cp", tmp_path / "env.key")
+    s = parse_settings(
+        **_settings(tmp_path, checkpoint_dir=str(tmp_path / "cp"), audit_key=str(tmp_path / "k"))
+    )  # type: ignore[arg-type]
+    assert (s.checkpoint_dir, s.audit_key) == (tmp_path / "cp", tmp_path / "k")
+
+
 def test_settings_refuse_missing_rules_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"socialguard_rules: .*rules.yaml does not exist"):
         parse_settings(**_settings(tmp_path))  # type: ignore[arg-type]

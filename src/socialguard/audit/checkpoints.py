@@ -51,6 +51,27 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
     return key_id(key.public_key())
 
 
+def ensure_keypair(private_path: Path, public_path: Path) -> tuple[str, bool]:
+    """The signing key's id, making the pair first if the private key does not exist yet (as
+    `socialguard run` makes its CA); True if it was made now. An existing private key whose public
+    half is missing gets it written back."""
+    if not private_path.exists():
+        if public_path.exists():
+            raise AuditError(
+                f"{public_path}: a public key without its private key {private_path}; "
+                "move it away or restore the private key"
+            )
+        return generate_keypair(private_path, public_path), True
+    public = load_private_key(private_path).public_key()
+    if not public_path.exists():
+        public_path.write_bytes(
+            public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return key_id(public), False
+
+
 def key_id(public: Ed25519PublicKey) -> str:
     """A short fingerprint of a public key, carried in each checkpoint to say which key signed
     it."""
@@ -144,10 +165,18 @@ class CheckpointSink:
         """Sign and store one checkpoint; return it as written."""
         cp = sign_checkpoint(body, self._key)
         line = json.dumps(cp, separators=(",", ":"), ensure_ascii=False) + "\n"
+        data = line.encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
+            end = os.fstat(fd).st_size
+            try:
+                n = os.write(fd, data)
+                while n < len(data):
+                    n += os.write(fd, data[n:])
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, end)  # no partial line for the next checkpoint to follow
+                raise
         finally:
             os.close(fd)
         if self._syslog is not None:

@@ -57,33 +57,31 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEZONE = ZoneInfo("America/Denver")
 
 
-ENV_SIGNING_KEY = "SOCIALGUARD_AUDIT_KEY"
-DEFAULT_KEY_NAME = "audit-signing.key"
-
-
-def default_signing_key(log_dir: Path) -> Path | None:
-    """The checkpoint signing key when none is passed: $SOCIALGUARD_AUDIT_KEY, else
-    `audit-signing.key` in the state directory (the log directory's parent, where `audit keygen`
-    puts it by default), if it exists."""
-    env = os.environ.get(ENV_SIGNING_KEY)
-    if env:
-        return Path(env)
-    candidate = log_dir.parent / DEFAULT_KEY_NAME
-    return candidate if candidate.is_file() else None
-
-
 class _ChainState:
     """The chain's head: last seq and hash written, the open file and its counters."""
 
-    __slots__ = ("bytes", "count", "fd", "file_name", "head", "seq")
+    __slots__ = ("bytes", "count", "fd", "file_name", "head", "seq", "torn")
 
     def __init__(self) -> None:
         self.seq = 0
         self.head = GENESIS
         self.fd = -1
         self.file_name = ""
-        self.bytes = 0
+        self.bytes = 0  # the open file's size: where the last whole record ends
         self.count = 0
+        self.torn = False  # a failed write left bytes after `bytes` that could not be cut yet
+
+
+def _roll_back(state: _ChainState) -> None:
+    """Cut the open file back to its last whole record, so a failed write (a full disk, an I/O
+    error) leaves no partial line for the next record to be appended to. Shrinking a file needs
+    no free space; if even that fails, the next write tries again before it writes."""
+    try:
+        os.ftruncate(state.fd, state.bytes)
+    except OSError:
+        state.torn = True
+    else:
+        state.torn = False
 
 
 class DropChainFields:
@@ -158,10 +156,14 @@ class ChainFileSink:
         h = hasher.hexdigest()
         line = b"".join((body, H_MARK, h.encode("ascii"), b'"}\n'))
         try:
+            if state.torn:
+                os.ftruncate(state.fd, state.bytes)
+                state.torn = False
             n = os.write(state.fd, line)
             while n < len(line):  # a short write (rare: signals, full disk): finish the line
                 n += os.write(state.fd, line[n:])
         except OSError as e:
+            _roll_back(state)
             raise AuditError(
                 f"{state.file_name}: cannot write the decision log: {e.strerror}"
             ) from e
@@ -231,13 +233,13 @@ class AuditLog:
         """Open the sinks, continue the chain on disk, open a new file, start the thread."""
         clock = self._clock
         node = self.node
-        if signing_key is None:
-            signing_key = default_signing_key(self.log_dir)
         key = load_private_key(signing_key) if signing_key is not None else None
+        # The commands pass both (`paths.checkpoint_dir`, `paths.audit_key`); a library caller
+        # that passes no directory gets one beside its log directory, and no key means unsigned.
         cp_dir = (
             Path(checkpoint_dir)
             if checkpoint_dir is not None
-            else paths.checkpoint_dir(self.log_dir)
+            else self.log_dir.parent / paths.CHECKPOINT_DIRNAME
         )
         self._checkpoints = CheckpointSink(cp_dir, node, key, syslog_address=syslog_address)
         self._drop = DropChainFields()
@@ -248,6 +250,9 @@ class AuditLog:
         self._checkpoint_seq = -1
         self._dirty = False
         self._next_midnight = 0.0
+        self._pending_open: tuple[int, str | None, dict[str, Any]] | None = None
+        self._file_index = 0
+        self._file_day = self._local_day(self._last_write)
         index, prev_file, recovery = self._recover()
         self._open_file(self._clock(), index, prev_file, recovery)
         self._stop = threading.Event()
@@ -297,7 +302,9 @@ class AuditLog:
         if self._closed:
             raise AuditError("the decision log is closed")
         now: float = self._clock()
-        if now >= self._next_midnight:
+        if self._pending_open is not None:
+            self._finish_open(now)
+        elif now >= self._next_midnight:
             self._rotate(now, "day")
         elif self._state.bytes >= self.max_bytes:
             self._rotate(now, "size")
@@ -318,9 +325,14 @@ class AuditLog:
             self._stop.set()
         self._thread.join(timeout=30)
         with self._lock:
-            self._close_file(self._clock(), "shutdown")
+            if self._state.fd >= 0 and self._pending_open is None:
+                try:
+                    self._close_file(self._clock(), "shutdown")
+                except AuditError as e:  # a full disk: the next start recovers the open file
+                    log.error("audit_close_failed", error=str(e))
             self._checkpoint_locked("shutdown")
-            os.close(self._state.fd)
+            if self._state.fd >= 0:
+                os.close(self._state.fd)
             self._state.fd = -1
             self._closed = True
         self._run_compression()
@@ -406,20 +418,45 @@ class AuditLog:
     def _open_file(
         self, now: float, index: int, prev_file: str | None, extra: dict[str, Any]
     ) -> None:
-        day = self._local_day(now)
-        name = files.log_file_name(self.node, day.strftime("%Y%m%d"), index)
-        path = self.log_dir / name
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o640)
-        except OSError as e:
-            raise AuditError(f"{path}: cannot create a decision log file: {e.strerror}") from e
-        files.fsync_dir(self.log_dir)
+        """Begin the next file: create it and write its `file_open`. If either fails (a full
+        disk), the write that needed it fails and the next write tries again, so no record is
+        ever written into a file that does not begin with `file_open`."""
+        self._pending_open = (index, prev_file, extra)
+        self._next_midnight = 0.0  # sends every write through `_ready_to_write` until opened
+        self._finish_open(now)
+
+    def _finish_open(self, now: float) -> None:
+        assert self._pending_open is not None
+        index, prev_file, extra = self._pending_open
         st = self._state
-        st.fd, st.file_name, st.bytes, st.count = fd, name, 0, 0
-        self._file_index = index
-        self._next_midnight = self._midnight_after(day)
-        self._emit({"type": TYPE_FILE_OPEN, "file": name, "prev_file": prev_file, **extra})
+        if st.fd < 0:
+            day = self._local_day(now)
+            name = files.log_file_name(self.node, day.strftime("%Y%m%d"), index)
+            path = self.log_dir / name
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o640)
+                files.fsync_dir(self.log_dir)
+            except FileExistsError:
+                index = max(index, self._last_index_on_disk()) + 1  # left empty by a failed open
+                self._pending_open = (index, prev_file, extra)
+                raise AuditError(f"{path}: exists already; retrying with the next index") from None
+            except OSError as e:
+                raise AuditError(f"{path}: cannot create a decision log file: {e.strerror}") from e
+            st.fd, st.file_name, st.bytes, st.count = fd, name, 0, 0
+            self._file_index = index
+            self._file_day = day
+        self._emit({"type": TYPE_FILE_OPEN, "file": st.file_name, "prev_file": prev_file, **extra})
+        self._pending_open = None
+        self._next_midnight = self._midnight_after(self._file_day)
         self._dirty = True
+
+    def _last_index_on_disk(self) -> int:
+        mine = [
+            f.index
+            for f in files.list_log_files(self.log_dir)
+            if f.node_in_name == files.safe_node(self.node)
+        ]
+        return max(mine, default=0)
 
     def _close_file(self, now: float, reason: str) -> str:
         st = self._state
@@ -438,9 +475,9 @@ class AuditLog:
         old = self._close_file(now, reason)
         os.close(self._state.fd)
         self._state.fd = -1
-        self._open_file(now, self._file_index + 1, old, {})
         if self._compress:
             self._to_compress.append(self.log_dir / old)
+        self._open_file(now, self._file_index + 1, old, {})
         self._checkpoint_locked("rotation")
         log.info("audit_file_rotated", closed=old, opened=self._state.file_name, reason=reason)
 

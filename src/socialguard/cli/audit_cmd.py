@@ -333,8 +333,8 @@ def verify(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         Path | None,
         typer.Option(
             "--checkpoints",
-            help="Checkpoint file or directory [default: the checkpoints directory beside the log, "
-            "if present].",
+            help="Checkpoint file or directory [default: $SOCIALGUARD_CHECKPOINT_DIR, else "
+            "<state>/checkpoints, if present].",
         ),
     ] = None,
     key: Annotated[
@@ -357,7 +357,7 @@ def verify(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     with domain_errors():
         where = directory or _log_dir(log_dir, state)
         if checkpoints is None:
-            default = paths.checkpoint_dir(where)
+            default = paths.checkpoint_dir(None, state)
             checkpoints = default if default.is_dir() else None
         elif not checkpoints.exists():
             raise ConfigError(f"{checkpoints}: no such checkpoint file or directory")
@@ -504,8 +504,9 @@ def keygen(
         Path | None,
         typer.Option(
             "--out",
-            help="Private key file [default: <state>/audit-signing.key]; "
-            "the public key goes beside it with .pub.",
+            help="Private key file [default: $SOCIALGUARD_AUDIT_KEY, else "
+            "<state>/audit-signing.key, where `socialguard run` looks]; the public key goes "
+            "beside it with .pub.",
         ),
     ] = None,
     state: StateOption = None,
@@ -514,13 +515,13 @@ def keygen(
 
     Keep the private key on the proxy; give the public key to the auditors, off the box.
 
-    Example: socialguard audit keygen --out /etc/socialguard/audit-signing.key
+    Example: socialguard audit keygen --state /var/lib/socialguard
     """
     from socialguard.audit.checkpoints import generate_keypair
 
     with domain_errors():
-        private = out or paths.state_dir(state) / "audit-signing.key"
-        public = private.with_name(private.name.removesuffix(".key") + ".pub")
+        private = paths.audit_key(out, state)
+        public = paths.public_key_of(private)
         kid = generate_keypair(private, public)
     typer.echo(f"private key: {private} (mode 0600; keep on the proxy)")
     typer.echo(f"public key:  {public} (give to auditors: socialguard audit verify --key {public})")

@@ -72,4 +72,20 @@ LogDirOption = Annotated[
         "--log-dir", help="Decision log directory (env SOCIALGUARD_LOG_DIR; default <state>/log)."
     ),
 ]
+CheckpointDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint-dir",
+        help="Signed checkpoints directory (env SOCIALGUARD_CHECKPOINT_DIR; "
+        "default <state>/checkpoints).",
+    ),
+]
+AuditKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--audit-key",
+        help="Checkpoint signing key, private (env SOCIALGUARD_AUDIT_KEY; "
+        "default <state>/audit-signing.key).",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

@@ -16,7 +16,16 @@ from socialguard import paths
 if TYPE_CHECKING:
     from socialguard.proxy import ProxyConfig
 
-from .common import EXIT_INTERNAL, EXIT_USAGE, LogDirOption, RulesOption, StateOption, fail
+from .common import (
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    AuditKeyOption,
+    CheckpointDirOption,
+    LogDirOption,
+    RulesOption,
+    StateOption,
+    fail,
+)
 
 ModeOption = Annotated[
     str,
@@ -67,11 +76,15 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     node: NodeOption = "",
     admin: AdminOption = "",
     workers: WorkersOption = 1,
+    checkpoint_dir: CheckpointDirOption = None,
+    audit_key: AuditKeyOption = None,
 ) -> None:
     """Start the proxy: enforce the rules on traffic through it, and log every decision.
 
     The interception CA is created in --certs on first start; its certificate's path is printed so
-    that it can be trusted on the devices. The rules file and its includes are reloaded when they
+    that it can be trusted on the devices. So is the key that signs the decision log's checkpoints
+    (--audit-key, private, mode 0600); its public half and fingerprint are printed for the
+    auditors. The rules file and its includes are reloaded when they
     change (a broken file is refused and the running rules stay). Ctrl-C or SIGTERM stop it cleanly,
     closing the decision log.
 
@@ -91,6 +104,8 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     state_path = paths.state_dir(state)
     if not rules_path.is_file():
         raise fail(f"{rules_path}: no such rules file (--rules or SOCIALGUARD_RULES)")
+    key_path = paths.audit_key(audit_key, state_path)
+    _ensure_audit_key(key_path)
     if workers > 1:
         _run_workers(workers, host, port, node, admin)
         return
@@ -108,6 +123,8 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         certs=certs_path,
         state=state_path,
         log_dir=paths.log_dir(log_dir, state_path),
+        checkpoint_dir=paths.checkpoint_dir(checkpoint_dir, state_path),
+        audit_key=key_path,
         mode=proxy_mode,
         listen_host=host,
         listen_port=port,
@@ -115,6 +132,27 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         admin=admin,
     )
     _serve(config)
+
+
+def _ensure_audit_key(private: Path) -> None:
+    """Make the checkpoint signing key on first start, and say where its public half is."""
+    from socialguard.audit.checkpoints import ensure_keypair
+    from socialguard.errors import SocialGuardError
+
+    public = paths.public_key_of(private)
+    try:
+        kid, created = ensure_keypair(private, public)
+    except (OSError, SocialGuardError) as e:
+        raise fail(f"{private}: cannot create or read the audit signing key: {e}") from e
+    what = "created" if created else "using"
+    typer.echo(f"audit signing key ({what}): {private.resolve()} (private, mode 0600)", err=True)
+    typer.echo(f"  public key {public.resolve()}, fingerprint {kid}", err=True)
+    if created:
+        typer.echo(
+            "  give the public key to the auditors, off this machine: "
+            "socialguard audit verify --key audit-signing.pub",
+            err=True,
+        )
 
 
 def _serve(config: ProxyConfig) -> None:

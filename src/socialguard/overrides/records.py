@@ -129,6 +129,7 @@ class AdminEvent:
     target: str
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
+    event_id: str = ""  # unique across stores and restores: how the log deduplicates deliveries
 
     def as_dict(self) -> dict[str, Any]:
         """Keyword arguments for `socialguard.audit.admin_event` plus the store's own seq and
@@ -139,7 +140,12 @@ class AdminEvent:
             "source": self.source,
             "target": self.target,
             "reason": self.reason,
-            "details": {**self.details, "store_seq": self.seq, "at": self.created.isoformat()},
+            "details": {
+                **self.details,
+                "store_seq": self.seq,
+                "event_id": self.event_id or f"store-seq-{self.seq}",
+                "at": self.created.isoformat(),
+            },
         }
 
 

@@ -107,7 +107,7 @@ class SnapshotRefresher:
                 log.error("overrides_refresh_failed", error=str(e), error_type=type(e).__name__)
                 return False
             self.current = snapshot
-            self._counter = counter
+            changed, self._counter = counter != self._counter, counter
             self._next_boundary = active.next_boundary
             self.rebuilds += 1
             log.debug(
@@ -116,7 +116,12 @@ class SnapshotRefresher:
                 emergencies=len(active.emergencies),
                 change_counter=counter,
             )
-            return True
+        if changed and self.on_change is not None:  # also when a writer asked for the rebuild
+            try:
+                self.on_change()
+            except Exception as e:  # a listener must not stop the snapshot from refreshing
+                log.error("overrides_change_listener_failed", error=repr(e))
+        return True
 
     def refresh_if_needed(self) -> bool:
         """One poll: rebuild if the store changed or a start/end has passed. True if rebuilt."""
@@ -128,11 +133,6 @@ class SnapshotRefresher:
             return False
         boundary = self._next_boundary
         changed = counter != self._counter
-        if changed and self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception as e:  # a listener must not stop the snapshot from refreshing
-                log.error("overrides_change_listener_failed", error=repr(e))
         if changed or (boundary is not None and self._clock() >= boundary):
             return self.refresh_now()
         return False

@@ -141,6 +141,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX used_form_tokens_expiry ON used_form_tokens (expires);
         """,
     ),
+    Migration(
+        # An event is confirmed once it is in the decision log; claimed but unconfirmed events are
+        # offered to their node again (deduplicated there by event_id). Events claimed before
+        # this migration were delivered under the old rule: they count as confirmed.
+        "0003_admin_events_confirmed",
+        """
+        ALTER TABLE admin_events ADD COLUMN event_id TEXT;
+        ALTER TABLE admin_events ADD COLUMN confirmed_at TEXT;
+        UPDATE admin_events SET confirmed_at = claimed_at WHERE claimed_by IS NOT NULL;
+        CREATE INDEX admin_events_unconfirmed ON admin_events (claimed_by, seq)
+            WHERE confirmed_at IS NULL AND claimed_by IS NOT NULL;
+        """,
+    ),
 )
 
 
@@ -361,9 +374,11 @@ class SqliteStore:
         details: dict[str, Any],
     ) -> None:
         conn.execute(
-            "INSERT INTO admin_events (created, action, by_name, source, target, reason, details)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO admin_events"
+            " (event_id, created, action, by_name, source, target, reason, details)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
+                secrets.token_hex(12),
                 _ts(self._clock()),
                 action,
                 actor.by,
@@ -398,6 +413,31 @@ class SqliteStore:
         ):
             return []  # idle nodes poll without taking the write lock
         return [e.as_dict() for e in self._retry(claim)]
+
+    def unconfirmed_admin_events(self, node: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Events handed to `node` but not yet confirmed as logged (its pump stopped between
+        claiming and confirming them), oldest first, with when they were claimed."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT * FROM admin_events WHERE claimed_by = ? AND confirmed_at IS NULL"
+                " ORDER BY seq LIMIT ?",
+                (node, limit),
+            ).fetchall()
+        )
+        return [{**_event_from_row(r).as_dict(), "claimed_at": r["claimed_at"]} for r in rows]
+
+    def confirm_admin_events(self, node: str, store_seqs: list[int]) -> None:
+        """Record that these events of `node` are in its decision log."""
+        if not store_seqs:
+            return
+
+        def confirm(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE admin_events SET confirmed_at = ? WHERE seq = ? AND claimed_by = ?",
+                [(_ts(self._clock()), s, node) for s in store_seqs],
+            )
+
+        self._retry(confirm)
 
     def admin_events(self) -> list[AdminEvent]:
         """Every event, claimed or not (for tests and `emergency review`-style reports)."""
@@ -1097,6 +1137,7 @@ def _request_from_row(r: sqlite3.Row) -> AccessRequest:
 def _event_from_row(r: sqlite3.Row) -> AdminEvent:
     return AdminEvent(
         seq=r["seq"],
+        event_id=r["event_id"] or f"store-seq-{r['seq']}",
         created=_req_dt(r["created"]),
         action=r["action"],
         by=r["by_name"],

@@ -74,6 +74,8 @@ OPTION_NAMES = (
     "socialguard_rules",
     "socialguard_state",
     "socialguard_log_dir",
+    "socialguard_checkpoint_dir",
+    "socialguard_audit_key",
     "socialguard_node",
     "socialguard_neighbours",
     "socialguard_reload_interval",
@@ -210,6 +212,20 @@ class SocialGuard:
             "Decision log directory. Empty: $SOCIALGUARD_LOG_DIR, else <state>/log.",
         )
         loader.add_option(
+            "socialguard_checkpoint_dir",
+            str,
+            "",
+            "Directory for the decision log's signed checkpoints. "
+            "Empty: $SOCIALGUARD_CHECKPOINT_DIR, else <state>/checkpoints.",
+        )
+        loader.add_option(
+            "socialguard_audit_key",
+            str,
+            "",
+            "Private key signing the checkpoints, used if it exists. "
+            "Empty: $SOCIALGUARD_AUDIT_KEY, else <state>/audit-signing.key.",
+        )
+        loader.add_option(
             "socialguard_node",
             str,
             "",
@@ -265,6 +281,8 @@ class SocialGuard:
                     rules=ctx.options.socialguard_rules,
                     state=ctx.options.socialguard_state,
                     log_dir=ctx.options.socialguard_log_dir,
+                    checkpoint_dir=ctx.options.socialguard_checkpoint_dir,
+                    audit_key=ctx.options.socialguard_audit_key,
                     node=ctx.options.socialguard_node,
                     neighbours=ctx.options.socialguard_neighbours,
                     reload_interval=ctx.options.socialguard_reload_interval,
@@ -288,7 +306,12 @@ class SocialGuard:
             self._start_policy(settings)
         if old is None or old.admin != settings.admin:
             self._start_admin(settings)
-        if old is None or (old.log_dir, old.node) != (settings.log_dir, settings.node):
+        if old is None or (old.log_dir, old.node, old.checkpoint_dir, old.audit_key) != (
+            settings.log_dir,
+            settings.node,
+            settings.checkpoint_dir,
+            settings.audit_key,
+        ):
             self._stop_pump()
             self._open_audit(settings)
         if old is None or old.state != settings.state:
@@ -375,10 +398,11 @@ class SocialGuard:
             self._metrics.reload(ok=False)
 
     def _open_audit(self, settings: Settings) -> None:
-        from socialguard import paths
         from socialguard.audit import AuditLog
 
-        kwargs: dict[str, Any] = {"checkpoint_dir": paths.checkpoint_dir(settings.log_dir)}
+        kwargs: dict[str, Any] = {"checkpoint_dir": settings.checkpoint_dir}
+        if settings.audit_key.is_file():
+            kwargs["signing_key"] = settings.audit_key
         if self._loaded is not None:
             kwargs["timezone"] = self._loaded.policy.district.timezone
         old, self._audit = self._audit, None

@@ -34,6 +34,8 @@ class Settings:
     rules: Path
     state: Path
     log_dir: Path
+    checkpoint_dir: Path
+    audit_key: Path
     node: str
     neighbours: NeighbourMode
     reload_interval_s: float
@@ -113,6 +115,8 @@ def parse_settings(
     neighbours: str,
     reload_interval: float,
     admin: str,
+    checkpoint_dir: str = "",
+    audit_key: str = "",
 ) -> Settings:
     """All options at once; empty paths fall back to the env var, then the shipped default."""
     rules_path = paths.rules_path(Path(rules) if rules.strip() else None)
@@ -120,13 +124,25 @@ def parse_settings(
     log_path = paths.log_dir(Path(log_dir) if log_dir.strip() else None, state_path)
     if not rules_path.is_file():
         raise ValueError(f"socialguard_rules: {rules_path} does not exist or is not a file")
-    for what, p in (("socialguard_state", state_path), ("socialguard_log_dir", log_path)):
+    cp_path = paths.checkpoint_dir(
+        Path(checkpoint_dir) if checkpoint_dir.strip() else None, state_path
+    )
+    key_path = paths.audit_key(Path(audit_key) if audit_key.strip() else None, state_path)
+    if key_path.exists() and not key_path.is_file():
+        raise ValueError(f"socialguard_audit_key: {key_path} exists and is not a file")
+    for what, p in (
+        ("socialguard_state", state_path),
+        ("socialguard_log_dir", log_path),
+        ("socialguard_checkpoint_dir", cp_path),
+    ):
         if p.exists() and not p.is_dir():
             raise ValueError(f"{what}: {p} exists and is not a directory")
     return Settings(
         rules=rules_path,
         state=state_path,
         log_dir=log_path,
+        checkpoint_dir=cp_path,
+        audit_key=key_path,
         node=parse_node(node),
         neighbours=parse_neighbours(neighbours),
         reload_interval_s=parse_reload_interval(reload_interval),

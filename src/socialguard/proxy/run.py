@@ -64,6 +64,10 @@ class ProxyConfig:
     certs: Path
     state: Path
     log_dir: Path
+    checkpoint_dir: Path | None = (
+        None  # None: $SOCIALGUARD_CHECKPOINT_DIR, else <state>/checkpoints
+    )
+    audit_key: Path | None = None  # None: $SOCIALGUARD_AUDIT_KEY, else <state>/audit-signing.key
     mode: ProxyMode = ProxyMode.REGULAR
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
@@ -197,6 +201,8 @@ async def serve(
             socialguard_rules=str(config.rules),
             socialguard_state=str(config.state),
             socialguard_log_dir=str(config.log_dir),
+            socialguard_checkpoint_dir=str(config.checkpoint_dir or ""),
+            socialguard_audit_key=str(config.audit_key or ""),
             socialguard_node=config.node,
             socialguard_admin=config.admin,
             **config.mitmproxy_options,
