@@ -504,4 +504,6 @@ def test_a_damaged_store_file_is_a_clear_error(sg, env: dict[str, str]) -> None:
     state.mkdir(parents=True)
     (state / "socialguard.db").write_bytes(b"not a database, just a text file " * 8)
     result = sg("grant", "list", code=2)
-    assert result.stderr.strip() == f"error: {state / 'socialguard.db'}: file is not a database"
+    assert result.stderr.strip().startswith(
+        f"error: {state / 'socialguard.db'}: not an SQLite database (a foreign or corrupt file)"
+    )

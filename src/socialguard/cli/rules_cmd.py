@@ -1,14 +1,16 @@
-"""`socialguard rules` commands: check, test, import, fingerprint."""
+"""`socialguard rules` commands: check, test, apply, import, fingerprint."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from socialguard import paths
-from socialguard.cli.common import EXIT_FAIL, EXIT_OK, fail
+from socialguard.cli.common import EXIT_FAIL, EXIT_OK, StateOption, fail
 
 from . import fingerprint_cmd, import_cmd
 
@@ -146,3 +148,120 @@ def test(
         typer.echo("no tests: add a `tests:` list to the rules file")
     typer.echo(f"tests: {len(results) - len(failed)} passed, {len(failed)} failed")
     raise typer.Exit(EXIT_FAIL if failed else EXIT_OK)
+
+
+@app.command("apply")
+def apply(
+    path: PathArgument = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Publish this file as the rules file: validated, then swapped in atomically.",
+        ),
+    ] = None,
+    state: StateOption = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Publish a version that loses rules without asking.")
+    ] = False,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who publishes it (default: the OS user).")
+    ] = None,
+) -> None:
+    """Publish a rules version: validate it, run its tests, show what changes, approve it.
+
+    The running proxy takes a new version of the rules by itself only when it loses nothing (no
+    rule removed or switched off, no test gone, no category smaller): a truncated or half-written
+    file looks exactly like a version that loses rules. A version that does lose something is held
+    until published here. The change is shown against the version the proxy records in force in
+    the state directory (rules added, removed, switched off, tests, categories); one that loses
+    something asks for confirmation (or --yes). With --from, that file is validated beside the
+    rules file and renamed over it in one step, so the proxy never sees it half-written.
+
+    Exit 0 published, 1 invalid, no tests, failing tests or not confirmed, 2 file missing or
+    state not writable.
+
+    Example:
+
+        socialguard rules apply rules/policy.yaml --state /var/lib/socialguard
+    """
+    from datetime import UTC, datetime
+
+    from socialguard.overrides import invoking_actor
+    from socialguard.policy.publish import (
+        approve,
+        compare,
+        content_digest,
+        read_in_force,
+        summarize,
+    )
+
+    rules = paths.rules_path(path)
+    state_dir = paths.state_dir(state)
+    staged = _stage(source, rules) if source is not None else None
+    try:
+        policy = _load(staged or rules)
+        failed = _failed_tests(policy)
+        if failed:
+            raise typer.Exit(EXIT_FAIL)
+        if not policy.tests:
+            typer.echo(
+                "error: no `tests:` in the rules file: a version without its tests cannot be told "
+                "from one cut short; end the file with them",
+                err=True,
+            )
+            raise typer.Exit(EXIT_FAIL)
+        summary = summarize(policy, rules, content_digest(list(policy.source_files)))
+        baseline = read_in_force(state_dir)
+        if baseline is None:
+            typer.echo(f"no rules version recorded in force in {state_dir}: nothing to compare")
+            lost: list[str] = []
+        else:
+            change = compare(baseline, summary)
+            lines = change.describe()
+            typer.echo(f"against the version in force ({baseline.version}):")
+            for line in lines or ["  no rule, test or category changes"]:
+                typer.echo(line)
+            lost = change.losses()
+        if lost and not yes:
+            typer.echo("this version " + "; ".join(lost) + ".")
+            if not typer.confirm("publish it?", default=False):
+                typer.echo("not published", err=True)
+                raise typer.Exit(EXIT_FAIL)
+        try:
+            approve(state_dir, summary, invoking_actor(by).by, datetime.now(UTC))
+            if staged is not None:
+                os.replace(staged, rules)
+                staged = None
+        except OSError as e:
+            raise fail(f"{state_dir}: cannot record the approval: {e.strerror or e}") from e
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+    typer.echo(f"published {rules} (version {summary.version}); running proxies take it within 2 s")
+
+
+def _stage(source: Path, rules: Path) -> Path:
+    """A copy of `source` beside the rules file (so its includes resolve the same), fsynced."""
+    try:
+        data = source.read_bytes()
+    except OSError as e:
+        raise fail(f"{source}: cannot read: {e.strerror or e}") from e
+    fd, tmp = tempfile.mkstemp(prefix=f".{rules.name}.", suffix=".yaml", dir=rules.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    return Path(tmp)
+
+
+def _failed_tests(policy) -> list[Any]:  # type: ignore[no-untyped-def]
+    from socialguard.policy import run_policy_tests
+
+    results = run_policy_tests(policy)
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        typer.echo(r.describe(), err=True)
+    typer.echo(f"tests: {len(results) - len(failed)} passed, {len(failed)} failed")
+    return failed

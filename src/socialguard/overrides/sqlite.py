@@ -9,12 +9,22 @@ lock),
 and a bounded retry around the rest, so "database is locked" never reaches a user. Times are
 stored as
 fixed-width ISO-8601 UTC text, which sorts as it compares.
+
+The file is the store's identity (issue 19). A new store is built beside the path and hard-linked
+into place, so nobody ever meets a half-made one; a zero-length, foreign or corrupt file is an
+error, never a fresh empty store. Opening reads the recorded migrations first and takes the write
+lock only when the schema differs, so opening never waits behind a writer. Every use checks that
+the path still names the file that was opened: one replaced (a restore, another process's new
+store) is reopened, one deleted or moved is refused loudly (`store_missing`) until a file is back,
+so the proxy and the CLI never work on two different files.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -24,6 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+
+import structlog
 
 from socialguard.engine.model import Emergency, Grant
 from socialguard.errors import StoreError
@@ -48,6 +60,9 @@ from .store import (
 
 T = TypeVar("T")
 
+log = structlog.get_logger(__name__)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
 RETRY_DEADLINE_S = 60.0
 
@@ -195,16 +210,140 @@ class SqliteStore:
         self._all_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._grant_cache: dict[str, Grant] = {}
+        self._generation = 0  # bumped when the path turns out to name another file: reopen
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._missing = False
+        self._reopen_lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"{path.parent}: cannot create the state directory: {e}") from e
-        self._retry(self._migrate)
+            raise StoreError(
+                f"{path.parent}: cannot create the state directory: {_os_reason(e)}"
+            ) from e
+        if not path.exists():
+            self._create()
+        self._open_file()
+
+    # -- the file: creating, checking, following it -------------------------------------------
+
+    def _create(self) -> None:
+        """Build a new store beside the path and link it into place (never half-made; if another
+        process made one first, that one is used)."""
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.new")
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute("BEGIN IMMEDIATE")
+                self._migrate(conn)
+                conn.execute("COMMIT")
+                conn.execute("PRAGMA journal_mode = WAL")
+            finally:
+                conn.close()
+            os.link(tmp, self.path)
+        except FileExistsError:
+            pass  # another process created it meanwhile: use theirs
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(
+                f"{self.path}: cannot create the overrides store: {self._diagnose(e)}"
+            ) from e
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+                except OSError:
+                    continue  # (a read-only file system answers EROFS even for a missing file)
+
+    def _check_file(self) -> os.stat_result:
+        """What is at the path is an SQLite file with content; else say what it is instead."""
+        try:
+            st = os.stat(self.path)
+            with open(self.path, "rb") as f:
+                head = f.read(len(SQLITE_HEADER))
+        except FileNotFoundError as e:
+            raise StoreError(f"{self.path}: the overrides store is missing") from e
+        except OSError as e:
+            raise StoreError(
+                f"{self.path}: cannot read the overrides store: {_os_reason(e)}"
+            ) from e
+        if st.st_size == 0:
+            raise StoreError(
+                f"{self.path}: zero-length file where the overrides store should be (truncated?); "
+                "refusing to start over with an empty store: restore it from a backup, or move it "
+                "aside to start a new one"
+            )
+        if head != SQLITE_HEADER:
+            raise StoreError(
+                f"{self.path}: not an SQLite database (a foreign or corrupt file); restore the "
+                "overrides store from a backup, or move this file aside to start a new one"
+            )
+        return st
+
+    def _open_file(self) -> None:
+        """Check the file, migrate only if its schema differs (a read first: no write lock)."""
+        st = self._check_file()
+        self._identity = (st.st_dev, st.st_ino)
+        if not self._schema_current():
+            self._retry(self._migrate)
+
+    def _follow_file(self) -> None:
+        """Make sure the path still names the file in use: reopen a replaced one, refuse a gone
+        one (never recreate it: the CLI and the proxy would then use different files)."""
+        if self._identity is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            if not self._missing:
+                self._missing = True
+                log.error("store_missing", path=str(self.path), error=_os_reason(e))
+            raise StoreError(
+                f"{self.path}: the overrides store was deleted or moved while in use "
+                f"({_os_reason(e)}); restore it (or create a new one with any `socialguard "
+                "grant` command) and it is reopened"
+            ) from e
+        if (st.st_dev, st.st_ino) == self._identity:
+            return
+        with self._reopen_lock:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                return
+            was_missing, self._missing = self._missing, False
+            self._generation += 1
+            with self._cache_lock:
+                self._grant_cache = {}
+            log.warning(
+                "store_reopened",
+                path=str(self.path),
+                reason="reappeared" if was_missing else "replaced",
+            )
+            self._open_file()
+
+    def _diagnose(self, e: BaseException) -> str:
+        """Why the file cannot be used, in words: read-only, missing, full, corrupt."""
+        if isinstance(e, OSError):
+            return _os_reason(e)
+        text = str(e)
+        lower = text.lower()
+        if "malformed" in lower or "not a database" in lower:
+            return f"corrupt or truncated ({text}); restore it from a backup"
+        if "unable to open" in lower or "readonly" in lower or "read-only" in lower:
+            return _directory_reason(self.path.parent) or text
+        if "is full" in lower:
+            return "no space left on the device"
+        return text
 
     # -- connections and transactions ---------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
+        self._follow_file()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", 0) != self._generation:
+            with self._all_lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            conn.close()  # this thread's connection to the file the path no longer names
+            conn = self._local.conn = None
         if conn is None:
             try:
                 conn = sqlite3.connect(
@@ -214,13 +353,16 @@ class SqliteStore:
                     timeout=BUSY_TIMEOUT_MS / 1000,
                 )
             except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: cannot open the overrides store: {e}") from e
+                raise StoreError(
+                    f"{self.path}: cannot open the overrides store: {self._diagnose(e)}"
+                ) from e
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._retry_raw(lambda: conn.execute("PRAGMA journal_mode = WAL"))  # type: ignore[union-attr]
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn = conn
+            self._local.generation = self._generation
             with self._all_lock:
                 self._all.append(conn)
         return conn
@@ -239,7 +381,7 @@ class SqliteStore:
                             f"{RETRY_DEADLINE_S:.0f} s; "
                             "try again"
                         ) from e
-                    raise StoreError(f"{self.path}: {e}") from e
+                    raise StoreError(f"{self.path}: {self._diagnose(e)}") from e
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
 
@@ -262,7 +404,7 @@ class SqliteStore:
         try:
             return self._retry_raw(attempt)
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: {e}") from e
+            raise StoreError(f"{self.path}: {self._diagnose(e)}") from e
 
     def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """A change: `body` plus a bump of the change counter, in one transaction."""
@@ -289,7 +431,35 @@ class SqliteStore:
         try:
             return self._retry_raw(attempt)
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: {e}") from e
+            raise StoreError(f"{self.path}: {self._diagnose(e)}") from e
+
+    def _schema_current(self) -> bool:
+        """Whether every known migration is recorded (a plain read: no write lock, no waiting).
+
+        An empty database is not current (it gets migrated); one with tables but none of ours is
+        another program's, and an error."""
+
+        def read(conn: sqlite3.Connection) -> bool:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if not tables:
+                return False
+            if "schema_migrations" not in tables:
+                raise StoreError(
+                    f"{self.path}: an SQLite database, but not a socialguard overrides store "
+                    f"(tables: {', '.join(sorted(tables)[:5])}); move it aside or give --state"
+                )
+            done = {r["name"] for r in conn.execute("SELECT name FROM schema_migrations")}
+            known = {m.name for m in MIGRATIONS}
+            if unknown := done - known:
+                raise StoreError(
+                    f"{self.path}: written by a newer socialguard (unknown migrations: "
+                    f"{', '.join(sorted(unknown))})"
+                )
+            return known <= done
+
+        return self._read(read)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute(
@@ -330,6 +500,7 @@ class SqliteStore:
             except sqlite3.Error:
                 continue
         self._local = threading.local()
+        self._identity = None  # closed: nothing to follow
 
     # -- block-page form tokens ------------------------------------------------------------------
 
@@ -1032,6 +1203,35 @@ class SqliteStore:
             )
 
         return self._write(body)
+
+
+# -- what is wrong with a file, in words --------------------------------------------------------
+
+
+def _os_reason(e: OSError) -> str:
+    reasons = {
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied (read-only to this user)",
+        errno.EPERM: "permission denied (read-only to this user)",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.ENOENT: "missing",
+    }
+    return reasons.get(e.errno or 0, e.strerror or str(e))
+
+
+def _directory_reason(directory: Path) -> str | None:
+    """Why SQLite could not open a file in `directory` ("unable to open database file")."""
+    if not directory.is_dir():
+        return f"{directory} is missing"
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f"{directory} is on a read-only file system"
+    except OSError:
+        pass
+    if not os.access(directory, os.W_OK):
+        return f"{directory} is read-only to this user"
+    return None
 
 
 # -- rows to records -------------------------------------------------------------------------------

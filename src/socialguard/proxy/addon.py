@@ -357,7 +357,7 @@ class SocialGuard:
 
     def _start_policy(self, settings: Settings) -> None:
         try:
-            loaded = load_checked(settings.rules)
+            loaded = load_checked(settings.rules, state=settings.state)
         except Exception as e:
             errors = rejection_errors(e)
             raise exceptions.OptionsError(
@@ -372,6 +372,8 @@ class SocialGuard:
             self._install_reloaded,
             self._reject_reload,
             interval_s=settings.reload_interval_s,
+            state=settings.state,
+            clock=self.clock.now,
         )
         self._watcher.start()
 
