@@ -19,8 +19,10 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
+# src/socialguard/starter_rules links here: the wheel carries the rules for `socialguard init`.
+COPY rules ./rules
 RUN python -m venv /opt/socialguard \
  && /opt/socialguard/bin/pip install --upgrade pip \
  && /opt/socialguard/bin/pip install . \

@@ -42,6 +42,7 @@ COMMANDS = _leaf_commands()
 def test_the_cli_has_the_commands_the_issues_name() -> None:
     names = {" ".join(c) for c in COMMANDS}
     for expected in [
+        "init",
         "run",
         "check",
         "rules check",

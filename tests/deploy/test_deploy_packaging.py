@@ -6,6 +6,7 @@ against a real admin endpoint."""
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
 import shutil
@@ -190,9 +191,14 @@ def _unit_for_analysis(tmp_path: Path) -> Path:
 
 
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    """Verified as on a fresh machine with no manual pages installed: `verify` runs `man` for
+    every man: link in Documentation=, and failed where nftables' pages were absent."""
     unit = _unit_for_analysis(tmp_path)
+    no_manuals = tmp_path / "no-manuals"
+    no_manuals.mkdir()
+    env = {**os.environ, "MANPATH": str(no_manuals)}
     r = subprocess.run([SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True,
-                       timeout=60, check=False)  # fmt: skip
+                       timeout=60, check=False, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == "", r.stderr
 
@@ -213,3 +219,10 @@ def test_sysctl_file_sets_what_the_ruleset_header_asks_for() -> None:
     for key in ("net.ipv4.ip_forward = 1", "net.ipv6.conf.all.forwarding = 1",
                 "net.ipv4.conf.all.send_redirects = 0"):  # fmt: skip
         assert key in text
+
+
+def test_unit_links_only_to_documentation_that_ships_with_it() -> None:
+    """No man: page another package may not have installed, no web address nobody vouches for."""
+    assert "Documentation" not in unit_settings()
+    urls = re.findall(r"\w+://[^\s/]+", UNIT.read_text())
+    assert urls and all(u.endswith("://127.0.0.1:9180") for u in urls), urls

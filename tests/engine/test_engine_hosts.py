@@ -21,6 +21,13 @@ from socialguard.engine import domain_suffixes, is_ip_literal, normalise_host
         ("bücher.example", "xn--bcher-kva.example"),
         ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
         ("BÜCHER.example.", "xn--bcher-kva.example"),
+        # UTS #46 non-transitional (IDNA 2008), as browsers and curl send them: ß and ς are
+        # letters of their own, not `ss` and `σ` as Python's IDNA 2003 codec had them.
+        ("faß.de", "xn--fa-hia.de"),
+        ("FAß.DE", "xn--fa-hia.de"),
+        ("ελληνικός.gr", "xn--qxaegecap6byf.gr"),
+        ("ﬁsh.example", "fish.example"),  # compatibility mapping still applies
+        ("☃.net", "xn--n3h.net"),  # a symbol IDNA 2008 leaves out and browsers still send
         ("10.20.1.5", "10.20.1.5"),
         ("10.20.1.5:8080", "10.20.1.5"),
         ("2130706433", "127.0.0.1"),  # browsers read a bare number as IPv4

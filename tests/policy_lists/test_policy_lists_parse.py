@@ -31,6 +31,7 @@ def write(tmp_path: Path, text: str, name: str = "list.txt") -> Path:
         ("  m.Facebook.com  ", "m.facebook.com"),
         ("bücher.example", "xn--bcher-kva.example"),
         ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("faß.de", "xn--fa-hia.de"),  # IDNA 2008, as browsers send it; not fass.de
         ("*.example.com", "example.com"),
         (".example.com", "example.com"),
         ("foo_bar.tripod.com", "foo_bar.tripod.com"),

@@ -9,7 +9,17 @@ import typer
 
 from socialguard import __version__
 
-from . import audit_cmd, ca_cmd, check_cmd, deploy_cmd, emergency_cmd, grant_cmd, rules_cmd, run_cmd
+from . import (
+    audit_cmd,
+    ca_cmd,
+    check_cmd,
+    deploy_cmd,
+    emergency_cmd,
+    grant_cmd,
+    init_cmd,
+    rules_cmd,
+    run_cmd,
+)
 
 app = typer.Typer(
     name="socialguard",
@@ -19,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+app.command("init")(init_cmd.init)
 app.command("run")(run_cmd.run)
 app.command("check")(check_cmd.check)
 app.add_typer(rules_cmd.app, name="rules")

@@ -25,9 +25,10 @@ def normalise_host(raw: str) -> str:
     """Return the canonical form of a Host header, :authority, SNI or URL host.
 
     Strips surrounding space, brackets and a port; lower-cases; drops one trailing dot; turns
-    Unicode labels into punycode (IDNA); turns IPv4 in any form a browser accepts (decimal,
-    octal, hex, shortened) into dotted quad, and IPv6 into its compressed form (IPv4-mapped
-    addresses into their IPv4). Raises ValueError when the result cannot be a host.
+    Unicode labels into punycode (UTS #46 / IDNA 2008, as browsers do); turns IPv4 in any form
+    a browser accepts (decimal, octal, hex, shortened) into dotted quad, and IPv6 into its
+    compressed form (IPv4-mapped addresses into their IPv4). Raises ValueError when the result
+    cannot be a host.
     """
     host = raw.strip()
     if not host:
@@ -98,11 +99,30 @@ def _normalise_ipv6(host: str) -> str:
 
 
 def _to_ascii(host: str, raw: str) -> str:
-    """IDNA-encode Unicode labels (`bücher.example` → `xn--bcher-kva.example`)."""
+    """Unicode labels as the A-labels browsers send (`bücher.example` → `xn--bcher-kva.example`).
+
+    UTS #46 non-transitional processing, as the WHATWG URL standard (browsers) and curl's libidn2
+    do: `faß.de` is `xn--fa-hia.de`. Python's own `idna` codec is IDNA 2003 and gave `fass.de`,
+    a different site, so a rule listing the one never met requests for the other. Code points
+    IDNA 2008 leaves out but UTS #46 keeps (symbols such as `☃`) are encoded as browsers encode
+    them, after the same mapping. Only non-ASCII names come here: the hot path stays as it was,
+    and the `idna` tables are loaded on the first such name.
+    """
+    import idna
+
     try:
-        return host.encode("idna").decode("ascii").lower()
-    except UnicodeError as e:
+        return idna.encode(host, uts46=True, transitional=False).decode("ascii")
+    except idna.IDNAError:
+        pass
+    try:
+        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        labels = [
+            label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+            for label in mapped.split(".")
+        ]
+    except (idna.IDNAError, UnicodeError) as e:
         raise ValueError(f"not a valid internationalised host name: {raw!r}") from e
+    return ".".join(labels)
 
 
 def _parse_ipv4(host: str) -> str | None:

@@ -8,6 +8,7 @@ is and exit 2 before anything is written. Nothing here reads the clock: `now` is
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -36,6 +37,9 @@ class Limits:
     emergency_minutes: int
     emergency_per_day: int
     timezone: tzinfo = UTC
+    # Whether the policy's categories list this (normalised) host: a single-label site such as
+    # `localhost` may be granted only when the rules name it too.
+    lists_host: Callable[[str], bool] | None = None
 
     @classmethod
     def from_policy(cls, policy: Any) -> Limits:
@@ -47,6 +51,7 @@ class Limits:
             emergency_minutes=int(policy.overrides.emergency_minutes),
             emergency_per_day=int(policy.overrides.emergency_per_day),
             timezone=policy.district.timezone,
+            lists_host=lambda host: host in policy.classify(host).values(),
         )
 
 
@@ -135,20 +140,27 @@ def check_site(site: str, limits: Limits | None, *, field: str = "--site") -> st
             raise StoreError(f"{field}: unknown category {name!r}{_known(limits.category_names)}")
         return f"category:{name}"
     try:
-        host = normalise_domain(raw)
+        host = normalise_domain(raw, listed=limits.lists_host if limits else None)
     except ValueError as e:
         raise StoreError(f"{field}: {site!r} is not a domain: {e}") from e
     return host
 
 
-def normalise_domain(raw: str) -> str:
+def normalise_domain(raw: str, listed: Callable[[str], bool] | None = None) -> str:
     """Normalise a site the way the engine normalises hosts, so a grant matches what the proxy
-    sees."""
+    sees.
+
+    A single label (`com`) would open every site under it, so it is refused, unless the rules
+    list that very name (`localhost`, an intranet host): a grant may name what a rule names.
+    """
     if "/" in raw or not raw.strip():
         raise ValueError("expected a bare domain such as facebook.com")
     host = normalise_host(raw)
-    if "." not in host and ":" not in host:
-        raise ValueError("expected a domain with a dot, such as facebook.com")
+    if "." not in host and ":" not in host and not (listed and listed(host)):
+        raise ValueError(
+            "expected a domain with a dot, such as facebook.com "
+            "(the rules list no such single-label name)"
+        )
     return host
 
 

@@ -98,8 +98,9 @@ class DomainListResult:
 def normalise_domain(raw: str) -> str:
     """The canonical spelling of a listed domain, the one the engine's suffix lookup uses.
 
-    Lower case, no trailing dot, Unicode labels in punycode (`bücher.example` becomes
-    `xn--bcher-kva.example`), IP literals in their standard form. A leading `*.` or `.` (wildcard
+    Lower case, no trailing dot, Unicode labels in punycode as browsers encode them (UTS #46:
+    `bücher.example` becomes `xn--bcher-kva.example`, `faß.de` `xn--fa-hia.de`), IP literals in
+    their standard form. A leading `*.` or `.` (wildcard
     and squid spellings of "this domain and below") is dropped, since a listed domain always
     matches its subdomains. Raises ValueError saying why a name is unusable.
     """

@@ -8,6 +8,7 @@ lists and device inventories.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from types import UnionType
@@ -52,7 +53,23 @@ def load_policy(path: Path) -> CompiledPolicy:
     problems: list[Problem] = []
     main = _read(path, str(path), schema.PolicyFile, problems)
     if main is None:
-        raise PolicyError(problems)
+        # Schema errors: look again with the failing entries replaced, so that reference errors
+        # elsewhere in the file (an unknown group, say) come out in the same run.
+        salvaged = _salvage(path, str(path))
+        if salvaged is not None:
+            stand_in, replaced = salvaged
+            more: list[Problem] = []
+            _compile(path, stand_in, more)
+            problems.extend(p for p in more if not _within(p, stand_in.shown, replaced))
+        raise PolicyError(sorted(problems, key=lambda p: (p.file, p.line or 0)))
+    policy = _compile(path, main, problems)
+    if policy is None:
+        raise PolicyError(sorted(problems, key=lambda p: (p.file, p.line or 0)))
+    return policy
+
+
+def _compile(path: Path, main: SourceFile, problems: list[Problem]) -> CompiledPolicy | None:
+    """Read the includes of `main` and compile; every problem is appended to `problems`."""
     assert isinstance(main.spec, schema.PolicyFile)
     includes: list[SourceFile] = []
     for i, rel in enumerate(main.spec.include):
@@ -69,11 +86,89 @@ def load_policy(path: Path) -> CompiledPolicy:
         if inc is not None:
             includes.append(inc)
     if problems:
-        raise PolicyError(problems)
-    policy, problems = compile_policy(main, includes)
-    if policy is None:
-        raise PolicyError(sorted(problems, key=lambda p: (p.file, p.line or 0)))
+        return None
+    policy, found = compile_policy(main, includes)
+    problems.extend(found)
     return policy
+
+
+def _within(problem: Problem, file: str, prefixes: set[str]) -> bool:
+    """Whether `problem` is about one of the replaced entries (its placeholder, not the file)."""
+    if problem.file != file:
+        return False
+    return any(
+        problem.field == pre or problem.field.startswith((pre + ".", pre + "[")) for pre in prefixes
+    )
+
+
+# Placeholders for entries of the rules file that failed the schema, so that the rest of the file
+# can still be compiled and its reference errors reported in the same run. Each is the smallest
+# valid entry of its kind; rules keep their id (tests may name it) and are switched off.
+_PLACEHOLDER_SECTIONS = ("groups", "categories", "schedules")
+_PLACEHOLDER_TEST = {"url": "http://placeholder.invalid/", "client": "127.0.0.1",
+                     "at": "2026-01-01T00:00:00+00:00", "expect": "allow"}  # fmt: skip
+# Top-level settings with a default: one that fails the schema is dropped for the second look.
+_OPTIONAL_SETTINGS = ("default", "fail", "ip_literals", "blocked_connections", "overrides",
+                      "logging", "auth")  # fmt: skip
+
+
+def _salvage(path: Path, shown: str) -> tuple[SourceFile, set[str]] | None:
+    """The rules file with each entry that failed the schema replaced by a placeholder, and the
+    field prefixes of the replaced entries.
+
+    None when the file cannot be salvaged (unreadable, not YAML, or an error in the district or
+    another part every other part depends on): then the schema errors are all there is to say.
+    """
+    try:
+        located, found = load_located(path.read_text(encoding="utf-8"), shown)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if located is None or found or not isinstance(located.data, dict):
+        return None
+    data: dict[str, Any] = copy.deepcopy(located.data)
+    try:
+        schema.PolicyFile.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors()
+    else:
+        return None
+    replaced: set[str] = set()
+    for err in errors:
+        prefix = _put_placeholder(data, _real_path(err["loc"], located, err["type"]))
+        if prefix is None:
+            return None
+        replaced.add(prefix)
+    try:
+        spec = schema.PolicyFile.model_validate(data)
+    except ValidationError:
+        return None
+    return SourceFile(path, located, spec), replaced
+
+
+def _put_placeholder(data: dict[str, Any], loc: PathKey) -> str | None:
+    """Replaces the entry at `loc` in place; returns its field prefix, or None if it cannot."""
+    section = loc[0] if loc else None
+    entry = loc[1] if len(loc) >= 2 else None
+    if section == "rules" and isinstance(entry, int):
+        old = data["rules"][entry]
+        rid = old.get("id") if isinstance(old, dict) else None
+        data["rules"][entry] = {
+            "id": rid if isinstance(rid, str) else f"invalid-rule-{entry}",
+            "description": "failed the schema",
+            "action": "block",
+            "enabled": False,
+        }
+        return f"rules[{entry}]"
+    if section == "tests" and isinstance(entry, int):
+        data["tests"][entry] = dict(_PLACEHOLDER_TEST)
+        return f"tests[{entry}]"
+    if section in _PLACEHOLDER_SECTIONS and isinstance(entry, str):
+        data[section][entry] = {}
+        return f"{section}.{entry}"
+    if section in _OPTIONAL_SETTINGS and isinstance(section, str):
+        data.pop(section, None)
+        return section
+    return None
 
 
 def _read(
