@@ -59,10 +59,53 @@ def logged(tmp_path: Path, open_log, clock: Clock) -> Path:
     return tmp_path / "log"
 
 
-def test_verify_exits_0_on_an_intact_log(logged: Path) -> None:
-    r = sg("verify", str(logged))
+def test_verify_without_a_key_says_self_consistent_only_and_exits_5(logged: Path) -> None:
+    """With checkpoints on the same machine and no key, an intact chain proves only that it is
+    self-consistent: someone with write access could have rewritten log and checkpoints alike."""
+    r = sg("verify", str(logged), "--checkpoints", str(logged.parent / "checkpoints"))
+    assert r.returncode == 5, r.stderr
+    assert "n1-w0: intact" in r.stdout
+    assert "OK, SELF-CONSISTENT ONLY" in r.stdout
+    assert "anyone with write access to this machine could have rewritten it" in r.stdout
+
+
+def test_a_block_changed_to_allow_and_resealed_with_its_checkpoints_is_still_self_consistent_only(
+    logged: Path,
+) -> None:
+    """Issue 18's over-claim: a rewrite with hashes and checkpoints recomputed must not be told
+    apart by a keyless verify, and so must not be called more than self-consistent."""
+    from socialguard.audit.chain import seal, unseal
+
+    victim = sorted(p for p in logged.iterdir() if p.name.endswith(".jsonl"))[-1]
+    out, prev = [], None
+    for raw in victim.read_bytes().splitlines(keepends=True):
+        record, _, _ = unseal(raw)
+        if prev is not None:
+            record["prev"] = prev
+        record.pop("h", None)
+        if record.get("action") == "block":
+            record["action"] = "allow"
+        line, prev = seal(json.dumps(record, separators=(",", ":")).encode())
+        out.append(line)
+    victim.write_bytes(b"".join(out))
+    cps = logged.parent / "checkpoints"
+    for f in cps.iterdir():
+        f.unlink()  # the attacker also rewrote (here: removed) the machine's checkpoints
+    r = sg("verify", str(logged), "--checkpoints", str(cps))
+    assert r.returncode != 0 and "OK, ANCHORED" not in r.stdout
+
+
+def test_verify_with_the_auditors_key_says_anchored_and_exits_0(
+    tmp_path: Path, clock: Clock
+) -> None:
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    log = AuditLog(tmp_path / "log", "n1", signing_key=tmp_path / "k.key", clock=clock)
+    log.write(event())
+    log.close()
+    cps = ("--checkpoints", str(tmp_path / "checkpoints"))
+    r = sg("verify", str(tmp_path / "log"), *cps, "--key", str(tmp_path / "k.pub"))
     assert r.returncode == 0, r.stderr
-    assert "n1-w0: intact" in r.stdout and "OK: the log is intact" in r.stdout
+    assert "OK, ANCHORED" in r.stdout and "anchored: seq 1..3" in r.stdout
 
 
 def test_verify_exits_1_naming_file_and_line_of_the_first_break(logged: Path) -> None:
@@ -77,7 +120,8 @@ def test_verify_exits_1_naming_file_and_line_of_the_first_break(logged: Path) ->
 def test_verify_json(logged: Path) -> None:
     r = sg_in("verify", str(logged), "--json")
     data = json.loads(r.stdout)
-    assert r.exit_code == 0 and data["ok"] is True and data["chains"]["n1-w0"]["records"] > 40
+    assert r.exit_code == 5 and data["ok"] is True and data["chains"]["n1-w0"]["records"] > 40
+    assert data["verdict"] == "self-consistent" and data["anchored"] is False
 
 
 def test_verify_with_keys(tmp_path: Path, clock: Clock) -> None:
@@ -165,7 +209,7 @@ def test_prune_then_verify(logged: Path) -> None:
     assert r.returncode == 0 and "removed" in r.stdout
     assert len(list(logged.glob("decisions-*"))) == 1
     r2 = sg_in("verify", str(logged))
-    assert r2.exit_code == 0, r2.stderr
+    assert r2.exit_code == 5, r2.stderr
     assert "pruned before 2026-11-25" in r2.stdout
 
 
@@ -214,7 +258,7 @@ def test_commands_find_the_log_under_state(tmp_path: Path, clock: Clock) -> None
     log.write(event())
     log.close()
     r = sg("verify", "--state", str(tmp_path / "var"))
-    assert r.returncode == 0 and "n1: intact" in r.stdout
+    assert r.returncode == 5 and "n1: intact" in r.stdout
     r2 = CliRunner().invoke(
         app, ["audit", "search"], env={"SOCIALGUARD_LOG_DIR": str(tmp_path / "var" / "log")}
     )

@@ -17,7 +17,7 @@ from socialguard.audit.chain import seal
 from socialguard.audit.checkpoints import generate_keypair, load_public_key
 from socialguard.audit.files import list_log_files
 from socialguard.audit.prune import prune
-from socialguard.audit.verify import VerifyResult, verify_log
+from socialguard.audit.verify import Verdict, VerifyResult, summarise, verdict, verify_log
 
 
 def write_log(
@@ -212,12 +212,38 @@ def test_signed_checkpoints_verify_and_a_forged_one_is_caught(
     assert problem.startswith(f"{cp_file}:1: ") and "signature does not verify" in problem
 
 
-def test_unsigned_checkpoints_are_refused_when_a_key_is_given(
+def test_unsigned_checkpoints_from_before_the_key_anchor_nothing_and_are_not_broken(
     tmp_path: Path, open_log, clock: Clock
 ) -> None:
     generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
     write_log(tmp_path, open_log, clock)
-    assert "checkpoint is not signed" in only_problem(verify(tmp_path, key=True))
+    result = verify(tmp_path, key=True)
+    (chain,) = result.chains.values()
+    assert result.ok and not result.anchored and verdict(result) is Verdict.SELF_CONSISTENT
+    assert chain.unsigned_before_key == chain.checkpoints > 0
+    # the proxy gets a key: later checkpoints are signed, and anchor the chain from then on
+    log = open_log(signing_key=tmp_path / "k.key")
+    log.write(event())
+    log.close()
+    result = verify(tmp_path, key=True)
+    (chain,) = result.chains.values()
+    assert verdict(result) is Verdict.ANCHORED and chain.anchored_seq == chain.last_seq
+    assert any(
+        "written unsigned, before the proxy had a signing key" in s for s in summarise(result)
+    )
+
+
+def test_an_unsigned_checkpoint_after_a_signed_one_is_refused(
+    tmp_path: Path, open_log, clock: Clock
+) -> None:
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    write_log(tmp_path, open_log, clock, signing_key=tmp_path / "k.key")
+    log = open_log()  # the key removed: unsigned from here
+    log.write(event())
+    log.close()
+    assert "not signed, but an earlier one of this chain is" in only_problem(
+        verify(tmp_path, key=True)
+    )
 
 
 def test_a_renamed_file_is_detected(tmp_path: Path, open_log, clock: Clock) -> None:
@@ -290,7 +316,8 @@ def test_a_node_whose_whole_log_is_gone_is_reported_from_its_checkpoints(
         if "-n2-w0-" in p.name:
             p.unlink()
     problem = only_problem(verify(tmp_path))
-    assert "no log files for node n2-w0" in problem and "its log is missing" in problem
+    assert "no log files of chain" in problem and "(node n2-w0)" in problem
+    assert "its log was deleted or replaced" in problem
 
 
 def test_verify_passes_while_a_writer_keeps_writing_rotating_and_compressing(

@@ -20,6 +20,16 @@ from socialguard.errors import AuditError
 from . import files
 from .chain import GENESIS, LineError, unseal
 
+LEGACY_PREFIX = "legacy:"
+
+
+def chain_id_of(record: dict[str, Any]) -> str:
+    """A record's chain: the `chain` its file's `file_open` (or a checkpoint) carries, fixed when
+    the chain began. Files and checkpoints written before chains had ids belong to `legacy:<node>`,
+    which a writer continuing such a chain keeps using."""
+    chain = record.get("chain")
+    return str(chain) if chain else f"{LEGACY_PREFIX}{record.get('node')}"
+
 
 @dataclass(frozen=True, slots=True)
 class ChainFile:
@@ -29,6 +39,8 @@ class ChainFile:
     first_seq: int
     first_ts: str
     node: str
+    chain_id: str = ""
+    opening: dict[str, Any] = field(default_factory=dict)  # the file's first record
 
 
 @dataclass(slots=True)
@@ -38,9 +50,19 @@ class Chain:
 
     node: str
     files: list[ChainFile] = field(default_factory=list)
+    chain_id: str = ""
     start_seq: int = 1
     start_prev: str = GENESIS
     anchor: dict[str, Any] | None = None
+
+    @property
+    def follows(self) -> dict[str, Any] | None:
+        """What the chain's first record says about the chain before it, if it is there: the
+        writer found a node's checkpoints but none (or not all) of its records in the directory."""
+        if not self.files or self.files[0].first_seq != 1:
+            return None
+        f = self.files[0].opening.get("follows")
+        return f if isinstance(f, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +104,12 @@ def write_anchor(log_dir: Path, node: str, data: dict[str, Any]) -> None:
 
 
 def find_chains(log_dir: Path) -> tuple[dict[str, Chain], list[Unplaced]]:
-    """Every node's chain in a directory, plus the files that could not be placed."""
+    """Every chain in a directory, plus the files that could not be placed. Keyed by node, or by
+    `node (chain ID)` for a node with several chains here (a new chain after a restore, two
+    proxies with one node id)."""
     if not log_dir.is_dir():
         raise AuditError(f"{log_dir}: no such log directory")
-    chains: dict[str, Chain] = {}
+    by_id: dict[tuple[str, str], Chain] = {}
     unplaced: list[Unplaced] = []
     listed = files.list_log_files(log_dir)
     newest: dict[str, int] = {}
@@ -108,13 +132,22 @@ def find_chains(log_dir: Path) -> tuple[dict[str, Chain], list[Unplaced]]:
         except (LineError, KeyError, TypeError, ValueError) as e:
             unplaced.append(Unplaced(lf.path, f"first record unreadable: {e}"))
             continue
-        chain = chains.setdefault(node, Chain(node))
-        chain.files.append(ChainFile(lf, seq, ts, node))
-    for chain in chains.values():
+        cid = chain_id_of(record)
+        chain = by_id.setdefault((node, cid), Chain(node, chain_id=cid))
+        chain.files.append(ChainFile(lf, seq, ts, node, cid, record))
+    per_node: dict[str, int] = {}
+    for node, _ in by_id:
+        per_node[node] = per_node.get(node, 0) + 1
+    chains: dict[str, Chain] = {}
+    for (node, cid), chain in sorted(by_id.items(), key=lambda kv: kv[1].files[0].first_ts):
         chain.files.sort(key=lambda f: (f.first_seq, f.file.index))
         anchor = read_anchor(log_dir, chain.node)
-        if anchor is not None:
+        if anchor is not None and (
+            chain_id_of({**anchor, "node": node}) == cid
+            or (not anchor.get("chain") and per_node[node] == 1)  # written before chain ids
+        ):
             chain.anchor = anchor
             chain.start_seq = int(anchor["next_seq"])
             chain.start_prev = str(anchor["next_prev"])
+        chains[node if per_node[node] == 1 else f"{node} (chain {cid})"] = chain
     return chains, unplaced

@@ -190,6 +190,37 @@ class CheckpointSink:
                 self._syslog.removeHandler(h)
 
 
+def last_checkpoint(path: Path, node: str, chain: str | None = None) -> dict[str, Any] | None:
+    """The newest checkpoint of `node` (of its chain `chain`, if given) in a checkpoint file: read
+    from the end, so a years-long file costs a few blocks."""
+    from .chains import chain_id_of
+
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        block, rest = 1 << 16, b""
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            data = f.read(end - start) + rest
+            lines = data.split(b"\n")
+            rest = lines.pop(0) if start > 0 else b""
+            for line in reversed(lines):
+                try:
+                    cp = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(cp, dict) or cp.get("node") != node:
+                    continue
+                if chain is None or chain_id_of(cp) == chain:
+                    return cp
+            end = start
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class StoredCheckpoint:
     """A checkpoint read back, with where it was found."""

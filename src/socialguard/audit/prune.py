@@ -63,6 +63,8 @@ def prune(
     result = PruneResult()
     chains, _ = find_chains(log_dir)
     for node, chain in sorted(chains.items()):
+        if node != chain.node:
+            continue  # a node with several chains here: one prune anchor cannot serve them all
         live = [cf for cf in chain.files if cf.first_seq >= chain.start_seq]
         doomed: list[tuple[ChainFile, dict[str, Any]]] = []
         for cf in live[:-1]:  # never the newest file of a chain
@@ -96,9 +98,10 @@ def prune(
         )
         write_anchor(
             log_dir,
-            node,
+            chain.node,
             {
-                "node": node,
+                "node": chain.node,
+                "chain": chain.chain_id,
                 "next_seq": int(first_kept["seq"]),
                 "next_prev": str(first_kept["prev"]),
                 "pruned_before": before.isoformat(),

@@ -18,6 +18,7 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import files
 from .chain import H_MARK, LineError, leaf_hash, unseal
-from .chains import Chain, find_chains
+from .chains import Chain, chain_id_of, find_chains
 from .checkpoints import StoredCheckpoint, key_id, read_checkpoints, signature_valid
 from .schema import TYPE_FILE_CLOSE, TYPE_FILE_OPEN
 
@@ -47,6 +48,7 @@ class ChainReport:
     """What verification found for one node."""
 
     node: str
+    chain_id: str = ""
     records: int = 0
     files: int = 0
     first_seq: int = 0
@@ -58,6 +60,11 @@ class ChainReport:
     problem: Break | None = None
     notes: list[str] = field(default_factory=list)
     last_where: str = ""
+    # records that belong to the chain but are not in this directory, for a reason the chain
+    # itself declares (a new chain, a restored directory): not tampering, but not complete
+    findings: list[str] = field(default_factory=list)
+    anchored_seq: int = 0  # the last seq a checkpoint signed with the auditor's key covers
+    unsigned_before_key: int = 0
 
 
 @dataclass(slots=True)
@@ -70,7 +77,18 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
+        """No evidence of tampering (records may still be missing: see `complete`)."""
         return not self.problems and all(c.problem is None for c in self.chains.values())
+
+    @property
+    def complete(self) -> bool:
+        return all(not c.findings for c in self.chains.values())
+
+    @property
+    def anchored(self) -> bool:
+        """Every chain here checked up to a checkpoint signed with the auditor's key."""
+        present = [c for c in self.chains.values() if c.files]
+        return bool(present) and all(c.anchored_seq > 0 for c in present)
 
     def first_problems(self) -> list[Break]:
         return [*self.problems, *(c.problem for c in self.chains.values() if c.problem)]
@@ -88,14 +106,18 @@ def verify_log(
     checkpoints: Path | None = None,
     public_key: Ed25519PublicKey | None = None,
 ) -> VerifyResult:
-    """Verify every chain in `log_dir` (and checkpoints from a file or directory, if given)."""
+    """Verify every chain in `log_dir` (and checkpoints from a file or directory, if given).
+
+    Checkpoints are bound to their chain by its id: a checkpoint of a chain that is not in the
+    directory is reported as what it is — the log of another directory, a chain that a later one
+    says it followed, or a log that is gone — never as a rewrite of the chain that is here."""
     result = VerifyResult()
     # Checkpoints first: a running writer may add records and checkpoints while we read, and a
     # checkpoint read before the log can only cover records already on disk.
-    by_node: dict[str, list[StoredCheckpoint]] = {}
+    by_chain: dict[str, list[StoredCheckpoint]] = {}
     if checkpoints is not None and checkpoints.exists():
         for cp in read_checkpoints(checkpoints):
-            by_node.setdefault(str(cp.data.get("node")), []).append(cp)
+            by_chain.setdefault(chain_id_of(cp.data), []).append(cp)
     chains, unplaced = find_chains(log_dir)
     for u in unplaced:
         if u.in_progress:
@@ -107,24 +129,109 @@ def verify_log(
             "no checkpoints given: a cut-off tail or a chain rewritten from some point on "
             "cannot be detected"
         )
-    if checkpoints is not None and public_key is None and by_node:
+    if checkpoints is not None and public_key is None and by_chain:
         result.notes.append("checkpoint signatures not checked (no --key given)")
-    for node in sorted(set(chains) | set(by_node)):
-        chain = chains.get(node, Chain(node))
-        result.chains[node] = _verify_chain(chain, by_node.get(node, []), public_key)
+    followers = {str(c.follows.get("chain")): c for c in chains.values() if c.follows is not None}
+    for key, chain in chains.items():
+        follower = followers.get(chain.chain_id)
+        result.chains[key] = _verify_chain(
+            chain, by_chain.get(chain.chain_id, []), public_key, follower
+        )
+    per_node: dict[str, int] = {}
+    for chain in chains.values():
+        per_node[chain.node] = per_node.get(chain.node, 0) + 1
+    for node, n in sorted(per_node.items()):
+        if n > 1:
+            result.notes.append(
+                f"node {node} has {n} chains in this directory (a new chain after a restore or "
+                "a moved directory, or two proxies run with one --node): each is verified alone"
+            )
+    present = {c.chain_id for c in chains.values()}
+    hosts: dict[str, set[str]] = {}  # node -> machines that wrote its chains here
+    for c in chains.values():
+        hosts.setdefault(c.node, set()).update(
+            str(cp.data["host"]) for cp in by_chain.get(c.chain_id, []) if cp.data.get("host")
+        )
+    here = log_dir.resolve()
+    for cid, cps in sorted(by_chain.items()):
+        if cid not in present:
+            _absent_chain(result, cid, cps, public_key, here, followers.get(cid), hosts)
     return result
 
 
+def _absent_chain(  # noqa: PLR0917 - the facts about one absent chain
+    result: VerifyResult,
+    cid: str,
+    cps: list[StoredCheckpoint],
+    public_key: Ed25519PublicKey | None,
+    here: Path,
+    follower: Chain | None,
+    hosts: dict[str, set[str]],
+) -> None:
+    """Checkpoints of a chain that has no file in the directory."""
+    node = str(cps[-1].data.get("node"))
+    report = ChainReport(node, chain_id=cid)
+    try:
+        expected = _checkpoint_heads(Chain(node, chain_id=cid), cps, public_key, report)
+    except _Broken as b:
+        report.problem = Break(node, b.where, b.message)
+        result.chains[f"{node} (chain {cid})"] = report
+        return
+    seq = max(expected, default=0)
+    last = expected[seq][1] if expected else cps[-1]
+    elsewhere = last.data.get("log_dir")
+    if elsewhere and Path(str(elsewhere)) != here and follower is None:
+        result.notes.append(
+            f"chain {cid} of node {node}: {len(cps)} checkpoints (to seq {seq}) are of the log "
+            f"in {elsewhere}, not this directory; verify that directory for it"
+        )
+        return
+    host = last.data.get("host")
+    if follower is None and host and hosts.get(node) and host not in hosts[node]:
+        result.notes.append(
+            f"chain {cid} of node {node} was written on {host}, not on the machine of this "
+            f"directory's chain ({', '.join(sorted(hosts[node]))}): two proxies run with one "
+            "--node; verify that proxy's own log directory for it"
+        )
+        return
+    if follower is not None:
+        began = follower.files[0].first_ts
+        report.findings.append(
+            f"chain {cid} (checkpoints to seq {seq}, last at {last.data.get('ts')}) is not in "
+            f"this directory; chain {follower.chain_id} began after it at {began} in a log "
+            "directory that held none of its files (a new or moved log directory, or its files "
+            "were removed): verify its own directory, or its archive, for those records"
+        )
+    else:
+        report.problem = Break(
+            node,
+            last.where,
+            f"no log files of chain {cid} (node {node}) in this directory, but this checkpoint "
+            f"records seq {seq}: its log was deleted or replaced by another chain "
+            "(or the wrong directory was given)",
+        )
+    result.chains[f"{node} (chain {cid})"] = report
+
+
 def _verify_chain(
-    chain: Chain, cps: list[StoredCheckpoint], public_key: Ed25519PublicKey | None
+    chain: Chain,
+    cps: list[StoredCheckpoint],
+    public_key: Ed25519PublicKey | None,
+    follower: Chain | None = None,
 ) -> ChainReport:
-    report = ChainReport(chain.node, files=len(chain.files))
+    report = ChainReport(chain.node, chain_id=chain.chain_id, files=len(chain.files))
     if chain.anchor is not None:
         report.pruned_before = str(chain.anchor.get("pruned_before"))
+    signature_problem: _Broken | None = None
     try:
         expected = _checkpoint_heads(chain, cps, public_key, report)
+    except _Broken as b:  # still walk the chain, so the summary says what is there
+        signature_problem, expected = b, {}
+    try:
         _walk(chain, expected, report)
-        _check_tail(expected, report)
+        if signature_problem is not None:
+            raise signature_problem
+        _check_tail(expected, report, follower)
     except _Broken as b:
         report.problem = Break(chain.node, b.where, b.message)
     return report
@@ -136,25 +243,38 @@ def _checkpoint_heads(
     public_key: Ed25519PublicKey | None,
     report: ChainReport,
 ) -> dict[int, tuple[str, StoredCheckpoint]]:
-    """Check signatures; return seq -> (head, checkpoint) for the checkpoints still in range."""
+    """Check signatures; return seq -> (head, checkpoint) for the checkpoints still in range.
+
+    With a key, checkpoints written unsigned before the chain's first signed one (the proxy had no
+    key yet) are counted and still compared, not refused; an unsigned one after a signed one is."""
     wanted_key = key_id(public_key) if public_key is not None else None
     heads: dict[int, tuple[str, StoredCheckpoint]] = {}
+    signed_seen = False
     for cp in cps:
+        try:
+            seq, head = int(cp.data["seq"]), str(cp.data["head"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise _Broken(cp.where, f"checkpoint lacks a valid seq/head ({e})") from e
         if public_key is not None:
             if cp.data.get("sig") is None:
-                raise _Broken(cp.where, "checkpoint is not signed")
-            if cp.data.get("key") != wanted_key:
+                if signed_seen:
+                    raise _Broken(
+                        cp.where,
+                        "checkpoint is not signed, but an earlier one of this chain is "
+                        "(forged, or the signing key was removed)",
+                    )
+                report.unsigned_before_key += 1
+            elif cp.data.get("key") != wanted_key:
                 raise _Broken(
                     cp.where,
                     f"checkpoint signed with key {cp.data.get('key')}, "
                     f"not the given key {wanted_key}",
                 )
-            if not signature_valid(cp.data, public_key):
+            elif not signature_valid(cp.data, public_key):
                 raise _Broken(cp.where, "checkpoint signature does not verify (forged or altered)")
-        try:
-            seq, head = int(cp.data["seq"]), str(cp.data["head"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise _Broken(cp.where, f"checkpoint lacks a valid seq/head ({e})") from e
+            else:
+                signed_seen = True
+                report.anchored_seq = max(report.anchored_seq, seq)
         report.checkpoints += 1
         report.last_checkpoint_ts = str(cp.data.get("ts"))
         if seq < chain.start_seq:
@@ -179,6 +299,7 @@ def _walk(
     prev_file: str | None = None
     prev_closed = True
     where = ""
+    report.first_seq = chain.start_seq  # the summary is right even when the walk stops early
     for index, cf in enumerate(chain.files):
         if cf.first_seq < chain.start_seq:
             report.notes.append(
@@ -217,10 +338,10 @@ def _walk(
                 )
             seq, prev = rseq, stored
             report.records += 1
+            report.last_seq = seq
         if count == 0:
             raise _Broken(f"{cf.file.path}:1", "empty file in the chain")
         prev_file, prev_closed = name, closed
-    report.first_seq = chain.start_seq if report.records else 0
     report.last_seq = seq
     report.head = prev
     if chain.files and not prev_closed:
@@ -353,12 +474,28 @@ def _check_close(record: dict[str, Any], name: str, count: int, where: str) -> N
         )
 
 
-def _check_tail(expected: dict[int, tuple[str, StoredCheckpoint]], report: ChainReport) -> None:
-    """A checkpoint beyond the last record means the log lost its tail."""
+def _check_tail(
+    expected: dict[int, tuple[str, StoredCheckpoint]],
+    report: ChainReport,
+    follower: Chain | None = None,
+) -> None:
+    """A checkpoint beyond the last record means the log lost its tail — declared by the chain
+    that began after it (the writer found its directory behind its checkpoints: restored from an
+    older copy), or not."""
     beyond = [s for s in expected if s > report.last_seq]
     if beyond:
         seq = max(beyond)
         _, cp = expected[seq]
+        declared = follower.follows if follower is not None else None
+        if declared is not None and declared.get("log_ends_at") == report.last_seq:
+            report.findings.append(
+                f"records {report.last_seq + 1}..{seq} of this chain are not in this log: when "
+                f"chain {follower.chain_id if follower else '?'} began at "
+                f"{follower.files[0].first_ts if follower else '?'}, the directory held this chain "
+                f"only to seq {report.last_seq} while its checkpoints reached seq {seq} (restored "
+                "from an older copy, or those records were removed)"
+            )
+            return
         if report.files == 0:
             raise _Broken(
                 cp.where,
@@ -373,16 +510,67 @@ def _check_tail(expected: dict[int, tuple[str, StoredCheckpoint]], report: Chain
         )
 
 
+class Verdict(StrEnum):
+    """What a verification proved, strongest claim last."""
+
+    BROKEN = "broken"  # evidence of tampering (or damage): the first broken place is named
+    INCOMPLETE = "incomplete"  # no tampering in what is here, but known records are elsewhere
+    SELF_CONSISTENT = "self-consistent"  # unbroken, but checked against nothing held elsewhere
+    ANCHORED = "anchored"  # unbroken and matching checkpoints signed with the auditor's key
+
+
+def verdict(result: VerifyResult) -> Verdict:
+    if not result.ok:
+        return Verdict.BROKEN
+    if not result.complete:
+        return Verdict.INCOMPLETE
+    return Verdict.ANCHORED if result.anchored else Verdict.SELF_CONSISTENT
+
+
+VERDICT_LINES = {
+    Verdict.BROKEN: "BROKEN: the log was altered or damaged (first broken place above)",
+    Verdict.INCOMPLETE: (
+        "INCOMPLETE: no sign of tampering in what is here, but records the checkpoints know of "
+        "are not in this directory (see the findings above)"
+    ),
+    Verdict.SELF_CONSISTENT: (
+        "OK, SELF-CONSISTENT ONLY: every chain is unbroken, but nothing was checked against a key "
+        "or a copy held off this machine: anyone with write access to this machine could have "
+        "rewritten it. Give the auditors' public key (--key) to anchor it."
+    ),
+    Verdict.ANCHORED: (
+        "OK, ANCHORED: every chain is unbroken and matches checkpoints signed with the given key "
+        "up to its last checkpoint"
+    ),
+}
+
+
 def summarise(result: VerifyResult) -> Iterable[str]:
     """Human lines describing a verification, one per chain, then notes."""
-    for r in result.chains.values():
-        state = "BROKEN" if r.problem else "intact"
+    for key, r in result.chains.items():
+        state = "BROKEN" if r.problem else "incomplete" if r.findings else "intact"
         pruned = f", pruned before {r.pruned_before}" if r.pruned_before else ""
+        seqs = f"seq {r.first_seq}..{r.last_seq}" if r.records else "no records"
+        stopped = " (read until the break)" if r.problem and r.records else ""
         yield (
-            f"{r.node}: {state}: {r.records} records in {r.files} files, "
-            f"seq {r.first_seq}..{r.last_seq}"
+            f"{key}: {state}: {r.records} records in {r.files} files, {seqs}{stopped}"
             f"{pruned}; {r.checkpoints} checkpoints"
         )
+        if r.anchored_seq and r.records:
+            rest = (
+                f"; seq {r.anchored_seq + 1}..{r.last_seq}, after the last signed checkpoint, "
+                "self-consistent only"
+                if r.last_seq > r.anchored_seq
+                else ""
+            )
+            yield f"  anchored: seq {r.first_seq}..{min(r.anchored_seq, r.last_seq)}{rest}"
+        if r.unsigned_before_key:
+            yield (
+                f"  note: {r.unsigned_before_key} checkpoints were written unsigned, before the "
+                "proxy had a signing key; they are compared, but anchor nothing"
+            )
+        for finding in r.findings:
+            yield f"  finding: {finding}"
         for note in r.notes:
             yield f"  note: {note}"
     for note in result.notes:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -47,8 +48,8 @@ from .chain import (
     encode_event,
     unseal,
 )
-from .chains import read_anchor
-from .checkpoints import CheckpointSink, load_private_key
+from .chains import chain_id_of, read_anchor
+from .checkpoints import CheckpointSink, last_checkpoint, load_private_key
 from .schema import CHAIN_FIELDS, SCHEMA_VERSION, TYPE_FILE_CLOSE, TYPE_FILE_OPEN
 
 log = structlog.get_logger(__name__)
@@ -193,6 +194,7 @@ class AuditLog:
         syslog_address: str | tuple[str, int] | None = None,
         compress: bool = True,
         clock: Callable[[], float] = time.time,
+        host: str | None = None,
     ) -> None:
         if not node:
             raise AuditError("the node id must not be empty")
@@ -200,6 +202,7 @@ class AuditLog:
             raise AuditError(f"max_bytes must be at least 4096, not {max_bytes}")
         self.log_dir = Path(log_dir)
         self.node = node
+        self.host = host or os.uname().nodename  # in checkpoints: which machine wrote the chain
         self.timezone = timezone
         self.max_bytes = max_bytes
         self._clock = clock
@@ -242,6 +245,8 @@ class AuditLog:
             else self.log_dir.parent / paths.CHECKPOINT_DIRNAME
         )
         self._checkpoints = CheckpointSink(cp_dir, node, key, syslog_address=syslog_address)
+        self._chain_id = ""
+        self._log_dir_text = str(self.log_dir.resolve())
         self._drop = DropChainFields()
         self._encode = EventEncoder()
         self._sink = ChainFileSink(self._state, node, clock)
@@ -371,8 +376,27 @@ class AuditLog:
             ) from e
         return fd
 
+    def _new_chain(self, follows: dict[str, Any] | None) -> dict[str, Any]:
+        """Begin a chain: a new identity, seq from 1; its first record says which chain of this
+        node the checkpoints knew before it (so `verify` can tell a new chain, a restored or moved
+        directory from a log that lost records)."""
+        self._chain_id = secrets.token_hex(12)
+        self._state.seq, self._state.head = 0, GENESIS
+        return {"follows": follows} if follows else {}
+
+    def _follows(self, cp: dict[str, Any] | None, log_ends_at: int | None) -> dict[str, Any] | None:
+        if cp is None:
+            return None
+        follows = {k: cp.get(k) for k in ("seq", "head", "ts", "log_dir", "host")}
+        follows["chain"] = chain_id_of(cp)
+        if log_ends_at is not None:
+            follows["log_ends_at"] = log_ends_at
+        return follows
+
     def _recover(self) -> tuple[int, str | None, dict[str, Any]]:
-        """Continue the node's chain after the last file on disk (seq, head, next index)."""
+        """Continue the node's chain after the last file on disk (seq, head, next index), or
+        begin a new one: in an empty directory, or when this node's checkpoints show that the
+        log on disk lacks records it once had (a directory restored from an older copy)."""
         mine = [
             f
             for f in files.list_log_files(self.log_dir)
@@ -383,7 +407,12 @@ class AuditLog:
             if anchor:
                 self._state.seq = int(anchor["next_seq"]) - 1
                 self._state.head = str(anchor["next_prev"])
-            return 1, None, {}
+                self._chain_id = chain_id_of({**anchor, "node": self.node})
+                return 1, None, {}
+            cp = self._newest_checkpoint(None)
+            if cp is not None and cp.get("log_dir") not in (None, self._log_dir_text):
+                cp = None  # a sibling directory's chain, not this directory's predecessor
+            return 1, None, self._new_chain(self._follows(cp, None))
         mine.sort(key=lambda f: f.index)
         while len(mine) > 1 and not mine[-1].gz and mine[-1].path.stat().st_size == 0:
             mine.pop().path.unlink()  # created but never written (crash before file_open)
@@ -391,6 +420,19 @@ class AuditLog:
         record, torn = _last_record(last)
         self._state.seq = int(record["seq"])
         self._state.head = str(record["h"])
+        self._chain_id = _chain_of_file(last, self.node)
+        cp = self._newest_checkpoint(self._chain_id)
+        if cp is not None and int(cp.get("seq", 0)) > self._state.seq:
+            log.warning(
+                "audit_log_behind_checkpoints",
+                chain=self._chain_id,
+                log_ends_at=self._state.seq,
+                checkpoint_seq=cp.get("seq"),
+            )
+            follows = self._follows(cp, self._state.seq)
+            if self._compress:
+                self._to_compress.extend(f.path for f in mine if not f.gz)
+            return last.index + 1, None, self._new_chain(follows)
         recovery: dict[str, Any] = {}
         if record.get("type") != TYPE_FILE_CLOSE:
             recovery["recovered"] = True
@@ -407,6 +449,15 @@ class AuditLog:
         if record.get("type") == TYPE_FILE_CLOSE and self._compress and not last.gz:
             self._to_compress.append(last.path)
         return last.index + 1, last.base_name, recovery
+
+    def _newest_checkpoint(self, chain: str | None) -> dict[str, Any] | None:
+        try:
+            return last_checkpoint(self._checkpoints.path, self.node, chain)
+        except OSError as e:
+            log.warning(
+                "audit_checkpoints_unreadable", file=str(self._checkpoints.path), error=str(e)
+            )
+            return None
 
     def _local_day(self, now: float) -> date:
         return datetime.fromtimestamp(now, self.timezone).date()
@@ -445,7 +496,15 @@ class AuditLog:
             st.fd, st.file_name, st.bytes, st.count = fd, name, 0, 0
             self._file_index = index
             self._file_day = day
-        self._emit({"type": TYPE_FILE_OPEN, "file": st.file_name, "prev_file": prev_file, **extra})
+        self._emit(
+            {
+                "type": TYPE_FILE_OPEN,
+                "file": st.file_name,
+                "prev_file": prev_file,
+                "chain": self._chain_id,
+                **extra,
+            }
+        )
         self._pending_open = None
         self._next_midnight = self._midnight_after(self._file_day)
         self._dirty = True
@@ -500,6 +559,9 @@ class AuditLog:
             "v": SCHEMA_VERSION,
             "type": "checkpoint",
             "node": self.node,
+            "chain": self._chain_id,
+            "log_dir": self._log_dir_text,
+            "host": self.host,
             "seq": st.seq,
             "head": st.head,
             "ts": self._sink.timestamp(now),
@@ -559,6 +621,19 @@ class AuditLog:
                     self._run_compression()
             except Exception as e:  # the thread must survive; the write path reports its own errors
                 log.error("audit_background_failed", error=repr(e))
+
+
+def _chain_of_file(lf: files.LogFile, node: str) -> str:
+    """The chain a log file belongs to, from its first record."""
+    line = files.first_line(lf.path) or b""
+    try:
+        record, _, _ = unseal(line)
+    except LineError as e:
+        raise AuditError(
+            f"{lf.path}:1: cannot continue the chain, its first record is unreadable ({e}); "
+            "run `socialguard audit verify`"
+        ) from e
+    return chain_id_of({**record, "node": record.get("node", node)})
 
 
 def _last_record(lf: files.LogFile) -> tuple[dict[str, Any], int]:

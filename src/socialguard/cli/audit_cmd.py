@@ -344,15 +344,19 @@ def verify(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     log_dir: LogDirOption = None,
     state: StateOption = None,
 ) -> None:
-    """Check that the log is intact: every chain, every file, every checkpoint.
+    """Check that the log is intact (every chain, file and checkpoint) and say what that proves.
 
-    Exit 0 when intact; exit 1 naming the first broken place (file:line and what is wrong).
+    Exit codes: 0 anchored (intact, and matching checkpoints signed with the --key given);
+    5 self-consistent only (intact, but checked against nothing held off this machine);
+    4 incomplete (no tampering in what is here, but records the checkpoints know of are elsewhere:
+    a new chain, a restored or moved directory); 1 broken, naming the first broken place
+    (file:line and what is wrong); 2 bad input.
 
     Example: socialguard audit verify var/log --checkpoints /mnt/offbox/checkpoints --key audit.pub
     """
     from socialguard.audit.checkpoints import load_public_key
+    from socialguard.audit.verify import VERDICT_LINES, Verdict, verdict, verify_log
     from socialguard.audit.verify import summarise as describe
-    from socialguard.audit.verify import verify_log
 
     with domain_errors():
         where = directory or _log_dir(log_dir, state)
@@ -365,26 +369,35 @@ def verify(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         if public is not None and checkpoints is None:
             raise ConfigError("--key given but no checkpoints found (give --checkpoints)")
         result = verify_log(where, checkpoints=checkpoints, public_key=public)
+    found = verdict(result)
     if as_json:
-        typer.echo(json.dumps(_verify_json(result), indent=2))
+        typer.echo(json.dumps({"verdict": found.value, **_verify_json(result)}, indent=2))
     else:
         for line in describe(result):
             typer.echo(line)
-    if not result.ok:
+    if found is Verdict.BROKEN:
         for b in result.first_problems():
             typer.echo(f"BROKEN {b.node}: {b}", err=True)
-        raise typer.Exit(EXIT_FAIL)
     if not result.chains:
         typer.echo(f"{where}: no decision log files", err=True)
     if not as_json:
-        typer.echo("OK: the log is intact")
+        typer.echo(VERDICT_LINES[found])
+    code = VERIFY_EXIT[found]
+    if code:
+        raise typer.Exit(code)
+
+
+VERIFY_EXIT = {"anchored": 0, "self-consistent": 5, "incomplete": 4, "broken": EXIT_FAIL}
 
 
 def _verify_json(result: Any) -> dict[str, Any]:
     return {
         "ok": result.ok,
+        "complete": result.complete,
+        "anchored": result.anchored,
         "chains": {
             node: {
+                "chain": r.chain_id,
                 "records": r.records,
                 "files": r.files,
                 "first_seq": r.first_seq,
@@ -393,6 +406,9 @@ def _verify_json(result: Any) -> dict[str, Any]:
                 "checkpoints": r.checkpoints,
                 "pruned_before": r.pruned_before,
                 "notes": r.notes,
+                "findings": r.findings,
+                "anchored_seq": r.anchored_seq,
+                "unsigned_before_key": r.unsigned_before_key,
                 "problem": None
                 if r.problem is None
                 else {"where": r.problem.where, "message": r.problem.message},
