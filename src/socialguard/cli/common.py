@@ -5,6 +5,8 @@ Exit codes scripts can rely on:
   1  the check ran and the answer is no (invalid rules, failing policy tests, broken log chain)
   2  bad input or usage (unknown option, unknown group, bad duration, missing file)
   3  an unexpected internal error
+  4  the system refused (a port in use, a full or read-only disk, permissions): the same command
+     works once that is fixed
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+EXIT_ENVIRONMENT = 4
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
