@@ -1,7 +1,7 @@
 """`socialguard run --workers N` whose supervisor is SIGKILLed: the workers go with it.
 
-Before, they lived on as orphans holding the ports, so systemd's restart met "address already in use"
-and the set could not come back.
+Before, they lived on as orphans holding the ports, so systemd's restart met "address already in
+use" and the set could not come back.
 """
 
 from __future__ import annotations
