@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from socialguard.errors import SocialGuardError
+from socialguard.refusals import environment_refused
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -37,12 +38,13 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 @contextmanager
 def domain_errors() -> Iterator[None]:
-    """Turn a SocialGuardError into a clean message and exit code 2 (no traceback)."""
+    """Turn a SocialGuardError into a clean message and exit code 2 (no traceback); 4 when the
+    system refused (a full or read-only disk, permissions)."""
     try:
         yield
     except SocialGuardError as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(EXIT_USAGE) from e
+        raise typer.Exit(EXIT_ENVIRONMENT if environment_refused(e) else EXIT_USAGE) from e
 
 
 def handles_errors[F: Callable[..., Any]](func: F) -> F:

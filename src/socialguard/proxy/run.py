@@ -13,10 +13,7 @@ ClientHello would already have been forwarded upstream).
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
-import re
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +24,7 @@ from typing import Any
 import structlog
 
 from socialguard.errors import ConfigError
+from socialguard.refusals import environment_refused
 
 from .clock import Clock
 from .options import parse_hostport
@@ -34,21 +32,6 @@ from .options import parse_hostport
 log = structlog.get_logger(__name__)
 
 CA_CERT_FILE = "mitmproxy-ca-cert.pem"
-
-# What the system refused, rather than what the operator gave: the same command works once it is
-# fixed (a port freed, disk space made, the directory made writable), so it gets its own exit code.
-ENVIRONMENT_ERRNOS = (
-    errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.ENOSPC, errno.EDQUOT, errno.EROFS,
-    errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
-)  # fmt: skip
-ENVIRONMENT_WORDS = (
-    *(os.strerror(code).lower() for code in ENVIRONMENT_ERRNOS),
-    "read-only file system",
-    "read-only to this user",
-    "no space left",
-    "disk is full",
-    "address already in use",
-)
 
 
 class StartupError(ConfigError):
@@ -67,16 +50,7 @@ class StartupError(ConfigError):
 def startup_error(messages: list[str], exc: BaseException | None = None) -> StartupError:
     """A StartupError from mitmproxy's start-up error messages and/or an exception chain."""
     causes = [line for m in messages for line in _cause_lines(m)]
-    texts = list(messages)
-    seen: BaseException | None = exc
-    while seen is not None:
-        texts.append(str(seen))
-        if isinstance(seen, OSError) and seen.errno in ENVIRONMENT_ERRNOS:
-            texts.append(os.strerror(seen.errno or 0))
-        seen = seen.__cause__ or seen.__context__
-    environment = any(w in t.lower() for t in texts for w in ENVIRONMENT_WORDS) or any(
-        int(n) in ENVIRONMENT_ERRNOS for t in texts for n in re.findall(r"\[Errno (\d+)\]", t)
-    )
+    environment = environment_refused(exc, messages)
     return StartupError(causes, environment=environment)
 
 
