@@ -5,6 +5,8 @@ Exit codes scripts can rely on:
   1  the check ran and the answer is no (invalid rules, failing policy tests, broken log chain)
   2  bad input or usage (unknown option, unknown group, bad duration, missing file)
   3  an unexpected internal error
+  4  the system refused (a port in use, a full or read-only disk, permissions): the same command
+     works once that is fixed
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Annotated, Any
 import typer
 
 from socialguard.errors import SocialGuardError
+from socialguard.refusals import environment_refused
 
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+EXIT_ENVIRONMENT = 4
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -34,12 +38,13 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 @contextmanager
 def domain_errors() -> Iterator[None]:
-    """Turn a SocialGuardError into a clean message and exit code 2 (no traceback)."""
+    """Turn a SocialGuardError into a clean message and exit code 2 (no traceback); 4 when the
+    system refused (a full or read-only disk, permissions)."""
     try:
         yield
     except SocialGuardError as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(EXIT_USAGE) from e
+        raise typer.Exit(EXIT_ENVIRONMENT if environment_refused(e) else EXIT_USAGE) from e
 
 
 def handles_errors[F: Callable[..., Any]](func: F) -> F:

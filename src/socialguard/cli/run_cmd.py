@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from socialguard.proxy import ProxyConfig
 
 from .common import (
+    EXIT_ENVIRONMENT,
     EXIT_INTERNAL,
     EXIT_USAGE,
     AuditKeyOption,
@@ -158,6 +159,7 @@ def _ensure_audit_key(private: Path) -> None:
 def _serve(config: ProxyConfig) -> None:
     from socialguard.errors import SocialGuardError
     from socialguard.proxy import ProxyMode, serve
+    from socialguard.proxy.run import StartupError
 
     def ready(addrs: list[tuple[str, int]]) -> None:
         where = ", ".join(f"{h}:{p}" for h, p in addrs)
@@ -165,11 +167,18 @@ def _serve(config: ProxyConfig) -> None:
 
     try:
         asyncio.run(serve(config, on_ready=ready, handle_signals=True))
+    except StartupError as e:
+        for cause in e.causes:
+            typer.echo(f"error: {cause}", err=True)
+        raise fail(
+            "socialguard could not start" + (" (the system refused)" if e.environment else ""),
+            EXIT_ENVIRONMENT if e.environment else EXIT_USAGE,
+        ) from e
     except SocialGuardError as e:
         raise fail(str(e), EXIT_USAGE) from e
-    except SystemExit as e:  # mitmproxy exits this way when it cannot start (e.g. port in use)
+    except SystemExit as e:  # mitmproxy exiting some other way while starting
         if e.code not in (0, None):
-            raise fail("mitmproxy could not start (see the messages above)", EXIT_INTERNAL) from e
+            raise fail(f"mitmproxy stopped while starting (exit {e.code})", EXIT_INTERNAL) from e
     except KeyboardInterrupt:
         pass
     if config.mode is ProxyMode.WIREGUARD:

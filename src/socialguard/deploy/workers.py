@@ -11,13 +11,22 @@ The supervisor is deliberately dumb: it forwards SIGTERM/SIGINT/SIGHUP to every 
 any worker exits it stops the others and exits too. A partial set of workers would leave the
 clients hashed to a dead port with refused connections; exiting lets systemd (Restart=on-failure)
 or the container runtime restart the whole set cleanly.
+
+Workers die with their supervisor: each asks the kernel (prctl PR_SET_PDEATHSIG) for SIGTERM when
+the supervisor goes, however it goes — a SIGKILL included, where it has no chance to forward
+anything. Without that, orphaned workers kept the ports and the restarted set could not listen.
+SIGTERM rather than SIGKILL, so that each closes its decision log cleanly.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -30,6 +39,21 @@ log = structlog.get_logger(__name__)
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 POLL_SECONDS = 0.2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(supervisor: int) -> Callable[[], None] | None:
+    """A preexec_fn making the child get SIGTERM when `supervisor` dies (Linux); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != supervisor:  # it died between fork and prctl: nothing would signal us
+            os._exit(1)
+
+    return arm
 
 
 def worker_node_id(i: int, host: str | None = None) -> str:
@@ -85,10 +109,12 @@ def spawn_workers(
                 p.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    die_with_us = _die_with(os.getpid())
     try:
         for i in range(n):
             argv = argv_for(i)
-            procs.append(subprocess.Popen(argv))
+            # preexec_fn is safe here: the supervisor runs no threads.
+            procs.append(subprocess.Popen(argv, preexec_fn=die_with_us))  # noqa: PLW1509
             log.info("worker_started", worker=i, pid=procs[-1].pid, argv=argv)
         first_exit = _wait_for_first_exit(procs)
         if first_exit is not None and not stopping:

@@ -259,7 +259,8 @@ class SqliteStore:
         try:
             st = os.stat(self.path)
             with open(self.path, "rb") as f:
-                head = f.read(len(SQLITE_HEADER))
+                header = f.read(100)
+            head = header[: len(SQLITE_HEADER)]
         except FileNotFoundError as e:
             raise StoreError(f"{self.path}: the overrides store is missing") from e
         except OSError as e:
@@ -276,6 +277,12 @@ class SqliteStore:
             raise StoreError(
                 f"{self.path}: not an SQLite database (a foreign or corrupt file); restore the "
                 "overrides store from a backup, or move this file aside to start a new one"
+            )
+        expected = _header_size(header)
+        if expected is not None and st.st_size < expected:
+            raise StoreError(
+                f"{self.path}: truncated ({st.st_size} bytes where its header says {expected}); "
+                "the overrides store is corrupt: restore it from a backup"
             )
         return st
 
@@ -1218,6 +1225,20 @@ def _os_reason(e: OSError) -> str:
         errno.ENOENT: "missing",
     }
     return reasons.get(e.errno or 0, e.strerror or str(e))
+
+
+def _header_size(header: bytes) -> int | None:
+    """The database size its 100-byte header records, when that figure is valid (SQLite's file
+    format, 1.3: the page count at 28 counts only if the change counter at 24 equals the
+    version-valid-for number at 92)."""
+    if len(header) < 100:
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if not pages or header[24:28] != header[92:96]:
+        return None
+    return page_size * pages
 
 
 def _directory_reason(directory: Path) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from socialguard.errors import ConfigError
+from socialguard.refusals import environment_refused
 
 from .clock import Clock
 from .options import parse_hostport
@@ -31,6 +32,38 @@ from .options import parse_hostport
 log = structlog.get_logger(__name__)
 
 CA_CERT_FILE = "mitmproxy-ca-cert.pem"
+
+
+class StartupError(ConfigError):
+    """The proxy did not start; `causes` says why, one line each, for stderr.
+
+    `environment` is True when the system refused (a port in use, a full or read-only disk,
+    permissions), False when the input was bad (invalid rules, a damaged store file, an option).
+    """
+
+    def __init__(self, causes: list[str], *, environment: bool) -> None:
+        self.causes = causes or ["mitmproxy stopped during start-up without saying why"]
+        self.environment = environment
+        super().__init__("; ".join(self.causes))
+
+
+def startup_error(messages: list[str], exc: BaseException | None = None) -> StartupError:
+    """A StartupError from mitmproxy's start-up error messages and/or an exception chain."""
+    causes = [line for m in messages for line in _cause_lines(m)]
+    environment = environment_refused(exc, messages)
+    return StartupError(causes, environment=environment)
+
+
+def _cause_lines(message: str) -> list[str]:
+    """mitmproxy's addon errors carry the traceback after the message; the message is the cause
+    (every line of it: a rejected rules file lists each problem)."""
+    out: list[str] = []
+    for line in message.strip().splitlines():
+        if line.startswith("Traceback"):
+            break
+        if line.strip():
+            out.append(line.rstrip().removeprefix("Addon error: "))
+    return out
 
 
 class ProxyMode(StrEnum):
@@ -209,7 +242,7 @@ async def serve(
         )
     except (exceptions.OptionsError, KeyError) as e:
         addon.done()
-        raise ConfigError(str(e).strip("'\"")) from e
+        raise startup_error([str(e).strip("'\"")], e) from e
     if on_master is not None:
         on_master(master)
     if handle_signals:
@@ -218,6 +251,10 @@ async def serve(
             loop.add_signal_handler(sig, master.shutdown)
     try:
         await master.run()
+    except SystemExit as e:  # errorcheck: something logged an error during start-up
+        if e.code in (0, None):
+            raise
+        raise startup_error(_startup_messages(master)) from e
     finally:
         addon.done()  # already done if mitmproxy got as far as `running`; else close the log now
         await _close_listeners(master)
@@ -226,6 +263,13 @@ async def serve(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         log.info("proxy_stopped")
+
+
+def _startup_messages(master: Any) -> list[str]:
+    """The errors mitmproxy logged while starting (its errorcheck addon keeps them)."""
+    ec = master.addons.get("errorcheck")
+    records = getattr(getattr(ec, "logger", None), "has_errored", []) if ec else []
+    return [r.getMessage() for r in records]
 
 
 async def _close_listeners(master: Any) -> None:
