@@ -15,8 +15,9 @@ $(BIN)/socialguard: pyproject.toml
 
 install: $(BIN)/socialguard
 
+# RUN_ARGS passes options on, e.g. make run RUN_ARGS='--listen 127.0.0.1:8081'.
 run: install
-	$(BIN)/socialguard run --rules rules/demo.yaml
+	$(BIN)/socialguard run --rules rules/demo.yaml $(RUN_ARGS)
 
 # curl is the one system tool the suite cannot do without (it drives the proxy); tests that need
 # chromium, nft, dnsmasq, ip (root) or systemd-analyze skip and name the package to install.

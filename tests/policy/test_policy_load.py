@@ -48,15 +48,42 @@ def test_the_shipped_tests_cover_every_enabled_rule() -> None:
     assert {r.id for r in policy.rules} <= hit
 
 
-def test_demo_differs_from_the_district_policy_only_in_loopback_being_staff() -> None:
+def test_demo_differs_from_the_district_policy_only_in_what_it_says_it_does() -> None:
+    """Loopback is staff and `this-machine`; social is blocked there at all hours (after the
+    district's school-hours rule); no `accounts:` restriction, whose example domains would stop
+    anyone signing in through `make run`."""
     policy = load_policy(REPO / "rules" / "policy.yaml")
     demo = load_policy(REPO / "rules" / "demo.yaml")
-    assert [r.id for r in policy.rules] == [r.id for r in demo.rules]
-    assert demo.group_names == policy.group_names
+    district_rules = [r.id for r in policy.rules]
+    at = district_rules.index("staff-social-school-hours") + 1
+    expected = [*district_rules[:at], "demo-social-all-hours", *district_rules[at:]]
+    assert [r.id for r in demo.rules] == expected
+    assert demo.group_names == policy.group_names | {"this-machine"}
     extra = set(map(str, (n for n, _ in demo.group_networks.entries))) - set(
         map(str, (n for n, _ in policy.group_networks.entries))
     )
     assert extra == {"127.0.0.0/8", "::1/128"}
+    assert policy.accounts is not None and policy.accounts.google
+    assert demo.accounts is None or (not demo.accounts.google and not demo.accounts.microsoft)
+
+
+@pytest.mark.parametrize(
+    ("at", "rule"),
+    [("2026-12-01T10:00", "staff-social-school-hours"), ("2026-12-01T20:00", "demo-social-all-hours"),
+     ("2026-12-05T03:00", "demo-social-all-hours")],
+)  # fmt: skip
+def test_the_demo_blocks_social_on_this_machine_at_any_hour(at: str, rule: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from socialguard.cli import app
+
+    args = ["check", "https://www.facebook.com/", "--client", "127.0.0.1", "--at", at]
+    rules = ["--rules", str(REPO / "rules" / "demo.yaml"), "--no-overrides", "--json"]
+    r = CliRunner().invoke(app, [*args, *rules])
+    assert r.exit_code == 1, r.output
+    assert (json.loads(r.stdout)["action"], json.loads(r.stdout)["rule"]) == ("block", rule)
 
 
 def test_the_version_changes_with_the_rules_and_the_lists_not_the_comments(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from socialguard import __version__
+from socialguard.cli.helpfmt import HelpGroup
 
 from . import (
     audit_cmd,
@@ -22,6 +23,8 @@ from . import (
 )
 
 app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
     name="socialguard",
     help="Enforce the district's social networking policy on the wire, and prove it did.",
     no_args_is_help=True,

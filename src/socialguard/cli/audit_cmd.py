@@ -26,9 +26,12 @@ from socialguard.cli.common import (
     StateOption,
     domain_errors,
 )
+from socialguard.cli.helpfmt import HelpGroup
 from socialguard.errors import AuditError, ConfigError
 
 app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
     help="The decision log: search, report, verify, tail, prune; keygen for checkpoint signing.",
     no_args_is_help=True,
 )

@@ -12,8 +12,11 @@ import typer
 
 from socialguard import paths
 from socialguard.cli.common import JsonOption, handles_errors
+from socialguard.cli.helpfmt import HelpGroup
 
 app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
     help="The interception CA: create it, show it, export it for district devices.",
     no_args_is_help=True,
 )

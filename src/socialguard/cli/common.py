@@ -65,16 +65,24 @@ def echo_err(message: str) -> None:
 # Shared option bundles, defined once.
 RulesOption = Annotated[
     Path | None,
-    typer.Option("--rules", help="Rules file (env SOCIALGUARD_RULES; default rules/policy.yaml)."),
+    typer.Option(
+        "--rules",
+        metavar="PATH",
+        help="Rules file (env SOCIALGUARD_RULES; default rules/policy.yaml).",
+    ),
 ]
 StateOption = Annotated[
     Path | None,
-    typer.Option("--state", help="State directory (env SOCIALGUARD_STATE; default var/)."),
+    typer.Option(
+        "--state", metavar="DIR", help="State directory (env SOCIALGUARD_STATE; default var/)."
+    ),
 ]
 LogDirOption = Annotated[
     Path | None,
     typer.Option(
-        "--log-dir", help="Decision log directory (env SOCIALGUARD_LOG_DIR; default <state>/log)."
+        "--log-dir",
+        metavar="DIR",
+        help="Decision log directory (env SOCIALGUARD_LOG_DIR; default <state>/log).",
     ),
 ]
 CheckpointDirOption = Annotated[

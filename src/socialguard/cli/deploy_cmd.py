@@ -11,8 +11,11 @@ import typer
 
 from socialguard import paths
 from socialguard.cli.common import RulesOption, handles_errors
+from socialguard.cli.helpfmt import HelpGroup
 
 app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
     help="Print firewall and resolver configuration for a transparent deployment.",
     no_args_is_help=True,
 )

@@ -20,11 +20,14 @@ from socialguard.cli.grant_cmd import (
     state_store,
     zone_of,
 )
+from socialguard.cli.helpfmt import HelpGroup
 from socialguard.errors import ConfigError
 from socialguard.overrides import EmergencyRecord, invoking_actor, utc_now
 from socialguard.overrides.parse import check_reason, check_scope
 
 app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
     help="Emergencies: district-wide or per group, and self-declared ones awaiting review.",
     no_args_is_help=True,
 )
@@ -80,7 +83,7 @@ HEADERS = ["ID", "SCOPE", "SITES", "STARTS", "ENDS", "KIND", "STATUS", "BY", "RE
 @app.command("start")
 def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why (goes in the audit log).")
+        str | None, typer.Option("--reason", help="Why (goes in the audit log).  [required]")
     ] = None,
     for_: ForOption = None,
     scope: Annotated[
@@ -89,6 +92,7 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     by: ByOption = None,
     rules: RulesOption = None,
     state: StateOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Declare an emergency: lifts every rule whose bypass allows it, for its scope.
 
@@ -108,6 +112,10 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         ends = resolve_end(for_, None, now=now, zone=zone)
         with state_store(state) as store:
             e = store.start_emergency(where, ends, why, invoking_actor(by))
+            record = store.get_emergency(e.id)
+    if as_json:
+        print_json(emergency_as_dict(record, now))
+        return
     typer.echo(e.id)
     typer.echo(
         f"emergency in force for {e.scope}, {show_time(e.ends, zone)}"
@@ -117,7 +125,7 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
 
 
 @app.command("stop")
-def stop(
+def stop(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     emergency_id: Annotated[
         str | None,
         typer.Argument(metavar="[ID]", help="The emergency to stop (default: every one in force)."),
@@ -126,20 +134,39 @@ def stop(
         str, typer.Option("--reason", help="Why (goes in the audit log).")
     ] = "stopped",
     by: ByOption = None,
+    rules: RulesOption = None,
     state: StateOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Stop an emergency now (without ID: every administrator-declared emergency in force).
+
+    Without ID and with none in force there is nothing to do: it says so and exits 0 (the state
+    asked for holds). A named emergency that does not exist, or has already ended, exits 2.
 
     Example:
 
         socialguard emergency stop e-4m2k7q9xza
     """
+    from socialguard.overrides.store import StateError
+
     with domain_errors():
+        load_limits(rules, required=False)
         why = check_reason(reason)
         with state_store(state) as store:
-            stopped = store.stop_emergencies(
-                None if emergency_id is None else [emergency_id], why, invoking_actor(by)
-            )
+            try:
+                stopped = store.stop_emergencies(
+                    None if emergency_id is None else [emergency_id], why, invoking_actor(by)
+                )
+            except StateError:
+                if emergency_id is not None:
+                    raise
+                stopped = []
+    now = utc_now()
+    if as_json:
+        print_json([emergency_as_dict(r, now) for r in stopped])
+        return
+    if not stopped:
+        typer.echo("nothing to stop: no administrator-declared emergency is in force")
     for r in stopped:
         typer.echo(f"stopped {r.emergency.id} ({r.emergency.scope})")
 
@@ -212,13 +239,15 @@ def review(
 
 
 @app.command("ack")
-def ack(
+def ack(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     emergency_id: Annotated[
         str, typer.Argument(metavar="ID", help="The self-declared emergency (e-...).")
     ],
     note: Annotated[str | None, typer.Option("--note", help="What the review found.")] = None,
     by: ByOption = None,
+    rules: RulesOption = None,
     state: StateOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Acknowledge a self-declared emergency after review.
 
@@ -227,9 +256,13 @@ def ack(
         socialguard emergency ack e-4m2k7q9xza --note "Called the parent back; genuine"
     """
     with domain_errors():
+        load_limits(rules, required=False)
         text = note.strip() if note and note.strip() else None
         if note is not None and text is None:
             raise ConfigError("--note: empty; leave it out or say what the review found")
         with state_store(state) as store:
             r = store.ack_emergency(emergency_id, text, invoking_actor(by))
+    if as_json:
+        print_json(emergency_as_dict(r, utc_now()))
+        return
     typer.echo(f"acknowledged {r.emergency.id} ({r.person or r.emergency.scope})")

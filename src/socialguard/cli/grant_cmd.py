@@ -18,6 +18,7 @@ import typer
 
 from socialguard import paths
 from socialguard.cli.common import JsonOption, RulesOption, StateOption, domain_errors
+from socialguard.cli.helpfmt import HelpGroup
 from socialguard.errors import ConfigError, PolicyError
 from socialguard.overrides import (
     AccessRequest,
@@ -38,6 +39,8 @@ from socialguard.overrides.parse import (
 )
 
 app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
     help="Temporary exceptions granted by administration, and access requests from the block page.",
     no_args_is_help=True,
 )
@@ -185,16 +188,22 @@ def _clip(text: str, width: int = 40) -> str:
 def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     who: Annotated[
         str | None,
-        typer.Option("--who", help="user:NAME, device:ID, ip:ADDR or group:NAME (a policy group)."),
+        typer.Option(
+            "--who",
+            help="user:NAME, device:ID, ip:ADDR or group:NAME (a policy group).  [required]",
+        ),
     ] = None,
     site: Annotated[
         list[str] | None,
-        typer.Option("--site", help="A domain (and its subdomains) or category:NAME; repeatable."),
+        typer.Option(
+            "--site",
+            help="A domain (and its subdomains) or category:NAME; repeatable.  [required]",
+        ),
     ] = None,
     for_: ForOption = None,
     until: UntilOption = None,
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why (goes in the audit log).")
+        str | None, typer.Option("--reason", help="Why (goes in the audit log).  [required]")
     ] = None,
     by: ByOption = None,
     rules: RulesOption = None,
@@ -323,24 +332,32 @@ def show(
 
 
 @app.command("revoke")
-def revoke(
+def revoke(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     grant_id: Annotated[str, typer.Argument(metavar="ID", help="The grant id (g-...).")],
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why (goes in the audit log).")
+        str | None, typer.Option("--reason", help="Why (goes in the audit log).  [required]")
     ] = None,
     by: ByOption = None,
+    rules: RulesOption = None,
     state: StateOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Revoke a grant now; the running proxy stops honouring it within 2 seconds.
+
+    --rules is read, when it exists, only for the district's time zone (like every grant command).
 
     Example:
 
         socialguard grant revoke g-7k2m9qxa3b --reason "Project finished early"
     """
     with domain_errors():
+        load_limits(rules, required=False)
         why = check_reason(reason)
         with state_store(state) as store:
             record = store.revoke_grant(grant_id, why, invoking_actor(by))
+    if as_json:
+        print_json(grant_as_dict(record, utc_now()))
+        return
     typer.echo(f"revoked {record.grant.id} ({record.grant.who}: {', '.join(record.grant.sites)})")
 
 
@@ -384,6 +401,7 @@ def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     by: ByOption = None,
     rules: RulesOption = None,
     state: StateOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Approve an access request: grants its person that site for --for/--until.
 
@@ -402,6 +420,10 @@ def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         text = note.strip() if note and note.strip() else None
         with state_store(state) as store:
             req, grant = store.approve_request(request_id, ends, invoking_actor(by), note=text)
+            record = store.get_grant(grant.id)
+    if as_json:
+        print_json({"request": request_as_dict(req), "grant": grant_as_dict(record, utc_now())})
+        return
     typer.echo(grant.id)
     typer.echo(
         f"approved {req.id}: {grant.who} may reach {', '.join(grant.sites)} until "
@@ -410,13 +432,15 @@ def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
 
 
 @app.command("deny")
-def deny(
+def deny(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     request_id: Annotated[str, typer.Argument(metavar="REQ", help="The request id (r-...).")],
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why (goes in the audit log).")
+        str | None, typer.Option("--reason", help="Why (goes in the audit log).  [required]")
     ] = None,
     by: ByOption = None,
+    rules: RulesOption = None,
     state: StateOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Deny an access request.
 
@@ -425,7 +449,11 @@ def deny(
         socialguard grant deny r-3f9a2kq7xm --reason "Not for individual use"
     """
     with domain_errors():
+        load_limits(rules, required=False)
         why = check_reason(reason)
         with state_store(state) as store:
             req = store.deny_request(request_id, why, invoking_actor(by))
+    if as_json:
+        print_json(request_as_dict(req))
+        return
     typer.echo(f"denied {req.id} ({req.who}: {req.site})")

@@ -11,11 +11,15 @@ import typer
 
 from socialguard import paths
 from socialguard.cli.common import EXIT_FAIL, EXIT_OK, StateOption, fail
+from socialguard.cli.helpfmt import HelpGroup
 
 from . import fingerprint_cmd, import_cmd
 
 app = typer.Typer(
-    help="Validate and test the rules file; import domain lists.", no_args_is_help=True
+    cls=HelpGroup,
+    rich_markup_mode=None,
+    help="Validate and test the rules file; import domain lists.",
+    no_args_is_help=True,
 )
 app.command("import")(import_cmd.import_list)
 app.command("fingerprint")(fingerprint_cmd.fingerprint)
