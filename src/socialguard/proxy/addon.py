@@ -33,9 +33,10 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import structlog
-from mitmproxy import connection, ctx, exceptions, http, tcp, tls, udp
+from mitmproxy import connection, ctx, exceptions, http, tls, udp
 from mitmproxy.net.http import status_codes
-from mitmproxy.proxy import mode_specs
+from mitmproxy.proxy import layer, mode_specs
+from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from socialguard import engine  # attribute access: tests may replace decide() there
@@ -52,7 +53,7 @@ from socialguard.engine.model import (
     Request,
 )
 
-from . import blockpage, uploads
+from . import blockpage, connections, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -79,7 +80,6 @@ OPTION_NAMES = (
     "socialguard_reload_interval",
     "socialguard_admin",
 )
-_STRICTNESS = {ConnectionVerdict.PASS: 0, ConnectionVerdict.INSPECT: 1, ConnectionVerdict.BLOCK: 2}
 
 
 class NoPolicy(RuntimeError):
@@ -482,24 +482,50 @@ class SocialGuard:
         if refused and data.client in refused:
             data.server.error = REFUSED_MESSAGE
 
-    def tcp_start(self, flow: tcp.TCPFlow) -> None:
-        """Raw TCP (neither TLS nor HTTP) cannot be inspected: it goes through only on PASS."""
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """Review mitmproxy's choice of layer before a byte is relayed (see connections.py): a
+        ClientHello under any record version is TLS, and an opaque stream relays only where its
+        destination would be passed through."""
         try:
-            loaded = self._require_policy()
-            address = flow.server_conn.address
-            dest = address[0] if address else None
-            dest_ip = dest if dest and _is_ip(dest) else None
-            sni = None if dest_ip or not dest else self._normalise(dest)
-            principal = self._principal(loaded, flow.client_conn)
-            cd = self._engine_connection(loaded, sni, principal, dest_ip=dest_ip, ech=False)
-            decision_id = self._record_connection(cd, flow.client_conn, sni, stage="tcp")
-            if cd.verdict is not ConnectionVerdict.PASS:
-                flow.kill()
-                log.info("tcp_refused", decision_id=decision_id, dest=dest)
+            connections.review(nextlayer, _mitmproxy_next_layer, self._stream_passes)
         except Exception as e:
-            log.error("hook_failed", hook="tcp_start", error=repr(e))
+            log.error("hook_failed", hook="next_layer", error=repr(e), where=_where(e))
             if self._fail_mode() == "closed":
-                flow.kill()
+                nextlayer.layer = connections.Refused(nextlayer.context)
+
+    def _stream_passes(self, context: Context) -> bool:
+        """Decide and record an opaque stream (neither TLS nor HTTP); True: relay it."""
+        loaded = self._require_policy()
+        client = context.client
+        sni = self._normalise(client.sni) if client.sni else None
+        target, dest_ip = self._destination(context)
+        names = tuple(n for n in (sni, target) if n)
+        if sni and target and not _is_explicit(client):
+            names = (sni,)  # transparent: the original destination is an address, not a name
+        started = time.perf_counter()
+        cd = engine.decide_stream(
+            loaded.policy,
+            names,
+            self._principal(loaded, client),
+            self.clock.now(),
+            self._overrides(),
+            dest_ip=dest_ip,
+        )
+        self._count_connection(cd, started)
+        decision_id = self._record_connection(cd, client, sni, stage="tcp")
+        passes = cd.verdict is ConnectionVerdict.PASS
+        if not passes:
+            log.info("stream_refused", decision_id=decision_id, host=cd.decision.host)
+        return passes
+
+    def _destination(self, context: Context) -> tuple[str | None, str | None]:
+        """Where the connection goes, as the client gave it: (normalised target, the target if it
+        is an address)."""
+        address = context.server.address
+        if not address:
+            return None, None
+        target = self._normalise(str(address[0]))
+        return target, target if _is_ip(target) else None
 
     def udp_start(self, flow: udp.UDPFlow) -> None:
         """QUIC (UDP 443/80) cannot be inspected; dropping it makes browsers fall back to TCP."""
@@ -515,22 +541,21 @@ class SocialGuard:
         raw_sni = client.sni
         sni = self._normalise(raw_sni) if raw_sni else None
         ech = _offers_ech(data.client_hello)
-        address = data.context.server.address
-        target = address[0] if address else None
-        dest_ip = target if target and _is_ip(target) else None
-        principal = self._principal(loaded, client)
-        cd = self._engine_connection(loaded, sni, principal, dest_ip=dest_ip, ech=ech)
-        if target and not dest_ip and _is_explicit(client):
-            # Explicit proxy: the CONNECT target is a second name for this connection.
-            connect_host = self._normalise(target)
-            if connect_host != sni:
-                other = self._engine_connection(
-                    loaded, connect_host, principal, dest_ip=None, ech=ech
-                )
-                if _STRICTNESS[other.verdict] > _STRICTNESS[cd.verdict]:
-                    cd = other
-                elif cd.verdict is ConnectionVerdict.PASS:
-                    cd = ConnectionDecision(ConnectionVerdict.INSPECT, cd.decision)
+        target, dest_ip = self._destination(data.context)
+        # Explicit proxy: the CONNECT target is a second name for this connection.
+        also = (target,) if target and not dest_ip and _is_explicit(client) else ()
+        started = time.perf_counter()
+        cd = engine.decide_connection_names(
+            loaded.policy,
+            sni,
+            self._principal(loaded, client),
+            self.clock.now(),
+            self._overrides(),
+            also=also,
+            dest_ip=dest_ip,
+            ech=ech,
+        )
+        self._count_connection(cd, started)
         self._record_connection(cd, client, sni, stage="connection", ech=ech)
         self._apply_connection(data, cd.verdict)
 
@@ -904,25 +929,8 @@ class SocialGuard:
             self._principals[key] = principal
         return principal
 
-    def _engine_connection(
-        self,
-        loaded: LoadedPolicy,
-        sni: str | None,
-        principal: Principal,
-        *,
-        dest_ip: str | None,
-        ech: bool,
-    ) -> ConnectionDecision:
-        started = time.perf_counter()
-        cd = engine.decide_connection(
-            loaded.policy,
-            sni,
-            principal,
-            self.clock.now(),
-            self._overrides(),
-            dest_ip=dest_ip,
-            ech=ech,
-        )
+    def _count_connection(self, cd: ConnectionDecision, started: float) -> None:
+        """The connection decision in the metrics, when an admin endpoint serves them."""
         if self._metrics is not None:
             self._metrics.decision(
                 str(cd.verdict),
@@ -930,7 +938,6 @@ class SocialGuard:
                 time.perf_counter() - started,
                 stage="connection",
             )
-        return cd
 
     def _authenticate(self, flow: http.HTTPFlow, loaded: LoadedPolicy) -> str | None:
         """Proxy Basic auth against the policy's htpasswd; on failure the flow gets a 407."""
@@ -1403,6 +1410,14 @@ def _where(exc: BaseException) -> str:
         return type(exc).__name__
     f = frames[-1]
     return f"{f.filename}:{f.lineno} in {f.name}"
+
+
+def _mitmproxy_next_layer(nextlayer: layer.NextLayer) -> None:
+    """mitmproxy's own choice of layer (its next_layer addon), asked again."""
+    mitmproxy_choice = ctx.master.addons.get("nextlayer")
+    if mitmproxy_choice is None:
+        raise RuntimeError("mitmproxy's next_layer addon is not loaded")
+    mitmproxy_choice.next_layer(nextlayer)
 
 
 def _options_touched() -> bool:
