@@ -41,6 +41,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from socialguard import engine  # attribute access: tests may replace decide() there
 from socialguard.audit import schema as audit_schema
+from socialguard.engine import gateway as engine_gateway
 from socialguard.engine.accounts import is_sign_in_host
 from socialguard.engine.compiled import CompiledPolicy
 from socialguard.engine.model import (
@@ -53,7 +54,7 @@ from socialguard.engine.model import (
     Request,
 )
 
-from . import blockpage, connections, uploads
+from . import blockpage, connections, gateway, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -179,6 +180,7 @@ class SocialGuard:
         # Open client connections' facts (see _Peer); client_disconnected drops an entry.
         self._peers: dict[connection.Client, _Peer] = {}
         self._encoded = audit_schema.EncodedDecisions()
+        self._own_sockets = gateway.OwnSockets(_listen_addrs)
 
     # ----------------------------------------------------------------- options and lifecycle
 
@@ -237,6 +239,8 @@ class SocialGuard:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if not updated.isdisjoint(("mode", "listen_host", "listen_port")):
+            self._own_sockets.forget()
         if self._loading:
             return  # each add_option in load() announces itself; wait for the real configuration
         if self._settings is None and not _options_touched():
@@ -457,11 +461,27 @@ class SocialGuard:
     # ----------------------------------------------------------------- connection-level hooks
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        """Explicit proxy: authenticate the CONNECT once; the tunnel's requests inherit the user."""
+        """Explicit proxy: refuse a tunnel to the gateway itself; authenticate the CONNECT once
+        (the tunnel's requests inherit the user)."""
         if flow.response or flow.error or not flow.live:
             return
         try:
             loaded = self._require_policy()
+            refusal = self._gateway_refusal(loaded, flow.client_conn, flow.request.host,
+                                            flow.request.port)  # fmt: skip
+            if refusal is not None:
+                decision_id = self._record_connection(
+                    ConnectionDecision(ConnectionVerdict.BLOCK, refusal),
+                    flow.client_conn,
+                    None,
+                    stage="connection",
+                )
+                flow.response = make_response(
+                    403,
+                    f"{refusal.reason}\nReference: {decision_id}\n".encode(),
+                    {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
+                )
+                return
             if loaded.htpasswd is not None:
                 user = self._authenticate(flow, loaded)
                 if user is not None:
@@ -477,10 +497,23 @@ class SocialGuard:
             self._fail_connection(data, e)
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
-        """Reset connections refused at the ClientHello before the origin is ever contacted."""
+        """Reset connections refused at the ClientHello before the origin is ever contacted;
+        and never connect to the gateway itself, whatever asked for it (a backstop: requests
+        and tunnels to it are refused, and recorded, before they get here)."""
         refused = self._refused
         if refused and data.client in refused:
             data.server.error = REFUSED_MESSAGE
+            return
+        address = data.server.address
+        loaded = self._loaded
+        if address is None or loaded is None:
+            return
+        try:
+            refusal = self._gateway_refusal(loaded, data.client, str(address[0]), int(address[1]))
+        except ValueError:
+            return  # not a host name at all: the connection attempt itself will fail
+        if refusal is not None:
+            data.server.error = refusal.reason
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         """Review mitmproxy's choice of layer before a byte is relayed (see connections.py): a
@@ -517,6 +550,25 @@ class SocialGuard:
         if not passes:
             log.info("stream_refused", decision_id=decision_id, host=cd.decision.host)
         return passes
+
+    def _gateway_refusal(
+        self, loaded: LoadedPolicy, client: connection.Client, host: str, port: int
+    ) -> Decision | None:
+        """A block when `host:port` (as the client asked for it) is the proxy itself or a service
+        of the gateway the policy does not list (engine/gateway.py), else None."""
+        name = self._normalise(host)
+        listener = self._own_sockets.is_listener(name, port)
+        if not listener and not _on_gateway(name):
+            return None
+        policy = loaded.policy
+        return engine_gateway.decide_gateway(
+            policy.version,
+            policy.gateway_services,
+            name,
+            port,
+            self._principal(loaded, client),
+            listener=listener,
+        )
 
     def _destination(self, context: Context) -> tuple[str | None, str | None]:
         """Where the connection goes, as the client gave it: (normalised target, the target if it
@@ -691,12 +743,7 @@ class SocialGuard:
         # mitmproxy's decoding (what its properties give).
         scheme = _SCHEMES.get(data.scheme) or req.scheme
         method = _METHODS.get(data.method) or req.method
-        kept = peer.by_host
-        if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
-            decision, now = kept[1], None
-        else:
-            now = self.clock.now()
-            decision = self._decision(peer, policy, hosts, req, head, now)
+        decision, now = self._request_decision(flow, loaded, peer, hosts, head)
         extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
@@ -736,6 +783,28 @@ class SocialGuard:
             metrics.decision(
                 str(decision.action), str(decision.basis), time.perf_counter() - started
             )
+
+    def _request_decision(
+        self,
+        flow: http.HTTPFlow,
+        loaded: LoadedPolicy,
+        peer: _Peer,
+        hosts: tuple[str, ...],
+        head: dict[bytes, list[bytes]],
+    ) -> tuple[Decision, datetime | None]:
+        """The request's decision, and the time it was read at (None: no clock was needed).
+
+        The gateway's own sockets and services first, by the destination the request goes to;
+        then the connection's kept answer for a name no rule concerns; else the engine."""
+        data = flow.request.data
+        refusal = self._gateway_refusal(loaded, flow.client_conn, data.host, data.port)
+        if refusal is not None:
+            return refusal, None
+        kept = peer.by_host
+        if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
+            return kept[1], None
+        now = self.clock.now()
+        return self._decision(peer, loaded.policy, hosts, flow.request, head, now), now
 
     def _plan_upload(  # noqa: PLR0917 - the request's facts, from the one call site
         self,
@@ -1410,6 +1479,18 @@ def _where(exc: BaseException) -> str:
         return type(exc).__name__
     f = frames[-1]
     return f"{f.filename}:{f.lineno} in {f.name}"
+
+
+def _listen_addrs() -> list[Any]:
+    """The addresses mitmproxy's listeners are bound to."""
+    server = ctx.master.addons.get("proxyserver")
+    return list(server.listen_addrs()) if server is not None else []
+
+
+@functools.lru_cache(maxsize=65536)
+def _on_gateway(host: str) -> bool:
+    """engine.gateway.is_gateway_host, remembered (asked for every request's destination)."""
+    return engine_gateway.is_gateway_host(host)
 
 
 def _mitmproxy_next_layer(nextlayer: layer.NextLayer) -> None:
