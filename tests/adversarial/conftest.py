@@ -12,6 +12,7 @@ echoes any other bytes back, so an opaque relay is visible from both ends.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import socket
@@ -203,3 +204,117 @@ def origin(upstream_cert: tuple[Path, Path]) -> Iterator[RecordingOrigin]:
 def upstreams(origin: RecordingOrigin) -> Any:
     """Overrides the harness's echo upstreams: every port the proxy connects to reaches `origin`."""
     return harness.Upstreams(origin.port, origin.port, origin.cert, [])
+
+
+# ------------------------------------------------------------------------- raw clients
+
+
+@contextlib.contextmanager
+def tunnel(proxy: Any, target: str, timeout: float = 10) -> Iterator[socket.socket]:
+    """A socket through the proxy's CONNECT to `target` (HOST:PORT), after its 200."""
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=timeout)
+    try:
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        status = head.split(b"\r\n", 1)[0]
+        assert status.split()[1:2] == [b"200"], f"CONNECT {target}: {head!r}"
+        yield sock
+    finally:
+        sock.close()
+
+
+class RawTls:
+    """TLS over a socket by hand (ssl.MemoryBIO), so the client's first record can be rewritten:
+    a determined client is free to send any record-layer version bytes on its ClientHello."""
+
+    def __init__(self, sock: socket.socket, obj: ssl.SSLObject, incoming: ssl.MemoryBIO,
+                 outgoing: ssl.MemoryBIO) -> None:  # fmt: skip
+        self.sock, self.obj, self.incoming, self.outgoing = sock, obj, incoming, outgoing
+
+    def getpeercert(self) -> Any:
+        return self.obj.getpeercert()
+
+    def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            self.incoming.write_eof()
+            return False
+        self.incoming.write(chunk)
+        return True
+
+    def write(self, data: bytes) -> None:
+        self.obj.write(data)
+        self._flush()
+
+    def read_all(self, limit: int = 1 << 20) -> bytes:
+        """What the other end sends until it closes (or `limit` bytes): one answer's worth."""
+        out = b""
+        while len(out) < limit:
+            try:
+                out += self.obj.read(65536)
+                if b"\r\n\r\n" in out and _complete(out):
+                    return out
+            except ssl.SSLWantReadError:
+                try:
+                    if not self._fill():
+                        continue
+                except (TimeoutError, ConnectionResetError):
+                    return out
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return out
+        return out
+
+
+def _complete(answer: bytes) -> bool:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return len(body) >= _content_length(head)
+
+
+def tls_over_tunnel(
+    sock: socket.socket, sni: str, context: ssl.SSLContext, *, record_version: bytes
+) -> RawTls:
+    """Handshake over `sock`, the ClientHello's record-layer version bytes set to
+    `record_version` (every record of the first flight). Raises ssl.SSLError on failure."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = context.wrap_bio(incoming, outgoing, server_hostname=sni)
+    first = True
+    for _ in range(100):  # bounded: a handshake is a few round trips
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pass
+        data = outgoing.read()
+        if first and data:
+            data = _set_record_versions(data, record_version)
+            first = False
+        if data:
+            sock.sendall(data)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ssl.SSLError("the proxy closed the connection during the handshake")
+        incoming.write(chunk)
+    else:
+        raise AssertionError("the handshake did not finish")
+    tls = RawTls(sock, obj, incoming, outgoing)
+    tls._flush()
+    return tls
+
+
+def _set_record_versions(data: bytes, version: bytes) -> bytes:
+    out = bytearray(data)
+    offset = 0
+    while offset + 5 <= len(out):
+        out[offset + 1 : offset + 3] = version
+        offset += 5 + int.from_bytes(out[offset + 3 : offset + 5], "big")
+    return bytes(out)

@@ -38,6 +38,12 @@ from socialguard.engine import domain_suffixes, is_ip_literal, normalise_host
         ("[2001:DB8::1]:443", "2001:db8::1"),
         ("2001:0db8:0000::0001", "2001:db8::1"),
         ("::ffff:10.20.1.5", "10.20.1.5"),
+        ("[64:ff9b::203.0.113.7]", "203.0.113.7"),  # NAT64 (RFC 6052) reaches the IPv4 host
+        ("64:ff9b::cb00:7107", "203.0.113.7"),
+        ("[::203.0.113.7]", "203.0.113.7"),  # IPv4-compatible (RFC 4291, deprecated)
+        ("::", "::"),  # unspecified, not IPv4-compatible
+        ("::2", "::2"),
+        ("64:ff9b:1::cb00:7107", "64:ff9b:1::cb00:7107"),  # local-use NAT64: operator-defined
         ("fe80::1%eth0", "fe80::1"),
         ("_dmarc.example.com", "_dmarc.example.com"),
     ],

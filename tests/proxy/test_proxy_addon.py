@@ -318,7 +318,7 @@ def test_clienthello_failure_refuses_the_connection_without_contacting_the_origi
     guard: tuple[SocialGuard, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     addon, tctx = guard
-    monkeypatch.setattr("socialguard.engine.decide_connection", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("socialguard.engine.decide_connection_names", lambda *a, **k: 1 / 0)
     data = _hello_data(tctx, "www.example.org")
     addon.tls_clienthello(data)
     assert data.ignore_connection is True

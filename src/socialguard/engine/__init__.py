@@ -6,7 +6,14 @@ policy's own tests share one code path. See docs/internals.md for the contract.
 """
 
 from .compiled import CompiledPolicy, CompiledRule, is_doh_request
-from .decide import decide, decide_connection, decided_by_host
+from .decide import (
+    decide,
+    decide_connection,
+    decide_connection_names,
+    decide_stream,
+    decided_by_host,
+    stricter,
+)
 from .domains import DomainIndex
 from .hosts import domain_suffixes, is_ip_literal, normalise_host
 from .model import (
@@ -45,6 +52,8 @@ __all__ = [
     "TraceStep",
     "decide",
     "decide_connection",
+    "decide_connection_names",
+    "decide_stream",
     "decided_by_host",
     "domain_suffixes",
     "is_doh_request",
@@ -53,4 +62,5 @@ __all__ = [
     "normalise_host",
     "resolve_principal",
     "site_matches",
+    "stricter",
 ]

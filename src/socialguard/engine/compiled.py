@@ -19,6 +19,7 @@ from socialguard.errors import Problem
 
 from .accounts import AccountsSpec
 from .domains import DomainIndex, NetworkIndex
+from .gateway import GatewayService
 from .hosts import is_ip_literal
 from .model import Action, Bypass, Decision, Principal, Request, TraceStep
 from .schedule import Schedule
@@ -414,6 +415,8 @@ class CompiledPolicy:
     # `uploads:` (policy/uploads.py): what counts as an upload
     uploads: UploadRules = field(default_factory=UploadRules)
     accounts: AccountsSpec | None = None  # `accounts:` (engine/accounts.py): sign-in restrictions
+    # `gateway_services:` (engine/gateway.py): the gateway's own services clients may reach
+    gateway_services: tuple[GatewayService, ...] = ()
     rule_index: RuleIndex = field(init=False)
     # host → (tags, candidate rules, True): a busy proxy asks about the same few thousand hosts all
     # day. Bounded (cleared when full); a plain dict is safe to share between threads (a racing

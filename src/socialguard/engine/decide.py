@@ -9,6 +9,7 @@ the same function with the time passed in.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,14 @@ from .model import (
 )
 from .overrides import Overrides
 
-__all__ = ["decide", "decide_connection", "decided_by_host"]
+__all__ = [
+    "decide",
+    "decide_connection",
+    "decide_connection_names",
+    "decide_stream",
+    "decided_by_host",
+    "stricter",
+]
 
 _NO_BYPASS: frozenset[Bypass] = frozenset()
 _DEFAULT_ALLOW = TraceStep("default", "allow: no rule matched")
@@ -374,7 +382,9 @@ def decide_connection(
     with no bypass, is INSPECTed by default so that the person sees a block page saying why; with
     `blocked_connections: reset` it is refused at the TLS layer instead (BLOCK). No SNI, an
     Encrypted Client Hello, or an IP-address destination never PASS (unless `ip_literals: allow`).
-    `sni` must already be normalised (or None); `dest_ip` is the original destination, if known.
+    `sni` must already be normalised (or None); `dest_ip` is the address the connection goes to
+    (transparent mode's original destination, an explicit proxy's CONNECT to an address): a rule
+    naming its network decides it too, and the stricter answer, with its own decision, wins.
     """
     if ech or not sni:
         host = sni or dest_ip or ""
@@ -382,19 +392,110 @@ def decide_connection(
         decision = _connection_note(
             policy, host, principal, f"{why}; each request is decided on its Host"
         )
-        return ConnectionDecision(ConnectionVerdict.INSPECT, decision)
-    request = Request(host=sni, sni=sni)
-    decision = decide(policy, request, principal, now, overrides)
-    tags = policy.host_rules(sni)[0]  # classify(sni), from the per-host cache decide() just filled
-    if dest_ip is not None and policy.ip_index.entries:
-        ip_tags = policy.ip_index.lookup(dest_ip)
-        if ip_tags:
-            tags = {**ip_tags, **tags}
-    verdict = _connection_verdict(policy, sni, principal, tags, decision)
-    if verdict is ConnectionVerdict.PASS and account_headers(policy.accounts, sni):
-        # `accounts:` restricts sign-in by headers added to the requests: they must be seen.
-        verdict = ConnectionVerdict.INSPECT
+        named = ConnectionDecision(ConnectionVerdict.INSPECT, decision)
+    else:
+        request = Request(host=sni, sni=sni)
+        decision = decide(policy, request, principal, now, overrides)
+        tags = policy.host_rules(sni)[0]  # classify(sni), from the cache decide() just filled
+        verdict = _connection_verdict(policy, sni, principal, tags, decision)
+        if verdict is ConnectionVerdict.PASS and account_headers(policy.accounts, sni):
+            # `accounts:` restricts sign-in by headers added to the requests: they must be seen.
+            verdict = ConnectionVerdict.INSPECT
+        named = ConnectionDecision(verdict, decision)
+    network = _network_decision(policy, dest_ip, principal, now, overrides)
+    return stricter(named, network) if network is not None else named
+
+
+def _network_decision(
+    policy: CompiledPolicy,
+    dest_ip: str | None,
+    principal: Principal,
+    now: datetime,
+    overrides: Overrides,
+) -> ConnectionDecision | None:
+    """The connection verdict of the rules naming the destination address's network, if any do.
+
+    Only a rule counts here, not the `ip_literals:` handling: every transparent connection goes
+    to an address, and that alone says nothing of where it is going.
+    """
+    if dest_ip is None or not policy.ip_index.entries or not policy.ip_index.lookup(dest_ip):
+        return None
+    decision = decide(policy, Request(host=dest_ip), principal, now, overrides)
+    if decision.basis is Basis.DEFAULT:
+        return None  # no rule for this principal names the network
+    tags = policy.host_rules(dest_ip)[0]
+    verdict = _connection_verdict(policy, dest_ip, principal, tags, decision, literal=False)
     return ConnectionDecision(verdict, decision)
+
+
+def decide_connection_names(
+    policy: CompiledPolicy,
+    sni: str | None,
+    principal: Principal,
+    now: datetime,
+    overrides: Overrides = Overrides.EMPTY,
+    *,
+    also: tuple[str, ...] = (),
+    dest_ip: str | None = None,
+    ech: bool = False,
+) -> ConnectionDecision:
+    """decide_connection() for every name a connection was given: its SNI, then `also` (an
+    explicit proxy's CONNECT target); the strictest verdict wins. A connection carrying two names
+    is never passed through: its requests may be addressed to either, so each is decided."""
+    out = decide_connection(policy, sni, principal, now, overrides, dest_ip=dest_ip, ech=ech)
+    others = [name for name in dict.fromkeys(also) if name != sni]
+    for name in others:
+        other = decide_connection(policy, name, principal, now, overrides, dest_ip=dest_ip, ech=ech)
+        out = stricter(out, other)
+    if others and out.verdict is ConnectionVerdict.PASS:
+        return ConnectionDecision(ConnectionVerdict.INSPECT, out.decision)
+    return out
+
+
+def decide_stream(
+    policy: CompiledPolicy,
+    names: tuple[str, ...],
+    principal: Principal,
+    now: datetime,
+    overrides: Overrides = Overrides.EMPTY,
+    *,
+    dest_ip: str | None = None,
+) -> ConnectionDecision:
+    """Decide an opaque stream (neither TLS nor HTTP): PASS (relayed) or BLOCK (refused).
+
+    Nothing inside it can be decided, so it is relayed only where its connection would be passed
+    through; where the policy would inspect (or block) it, it is refused, and the decision says
+    block, because that is what happens. An address among `names` is decided as one (its
+    networks, then `ip_literals:`).
+    """
+    first = names[0] if names else None
+    cd = decide_connection_names(
+        policy, first, principal, now, overrides, also=names[1:], dest_ip=dest_ip
+    )
+    if cd.verdict is ConnectionVerdict.PASS:
+        return cd
+    decision = cd.decision
+    if decision.action is not Action.BLOCK:
+        decision = dataclasses.replace(
+            decision,
+            action=Action.BLOCK,
+            reason=_UNINSPECTABLE_REASON,
+            trace=(*decision.trace, _UNINSPECTABLE),
+        )
+    return ConnectionDecision(ConnectionVerdict.BLOCK, decision)
+
+
+def stricter(a: ConnectionDecision, b: ConnectionDecision) -> ConnectionDecision:
+    """The stricter of two connection decisions (BLOCK > INSPECT > PASS); `a` among equals."""
+    return b if _STRICTNESS[b.verdict] > _STRICTNESS[a.verdict] else a
+
+
+_STRICTNESS = {ConnectionVerdict.PASS: 0, ConnectionVerdict.INSPECT: 1, ConnectionVerdict.BLOCK: 2}
+_UNINSPECTABLE = TraceStep("stream", "block: neither TLS nor HTTP, so nothing in it can be decided")
+_UNINSPECTABLE_REASON = (
+    "This connection is neither web traffic nor TLS, so the district's rules cannot be applied "
+    "inside it, and its destination is one they concern: it is refused."
+)
 
 
 def _connection_verdict(
@@ -403,6 +504,8 @@ def _connection_verdict(
     principal: Principal,
     tags: Mapping[str, str],
     decision: Decision,
+    *,
+    literal: bool = True,
 ) -> ConnectionVerdict:
     for rule in policy.rule_index.candidates(host, tags):
         if not rule.concerns(principal) or not rule.may_concern_host(host, tags):
@@ -414,7 +517,7 @@ def _connection_verdict(
         if rule.bypass or policy.blocked_connections == "inspect":
             return ConnectionVerdict.INSPECT
         return ConnectionVerdict.BLOCK
-    if is_ip_literal(host) and policy.ip_literals != "allow":
+    if literal and is_ip_literal(host) and policy.ip_literals != "allow":
         if policy.ip_literals == "block" and policy.blocked_connections == "reset":
             return ConnectionVerdict.BLOCK
         return ConnectionVerdict.INSPECT

@@ -12,13 +12,14 @@ from __future__ import annotations
 import ipaddress
 import re
 
-__all__ = ["domain_suffixes", "is_ip_literal", "normalise_host"]
+__all__ = ["domain_suffixes", "embedded_ipv4", "is_ip_literal", "normalise_host"]
 
 _MAX_NAME = 253
 _MAX_LABEL = 63
 # A label as resolvers accept it: letters, digits, hyphen and underscore (real names carry `_`).
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 _IPV4_PART = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)\Z")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def normalise_host(raw: str) -> str:
@@ -27,8 +28,8 @@ def normalise_host(raw: str) -> str:
     Strips surrounding space, brackets and a port; lower-cases; drops one trailing dot; turns
     Unicode labels into punycode (UTS #46 / IDNA 2008, as browsers do); turns IPv4 in any form
     a browser accepts (decimal, octal, hex, shortened) into dotted quad, and IPv6 into its
-    compressed form (IPv4-mapped addresses into their IPv4). Raises ValueError when the result
-    cannot be a host.
+    compressed form (IPv6 spellings of an IPv4 address — mapped, NAT64, IPv4-compatible — into
+    that IPv4: see embedded_ipv4). Raises ValueError when the result cannot be a host.
     """
     host = raw.strip()
     if not host:
@@ -94,8 +95,25 @@ def _normalise_ipv6(host: str) -> str:
         addr = ipaddress.IPv6Address(addr_text)
     except ValueError as e:
         raise ValueError(f"not a host name or IPv6 address: {host!r}") from e
+    embedded = embedded_ipv4(addr)
+    return str(embedded) if embedded is not None else str(addr)
+
+
+def embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that an IPv6 spelling reaches, if it is one of those that do.
+
+    IPv4-mapped (`::ffff:a.b.c.d`: a dual-stack socket connects to the IPv4 host), the NAT64
+    well-known prefix (`64:ff9b::a.b.c.d`, RFC 6052: a NAT64 gateway translates it to the IPv4
+    host) and IPv4-compatible (`::a.b.c.d`, deprecated by RFC 4291 but still parsed). `::` and
+    `::1` are not IPv4-compatible addresses.
+    """
     mapped = addr.ipv4_mapped
-    return str(mapped) if mapped is not None else str(addr)
+    if mapped is not None:
+        return mapped
+    value = int(addr)
+    if addr in _NAT64 or (value >> 32 == 0 and value > 0xFFFF):
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    return None
 
 
 def _to_ascii(host: str, raw: str) -> str:

@@ -37,6 +37,7 @@ from socialguard.engine.compiled import (
     When,
 )
 from socialguard.engine.domains import DomainIndexBuilder, NetworkIndex
+from socialguard.engine.gateway import parse_gateway_service
 from socialguard.engine.hosts import is_ip_literal, normalise_host
 from socialguard.engine.model import Action, Bypass, TraceStep
 from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
@@ -722,6 +723,7 @@ def compile_policy(
         default=Action(spec.default),
         ip_literals=spec.ip_literals,
         blocked_connections=spec.blocked_connections,
+        gateway_services=tuple(parse_gateway_service(t) for t in spec.gateway_services),
         rules=tuple(rules),
         index=index,
         ip_index=NetworkIndex(tuple(ip_entries)),

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from socialguard.engine.accounts import AccountsSpec
+from socialguard.engine.gateway import parse_gateway_service
 from socialguard.engine.schedule import parse_days, parse_period
 from socialguard.policy.uploads import UploadsSpec
 
@@ -316,6 +317,13 @@ class AuthSpec(_Spec):
 class PolicyFile(_Spec):
     """The top level of `rules/policy.yaml`."""
 
+    @field_validator("gateway_services")
+    @classmethod
+    def _gateway_services(cls, v: list[str]) -> list[str]:
+        for text in v:
+            parse_gateway_service(text)
+        return v
+
     district: DistrictSpec
     include: list[str] = Field(default_factory=list)
     schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
@@ -326,6 +334,8 @@ class PolicyFile(_Spec):
     fail: Literal["closed", "open"] = "closed"
     ip_literals: Literal["inspect", "allow", "block"] = "inspect"
     blocked_connections: Literal["inspect", "reset"] = "inspect"
+    # services on the gateway itself that clients may reach through it (engine/gateway.py)
+    gateway_services: list[str] = Field(default_factory=list)
     overrides: OverridesSpec = Field(default_factory=OverridesSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     auth: AuthSpec = Field(default_factory=AuthSpec)

@@ -33,13 +33,15 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import structlog
-from mitmproxy import connection, ctx, exceptions, http, tcp, tls, udp
+from mitmproxy import connection, ctx, exceptions, http, tls, udp
 from mitmproxy.net.http import status_codes
-from mitmproxy.proxy import mode_specs
+from mitmproxy.proxy import layer, mode_specs
+from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from socialguard import engine  # attribute access: tests may replace decide() there
 from socialguard.audit import schema as audit_schema
+from socialguard.engine import gateway as engine_gateway
 from socialguard.engine.accounts import is_sign_in_host
 from socialguard.engine.compiled import CompiledPolicy
 from socialguard.engine.model import (
@@ -52,7 +54,7 @@ from socialguard.engine.model import (
     Request,
 )
 
-from . import blockpage, uploads
+from . import blockpage, connections, gateway, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -81,7 +83,6 @@ OPTION_NAMES = (
     "socialguard_reload_interval",
     "socialguard_admin",
 )
-_STRICTNESS = {ConnectionVerdict.PASS: 0, ConnectionVerdict.INSPECT: 1, ConnectionVerdict.BLOCK: 2}
 
 
 class NoPolicy(RuntimeError):
@@ -181,6 +182,7 @@ class SocialGuard:
         # Open client connections' facts (see _Peer); client_disconnected drops an entry.
         self._peers: dict[connection.Client, _Peer] = {}
         self._encoded = audit_schema.EncodedDecisions()
+        self._own_sockets = gateway.OwnSockets(_listen_addrs)
 
     # ----------------------------------------------------------------- options and lifecycle
 
@@ -253,6 +255,8 @@ class SocialGuard:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if not updated.isdisjoint(("mode", "listen_host", "listen_port")):
+            self._own_sockets.forget()
         if self._loading:
             return  # each add_option in load() announces itself; wait for the real configuration
         if self._settings is None and not _options_touched():
@@ -483,11 +487,27 @@ class SocialGuard:
     # ----------------------------------------------------------------- connection-level hooks
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        """Explicit proxy: authenticate the CONNECT once; the tunnel's requests inherit the user."""
+        """Explicit proxy: refuse a tunnel to the gateway itself; authenticate the CONNECT once
+        (the tunnel's requests inherit the user)."""
         if flow.response or flow.error or not flow.live:
             return
         try:
             loaded = self._require_policy()
+            refusal = self._gateway_refusal(loaded, flow.client_conn, flow.request.host,
+                                            flow.request.port)  # fmt: skip
+            if refusal is not None:
+                decision_id = self._record_connection(
+                    ConnectionDecision(ConnectionVerdict.BLOCK, refusal),
+                    flow.client_conn,
+                    None,
+                    stage="connection",
+                )
+                flow.response = make_response(
+                    403,
+                    f"{refusal.reason}\nReference: {decision_id}\n".encode(),
+                    {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
+                )
+                return
             if loaded.htpasswd is not None:
                 user = self._authenticate(flow, loaded)
                 if user is not None:
@@ -503,29 +523,87 @@ class SocialGuard:
             self._fail_connection(data, e)
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
-        """Reset connections refused at the ClientHello before the origin is ever contacted."""
+        """Reset connections refused at the ClientHello before the origin is ever contacted;
+        and never connect to the gateway itself, whatever asked for it (a backstop: requests
+        and tunnels to it are refused, and recorded, before they get here)."""
         refused = self._refused
         if refused and data.client in refused:
             data.server.error = REFUSED_MESSAGE
-
-    def tcp_start(self, flow: tcp.TCPFlow) -> None:
-        """Raw TCP (neither TLS nor HTTP) cannot be inspected: it goes through only on PASS."""
+            return
+        address = data.server.address
+        loaded = self._loaded
+        if address is None or loaded is None:
+            return
         try:
-            loaded = self._require_policy()
-            address = flow.server_conn.address
-            dest = address[0] if address else None
-            dest_ip = dest if dest and _is_ip(dest) else None
-            sni = None if dest_ip or not dest else self._normalise(dest)
-            principal = self._principal(loaded, flow.client_conn)
-            cd = self._engine_connection(loaded, sni, principal, dest_ip=dest_ip, ech=False)
-            decision_id = self._record_connection(cd, flow.client_conn, sni, stage="tcp")
-            if cd.verdict is not ConnectionVerdict.PASS:
-                flow.kill()
-                log.info("tcp_refused", decision_id=decision_id, dest=dest)
+            refusal = self._gateway_refusal(loaded, data.client, str(address[0]), int(address[1]))
+        except ValueError:
+            return  # not a host name at all: the connection attempt itself will fail
+        if refusal is not None:
+            data.server.error = refusal.reason
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """Review mitmproxy's choice of layer before a byte is relayed (see connections.py): a
+        ClientHello under any record version is TLS, and an opaque stream relays only where its
+        destination would be passed through."""
+        try:
+            connections.review(nextlayer, _mitmproxy_next_layer, self._stream_passes)
         except Exception as e:
-            log.error("hook_failed", hook="tcp_start", error=repr(e))
+            log.error("hook_failed", hook="next_layer", error=repr(e), where=_where(e))
             if self._fail_mode() == "closed":
-                flow.kill()
+                nextlayer.layer = connections.Refused(nextlayer.context)
+
+    def _stream_passes(self, context: Context) -> bool:
+        """Decide and record an opaque stream (neither TLS nor HTTP); True: relay it."""
+        loaded = self._require_policy()
+        client = context.client
+        sni = self._normalise(client.sni) if client.sni else None
+        target, dest_ip = self._destination(context)
+        names = tuple(n for n in (sni, target) if n)
+        if sni and target and not _is_explicit(client):
+            names = (sni,)  # transparent: the original destination is an address, not a name
+        started = time.perf_counter()
+        cd = engine.decide_stream(
+            loaded.policy,
+            names,
+            self._principal(loaded, client),
+            self.clock.now(),
+            self._overrides(),
+            dest_ip=dest_ip,
+        )
+        self._count_connection(cd, started)
+        decision_id = self._record_connection(cd, client, sni, stage="tcp")
+        passes = cd.verdict is ConnectionVerdict.PASS
+        if not passes:
+            log.info("stream_refused", decision_id=decision_id, host=cd.decision.host)
+        return passes
+
+    def _gateway_refusal(
+        self, loaded: LoadedPolicy, client: connection.Client, host: str, port: int
+    ) -> Decision | None:
+        """A block when `host:port` (as the client asked for it) is the proxy itself or a service
+        of the gateway the policy does not list (engine/gateway.py), else None."""
+        name = self._normalise(host)
+        listener = self._own_sockets.is_listener(name, port)
+        if not listener and not _on_gateway(name):
+            return None
+        policy = loaded.policy
+        return engine_gateway.decide_gateway(
+            policy.version,
+            policy.gateway_services,
+            name,
+            port,
+            self._principal(loaded, client),
+            listener=listener,
+        )
+
+    def _destination(self, context: Context) -> tuple[str | None, str | None]:
+        """Where the connection goes, as the client gave it: (normalised target, the target if it
+        is an address)."""
+        address = context.server.address
+        if not address:
+            return None, None
+        target = self._normalise(str(address[0]))
+        return target, target if _is_ip(target) else None
 
     def udp_start(self, flow: udp.UDPFlow) -> None:
         """QUIC (UDP 443/80) cannot be inspected; dropping it makes browsers fall back to TCP."""
@@ -541,22 +619,21 @@ class SocialGuard:
         raw_sni = client.sni
         sni = self._normalise(raw_sni) if raw_sni else None
         ech = _offers_ech(data.client_hello)
-        address = data.context.server.address
-        target = address[0] if address else None
-        dest_ip = target if target and _is_ip(target) else None
-        principal = self._principal(loaded, client)
-        cd = self._engine_connection(loaded, sni, principal, dest_ip=dest_ip, ech=ech)
-        if target and not dest_ip and _is_explicit(client):
-            # Explicit proxy: the CONNECT target is a second name for this connection.
-            connect_host = self._normalise(target)
-            if connect_host != sni:
-                other = self._engine_connection(
-                    loaded, connect_host, principal, dest_ip=None, ech=ech
-                )
-                if _STRICTNESS[other.verdict] > _STRICTNESS[cd.verdict]:
-                    cd = other
-                elif cd.verdict is ConnectionVerdict.PASS:
-                    cd = ConnectionDecision(ConnectionVerdict.INSPECT, cd.decision)
+        target, dest_ip = self._destination(data.context)
+        # Explicit proxy: the CONNECT target is a second name for this connection.
+        also = (target,) if target and not dest_ip and _is_explicit(client) else ()
+        started = time.perf_counter()
+        cd = engine.decide_connection_names(
+            loaded.policy,
+            sni,
+            self._principal(loaded, client),
+            self.clock.now(),
+            self._overrides(),
+            also=also,
+            dest_ip=dest_ip,
+            ech=ech,
+        )
+        self._count_connection(cd, started)
         self._record_connection(cd, client, sni, stage="connection", ech=ech)
         self._apply_connection(data, cd.verdict)
 
@@ -692,12 +769,7 @@ class SocialGuard:
         # mitmproxy's decoding (what its properties give).
         scheme = _SCHEMES.get(data.scheme) or req.scheme
         method = _METHODS.get(data.method) or req.method
-        kept = peer.by_host
-        if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
-            decision, now = kept[1], None
-        else:
-            now = self.clock.now()
-            decision = self._decision(peer, policy, hosts, req, head, now)
+        decision, now = self._request_decision(flow, loaded, peer, hosts, head)
         extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
@@ -737,6 +809,28 @@ class SocialGuard:
             metrics.decision(
                 str(decision.action), str(decision.basis), time.perf_counter() - started
             )
+
+    def _request_decision(
+        self,
+        flow: http.HTTPFlow,
+        loaded: LoadedPolicy,
+        peer: _Peer,
+        hosts: tuple[str, ...],
+        head: dict[bytes, list[bytes]],
+    ) -> tuple[Decision, datetime | None]:
+        """The request's decision, and the time it was read at (None: no clock was needed).
+
+        The gateway's own sockets and services first, by the destination the request goes to;
+        then the connection's kept answer for a name no rule concerns; else the engine."""
+        data = flow.request.data
+        refusal = self._gateway_refusal(loaded, flow.client_conn, data.host, data.port)
+        if refusal is not None:
+            return refusal, None
+        kept = peer.by_host
+        if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
+            return kept[1], None
+        now = self.clock.now()
+        return self._decision(peer, loaded.policy, hosts, flow.request, head, now), now
 
     def _plan_upload(  # noqa: PLR0917 - the request's facts, from the one call site
         self,
@@ -930,25 +1024,8 @@ class SocialGuard:
             self._principals[key] = principal
         return principal
 
-    def _engine_connection(
-        self,
-        loaded: LoadedPolicy,
-        sni: str | None,
-        principal: Principal,
-        *,
-        dest_ip: str | None,
-        ech: bool,
-    ) -> ConnectionDecision:
-        started = time.perf_counter()
-        cd = engine.decide_connection(
-            loaded.policy,
-            sni,
-            principal,
-            self.clock.now(),
-            self._overrides(),
-            dest_ip=dest_ip,
-            ech=ech,
-        )
+    def _count_connection(self, cd: ConnectionDecision, started: float) -> None:
+        """The connection decision in the metrics, when an admin endpoint serves them."""
         if self._metrics is not None:
             self._metrics.decision(
                 str(cd.verdict),
@@ -956,7 +1033,6 @@ class SocialGuard:
                 time.perf_counter() - started,
                 stage="connection",
             )
-        return cd
 
     def _authenticate(self, flow: http.HTTPFlow, loaded: LoadedPolicy) -> str | None:
         """Proxy Basic auth against the policy's htpasswd; on failure the flow gets a 407."""
@@ -1429,6 +1505,26 @@ def _where(exc: BaseException) -> str:
         return type(exc).__name__
     f = frames[-1]
     return f"{f.filename}:{f.lineno} in {f.name}"
+
+
+def _listen_addrs() -> list[Any]:
+    """The addresses mitmproxy's listeners are bound to."""
+    server = ctx.master.addons.get("proxyserver")
+    return list(server.listen_addrs()) if server is not None else []
+
+
+@functools.lru_cache(maxsize=65536)
+def _on_gateway(host: str) -> bool:
+    """engine.gateway.is_gateway_host, remembered (asked for every request's destination)."""
+    return engine_gateway.is_gateway_host(host)
+
+
+def _mitmproxy_next_layer(nextlayer: layer.NextLayer) -> None:
+    """mitmproxy's own choice of layer (its next_layer addon), asked again."""
+    mitmproxy_choice = ctx.master.addons.get("nextlayer")
+    if mitmproxy_choice is None:
+        raise RuntimeError("mitmproxy's next_layer addon is not loaded")
+    mitmproxy_choice.next_layer(nextlayer)
 
 
 def _options_touched() -> bool:
