@@ -52,7 +52,7 @@ from socialguard.engine.model import (
     Request,
 )
 
-from . import blockpage, uploads
+from . import blockpage, bodies, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -631,6 +631,41 @@ class SocialGuard:
         flow.metadata[METADATA_KEY] = Verdict("form", "form", "form", None, (host,))
         flow.response = http.Response.make(answer.status, answer.body, answer.headers)
 
+    def _take_form(self, flow: http.HTTPFlow, principal: Principal) -> None:
+        """The block page's own forms: answered in `request` once the (small) body is in."""
+        if bodies.fits(flow.request, bodies.FORM_BODY_LIMIT):
+            flow.metadata[FORM_KEY] = principal
+        else:
+            self._refuse_form(flow, principal)
+
+    def _refuse_form(self, flow: http.HTTPFlow, principal: Principal) -> None:
+        """A form submission whose body is over the forms' limit (or undeclared): closed at its
+        headers, its body never read, and recorded as a form event."""
+        from socialguard.audit import new_decision_id
+
+        host = self._request_hosts(flow)[0]
+        self._write(
+            {
+                "type": "form",
+                "decision_id": new_decision_id(),
+                "event": "block_page_form",
+                "form": flow.request.path.split("?", 1)[0],
+                "client": principal.client_ip,
+                "outcome": "body_too_large",
+                "declared": bodies.declared_length(flow.request),
+                "limit": bodies.FORM_BODY_LIMIT,
+            }
+        )
+        flow.metadata[METADATA_KEY] = Verdict("form", "form", "form", None, (host,))
+        bodies.close_unread(flow, bodies.FORM_BODY_LIMIT)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Every response streams to the client as it arrives: the filter needs no response body,
+        and a buffered one (5 GB, or slow) would sit whole in the proxy's memory."""
+        response = flow.response
+        if response is not None:
+            response.stream = True
+
     def _decide_request(self, flow: http.HTTPFlow) -> None:
         """Decide one request, record it, and block it or let it go.
 
@@ -653,8 +688,7 @@ class SocialGuard:
         peer = self._peer(loaded, client, user)
         data = req.data
         if self.forms is not None and data.path.startswith(_FORM_PREFIX):
-            # The block page's own forms, answered in `request` once the body is in.
-            flow.metadata[FORM_KEY] = peer.principal
+            self._take_form(flow, peer.principal)
             return
         metrics = self._metrics
         started = time.perf_counter() if metrics is not None else 0.0
@@ -682,6 +716,7 @@ class SocialGuard:
                     flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
                     return
                 decision, extra = plan.decision, dict(plan.extra)
+        refused = decision.action is Action.BLOCK and _refused_unread(req, extra)
         if extra or b"upgrade" in head:
             decision_id = self._record_request(
                 flow,
@@ -703,14 +738,31 @@ class SocialGuard:
             Verdict, (decision_id, decision.action, decision.basis, decision.rule_id, hosts)
         )
         if decision.action is Action.BLOCK:
-            flow.response = self._block_response(
-                flow, decision, decision_id, now or self.clock.now(), loaded, head=head
-            )
-            uploads.refuse_unread_body(flow)  # a large body is never read: close instead
+            self._answer_block(flow, decision, decision_id, now, loaded, head, refused=refused)
         if metrics is not None:
             metrics.decision(
                 str(decision.action), str(decision.basis), time.perf_counter() - started
             )
+
+    def _answer_block(  # noqa: PLR0917 - the request's facts, from the one call site
+        self,
+        flow: http.HTTPFlow,
+        decision: Decision,
+        decision_id: str,
+        now: datetime | None,
+        loaded: LoadedPolicy,
+        head: dict[bytes, list[bytes]],
+        *,
+        refused: bool,
+    ) -> None:
+        """The block page, or, for a body too large to read first, the request closed unread."""
+        if refused:
+            bodies.close_unread(flow, bodies.ANSWERED_BODY_LIMIT)
+            return
+        flow.response = self._block_response(
+            flow, decision, decision_id, now or self.clock.now(), loaded, head=head
+        )
+        flow.request.stream = False  # answered after its small body: mitmproxy cannot stream it
 
     def _plan_upload(  # noqa: PLR0917 - the request's facts, from the one call site
         self,
@@ -788,6 +840,7 @@ class SocialGuard:
 
     def client_disconnected(self, client: connection.Client) -> None:
         self._peers.pop(client, None)
+        bodies.close_client_transport(client)
 
     def _request_hosts(
         self,
@@ -853,6 +906,8 @@ class SocialGuard:
                 f"Blocked by socialguard (internal error). Reference: {decision_id}\n",
                 {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
             )
+        if hook == "requestheaders":
+            bodies.refuse_unread(flow)  # the body is still unread: a large one stays so
 
     # ----------------------------------------------------------------- facts, engine, log, answer
 
@@ -946,6 +1001,7 @@ class SocialGuard:
                 "Content-Type": "text/plain; charset=utf-8",
             },
         )
+        bodies.refuse_unread(flow)  # a large body is not read to ask for credentials
         return None
 
     def _log(self) -> Any:
@@ -1290,6 +1346,15 @@ def _facts(
         host, req.scheme, req.method, req.path or "/", req.port, sni, upload,
         _header_text(head, b"content-type"),
     )  # fmt: skip
+
+
+def _refused_unread(req: http.Request, extra: dict[str, Any]) -> bool:
+    """Will this blocked request be closed unread (its body too large to read for an answer)?
+    If so, its record says so."""
+    if bodies.fits(req, bodies.ANSWERED_BODY_LIMIT):
+        return False
+    extra["answer"] = bodies.REFUSED_UNREAD
+    return True
 
 
 def _strictest(decisions: list[Decision]) -> Decision:
