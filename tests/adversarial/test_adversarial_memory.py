@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -269,3 +270,39 @@ def test_an_origin_that_never_answers_does_not_hold_the_client(
         sock.close()
     assert silent_origin.requests, "the request reached the origin"
     assert reacted, "the proxy held the connection open for an origin that never answers"
+
+
+@pytest.fixture
+def unanswering_address() -> Iterator[int]:
+    """A loopback port whose listen queue is full: a connection to it never completes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # the kernel takes backlog + 1; past that, SYNs are dropped
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.2)  # let the handshakes that can complete, complete (not an assertion)
+    yield port
+    for s in fillers:
+        s.close()
+    server.close()
+
+
+def test_an_origin_that_never_accepts_times_out_at_connect(
+    start_proxy: Any, unanswering_address: int
+) -> None:
+    proxy = start_proxy(socialguard_connect_timeout=1.0)
+    steer_to(proxy, unanswering_address)
+    sock = open_request(
+        proxy, b"GET http://www.example.org/x HTTP/1.1\r\nHost: www.example.org\r\n\r\n"
+    )
+    try:
+        got = read_until(sock, b"\r\n\r\n")
+    finally:
+        sock.close()
+    assert got.startswith(b"HTTP/1.1 502"), f"no answer while connecting upstream: {got!r}"

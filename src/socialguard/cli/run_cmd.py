@@ -49,6 +49,23 @@ AdminOption = Annotated[
     str,
     typer.Option("--admin", help="Loopback HOST:PORT for /healthz and /metrics (default: none)."),
 ]
+ConnectTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--connect-timeout",
+        min=0.1,
+        max=300.0,
+        help="Seconds to wait for an origin to accept a connection (then the client gets 502).",
+    ),
+]
+IdleTimeoutOption = Annotated[
+    int,
+    typer.Option(
+        "--idle-timeout",
+        min=1,
+        help="Seconds of silence both ways after which a connection is closed.",
+    ),
+]
 WorkersOption = Annotated[
     int,
     typer.Option(
@@ -67,6 +84,8 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     node: NodeOption = "",
     admin: AdminOption = "",
     workers: WorkersOption = 1,
+    connect_timeout: ConnectTimeoutOption = 10.0,
+    idle_timeout: IdleTimeoutOption = 300,
 ) -> None:
     """Start the proxy: enforce the rules on traffic through it, and log every decision.
 
@@ -113,6 +132,8 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         listen_port=port,
         node=node,
         admin=admin,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
     )
     _serve(config)
 

@@ -52,7 +52,7 @@ from socialguard.engine.model import (
     Request,
 )
 
-from . import blockpage, bodies, uploads
+from . import blockpage, bodies, timeouts, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -78,6 +78,7 @@ OPTION_NAMES = (
     "socialguard_neighbours",
     "socialguard_reload_interval",
     "socialguard_admin",
+    "socialguard_connect_timeout",
 )
 _STRICTNESS = {ConnectionVerdict.PASS: 0, ConnectionVerdict.INSPECT: 1, ConnectionVerdict.BLOCK: 2}
 
@@ -179,6 +180,7 @@ class SocialGuard:
         # Open client connections' facts (see _Peer); client_disconnected drops an entry.
         self._peers: dict[connection.Client, _Peer] = {}
         self._encoded = audit_schema.EncodedDecisions()
+        self._connects = timeouts.ConnectTimeouts()
 
     # ----------------------------------------------------------------- options and lifecycle
 
@@ -235,6 +237,13 @@ class SocialGuard:
             "HOST:PORT (loopback) for the admin endpoint serving /healthz and /metrics. "
             "Empty: none.",
         )
+        loader.add_option(
+            "socialguard_connect_timeout",
+            float,
+            timeouts.DEFAULT_CONNECT_TIMEOUT_S,
+            "Seconds to wait for an origin to accept a connection; then the client gets a 502. "
+            "(Idle connections are closed after mitmproxy's tcp_timeout.)",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if self._loading:
@@ -269,6 +278,7 @@ class SocialGuard:
                     neighbours=ctx.options.socialguard_neighbours,
                     reload_interval=ctx.options.socialguard_reload_interval,
                     admin=ctx.options.socialguard_admin,
+                    connect_timeout=ctx.options.socialguard_connect_timeout,
                 )
             except ValueError as e:
                 raise exceptions.OptionsError(str(e)) from e
@@ -300,6 +310,7 @@ class SocialGuard:
             if self._refresher is not None:
                 self._refresher.on_change = self._pump.wake
         self._settings = settings
+        self._connects.timeout_s = settings.connect_timeout_s
         self._update_neighbours(settings.neighbours, list(ctx.options.mode))
 
     def done(self) -> None:
@@ -481,6 +492,14 @@ class SocialGuard:
         refused = self._refused
         if refused and data.client in refused:
             data.server.error = REFUSED_MESSAGE
+        else:
+            self._connects.arm(data.server)
+
+    def server_connected(self, data: ServerConnectionHookData) -> None:
+        self._connects.disarm(data.server)
+
+    def server_connect_error(self, data: ServerConnectionHookData) -> None:
+        self._connects.disarm(data.server)
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         """Raw TCP (neither TLS nor HTTP) cannot be inspected: it goes through only on PASS."""

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from socialguard import paths
 
+from .timeouts import DEFAULT_CONNECT_TIMEOUT_S, parse_connect_timeout
+
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MIN_RELOAD_S = 0.05
 MAX_RELOAD_S = 10.0
@@ -38,6 +40,7 @@ class Settings:
     neighbours: NeighbourMode
     reload_interval_s: float
     admin: tuple[str, int] | None
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
 
 
 def parse_node(raw: str) -> str:
@@ -113,6 +116,7 @@ def parse_settings(
     neighbours: str,
     reload_interval: float,
     admin: str,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> Settings:
     """All options at once; empty paths fall back to the env var, then the shipped default."""
     rules_path = paths.rules_path(Path(rules) if rules.strip() else None)
@@ -131,4 +135,5 @@ def parse_settings(
         neighbours=parse_neighbours(neighbours),
         reload_interval_s=parse_reload_interval(reload_interval),
         admin=parse_admin(admin),
+        connect_timeout_s=parse_connect_timeout(connect_timeout),
     )
