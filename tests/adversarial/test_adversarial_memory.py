@@ -306,3 +306,58 @@ def test_an_origin_that_never_accepts_times_out_at_connect(
     finally:
         sock.close()
     assert got.startswith(b"HTTP/1.1 502"), f"no answer while connecting upstream: {got!r}"
+
+
+# ------------------------------------------------------------------------- held uploads' budget
+
+UPLOAD_RULES = harness.TEST_RULES.replace(
+    "rules:\n",
+    "rules:\n"
+    "  - id: staff-social-uploads\n"
+    "    description: Staff shall not post school district data\n"
+    "    who: [staff]\n"
+    "    what: {categories: [social], uploads: true}\n"
+    "    action: block\n"
+    "    bypass: none\n",
+    1,
+)
+HELD = 600 * 1024  # held for inspection (under the 1m budget); two do not fit together
+
+
+def held_upload(proxy: Any, path: str) -> socket.socket:
+    return open_request(
+        proxy,
+        upload_head(
+            "POST", f"http://www.facebook.com{path}", "www.facebook.com", HELD,
+            "Content-Type: text/plain",
+        ),
+    )  # fmt: skip
+
+
+def test_held_uploads_share_one_budget_and_one_over_it_is_refused(
+    start_proxy: Any, origin: Any
+) -> None:
+    proxy = start_proxy(UPLOAD_RULES, at=harness.EVENING, socialguard_upload_memory="1m")
+    first = held_upload(proxy, "/first")
+    send_part(first, 64 * 1024)  # held: its 600 KiB are reserved until it is inspected
+    second = held_upload(proxy, "/second")
+    try:
+        reacted, _ = reacts(second)
+        assert reacted, "a hold over the budget was made (the proxy waits for its body)"
+        send_part(first, HELD - 64 * 1024)
+        answer = read_until(first, b"origin saw")
+    finally:
+        first.close()
+        second.close()
+    assert b"origin saw POST /first" in answer, "the held upload within the budget went through"
+    assert not origin.saw(b"/second")
+    [refused] = [r for r in proxy.records() if r.get("upload") == ["held_memory_full"]]
+    assert refused["action"] == "block"
+    assert refused["answer"] == "refused_unread"
+    # the first hold's bytes went back: a third upload is held and inspected again
+    third = held_upload(proxy, "/third")
+    try:
+        send_part(third, HELD)
+        assert b"origin saw POST /third" in read_until(third, b"origin saw")
+    finally:
+        third.close()

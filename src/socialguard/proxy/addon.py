@@ -52,7 +52,7 @@ from socialguard.engine.model import (
     Request,
 )
 
-from . import blockpage, bodies, timeouts, uploads
+from . import blockpage, bodies, budget, timeouts, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -79,6 +79,7 @@ OPTION_NAMES = (
     "socialguard_reload_interval",
     "socialguard_admin",
     "socialguard_connect_timeout",
+    "socialguard_upload_memory",
 )
 _STRICTNESS = {ConnectionVerdict.PASS: 0, ConnectionVerdict.INSPECT: 1, ConnectionVerdict.BLOCK: 2}
 
@@ -181,6 +182,7 @@ class SocialGuard:
         self._peers: dict[connection.Client, _Peer] = {}
         self._encoded = audit_schema.EncodedDecisions()
         self._connects = timeouts.ConnectTimeouts()
+        self._held = budget.UploadBudget(budget.parse_upload_memory(budget.DEFAULT_UPLOAD_MEMORY))
 
     # ----------------------------------------------------------------- options and lifecycle
 
@@ -244,6 +246,13 @@ class SocialGuard:
             "Seconds to wait for an origin to accept a connection; then the client gets a 502. "
             "(Idle connections are closed after mitmproxy's tcp_timeout.)",
         )
+        loader.add_option(
+            "socialguard_upload_memory",
+            str,
+            budget.DEFAULT_UPLOAD_MEMORY,
+            "Memory all request bodies held for upload inspection may take together (e.g. 64m); "
+            "an upload that does not fit is blocked at its headers (held_memory_full).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if self._loading:
@@ -279,6 +288,7 @@ class SocialGuard:
                     reload_interval=ctx.options.socialguard_reload_interval,
                     admin=ctx.options.socialguard_admin,
                     connect_timeout=ctx.options.socialguard_connect_timeout,
+                    upload_memory=ctx.options.socialguard_upload_memory,
                 )
             except ValueError as e:
                 raise exceptions.OptionsError(str(e)) from e
@@ -311,6 +321,7 @@ class SocialGuard:
                 self._refresher.on_change = self._pump.wake
         self._settings = settings
         self._connects.timeout_s = settings.connect_timeout_s
+        self._held.limit = settings.upload_memory
         self._update_neighbours(settings.neighbours, list(ctx.options.mode))
 
     def done(self) -> None:
@@ -618,7 +629,11 @@ class SocialGuard:
     async def _decide_held_upload(self, flow: http.HTTPFlow, held: uploads.HeldUpload) -> None:
         """The body held in `requestheaders` is in: inspect it, record, block or forward."""
         loaded = self._require_policy()
-        decision, extra = await uploads.decide_held(flow, held, loaded.policy.uploads)
+        try:
+            decision, extra = await uploads.decide_held(flow, held, loaded.policy.uploads)
+        finally:
+            if held.reservation is not None:
+                held.reservation.release()  # inspected: its bytes go back to the budget
         decision_id = self._record_request(flow, decision, loaded, held.sni, extra)
         flow.metadata[METADATA_KEY] = Verdict(
             decision_id, str(decision.action), str(decision.basis), decision.rule_id, held.hosts
@@ -805,6 +820,7 @@ class SocialGuard:
             sni=peer.sni,
             hosts=hosts,
             extra=extra,
+            budget=self._held,
         )
 
     def _decision(  # noqa: PLR0917 - the engine's arguments, from the one hot-path call site
@@ -856,6 +872,12 @@ class SocialGuard:
             self._peers.clear()
         self._peers[client] = peer
         return peer
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A flow failed (the client went away mid-upload): a held body's bytes go back."""
+        held = flow.metadata.get(uploads.HELD_KEY)
+        if held is not None and held.reservation is not None:
+            held.reservation.release()
 
     def client_disconnected(self, client: connection.Client) -> None:
         self._peers.pop(client, None)

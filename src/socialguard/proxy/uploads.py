@@ -43,10 +43,12 @@ from socialguard.engine.model import Action, Decision
 from socialguard.engine.uploads import UploadRules, inspect_body
 
 from .bodies import declared_length
+from .budget import Reservation, UploadBudget
 
 __all__ = [
     "BODY_METHODS",
     "HELD_KEY",
+    "HELD_MEMORY_FULL",
     "HOLD_LIMIT",
     "HeadersPlan",
     "HeldUpload",
@@ -62,6 +64,8 @@ log = structlog.get_logger(__name__)
 HELD_KEY = "socialguard_upload"
 HOLD_LIMIT = 16 * 1024 * 1024
 """Largest body held for inspection before forwarding (per request, so per-upload memory)."""
+HELD_MEMORY_FULL = "held_memory_full"
+"""The record's finding for an upload refused because held bodies already fill the budget."""
 OFF_LOOP_BYTES = 256 * 1024
 """Bodies larger than this are inspected in a worker thread, off mitmproxy's event loop."""
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -76,6 +80,7 @@ class HeldUpload:
     sni: str | None
     hosts: tuple[str, ...]
     extra: Mapping[str, Any]
+    reservation: Reservation | None = None  # its bytes in the shared budget, until inspected
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +118,13 @@ def plan_request(
     sni: str | None,
     hosts: tuple[str, ...],
     extra: Mapping[str, Any],
+    budget: UploadBudget | None = None,
 ) -> HeadersPlan:
     """Decide what the body of an allowed request means, at its headers.
 
     `decide_as_upload` asks the engine the same question with `Request.upload=True`; it is called
-    only for requests with a body, so the common GET costs nothing extra.
+    only for requests with a body, so the common GET costs nothing extra. A body to hold must fit
+    in `budget` (shared by all held bodies); one that does not is decided as an upload now.
     """
     if decision.action is not Action.ALLOW:
         return HeadersPlan(decision, extra)
@@ -132,8 +139,18 @@ def plan_request(
     if early:
         log.info("upload_blocked_at_headers", host=if_upload.host, found=list(early))
         return HeadersPlan(if_upload, {**extra, "upload": list(early)})
+    reservation = None
+    if budget is not None:
+        assert length is not None  # _findings_at_headers: an unknown length is decided above
+        reservation = budget.reserve(length, owner=flow)
+        if reservation is None:
+            log.warning(
+                "upload_memory_full", host=if_upload.host, size=length, held=budget.held,
+                limit=budget.limit,
+            )  # fmt: skip
+            return HeadersPlan(if_upload, {**extra, "upload": [HELD_MEMORY_FULL]})
     flow.request.stream = False  # hold it (even if stream_large_bodies asked otherwise)
-    held = HeldUpload(decision, if_upload, sni, hosts, dict(extra))
+    held = HeldUpload(decision, if_upload, sni, hosts, dict(extra), reservation)
     return HeadersPlan(decision, extra, held)
 
 
