@@ -15,7 +15,7 @@ from socialguard.engine import decide, decide_connection, resolve_principal
 from socialguard.engine.model import Action, ConnectionVerdict, Request
 from socialguard.engine.uploads import UploadRules
 from socialguard.policy import load_policy
-from socialguard.proxy import uploads
+from socialguard.proxy import bodies, uploads
 
 EVENING = dt.datetime(2026, 12, 2, 3, 0, tzinfo=dt.UTC)
 RULES = """\
@@ -102,8 +102,8 @@ def test_held_body_is_not_streamed_even_if_mitmproxy_chose_to(tmp_path: Path) ->
     assert f.request.stream is False
 
 
-def test_person_no_rule_concerns_is_not_held_and_a_large_body_streams(tmp_path: Path) -> None:
-    f = flow(content=b"x" * (uploads.STREAM_THRESHOLD + 1))
+def test_person_no_rule_concerns_is_not_held_and_the_body_streams(tmp_path: Path) -> None:
+    f = flow(content=b"x" * 1000)
     plan = _plan(tmp_path, f, client="10.99.0.1")
     assert plan.held is None and plan.decision.action is Action.ALLOW
     assert f.request.stream is True
@@ -195,7 +195,11 @@ def test_sign_in_host_is_inspected_only_when_accounts_is_set(
 
 @pytest.mark.parametrize(
     ("length", "refused"),
-    [(str(uploads.HOLD_LIMIT + 1), True), (str(uploads.HOLD_LIMIT), False), (None, True)],
+    [
+        (str(bodies.ANSWERED_BODY_LIMIT + 1), True),
+        (str(bodies.ANSWERED_BODY_LIMIT), False),
+        (None, True),
+    ],
 )
 def test_blocked_request_with_a_large_body_is_closed_not_read(
     length: str | None, refused: bool
@@ -209,7 +213,7 @@ def test_blocked_request_with_a_large_body_is_closed_not_read(
     else:
         f.request.headers["content-length"] = length
     f.response = http.Response.make(403, b"blocked")
-    assert uploads.refuse_unread_body(f) is refused
+    assert bodies.refuse_unread(f) is refused
     assert (f.response is None) is refused
     assert (f.error is not None and f.error.msg == f.error.KILLED_MESSAGE) is refused
 
@@ -218,7 +222,7 @@ def test_allowed_request_is_never_closed() -> None:
     f = flow(content=None)
     f.live = True
     f.request.headers["content-length"] = str(uploads.HOLD_LIMIT * 2)
-    assert uploads.refuse_unread_body(f) is False
+    assert bodies.refuse_unread(f) is False
     assert f.error is None
 
 
@@ -229,7 +233,7 @@ def test_blocked_request_answered_after_its_body_is_not_streamed() -> None:
     f.live = True
     f.request.stream = True  # as stream_large_bodies would have set it before the hook
     f.response = http.Response.make(403, b"blocked")
-    assert uploads.refuse_unread_body(f) is False
+    assert bodies.refuse_unread(f) is False
     assert f.request.stream is False
 
 

@@ -290,11 +290,19 @@ def test_body_over_max_body_to_social_is_blocked_at_its_headers(
     with big.open("wb") as f:
         f.truncate(9 * 1024 * 1024)  # sparse: 9 MiB of zeros, over max_body (8MB)
     path = unique_path()
-    res = post(proxy, f"https://www.facebook.com{path}", big, "application/octet-stream")
-    assert res.status == 403
+    # Refused unread: the stream is closed at the headers (a block page could be sent only after
+    # reading the 9 MiB), and the record says so.
+    with pytest.raises(AssertionError, match="curl failed"):
+        post(proxy, f"https://www.facebook.com{path}", big, "application/octet-stream")
     assert received.on("www.facebook.com", path) == []
-    record = request_record(proxy, res.headers["x-socialguard-reference"])
+    [record] = [
+        r
+        for r in proxy.records()
+        if r.get("stage") == "request" and r.get("host") == "www.facebook.com"
+    ]
+    assert record["action"] == "block"
     assert record["upload"] == ["over_limit"]
+    assert record["answer"] == "refused_unread"
 
 
 # ----------------------------------------------------------------------------- 50 MB

@@ -59,6 +59,23 @@ AdminOption = Annotated[
     str,
     typer.Option("--admin", help="Loopback HOST:PORT for /healthz and /metrics (default: none)."),
 ]
+ConnectTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--connect-timeout",
+        min=0.1,
+        max=300.0,
+        help="Seconds to wait for an origin to accept a connection (then the client gets 502).",
+    ),
+]
+IdleTimeoutOption = Annotated[
+    int,
+    typer.Option(
+        "--idle-timeout",
+        min=1,
+        help="Seconds of silence both ways after which a connection is closed.",
+    ),
+]
 WorkersOption = Annotated[
     int,
     typer.Option(
@@ -79,6 +96,8 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     workers: WorkersOption = 1,
     checkpoint_dir: CheckpointDirOption = None,
     audit_key: AuditKeyOption = None,
+    connect_timeout: ConnectTimeoutOption = 10.0,
+    idle_timeout: IdleTimeoutOption = 300,
 ) -> None:
     """Start the proxy: enforce the rules on traffic through it, and log every decision.
 
@@ -131,6 +150,8 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         listen_port=port,
         node=node,
         admin=admin,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
     )
     _serve(config)
 

@@ -54,7 +54,7 @@ from socialguard.engine.model import (
     Request,
 )
 
-from . import blockpage, connections, gateway, uploads
+from . import blockpage, bodies, budget, connections, gateway, timeouts, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -82,6 +82,8 @@ OPTION_NAMES = (
     "socialguard_neighbours",
     "socialguard_reload_interval",
     "socialguard_admin",
+    "socialguard_connect_timeout",
+    "socialguard_upload_memory",
 )
 
 
@@ -183,6 +185,8 @@ class SocialGuard:
         self._peers: dict[connection.Client, _Peer] = {}
         self._encoded = audit_schema.EncodedDecisions()
         self._own_sockets = gateway.OwnSockets(_listen_addrs)
+        self._connects = timeouts.ConnectTimeouts()
+        self._held = budget.UploadBudget(budget.parse_upload_memory(budget.DEFAULT_UPLOAD_MEMORY))
 
     # ----------------------------------------------------------------- options and lifecycle
 
@@ -253,6 +257,20 @@ class SocialGuard:
             "HOST:PORT (loopback) for the admin endpoint serving /healthz and /metrics. "
             "Empty: none.",
         )
+        loader.add_option(
+            "socialguard_connect_timeout",
+            float,
+            timeouts.DEFAULT_CONNECT_TIMEOUT_S,
+            "Seconds to wait for an origin to accept a connection; then the client gets a 502. "
+            "(Idle connections are closed after mitmproxy's tcp_timeout.)",
+        )
+        loader.add_option(
+            "socialguard_upload_memory",
+            str,
+            budget.DEFAULT_UPLOAD_MEMORY,
+            "Memory all request bodies held for upload inspection may take together (e.g. 64m); "
+            "an upload that does not fit is blocked at its headers (held_memory_full).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if not updated.isdisjoint(("mode", "listen_host", "listen_port")):
@@ -291,6 +309,8 @@ class SocialGuard:
                     neighbours=ctx.options.socialguard_neighbours,
                     reload_interval=ctx.options.socialguard_reload_interval,
                     admin=ctx.options.socialguard_admin,
+                    connect_timeout=ctx.options.socialguard_connect_timeout,
+                    upload_memory=ctx.options.socialguard_upload_memory,
                 )
             except ValueError as e:
                 raise exceptions.OptionsError(str(e)) from e
@@ -327,6 +347,8 @@ class SocialGuard:
             if self._refresher is not None:
                 self._refresher.on_change = self._pump.wake
         self._settings = settings
+        self._connects.timeout_s = settings.connect_timeout_s
+        self._held.limit = settings.upload_memory
         self._update_neighbours(settings.neighbours, list(ctx.options.mode))
 
     def done(self) -> None:
@@ -532,14 +554,23 @@ class SocialGuard:
             return
         address = data.server.address
         loaded = self._loaded
-        if address is None or loaded is None:
-            return
-        try:
-            refusal = self._gateway_refusal(loaded, data.client, str(address[0]), int(address[1]))
-        except ValueError:
-            return  # not a host name at all: the connection attempt itself will fail
-        if refusal is not None:
-            data.server.error = refusal.reason
+        if address is not None and loaded is not None:
+            try:
+                refusal = self._gateway_refusal(
+                    loaded, data.client, str(address[0]), int(address[1])
+                )
+            except ValueError:
+                refusal = None  # not a host name at all: the connection attempt itself will fail
+            if refusal is not None:
+                data.server.error = refusal.reason
+                return
+        self._connects.arm(data.server)
+
+    def server_connected(self, data: ServerConnectionHookData) -> None:
+        self._connects.disarm(data.server)
+
+    def server_connect_error(self, data: ServerConnectionHookData) -> None:
+        self._connects.disarm(data.server)
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         """Review mitmproxy's choice of layer before a byte is relayed (see connections.py): a
@@ -702,7 +733,11 @@ class SocialGuard:
     async def _decide_held_upload(self, flow: http.HTTPFlow, held: uploads.HeldUpload) -> None:
         """The body held in `requestheaders` is in: inspect it, record, block or forward."""
         loaded = self._require_policy()
-        decision, extra = await uploads.decide_held(flow, held, loaded.policy.uploads)
+        try:
+            decision, extra = await uploads.decide_held(flow, held, loaded.policy.uploads)
+        finally:
+            if held.reservation is not None:
+                held.reservation.release()  # inspected: its bytes go back to the budget
         decision_id = self._record_request(flow, decision, loaded, held.sni, extra)
         flow.metadata[METADATA_KEY] = Verdict(
             decision_id, str(decision.action), str(decision.basis), decision.rule_id, held.hosts
@@ -734,6 +769,41 @@ class SocialGuard:
         flow.metadata[METADATA_KEY] = Verdict("form", "form", "form", None, (host,))
         flow.response = http.Response.make(answer.status, answer.body, answer.headers)
 
+    def _take_form(self, flow: http.HTTPFlow, principal: Principal) -> None:
+        """The block page's own forms: answered in `request` once the (small) body is in."""
+        if bodies.fits(flow.request, bodies.FORM_BODY_LIMIT):
+            flow.metadata[FORM_KEY] = principal
+        else:
+            self._refuse_form(flow, principal)
+
+    def _refuse_form(self, flow: http.HTTPFlow, principal: Principal) -> None:
+        """A form submission whose body is over the forms' limit (or undeclared): closed at its
+        headers, its body never read, and recorded as a form event."""
+        from socialguard.audit import new_decision_id
+
+        host = self._request_hosts(flow)[0]
+        self._write(
+            {
+                "type": "form",
+                "decision_id": new_decision_id(),
+                "event": "block_page_form",
+                "form": flow.request.path.split("?", 1)[0],
+                "client": principal.client_ip,
+                "outcome": "body_too_large",
+                "declared": bodies.declared_length(flow.request),
+                "limit": bodies.FORM_BODY_LIMIT,
+            }
+        )
+        flow.metadata[METADATA_KEY] = Verdict("form", "form", "form", None, (host,))
+        bodies.close_unread(flow, bodies.FORM_BODY_LIMIT)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Every response streams to the client as it arrives: the filter needs no response body,
+        and a buffered one (5 GB, or slow) would sit whole in the proxy's memory."""
+        response = flow.response
+        if response is not None:
+            response.stream = True
+
     def _decide_request(self, flow: http.HTTPFlow) -> None:
         """Decide one request, record it, and block it or let it go.
 
@@ -756,8 +826,7 @@ class SocialGuard:
         peer = self._peer(loaded, client, user)
         data = req.data
         if self.forms is not None and data.path.startswith(_FORM_PREFIX):
-            # The block page's own forms, answered in `request` once the body is in.
-            flow.metadata[FORM_KEY] = peer.principal
+            self._take_form(flow, peer.principal)
             return
         metrics = self._metrics
         started = time.perf_counter() if metrics is not None else 0.0
@@ -780,6 +849,7 @@ class SocialGuard:
                     flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
                     return
                 decision, extra = plan.decision, dict(plan.extra)
+        refused = decision.action is Action.BLOCK and _refused_unread(req, extra)
         if extra or b"upgrade" in head:
             decision_id = self._record_request(
                 flow,
@@ -801,10 +871,7 @@ class SocialGuard:
             Verdict, (decision_id, decision.action, decision.basis, decision.rule_id, hosts)
         )
         if decision.action is Action.BLOCK:
-            flow.response = self._block_response(
-                flow, decision, decision_id, now or self.clock.now(), loaded, head=head
-            )
-            uploads.refuse_unread_body(flow)  # a large body is never read: close instead
+            self._answer_block(flow, decision, decision_id, now, loaded, head, refused=refused)
         if metrics is not None:
             metrics.decision(
                 str(decision.action), str(decision.basis), time.perf_counter() - started
@@ -832,6 +899,26 @@ class SocialGuard:
         now = self.clock.now()
         return self._decision(peer, loaded.policy, hosts, flow.request, head, now), now
 
+    def _answer_block(  # noqa: PLR0917 - the request's facts, from the one call site
+        self,
+        flow: http.HTTPFlow,
+        decision: Decision,
+        decision_id: str,
+        now: datetime | None,
+        loaded: LoadedPolicy,
+        head: dict[bytes, list[bytes]],
+        *,
+        refused: bool,
+    ) -> None:
+        """The block page, or, for a body too large to read first, the request closed unread."""
+        if refused:
+            bodies.close_unread(flow, bodies.ANSWERED_BODY_LIMIT)
+            return
+        flow.response = self._block_response(
+            flow, decision, decision_id, now or self.clock.now(), loaded, head=head
+        )
+        flow.request.stream = False  # answered after its small body: mitmproxy cannot stream it
+
     def _plan_upload(  # noqa: PLR0917 - the request's facts, from the one call site
         self,
         flow: http.HTTPFlow,
@@ -854,6 +941,7 @@ class SocialGuard:
             sni=peer.sni,
             hosts=hosts,
             extra=extra,
+            budget=self._held,
         )
 
     def _decision(  # noqa: PLR0917 - the engine's arguments, from the one hot-path call site
@@ -906,8 +994,15 @@ class SocialGuard:
         self._peers[client] = peer
         return peer
 
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A flow failed (the client went away mid-upload): a held body's bytes go back."""
+        held = flow.metadata.get(uploads.HELD_KEY)
+        if held is not None and held.reservation is not None:
+            held.reservation.release()
+
     def client_disconnected(self, client: connection.Client) -> None:
         self._peers.pop(client, None)
+        bodies.close_client_transport(client)
 
     def _request_hosts(
         self,
@@ -973,6 +1068,8 @@ class SocialGuard:
                 f"Blocked by socialguard (internal error). Reference: {decision_id}\n",
                 {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
             )
+        if hook == "requestheaders":
+            bodies.refuse_unread(flow)  # the body is still unread: a large one stays so
 
     # ----------------------------------------------------------------- facts, engine, log, answer
 
@@ -1048,6 +1145,7 @@ class SocialGuard:
                 "Content-Type": "text/plain; charset=utf-8",
             },
         )
+        bodies.refuse_unread(flow)  # a large body is not read to ask for credentials
         return None
 
     def _log(self) -> Any:
@@ -1392,6 +1490,15 @@ def _facts(
         host, req.scheme, req.method, req.path or "/", req.port, sni, upload,
         _header_text(head, b"content-type"),
     )  # fmt: skip
+
+
+def _refused_unread(req: http.Request, extra: dict[str, Any]) -> bool:
+    """Will this blocked request be closed unread (its body too large to read for an answer)?
+    If so, its record says so."""
+    if bodies.fits(req, bodies.ANSWERED_BODY_LIMIT):
+        return False
+    extra["answer"] = bodies.REFUSED_UNREAD
+    return True
 
 
 def _strictest(decisions: list[Decision]) -> Decision:

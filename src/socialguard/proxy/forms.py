@@ -51,7 +51,7 @@ PREFIX = "/.socialguard/"
 EMERGENCY_PATH = PREFIX + "emergency"
 REQUEST_PATH = PREFIX + "request"
 TOKEN_TTL = timedelta(minutes=10)
-MAX_BODY = 16 * 1024
+MAX_BODY = 8 * 1024  # a token and a reason of at most 500 characters: a few hundred bytes
 MAX_REASON = 500
 
 SECURITY_HEADERS = {

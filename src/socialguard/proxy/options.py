@@ -16,6 +16,9 @@ from pathlib import Path
 
 from socialguard import paths
 
+from .budget import DEFAULT_UPLOAD_MEMORY, parse_upload_memory
+from .timeouts import DEFAULT_CONNECT_TIMEOUT_S, parse_connect_timeout
+
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MIN_RELOAD_S = 0.05
 MAX_RELOAD_S = 10.0
@@ -40,6 +43,8 @@ class Settings:
     neighbours: NeighbourMode
     reload_interval_s: float
     admin: tuple[str, int] | None
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    upload_memory: int = 64 * 1024 * 1024
 
 
 def parse_node(raw: str) -> str:
@@ -117,6 +122,8 @@ def parse_settings(
     admin: str,
     checkpoint_dir: str = "",
     audit_key: str = "",
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    upload_memory: str = DEFAULT_UPLOAD_MEMORY,
 ) -> Settings:
     """All options at once; empty paths fall back to the env var, then the shipped default."""
     rules_path = paths.rules_path(Path(rules) if rules.strip() else None)
@@ -147,4 +154,6 @@ def parse_settings(
         neighbours=parse_neighbours(neighbours),
         reload_interval_s=parse_reload_interval(reload_interval),
         admin=parse_admin(admin),
+        connect_timeout_s=parse_connect_timeout(connect_timeout),
+        upload_memory=parse_upload_memory(upload_memory),
     )

@@ -28,6 +28,7 @@ from socialguard.refusals import environment_refused
 
 from .clock import Clock
 from .options import parse_hostport
+from .timeouts import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S
 
 log = structlog.get_logger(__name__)
 
@@ -106,6 +107,8 @@ class ProxyConfig:
     listen_port: int = 8080
     node: str = ""
     admin: str = ""
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT_S
     # More mitmproxy options (tests set e.g. ssl_insecure to reach a self-signed loopback upstream).
     mitmproxy_options: dict[str, Any] = field(default_factory=dict)
 
@@ -226,20 +229,22 @@ async def serve(
     master.addons.add(addon, *extra_addons)
     if on_ready is not None:
         master.addons.add(_Ready(on_ready))
+    settings: dict[str, Any] = {
+        "mode": [config.mode.value],
+        "confdir": str(config.certs),
+        "connection_strategy": "lazy",
+        "tcp_timeout": config.idle_timeout,  # mitmproxy's idle timeout: nothing either way
+        "socialguard_rules": str(config.rules),
+        "socialguard_state": str(config.state),
+        "socialguard_log_dir": str(config.log_dir),
+        "socialguard_checkpoint_dir": str(config.checkpoint_dir or ""),
+        "socialguard_audit_key": str(config.audit_key or ""),
+        "socialguard_node": config.node,
+        "socialguard_admin": config.admin,
+        "socialguard_connect_timeout": config.connect_timeout,
+    }
     try:
-        opts.update(
-            mode=[config.mode.value],
-            confdir=str(config.certs),
-            connection_strategy="lazy",
-            socialguard_rules=str(config.rules),
-            socialguard_state=str(config.state),
-            socialguard_log_dir=str(config.log_dir),
-            socialguard_checkpoint_dir=str(config.checkpoint_dir or ""),
-            socialguard_audit_key=str(config.audit_key or ""),
-            socialguard_node=config.node,
-            socialguard_admin=config.admin,
-            **config.mitmproxy_options,
-        )
+        opts.update(**{**settings, **config.mitmproxy_options})
     except (exceptions.OptionsError, KeyError) as e:
         addon.done()
         raise startup_error([str(e).strip("'\"")], e) from e

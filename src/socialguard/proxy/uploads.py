@@ -7,7 +7,7 @@ mitmproxy's request life cycle, and adds the `accounts:` sign-in headers.
 Which requests are inspected. In `requestheaders`, a request the rules allow is asked about a
 second time as if it were an upload. Only when that answer is *block* (an `uploads: true` rule
 names this destination for this person) and the request has a body is the body inspected. Every
-other request is untouched by this module, except that a large or unknown-length body is streamed
+other request is untouched by this module, except that its body is streamed
 (`flow.request.stream = True`) so mitmproxy does not hold it in memory.
 
 How the body is inspected: held, up to a cap, then decided before anything is forwarded. The
@@ -22,9 +22,9 @@ where uploads are blocked is decided as an upload at its headers, without readin
 type are small, and a body too large to vouch for is treated as the multipart-too-long case is in
 the inspector. The body is then scanned off the event loop, so other connections are not stalled.
 
-Any request blocked at its headers with a body larger than `HOLD_LIMIT` (or undeclared) has its
-connection closed rather than answered (`refuse_unread_body`): mitmproxy would read the whole body
-into memory before it could send the block page.
+Any request blocked at its headers with a body larger than a few KiB (or undeclared) has its
+connection closed rather than answered (`bodies.refuse_unread`): mitmproxy would read the whole
+body into memory before it could send the block page.
 """
 
 from __future__ import annotations
@@ -42,17 +42,19 @@ from socialguard.engine.accounts import AccountsSpec, account_headers
 from socialguard.engine.model import Action, Decision
 from socialguard.engine.uploads import UploadRules, inspect_body
 
+from .bodies import declared_length
+from .budget import Reservation, UploadBudget
+
 __all__ = [
     "BODY_METHODS",
     "HELD_KEY",
+    "HELD_MEMORY_FULL",
     "HOLD_LIMIT",
-    "STREAM_THRESHOLD",
     "HeadersPlan",
     "HeldUpload",
     "decide_held",
     "declared_length",
     "plan_request",
-    "refuse_unread_body",
     "require_stream_limit",
     "restrict_sign_in",
 ]
@@ -62,8 +64,8 @@ log = structlog.get_logger(__name__)
 HELD_KEY = "socialguard_upload"
 HOLD_LIMIT = 16 * 1024 * 1024
 """Largest body held for inspection before forwarding (per request, so per-upload memory)."""
-STREAM_THRESHOLD = 1024 * 1024
-"""Bodies larger than this that need no inspection are streamed, not buffered by mitmproxy."""
+HELD_MEMORY_FULL = "held_memory_full"
+"""The record's finding for an upload refused because held bodies already fill the budget."""
 OFF_LOOP_BYTES = 256 * 1024
 """Bodies larger than this are inspected in a worker thread, off mitmproxy's event loop."""
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -78,6 +80,7 @@ class HeldUpload:
     sni: str | None
     hosts: tuple[str, ...]
     extra: Mapping[str, Any]
+    reservation: Reservation | None = None  # its bytes in the shared budget, until inspected
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,31 +90,6 @@ class HeadersPlan:
     decision: Decision
     extra: Mapping[str, Any]
     held: HeldUpload | None = None
-
-
-def declared_length(request: http.Request) -> int | None:
-    """The body's length as declared by its headers: bytes, or None when it is not known.
-
-    HTTP/1 without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3); HTTP/2 and 3
-    may send a body without declaring it, so a method that carries bodies counts as unknown there.
-    """
-    lengths: list[bytes] = []
-    for name, value in request.data.headers.fields:  # one pass: this runs for every request
-        lname = name.lower()
-        if lname == b"transfer-encoding":
-            return None
-        if lname == b"content-length":
-            lengths.append(value)
-    if lengths:
-        raw = b", ".join(lengths).decode("utf-8", "surrogateescape")  # as Headers.get folds
-        try:
-            length = int(raw.strip())
-        except ValueError:
-            return None
-        return length if length >= 0 else None
-    if _bodiless_unless_declared(request.data.http_version, request.method):
-        return 0
-    return None
 
 
 def may_carry_body(head: Mapping[bytes, Any], http_version: bytes, method: str) -> bool:
@@ -140,11 +118,13 @@ def plan_request(
     sni: str | None,
     hosts: tuple[str, ...],
     extra: Mapping[str, Any],
+    budget: UploadBudget | None = None,
 ) -> HeadersPlan:
     """Decide what the body of an allowed request means, at its headers.
 
     `decide_as_upload` asks the engine the same question with `Request.upload=True`; it is called
-    only for requests with a body, so the common GET costs nothing extra.
+    only for requests with a body, so the common GET costs nothing extra. A body to hold must fit
+    in `budget` (shared by all held bodies); one that does not is decided as an upload now.
     """
     if decision.action is not Action.ALLOW:
         return HeadersPlan(decision, extra)
@@ -153,15 +133,24 @@ def plan_request(
         return HeadersPlan(decision, extra)
     if_upload = decide_as_upload()
     if if_upload.action is not Action.BLOCK:
-        if length is None or length > STREAM_THRESHOLD:
-            flow.request.stream = True  # nothing to inspect: don't hold the body in memory
+        flow.request.stream = True  # nothing to inspect: don't hold the body in memory
         return HeadersPlan(decision, extra)
     early = _findings_at_headers(length, rules)
     if early:
         log.info("upload_blocked_at_headers", host=if_upload.host, found=list(early))
         return HeadersPlan(if_upload, {**extra, "upload": list(early)})
+    reservation = None
+    if budget is not None:
+        assert length is not None  # _findings_at_headers: an unknown length is decided above
+        reservation = budget.reserve(length, owner=flow)
+        if reservation is None:
+            log.warning(
+                "upload_memory_full", host=if_upload.host, size=length, held=budget.held,
+                limit=budget.limit,
+            )  # fmt: skip
+            return HeadersPlan(if_upload, {**extra, "upload": [HELD_MEMORY_FULL]})
     flow.request.stream = False  # hold it (even if stream_large_bodies asked otherwise)
-    held = HeldUpload(decision, if_upload, sni, hosts, dict(extra))
+    held = HeldUpload(decision, if_upload, sni, hosts, dict(extra), reservation)
     return HeadersPlan(decision, extra, held)
 
 
@@ -205,29 +194,6 @@ async def decide_held(
     extra["upload"] = found
     log.info("upload_found", host=held.if_upload.host, found=found, size=report.size)
     return held.if_upload, extra
-
-
-def refuse_unread_body(flow: http.HTTPFlow) -> bool:
-    """Close a blocked request's connection instead of answering it, when its body is large.
-
-    mitmproxy answers a request only once its whole body has been read, and it reads the body
-    into memory: a blocked 500 MB upload would cost 1 GB before the block page went out. So a
-    request blocked at its headers whose body is declared larger than `HOLD_LIMIT`, or not
-    declared at all, is killed there (the client sees the connection close; the decision is
-    already in the log) and its body is never read. Returns True when it did that.
-    """
-    if flow.response is None or not flow.live:
-        return False
-    length = declared_length(flow.request)
-    if length is not None and length <= HOLD_LIMIT:
-        # Answered after reading the body: mitmproxy cannot stream a request it answers itself
-        # (`stream_large_bodies` may have asked for streaming before the hook ran).
-        flow.request.stream = False
-        return False
-    flow.response = None
-    flow.kill()
-    log.info("blocked_body_refused_unread", host=flow.request.pretty_host, declared=length)
-    return True
 
 
 def require_stream_limit(stream_large_bodies: str | None) -> None:
