@@ -38,6 +38,7 @@ class Basis(StrEnum):
     EMERGENCY = "emergency"
     DEFAULT = "default"
     ERROR = "error"  # the engine or the proxy failed; the policy's failure mode applied
+    AMBIGUOUS = "ambiguous"  # the request reads differently to different servers: refused
 
 
 class Bypass(StrEnum):

@@ -51,6 +51,7 @@ from socialguard.engine.model import (
     Principal,
     Request,
 )
+from socialguard.engine.paths import AmbiguousPath, request_target
 
 from . import blockpage, uploads
 from .admin_events import AdminEventPump
@@ -671,6 +672,7 @@ class SocialGuard:
             decision, now = kept[1], None
         else:
             now = self.clock.now()
+            _forward_decided_path(req, policy, hosts)
             decision = self._decision(peer, policy, hosts, req, head, now)
         extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
@@ -1290,6 +1292,22 @@ def _facts(
         host, req.scheme, req.method, req.path or "/", req.port, sni, upload,
         _header_text(head, b"content-type"),
     )  # fmt: skip
+
+
+def _forward_decided_path(
+    req: http.Request, policy: CompiledPolicy, hosts: tuple[str, ...]
+) -> None:
+    """Where a `urls:` rule names a host, the engine decides on the normalised path: send the
+    origin that path, so what it serves is the page decided on (engine/paths.py). A path with no
+    single reading is left as it is: the engine refuses it."""
+    if not any(map(policy.decides_on_path, hosts)):
+        return
+    try:
+        target = request_target(req.path or "/")
+    except AmbiguousPath:
+        return
+    if target != req.path:
+        req.path = target
 
 
 def _strictest(decisions: list[Decision]) -> Decision:
