@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from socialguard.errors import Problem
 
 from .accounts import AccountsSpec
+from .doh import is_doh_request
 from .domains import DomainIndex, NetworkIndex
 from .hosts import is_ip_literal
 from .model import Action, Bypass, Decision, Principal, Request, TraceStep
@@ -188,18 +189,6 @@ class UrlPrefix:
         default = DEFAULT_PORTS.get(self.scheme)
         port = "" if self.port == default else f":{self.port}"
         return f"{self.scheme}://{self.host}{port}{self.path}"
-
-
-def is_doh_request(request: Request) -> bool:
-    """DNS-over-HTTPS by its request form (RFC 8484): the media type, the /dns-query path,
-    `?dns=`."""
-    ctype = (request.content_type or "").split(";", 1)[0].strip().lower()
-    if ctype in ("application/dns-message", "application/dns-json"):
-        return True
-    path, _, query = (request.path or "/").partition("?")
-    if path.rstrip("/").endswith("/dns-query"):
-        return True
-    return any(part.startswith("dns=") for part in query.split("&"))
 
 
 @dataclass(frozen=True, slots=True)

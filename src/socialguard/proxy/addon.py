@@ -1290,7 +1290,7 @@ def _facts(
     upload (the policy's upload rules apply to it)."""
     return Request(
         host, req.scheme, req.method, req.path or "/", req.port, sni, upload,
-        _header_text(head, b"content-type"),
+        _header_text(head, b"content-type"), _header_text(head, b"accept"),
     )  # fmt: skip
 
 
