@@ -1,4 +1,4 @@
-"""engine/doh.py: DNS-over-HTTPS by request form, in every spelling, and not what only looks alike."""
+"""engine/doh.py: DoH by request form, in every spelling, and not what only looks alike."""
 
 from __future__ import annotations
 

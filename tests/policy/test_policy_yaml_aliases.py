@@ -1,4 +1,4 @@
-"""YAML aliases are refused where they stand: a rules file costs memory in proportion to its size."""
+"""YAML aliases are refused where they stand: a file costs memory in proportion to its size."""
 
 from __future__ import annotations
 
