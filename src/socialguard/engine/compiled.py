@@ -282,6 +282,11 @@ class CompiledRule:
         is reached if any reading reaches it."""
         if path is None or not self.urls:
             return None
+        if ";" not in path:  # one reading (nearly every request): a plain loop, as it was
+            for url in self.urls:
+                if url.matches(request, path):
+                    return (None, request.host)
+            return None
         on_page = [any(url.matches(request, way) for url in self.urls) for way in readings(path)]
         covered = all(on_page) if self.action is Action.ALLOW else any(on_page)
         return (None, request.host) if covered else None
