@@ -53,6 +53,8 @@ ORIGIN_NAMES = (*harness.UPSTREAM_NAMES, "static.xx.fbcdn.net", "localhost")
 
 MAX_RECORDED = 1 << 20  # per connection: an attack case needs far less, and memory stays bounded
 _REQUEST_HEAD = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r\n")
+# the start of a request line, whatever the target's length (a long target is still a request)
+_REQUEST_START = re.compile(rb"^[A-Z]{3,10} [^\s]")
 
 
 @dataclass
@@ -146,7 +148,7 @@ class RecordingOrigin:
             if len(target) < MAX_RECORDED:
                 target.extend(chunk[: MAX_RECORDED - len(target)])
             buffer += chunk
-            if not _REQUEST_HEAD.match(buffer[:32]) and len(buffer) >= 16:
+            if not _REQUEST_START.match(buffer[:16]) and len(buffer) >= 16:
                 stream.sendall(chunk)  # not HTTP: an echo makes an opaque relay visible
                 buffer = b""
                 continue

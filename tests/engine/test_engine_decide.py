@@ -196,7 +196,9 @@ def test_default_block_and_ip_literal_handling(make_policy: MakePolicy) -> None:
     [
         ({"path": "/dns-query?dns=AAAB"}, True),
         ({"path": "/resolve", "content_type": "application/dns-message"}, True),
-        ({"path": "/q?name=x&dns=abc"}, True),
+        ({"path": "/q?name=x&dns=q80BAAABAAAAAAAAB2V4YW1wbGUDY29tAAABAAE"}, True),
+        ({"path": "/q", "accept": "application/dns-message"}, True),
+        ({"path": "/q?name=x&dns=abc"}, False),  # not a DNS message: no resolver answers it
         ({"path": "/index.html"}, False),
     ],
 )

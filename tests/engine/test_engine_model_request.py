@@ -30,13 +30,14 @@ def test_init_takes_the_fields_in_order_with_their_defaults() -> None:
 def test_every_field_is_set_and_equal_requests_are_equal(
     host: str, port: int | None, upload: bool, sni: str | None
 ) -> None:
-    a = Request(host, "http", "POST", "/p", port, sni, upload, "text/plain")
+    a = Request(host, "http", "POST", "/p", port, sni, upload, "text/plain", "*/*")
     b = Request(
         host=host, scheme="http", method="POST", path="/p", port=port, sni=sni, upload=upload,
-        content_type="text/plain",
+        content_type="text/plain", accept="*/*",
     )  # fmt: skip
     assert a == b and hash(a) == hash(b)
-    assert dataclasses.astuple(a) == (host, "http", "POST", "/p", port, sni, upload, "text/plain")
+    fields = (host, "http", "POST", "/p", port, sni, upload, "text/plain", "*/*")
+    assert dataclasses.astuple(a) == fields
     assert dataclasses.replace(a, host="other") != a
 
 

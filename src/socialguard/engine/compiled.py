@@ -18,14 +18,17 @@ from zoneinfo import ZoneInfo
 from socialguard.errors import Problem
 
 from .accounts import AccountsSpec
+from .doh import is_doh_request
 from .domains import DomainIndex, NetworkIndex
 from .gateway import GatewayService
 from .hosts import is_ip_literal
 from .model import Action, Bypass, Decision, Principal, Request, TraceStep
+from .paths import readings
 from .schedule import Schedule
 from .uploads import UploadRules
 
 __all__ = [
+    "DEFAULT_PORTS",
     "AuthSettings",
     "Category",
     "CompiledPolicy",
@@ -154,37 +157,39 @@ class When:
         return f"not {self.schedule.name}" if self.negate else self.schedule.name
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 @dataclass(frozen=True, slots=True)
 class UrlPrefix:
-    """An approved page: scheme, exact host, and a path prefix ending on a segment boundary."""
+    """An approved (or blocked) page: scheme, exact host, port, and a normalised path prefix
+    ending on a segment boundary (engine/paths.py says what normalised means and why)."""
 
     scheme: str
     host: str
     path: str
+    port: int = 443
 
-    def matches(self, request: Request) -> bool:
+    def matches(self, request: Request, path: str) -> bool:
+        """Does this page cover the request? `path` is the request's target as
+        paths.request_target normalised it."""
         if request.host != self.host or request.scheme != self.scheme:
             return False
-        path = request.path or "/"
+        if (request.port or DEFAULT_PORTS.get(request.scheme)) != self.port:
+            return False
+        return self.covers(path)
+
+    def covers(self, path: str) -> bool:
+        """Is the normalised `path` on this page (the prefix, up to a segment boundary)?"""
         if not path.startswith(self.path):
             return False
         rest = path[len(self.path) :]
         return not rest or self.path.endswith("/") or rest[0] in "/?#"
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.host}{self.path}"
-
-
-def is_doh_request(request: Request) -> bool:
-    """DNS-over-HTTPS by its request form (RFC 8484): the media type, the /dns-query path,
-    `?dns=`."""
-    ctype = (request.content_type or "").split(";", 1)[0].strip().lower()
-    if ctype in ("application/dns-message", "application/dns-json"):
-        return True
-    path, _, query = (request.path or "/").partition("?")
-    if path.rstrip("/").endswith("/dns-query"):
-        return True
-    return any(part.startswith("dns=") for part in query.split("&"))
+        default = DEFAULT_PORTS.get(self.scheme)
+        port = "" if self.port == default else f":{self.port}"
+        return f"{self.scheme}://{self.host}{port}{self.path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,11 +257,13 @@ class CompiledRule:
             return True
         return principal.device is not None and principal.device in self.devices
 
-    def destination(self, request: Request, tags: Mapping[str, str]) -> Destination | None:
+    def destination(
+        self, request: Request, tags: Mapping[str, str], path: str | None = None
+    ) -> Destination | None:
         """(category, matched domain) when the request's destination is one the rule names, else
-        None."""
+        None; `path` as for url_destination()."""
         found = self.tag_destination(tags)
-        return found if found is not None else self.url_destination(request)
+        return found if found is not None else self.url_destination(request, path)
 
     def tag_destination(self, tags: Mapping[str, str]) -> Destination | None:
         """destination() as far as the host's tags decide it: the same for every request to the
@@ -269,12 +276,21 @@ class CompiledRule:
                 return (category, matched)
         return None
 
-    def url_destination(self, request: Request) -> Destination | None:
-        """destination() by the rule's approved pages, for a host none of its tags name."""
-        for url in self.urls:
-            if url.matches(request):
-                return (None, request.host)
-        return None
+    def url_destination(self, request: Request, path: str | None = None) -> Destination | None:
+        """destination() by the rule's pages, for a host none of its tags name. `path` is the
+        request's target normalised (paths.request_target; None: no page is on it). An allow
+        covers a path only if it covers every way a server may read it (paths.readings); a block
+        is reached if any reading reaches it."""
+        if path is None or not self.urls:
+            return None
+        if ";" not in path:  # one reading (nearly every request): a plain loop, as it was
+            for url in self.urls:
+                if url.matches(request, path):
+                    return (None, request.host)
+            return None
+        on_page = [any(url.matches(request, way) for url in self.urls) for way in readings(path)]
+        covered = all(on_page) if self.action is Action.ALLOW else any(on_page)
+        return (None, request.host) if covered else None
 
     def may_concern_host(self, host: str, tags: Mapping[str, str]) -> bool:
         """Could some request to this host match the rule's destination (connection-level
@@ -497,6 +513,11 @@ class CompiledPolicy:
                 below.clear()
             below[parent] = hit
         return hit
+
+    def decides_on_path(self, host: str) -> bool:
+        """Does some `urls:` rule name this (normalised) host? Then the request's path decides,
+        and the proxy forwards the path normalised as it was decided (engine/paths.py)."""
+        return host in self.rule_index.by_url_host
 
     @property
     def group_names(self) -> frozenset[str]:

@@ -32,6 +32,7 @@ from .model import (
     slot_setter,
 )
 from .overrides import Overrides
+from .paths import AmbiguousPath, request_target
 
 __all__ = [
     "decide",
@@ -75,13 +76,19 @@ def decide(
     if now.tzinfo is None:
         raise ValueError("decide() needs a timezone-aware time; a naive one would be read as local")
     tags, steps, seen = policy.host_rules(request.host)
+    path = None  # the normalised path, where a `urls:` rule names the host (engine/paths.py)
+    if steps and request.host in policy.rule_index.by_url_host:
+        try:
+            path = request_target(request.path or "/")
+        except AmbiguousPath as e:
+            return _ambiguous_path_decision(policy, request, principal, str(e))
     trace: list[TraceStep] = []
     for rule, by_tags in steps:
         if not rule.everyone and not rule.concerns(principal):
             trace.append(rule.no_who)
             continue
         # no tag of the host names the rule's destination: it may still name this page
-        dest = by_tags if by_tags is not None else rule.url_destination(request)
+        dest = by_tags if by_tags is not None else rule.url_destination(request, path)
         if dest is None:
             trace.append(rule.no_what)
             continue
@@ -98,6 +105,22 @@ def decide(
             )
         return _plain_rule_decision(policy, rule, dest, request.host, principal, trace, seen)
     return _default_decision(policy, request, principal, trace, seen)
+
+
+def _ambiguous_path_decision(
+    policy: CompiledPolicy, request: Request, principal: Principal, why: str
+) -> Decision:
+    """A block: on a host with approved or blocked pages, the path must have one reading."""
+    return Decision(
+        Action.BLOCK,
+        Basis.AMBIGUOUS,
+        f"This address can be read as more than one page ({why}); on a site where the district "
+        "approves or blocks single pages, only addresses every server reads the same way pass.",
+        principal,
+        policy.version,
+        request.host,
+        trace=(TraceStep("path", f"block: {why}"),),
+    )
 
 
 def decided_by_host(policy: CompiledPolicy, host: str) -> bool:

@@ -38,6 +38,7 @@ class Basis(StrEnum):
     EMERGENCY = "emergency"
     DEFAULT = "default"
     ERROR = "error"  # the engine or the proxy failed; the policy's failure mode applied
+    AMBIGUOUS = "ambiguous"  # the request reads differently to different servers: refused
 
 
 class Bypass(StrEnum):
@@ -64,6 +65,7 @@ class Request:
     sni: str | None = None
     upload: bool = False  # the request carries files or a body over the policy's size limit
     content_type: str | None = None  # the request's own Content-Type, for DoH-by-form checks
+    accept: str | None = None  # the request's Accept header, for DoH-by-form checks
 
     def __init__(  # noqa: PLR0917 - the dataclass's fields, in order, as it would take them
         self,
@@ -75,6 +77,7 @@ class Request:
         sni: str | None = None,
         upload: bool = False,
         content_type: str | None = None,
+        accept: str | None = None,
     ) -> None:
         """The frozen dataclass's own __init__, about three times as fast.
 
@@ -90,6 +93,7 @@ class Request:
         _set_sni(self, sni)
         _set_upload(self, upload)
         _set_content_type(self, content_type)
+        _set_accept(self, accept)
 
 
 def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
@@ -108,6 +112,7 @@ _set_port = slot_setter(Request, "port")
 _set_sni = slot_setter(Request, "sni")
 _set_upload = slot_setter(Request, "upload")
 _set_content_type = slot_setter(Request, "content_type")
+_set_accept = slot_setter(Request, "accept")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from socialguard.engine.compiled import (
+    DEFAULT_PORTS,
     AuthSettings,
     Category,
     CompiledPolicy,
@@ -40,6 +41,7 @@ from socialguard.engine.domains import DomainIndexBuilder, NetworkIndex
 from socialguard.engine.gateway import parse_gateway_service
 from socialguard.engine.hosts import is_ip_literal, normalise_host
 from socialguard.engine.model import Action, Bypass, TraceStep
+from socialguard.engine.paths import request_target
 from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
 from socialguard.engine.uploads import UploadRules
 from socialguard.errors import PolicyError, Problem
@@ -537,10 +539,15 @@ def _url_prefix(text: str) -> UrlPrefix:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{text!r} is not an http(s) URL")
     host = normalise_host(parts.netloc.rpartition("@")[2])
-    path = parts.path or "/"
     if parts.query:
         raise ValueError(f"{text!r}: a URL prefix cannot carry a query string")
-    return UrlPrefix(parts.scheme, host, path)
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+        # matched against normalised request paths, so normalised the same way
+        path = request_target(parts.path or "/")
+    except ValueError as e:
+        raise ValueError(f"{text!r}: {e}") from e
+    return UrlPrefix(parts.scheme, host, path, port)
 
 
 # -- shadowed rules --------------------------------------------------------------------------------
@@ -607,7 +614,10 @@ def _covers(
                 return False  # networks: not compared
     for url in b.urls:
         if a.tags.isdisjoint(index_lookup(url.host)) and not any(
-            u.scheme == url.scheme and u.host == url.host and url.path.startswith(u.path)
+            u.scheme == url.scheme
+            and u.host == url.host
+            and u.port == url.port
+            and url.path.startswith(u.path)
             for u in a.urls
         ):
             return False

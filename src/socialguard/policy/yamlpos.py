@@ -4,6 +4,11 @@
 marks), then built into plain Python values while recording, for every path (`("rules", 3, "who")`),
 the line it starts on. YAML 1.1 traps are closed on the way: duplicate keys are an error (PyYAML
 silently keeps the last), `7:30` is not the sexagesimal integer 450, and `no`/`off` are not false.
+
+Aliases (`*name`) are refused at their line. Building values from the node tree copies what an
+alias points to, so nine lines of nine aliases each ("billion laughs") would expand to 9**9 values
+and take the process's memory with them: a rules file reloaded by a running proxy must not be able
+to do that. A rules file is read by people auditing it, and a value written out says what it says.
 """
 
 from __future__ import annotations
@@ -22,10 +27,27 @@ __all__ = ["Located", "PathKey", "load_located"]
 PathKey = tuple[str | int, ...]
 
 
+class AliasRefused(yaml.composer.ComposerError):
+    """An alias in a socialguard file: refused where it stands (see the module's docstring)."""
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 scalars: decimal-only integers (no `1:30` read as 90) and only
-    true/false as booleans (`id: no` or a country code `NO` stays a string, as IT expects).
+    true/false as booleans (`id: no` or a country code `NO` stays a string, as IT expects); and
+    no aliases, so reading a file costs memory in proportion to its size.
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasRefused(
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not allowed in socialguard files: write the "
+                "value out (an alias can expand a small file into billions of values)",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
 
 
 _INT_TAG = "tag:yaml.org,2002:int"

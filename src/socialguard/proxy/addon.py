@@ -53,6 +53,7 @@ from socialguard.engine.model import (
     Principal,
     Request,
 )
+from socialguard.engine.paths import AmbiguousPath, request_target
 
 from . import blockpage, bodies, budget, connections, gateway, timeouts, uploads
 from .admin_events import AdminEventPump
@@ -897,6 +898,7 @@ class SocialGuard:
         if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
             return kept[1], None
         now = self.clock.now()
+        _forward_decided_path(flow.request, loaded.policy, hosts)
         return self._decision(peer, loaded.policy, hosts, flow.request, head, now), now
 
     def _answer_block(  # noqa: PLR0917 - the request's facts, from the one call site
@@ -1488,7 +1490,7 @@ def _facts(
     upload (the policy's upload rules apply to it)."""
     return Request(
         host, req.scheme, req.method, req.path or "/", req.port, sni, upload,
-        _header_text(head, b"content-type"),
+        _header_text(head, b"content-type"), _header_text(head, b"accept"),
     )  # fmt: skip
 
 
@@ -1499,6 +1501,22 @@ def _refused_unread(req: http.Request, extra: dict[str, Any]) -> bool:
         return False
     extra["answer"] = bodies.REFUSED_UNREAD
     return True
+
+
+def _forward_decided_path(
+    req: http.Request, policy: CompiledPolicy, hosts: tuple[str, ...]
+) -> None:
+    """Where a `urls:` rule names a host, the engine decides on the normalised path: send the
+    origin that path, so what it serves is the page decided on (engine/paths.py). A path with no
+    single reading is left as it is: the engine refuses it."""
+    if not any(map(policy.decides_on_path, hosts)):
+        return
+    try:
+        target = request_target(req.path or "/")
+    except AmbiguousPath:
+        return
+    if target != req.path:
+        req.path = target
 
 
 def _strictest(decisions: list[Decision]) -> Decision:
