@@ -23,6 +23,7 @@ from socialguard.cli.grant_cmd import (
 from socialguard.errors import ConfigError
 from socialguard.overrides import EmergencyRecord, invoking_actor, utc_now
 from socialguard.overrides.parse import check_reason, check_scope
+from socialguard.text import clip, printable
 
 app = typer.Typer(
     help="Emergencies: district-wide or per group, and self-declared ones awaiting review.",
@@ -68,7 +69,7 @@ def _rows(records: list[EmergencyRecord], now: datetime, zone: Any) -> list[list
             "self" if r.emergency.self_declared else "admin",
             r.status(now),
             r.emergency.by,
-            " ".join(r.emergency.reason.split())[:40],
+            clip(r.emergency.reason, 40),
         ]
         for r in records
     ]
@@ -204,7 +205,7 @@ def review(
                 show_time(r.emergency.starts, zone),
                 show_time(r.emergency.ends, zone),
                 r.status(now),
-                " ".join(r.emergency.reason.split())[:60],
+                clip(r.emergency.reason, 60),
             ]
             for r in records
         ],
@@ -232,4 +233,4 @@ def ack(
             raise ConfigError("--note: empty; leave it out or say what the review found")
         with state_store(state) as store:
             r = store.ack_emergency(emergency_id, text, invoking_actor(by))
-    typer.echo(f"acknowledged {r.emergency.id} ({r.person or r.emergency.scope})")
+    typer.echo(f"acknowledged {r.emergency.id} ({printable(r.person or r.emergency.scope)})")

@@ -543,12 +543,12 @@ class SocialGuard:
         # INSPECT: let mitmproxy decrypt; every request is decided in requestheaders.
 
     def _fail_connection(self, data: tls.ClientHelloData, exc: Exception) -> None:
-        log.error("hook_failed", hook="tls_clienthello", error=repr(exc), where=_where(exc))
+        log.error("hook_failed", hook="tls_clienthello", error=_brief(exc), where=_where(exc))
         client = data.context.client
         closed = self._fail_mode() == "closed"
         try:
             decision = self._error_decision(
-                client, data.client_hello.sni or "", closed, f"{type(exc).__name__}: {exc}"
+                client, data.client_hello.sni or "", closed, _brief(exc)
             )
             verdict = ConnectionVerdict.BLOCK if closed else ConnectionVerdict.INSPECT
             self._record_connection(
@@ -824,14 +824,14 @@ class SocialGuard:
         return hosts
 
     def _fail_request(self, flow: http.HTTPFlow, exc: Exception, *, hook: str) -> None:
-        log.error("hook_failed", hook=hook, error=repr(exc), where=_where(exc))
+        log.error("hook_failed", hook=hook, error=_brief(exc), where=_where(exc))
         closed = self._fail_mode() == "closed"
         decision_id = "unrecorded"
         now = self._safe_now()
         decision: Decision | None = None
         try:
             decision = self._error_decision(
-                flow.client_conn, flow.request.pretty_host, closed, f"{type(exc).__name__}: {exc}"
+                flow.client_conn, flow.request.pretty_host, closed, _brief(exc)
             )
             decision_id = self._record_request(flow, decision, self._loaded, None, {"hook": hook})
             flow.metadata[METADATA_KEY] = Verdict(
@@ -1390,6 +1390,16 @@ def _check_basic(value: str, htpasswd: Any) -> str | None:
 def _gateway_mode(spec: str) -> bool:
     """transparent and wireguard mode put the proxy in the clients' path, so it sees their MACs."""
     return spec.split("@", maxsplit=1)[0].split(":", maxsplit=1)[0] in ("transparent", "wireguard")
+
+
+ERROR_TEXT_MAX = 300
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception for the operational log and the block page, capped: its message may quote
+    what the client sent (a megabyte Host header), and one request must not make one huge line."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= ERROR_TEXT_MAX else text[:ERROR_TEXT_MAX] + "…"
 
 
 def _where(exc: BaseException) -> str:

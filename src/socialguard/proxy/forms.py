@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from socialguard.audit.schema import MAX_PATH, cap_field
 from socialguard.engine.model import Bypass, Decision, Principal
 from socialguard.errors import SocialGuardError
 from socialguard.overrides import (
@@ -271,6 +272,7 @@ class BlockPageForms:
             "client": req.principal.client_ip,
         }
         if kind is None:
+            cap_field(base, "form", MAX_PATH)  # the path the client chose
             return _page(
                 404, "Not found", "There is nothing here.", {**base, "outcome": "not_found"}
             )
