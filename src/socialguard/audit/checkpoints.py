@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from socialguard import fsmode
 from socialguard.errors import AuditError
 
 from .chain import encode_body
@@ -128,7 +129,7 @@ class CheckpointSink:
         *,
         syslog_address: str | tuple[str, int] | None = None,
     ) -> None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        fsmode.audit_dir(checkpoint_dir)
         self.path = checkpoint_file(checkpoint_dir, node)
         self._key = key
         self._syslog: logging.Logger | None = None
@@ -144,7 +145,7 @@ class CheckpointSink:
         """Sign and store one checkpoint; return it as written."""
         cp = sign_checkpoint(body, self._key)
         line = json.dumps(cp, separators=(",", ":"), ensure_ascii=False) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, fsmode.AUDIT_FILE)
         try:
             os.write(fd, line.encode("utf-8"))
             os.fsync(fd)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from socialguard import __version__
+from socialguard.fsmode import restrict_umask
 
 from . import audit_cmd, ca_cmd, check_cmd, deploy_cmd, emergency_cmd, grant_cmd, rules_cmd, run_cmd
 
@@ -45,4 +46,5 @@ def _root(
 
 
 def main() -> None:
+    restrict_umask()  # before anything is created: other accounts get nothing (socialguard.fsmode)
     app(prog_name="socialguard")

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from socialguard import fsmode
 from socialguard.engine.model import Emergency, Grant
 from socialguard.errors import StoreError
 
@@ -163,6 +164,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{base64.b32encode(secrets.token_bytes(5)).decode().lower()}"
 
 
+def _private_store(path: Path) -> None:
+    """The store's directory, and the store readable by the service alone: it holds the key that
+    signs the block page's form tokens (see socialguard.fsmode)."""
+    fsmode.state_dir(path.parent)
+    fsmode.secret_file(path)
+    for side in ("-wal", "-shm", "-journal"):
+        fsmode.secret_file(path.with_name(path.name + side), create=False)
+
+
 def _is_busy(e: sqlite3.OperationalError) -> bool:
     code = getattr(e, "sqlite_errorcode", None)
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -183,7 +193,7 @@ class SqliteStore:
         self._cache_lock = threading.Lock()
         self._grant_cache: dict[str, Grant] = {}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_store(path)
         except OSError as e:
             raise StoreError(f"{path.parent}: cannot create the state directory: {e}") from e
         self._retry(self._migrate)

@@ -38,7 +38,10 @@ from mitmproxy.net.http import status_codes
 from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from socialguard import engine  # attribute access: tests may replace decide() there
+from socialguard import (
+    engine,  # attribute access: tests may replace decide() there
+    fsmode,
+)
 from socialguard.audit import schema as audit_schema
 from socialguard.engine.accounts import is_sign_in_host
 from socialguard.engine.compiled import CompiledPolicy
@@ -390,7 +393,7 @@ class SocialGuard:
         from socialguard import paths
         from socialguard.overrides import SnapshotRefresher, open_store
 
-        settings.state.mkdir(parents=True, exist_ok=True)
+        fsmode.state_dir(settings.state)
         store = open_store(paths.store_path(settings.state), clock=self.clock.now)
         refresher = SnapshotRefresher(store, interval_s=0.5, clock=self.clock.now).start()
         old_refresher, old_store = self._refresher, self._store
