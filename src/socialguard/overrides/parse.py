@@ -36,6 +36,9 @@ class Limits:
     emergency_minutes: int
     emergency_per_day: int
     timezone: tzinfo = UTC
+    emergency_per_day_unidentified: int = 5
+    requests_per_day: int = 5
+    requests_per_day_unidentified: int = 20
 
     @classmethod
     def from_policy(cls, policy: Any) -> Limits:
@@ -47,6 +50,9 @@ class Limits:
             emergency_minutes=int(policy.overrides.emergency_minutes),
             emergency_per_day=int(policy.overrides.emergency_per_day),
             timezone=policy.district.timezone,
+            emergency_per_day_unidentified=int(policy.overrides.emergency_per_day_unidentified),
+            requests_per_day=int(policy.overrides.requests_per_day),
+            requests_per_day_unidentified=int(policy.overrides.requests_per_day_unidentified),
         )
 
 
