@@ -17,7 +17,7 @@ import functools
 import re
 import unicodedata
 
-__all__ = ["ELLIPSIS", "clip", "csv_cell", "printable"]
+__all__ = ["ELLIPSIS", "clip", "csv_cell", "json_line", "printable"]
 
 ELLIPSIS = "…"
 
@@ -27,6 +27,24 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _ASCII_UNSAFE = re.compile("[\x00-\x1f\x7f]")
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP's list).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+# In UTF-8 JSON text (a stored record): C1 controls, bidi marks, embeddings, overrides and
+# isolates, zero-width and invisible characters, line and paragraph separators, the BOM. JSON
+# escapes C0 controls itself; these it leaves raw, and a terminal may obey or reorder them.
+_JSON_UNSAFE = re.compile(
+    rb"\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80[\x8b-\x8f\xa8-\xae]|\xe2\x81[\xa0-\xaf]|\xef\xbb\xbf"
+)
+
+
+def _json_escape(m: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(m.group().decode("utf-8"))
+
+
+def json_line(raw: bytes) -> bytes:
+    """A stored JSON line with the characters above written as `\\uXXXX` escapes: the same JSON
+    value, but nothing a terminal acts on. (They can only occur inside JSON strings.)"""
+    return _JSON_UNSAFE.sub(_json_escape, raw)
 
 
 @functools.lru_cache(maxsize=4096)

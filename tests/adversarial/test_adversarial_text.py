@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import os
 import re
 import socket
@@ -148,6 +149,17 @@ def test_a_host_with_terminal_escapes_is_shown_escaped_by_audit_tail_and_search(
         record["decision_id"],
         "test",
     ]
+
+
+def test_audit_search_json_is_the_record_with_bidi_and_c1_characters_escaped(
+    start_proxy: Any, origin: Any
+) -> None:
+    proxy = start_proxy()
+    host = f"www.exa{TITLE}mple.org\u009b2J{RLO}gro"
+    assert curl(proxy, "http://www.example.org/", "-H", f"Host: {host}").status == 403
+    out = sg("audit", "search", "--json", "--basis", "error", "--log-dir", str(proxy.log_dir))
+    [line] = assert_clean(out).splitlines()
+    assert json.loads(line)["host"] == host  # the same value, as JSON a terminal cannot obey
 
 
 def test_a_host_header_of_a_megabyte_is_capped_in_the_record(start_proxy: Any, origin: Any) -> None:

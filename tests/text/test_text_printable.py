@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from socialguard.text import clip, csv_cell, printable
+from socialguard.text import clip, csv_cell, json_line, printable
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,17 @@ def test_clip_folds_whitespace_and_keeps_short_text() -> None:
 )
 def test_csv_cells_are_never_formulas(raw: str, cell: str) -> None:
     assert csv_cell(raw) == cell
+
+
+def test_json_lines_keep_their_value_and_lose_their_raw_c1_and_bidi_characters() -> None:
+    import json
+
+    value = "a\u009b2J\u202eb\u2066c\u200bd\u2028e\ufefff café 東京"
+    raw = json.dumps({"host": value}, ensure_ascii=False).encode()
+    safe = json_line(raw)
+    assert json.loads(safe) == {"host": value}
+    assert safe == (
+        b'{"host": "a\\u009b2J\\u202eb\\u2066c\\u200bd\\u2028e\\ufefff '
+        + "café 東京".encode()
+        + b'"}'
+    )

@@ -27,7 +27,7 @@ from socialguard.cli.common import (
     domain_errors,
 )
 from socialguard.errors import AuditError, ConfigError
-from socialguard.text import csv_cell, printable
+from socialguard.text import csv_cell, json_line, printable
 
 app = typer.Typer(
     help="The decision log: search, report, verify, tail, prune; keygen for checkpoint signing.",
@@ -233,7 +233,7 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         )
         found = run_search(_log_dir(log_dir, state), flt)
         if as_json:
-            _write_raw(f.raw for f in found)  # the stored line is already JSON
+            _write_raw(json_line(f.raw) for f in found)  # the stored line is already JSON
         elif as_csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(COLUMNS)
