@@ -17,6 +17,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if getattr(sys.modules.get("socialguard"), "__file__", None) == str(_HERE / "socialguard.py"):
     del sys.modules["socialguard"]
 
+from socialguard.fsmode import restrict_umask  # noqa: E402 - after the sys.path fix above
 from socialguard.proxy import SocialGuard  # noqa: E402 - after the sys.path fix above
 
+restrict_umask()  # the store, keys and log it creates are not for other accounts
 addons = [SocialGuard()]

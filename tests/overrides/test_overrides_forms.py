@@ -317,3 +317,12 @@ def test_the_url_and_reason_are_escaped_in_html(forms: BlockPageForms) -> None:
     token = tokens(forms.links(blocked(), url=evil, decision_id="d-1"))[EMERGENCY_PATH]
     out = forms.handle(post(EMERGENCY_PATH, token))
     assert b"<script>" not in out.body
+
+
+def test_an_unknown_form_path_is_capped_in_the_record(forms: BlockPageForms) -> None:
+    res = forms.handle(
+        FormRequest(method="POST", path="/.socialguard/" + "x" * 5000, host="h", principal=JDOE)
+    )
+    assert res.status == 404
+    assert len(res.event["form"]) == 256
+    assert res.event["masked"] == ["form"]

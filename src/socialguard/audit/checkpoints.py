@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from socialguard import fsmode
 from socialguard.errors import AuditError
 
 from .chain import encode_body
@@ -149,7 +150,7 @@ class CheckpointSink:
         *,
         syslog_address: str | tuple[str, int] | None = None,
     ) -> None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        fsmode.audit_dir(checkpoint_dir)
         self.path = checkpoint_file(checkpoint_dir, node)
         self._key = key
         self._syslog: logging.Logger | None = None
@@ -166,7 +167,7 @@ class CheckpointSink:
         cp = sign_checkpoint(body, self._key)
         line = json.dumps(cp, separators=(",", ":"), ensure_ascii=False) + "\n"
         data = line.encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, fsmode.AUDIT_FILE)
         try:
             end = os.fstat(fd).st_size
             try:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from socialguard.text import clip, printable
+
 from .reader import Found, local_time
 from .schema import TYPE_ADMIN, TYPE_DECISION
 
@@ -129,7 +131,8 @@ def _add_admin(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
 
 
 def render_text(s: Summary) -> str:
-    """The summary as plain text for a terminal."""
+    """The summary as plain text for a terminal: every value `printable` (names, hosts and reasons
+    may come from the network)."""
     out: list[str] = []
     period = f"{s.since or 'the beginning'} to {s.until or 'now'}"
     out.append(f"Decision log report ({period}; times in {s.zone})")
@@ -137,7 +140,7 @@ def render_text(s: Summary) -> str:
     out.append("by basis: " + (", ".join(f"{k} {v}" for k, v in s.by_basis.most_common()) or "-"))
 
     def table(title: str, rows: Iterable[tuple[Any, int]]) -> None:
-        rows = list(rows)
+        rows = [(printable(str(k)), v) for k, v in rows]
         out.append("")
         out.append(title)
         if not rows:
@@ -176,7 +179,7 @@ def render_text(s: Summary) -> str:
     for eid, e in pending:
         who = e.details.get("scope") or e.by
         out.append(f"  {e.when}  {eid}  {who} {e.details.get('site', '')}: {e.reason}")
-    return "\n".join(out) + "\n"
+    return "\n".join(map(printable, out)) + "\n"
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -195,6 +198,17 @@ svg text{font-size:11px;fill:#333}
 """.strip()
 
 
+def _esc(value: object) -> str:
+    """A value for the HTML report: `printable` (no control or bidi character reorders or hides
+    what the board reads), then HTML-escaped."""
+    return html.escape(printable(str(value)))
+
+
+def _short(label: str) -> str:
+    """A chart's label: 40 columns at most, printable, HTML-escaped."""
+    return html.escape(clip(label, 40))
+
+
 def _svg_open(title: str, width: int, height: int) -> str:
     return (
         f'<svg class="chart" role="img" aria-label="{html.escape(title)}" '
@@ -205,7 +219,7 @@ def _svg_open(title: str, width: int, height: int) -> str:
 
 def _bar_chart(title: str, items: list[tuple[str, int]], *, vertical: bool = False) -> str:
     """An inline SVG bar chart (horizontal bars, or columns when `vertical`)."""
-    esc = html.escape
+    esc = _esc
     if not items:
         return f'<p class="empty">No blocked attempts for "{esc(title)}".</p>'
     peak = max(v for _, v in items) or 1
@@ -231,7 +245,7 @@ def _bar_chart(title: str, items: list[tuple[str, int]], *, vertical: bool = Fal
         w = max(1, round(v / peak * bar_w))
         y = 5 + i * row
         bars.append(
-            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{esc(label[:40])}</text>'
+            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{_short(label)}</text>'
             f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{row - 6}" fill="#c2533b">'
             f"<title>{esc(label)}: {v}</title></rect>"
             f'<text x="{label_w + w + 6}" y="{y + 15}">{v}</text>'
@@ -240,7 +254,7 @@ def _bar_chart(title: str, items: list[tuple[str, int]], *, vertical: bool = Fal
 
 
 def _rows(headers: list[str], rows: Iterable[list[Any]]) -> str:
-    esc = html.escape
+    esc = _esc
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
     for r in rows:
@@ -261,7 +275,7 @@ def _kpi(value: int, label: str) -> str:
 def render_html(s: Summary, *, district: str = "") -> str:
     """One self-contained HTML page: figures, inline SVG charts, tables. No scripts, no links
     out."""
-    esc = html.escape
+    esc = _esc
     period = f"{s.since or 'the beginning'} to {s.until or 'now'}"
     hours = [(f"{h:02d}", s.blocked_by_hour[h]) for h in range(24)]
     if not s.blocked:

@@ -48,6 +48,12 @@ FORBIDDEN_EXTRA = frozenset(
 )
 
 MAX_PATH = 256
+# What the network chooses is capped before it is stored (and the cut declared in `masked`): a
+# valid host name has at most 253 characters, a method is a short token, and nothing a client
+# sends may make one record (or one line an administrator reads) as large as it likes.
+MAX_HOST = 255
+MAX_METHOD = 32
+MAX_URL = 1024
 
 # Stages at which a request (and so a path) exists; `connection` (TLS) and `tcp` have none.
 HTTP_STAGES = frozenset({"request", "websocket", "response"})
@@ -89,6 +95,22 @@ def new_decision_id() -> str:
             _refill_ids()
 
 
+def cap(value: str, limit: int, name: str, masked: list[str]) -> str:
+    """`value` cut to `limit` characters; when cut, `name` is added to `masked`."""
+    if len(value) <= limit:
+        return value
+    masked.append(name)
+    return value[:limit]
+
+
+def cap_field(event: dict[str, Any], name: str, limit: int) -> None:
+    """Cap `event[name]` (a string from the network) in place, declaring the cut in `masked`."""
+    value = event.get(name)
+    if isinstance(value, str) and len(value) > limit:
+        event[name] = value[:limit]
+        event.setdefault("masked", []).append(name)
+
+
 def _redact_path(path: str) -> tuple[str, list[str], list[str]]:
     """Keep only the path: drop the query string and fragment, cap the length; say what was
     removed."""
@@ -126,6 +148,7 @@ def decision_event(
     there too.
     """
     principal = decision.principal
+    cut: list[str] = []  # what the network sent too long, capped here
     event: dict[str, Any] = {
         "type": TYPE_DECISION,
         "decision_id": decision_id,
@@ -134,20 +157,21 @@ def decision_event(
         "user": principal.user,
         "device": principal.device,
         "groups": sorted(principal.groups),
-        "host": decision.host,
+        "host": cap(decision.host, MAX_HOST, "host", cut),
     }
     if sni and sni != decision.host:
-        event["sni"] = sni
+        event["sni"] = cap(sni, MAX_HOST, "sni", cut)
     if scheme is not None:
         event["scheme"] = scheme
     if method is not None:
-        event["method"] = method
+        event["method"] = cap(method, MAX_METHOD, "method", cut)
     erased: list[str] = []
     masked: list[str] = []
     if path is not None:
         event["path"], erased, masked = _redact_path(path)
     elif stage in HTTP_STAGES:
         erased.append("path")  # an HTTP request had a path; the policy did not ask to log it
+    masked = cut + masked
     event["category"] = decision.category
     event["rule"] = decision.rule_id
     event["action"] = str(decision.action)
@@ -252,7 +276,10 @@ def admin_event(
         details = dict(details)
         url = details.get("url")
         if isinstance(url, str) and ("?" in url or "#" in url):
-            details["url"] = url.split("#", 1)[0].split("?", 1)[0]
+            url = details["url"] = url.split("#", 1)[0].split("?", 1)[0]
             event["erased"] = ["details.url.query"]
+        if isinstance(url, str) and len(url) > MAX_URL:  # the URL a block-page form was for
+            details["url"] = url[:MAX_URL]
+            event["masked"] = ["details.url"]
         event["details"] = details
     return event

@@ -36,7 +36,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.typing import EventDict
 
-from socialguard import paths
+from socialguard import fsmode, paths
 from socialguard.errors import AuditError
 
 from . import files
@@ -215,7 +215,7 @@ class AuditLog:
         self._closed = False
         self._to_compress: list[Path] = []
         try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
+            fsmode.audit_dir(self.log_dir)
         except OSError as e:
             raise AuditError(
                 f"{self.log_dir}: cannot create the log directory: {e.strerror}"
@@ -486,6 +486,7 @@ class AuditLog:
             path = self.log_dir / name
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o640)
+                fsmode.audit_file(fd)
                 files.fsync_dir(self.log_dir)
             except FileExistsError:
                 index = max(index, self._last_index_on_disk()) + 1  # left empty by a failed open

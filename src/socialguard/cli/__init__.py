@@ -9,6 +9,7 @@ import typer
 
 from socialguard import __version__
 from socialguard.cli.helpfmt import HelpGroup
+from socialguard.fsmode import restrict_umask
 
 from . import (
     audit_cmd,
@@ -59,4 +60,5 @@ def _root(
 
 
 def main() -> None:
+    restrict_umask()  # before anything is created: other accounts get nothing (socialguard.fsmode)
     app(prog_name="socialguard")

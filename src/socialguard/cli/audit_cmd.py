@@ -28,6 +28,7 @@ from socialguard.cli.common import (
 )
 from socialguard.cli.helpfmt import HelpGroup
 from socialguard.errors import AuditError, ConfigError
+from socialguard.text import csv_cell, json_line, printable
 
 app = typer.Typer(
     cls=HelpGroup,
@@ -111,6 +112,11 @@ COLUMNS = ["time", "action", "basis", "who", "groups", "host", "category", "rule
 
 
 def _row(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
+    """One record's cells, each `printable` (what the network sent is shown, never obeyed)."""
+    return [printable(cell) for cell in _cells(r, tz)]
+
+
+def _cells(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
     from socialguard.audit.reader import local_time
     from socialguard.audit.report import person_of
 
@@ -230,12 +236,12 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         )
         found = run_search(_log_dir(log_dir, state), flt)
         if as_json:
-            _write_raw(f.raw for f in found)  # the stored line is already JSON
+            _write_raw(json_line(f.raw) for f in found)  # the stored line is already JSON
         elif as_csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(COLUMNS)
             for f in found:
-                writer.writerow(_row(f.record, zone))
+                writer.writerow([csv_cell(cell) for cell in _row(f.record, zone)])
         else:
             n = _print_table(_row(f.record, zone) for f in found)
             typer.echo(f"{n} records (times in {zone.key})", err=True)
@@ -456,7 +462,7 @@ def tail(  # noqa: PLR0917 - typer maps each CLI option to one parameter
 
         def show(r: dict[str, Any]) -> None:
             if as_json:
-                typer.echo(json.dumps(r, ensure_ascii=False))
+                typer.echo(json.dumps(r))  # ASCII: no raw bidi or C1 character on a terminal
             else:
                 typer.echo("  ".join(v for v in _row(r, zone) if v))
 

@@ -24,6 +24,7 @@ from socialguard.cli.helpfmt import HelpGroup
 from socialguard.errors import ConfigError
 from socialguard.overrides import EmergencyRecord, invoking_actor, utc_now
 from socialguard.overrides.parse import check_reason, check_scope
+from socialguard.text import clip, printable
 
 app = typer.Typer(
     cls=HelpGroup,
@@ -71,7 +72,7 @@ def _rows(records: list[EmergencyRecord], now: datetime, zone: Any) -> list[list
             "self" if r.emergency.self_declared else "admin",
             r.status(now),
             r.emergency.by,
-            " ".join(r.emergency.reason.split())[:40],
+            clip(r.emergency.reason, 40),
         ]
         for r in records
     ]
@@ -231,7 +232,7 @@ def review(
                 show_time(r.emergency.starts, zone),
                 show_time(r.emergency.ends, zone),
                 r.status(now),
-                " ".join(r.emergency.reason.split())[:60],
+                clip(r.emergency.reason, 60),
             ]
             for r in records
         ],
@@ -265,4 +266,4 @@ def ack(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     if as_json:
         print_json(emergency_as_dict(r, utc_now()))
         return
-    typer.echo(f"acknowledged {r.emergency.id} ({r.person or r.emergency.scope})")
+    typer.echo(f"acknowledged {r.emergency.id} ({printable(r.person or r.emergency.scope)})")

@@ -37,6 +37,7 @@ from socialguard.overrides.parse import (
     check_sites,
     check_who,
 )
+from socialguard.text import clip, printable
 
 app = typer.Typer(
     cls=HelpGroup,
@@ -120,10 +121,12 @@ def resolve_end(
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    """A plain aligned table (pipes and terminals alike); an empty listing says so."""
+    """A plain aligned table (pipes and terminals alike); an empty listing says so. Every cell is
+    shown `printable`: reasons, URLs and names may come from the block page's forms."""
     if not rows:
         typer.echo("(none)")
         return
+    rows = [[printable(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     for line in [headers, *rows]:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
@@ -174,11 +177,6 @@ def request_as_dict(r: AccessRequest) -> dict[str, Any]:
         "decision_note": r.decision_note,
         "grant_id": r.grant_id,
     }
-
-
-def _clip(text: str, width: int = 40) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -277,7 +275,7 @@ def list_(
                 show_time(r.grant.ends, zone),
                 r.status(now),
                 r.grant.by,
-                _clip(r.grant.reason),
+                clip(r.grant.reason, 40),
             ]
             for r in records
         ],
@@ -328,7 +326,7 @@ def show(
             value = show_time(datetime.fromisoformat(value), zone)
         elif key == "sites":
             value = ", ".join(value)
-        typer.echo(f"{key + ':':15}{value}")
+        typer.echo(f"{key + ':':15}{printable(str(value))}")
 
 
 @app.command("revoke")
@@ -384,7 +382,7 @@ def requests(
     print_table(
         ["ID", "WHO", "SITE", "FILED", "STATUS", "REASON"],
         [
-            [r.id, r.who, r.site, show_time(r.created, zone), r.status, _clip(r.reason)]
+            [r.id, r.who, r.site, show_time(r.created, zone), r.status, clip(r.reason, 40)]
             for r in reqs
         ],
     )

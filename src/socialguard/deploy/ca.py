@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from socialguard import fsmode
 from socialguard.errors import SocialGuardError
 
 __all__ = [
@@ -116,7 +117,7 @@ def init_ca(
             "replaced-<time>/ folder)."
         )
     try:
-        certs_dir.mkdir(parents=True, exist_ok=True)
+        fsmode.private_dir(certs_dir)
         staging = Path(tempfile.mkdtemp(prefix=".ca-new-", dir=certs_dir))
     except OSError as e:
         raise CaError(f"{certs_dir}: cannot write the CA here: {e.strerror or e}") from e

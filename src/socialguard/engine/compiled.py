@@ -74,6 +74,9 @@ class OverrideLimits:
     grant_max: timedelta = timedelta(hours=8)
     emergency_minutes: int = 30
     emergency_per_day: int = 2
+    emergency_per_day_unidentified: int = 5
+    requests_per_day: int = 5
+    requests_per_day_unidentified: int = 20
 
 
 @dataclass(frozen=True, slots=True)

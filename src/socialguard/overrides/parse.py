@@ -40,6 +40,9 @@ class Limits:
     # Whether the policy's categories list this (normalised) host: a single-label site such as
     # `localhost` may be granted only when the rules name it too.
     lists_host: Callable[[str], bool] | None = None
+    emergency_per_day_unidentified: int = 5
+    requests_per_day: int = 5
+    requests_per_day_unidentified: int = 20
 
     @classmethod
     def from_policy(cls, policy: Any) -> Limits:
@@ -52,6 +55,9 @@ class Limits:
             emergency_per_day=int(policy.overrides.emergency_per_day),
             timezone=policy.district.timezone,
             lists_host=lambda host: host in policy.classify(host).values(),
+            emergency_per_day_unidentified=int(policy.overrides.emergency_per_day_unidentified),
+            requests_per_day=int(policy.overrides.requests_per_day),
+            requests_per_day_unidentified=int(policy.overrides.requests_per_day_unidentified),
         )
 
 

@@ -29,7 +29,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +37,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from socialguard import fsmode
+from socialguard.engine.limits import Allowance
 from socialguard.engine.model import Emergency, Grant
 from socialguard.errors import StoreError
 
@@ -191,6 +193,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{base64.b32encode(secrets.token_bytes(5)).decode().lower()}"
 
 
+def _private_store(path: Path) -> None:
+    """The store's directory, and the store readable by the service alone: it holds the key that
+    signs the block page's form tokens (see socialguard.fsmode)."""
+    fsmode.state_dir(path.parent)
+    fsmode.secret_file(path)
+    for side in ("-wal", "-shm", "-journal"):
+        fsmode.secret_file(path.with_name(path.name + side), create=False)
+
+
 def _is_busy(e: sqlite3.OperationalError) -> bool:
     code = getattr(e, "sqlite_errorcode", None)
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -215,7 +226,7 @@ class SqliteStore:
         self._missing = False
         self._reopen_lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_store(path)
         except OSError as e:
             raise StoreError(
                 f"{path.parent}: cannot create the state directory: {_os_reason(e)}"
@@ -958,24 +969,18 @@ class SqliteStore:
         per_day: int,
         day_start: datetime,
         token: FormToken | None = None,
+        allowances: Sequence[Allowance] = (),
     ) -> EmergencyRecord:
-        """A person's own emergency from the block page: counted against the daily limit
-        atomically."""
+        """A person's own emergency from the block page: counted against the daily limits
+        atomically (`allowances`, see engine/limits.py; by default `per_day` for `person`)."""
         if minutes <= 0:
             raise StoreError(
                 "overrides.emergency_minutes is zero: self-declared emergencies are off"
             )
+        spends = allowances or (Allowance(person, per_day, "emergency_per_day"),)
 
         def body(conn: sqlite3.Connection) -> EmergencyRecord:
-            used = conn.execute(
-                "SELECT COUNT(*) FROM emergencies"
-                " WHERE self_declared = 1 AND person = ? AND starts >= ?",
-                (person, _ts(day_start)),
-            ).fetchone()[0]
-            if used >= per_day:
-                raise LimitReachedError(
-                    f"{person} has used {used} of {per_day} emergency accesses today"
-                )
+            used = _check_allowances(conn, _SELF_EMERGENCIES_SINCE, spends, day_start)
             self._spend_token(conn, token)
             now = self._clock()
             e = Emergency(
@@ -1070,7 +1075,11 @@ class SqliteStore:
         client_ip: str,
         actor: Actor,
         token: FormToken | None = None,
+        allowances: Sequence[Allowance] = (),
+        day_start: datetime | None = None,
     ) -> AccessRequest:
+        """A request from the block page; with `allowances`, counted against the daily limits
+        (since `day_start`) atomically."""
         req = AccessRequest(
             id=new_id("r"),
             who=who,
@@ -1084,6 +1093,8 @@ class SqliteStore:
         )
 
         def body(conn: sqlite3.Connection) -> AccessRequest:
+            if allowances:
+                _check_allowances(conn, _REQUESTS_SINCE, allowances, day_start or req.created)
             self._spend_token(conn, token)
             conn.execute(
                 "INSERT INTO access_requests"
@@ -1256,6 +1267,41 @@ def _directory_reason(directory: Path) -> str | None:
 
 
 # -- rows to records -------------------------------------------------------------------------------
+
+
+# What a day's allowance counts: self-declared emergencies and access requests since a time, by
+# the person key (exact) or by every person key with a prefix (shared).
+_SELF_EMERGENCIES_SINCE = (
+    "SELECT COUNT(*) FROM emergencies WHERE self_declared = 1 AND starts >= ? AND ",
+    "person",
+)
+_REQUESTS_SINCE = ("SELECT COUNT(*) FROM access_requests WHERE created >= ? AND ", "who")
+
+
+def _check_allowances(
+    conn: sqlite3.Connection,
+    counted: tuple[str, str],
+    allowances: Sequence[Allowance],
+    since: datetime,
+) -> int:
+    """Raise LimitReachedError for the first allowance with no room left today; else how many
+    the first (the person's own) has used. Runs in the caller's write transaction, so two
+    submissions cannot both take the last one."""
+    query, column = counted
+    first = 0
+    for i, a in enumerate(allowances):
+        args: tuple[str | int, ...]
+        if a.shared:
+            sql, args = f"{query}substr({column}, 1, ?) = ?", (_ts(since), len(a.key), a.key)
+        else:
+            sql, args = f"{query}{column} = ?", (_ts(since), a.key)
+        used = int(conn.execute(sql, args).fetchone()[0])
+        if used >= a.per_day:
+            whose = "unidentified addresses together" if a.shared else a.key
+            raise LimitReachedError(f"{whose} have used {used} of {a.per_day} today ({a.name})", a)
+        if i == 0:
+            first = used
+    return first
 
 
 def _statements(sql: str) -> list[str]:

@@ -7,11 +7,12 @@ answers is chosen by the location (a path → SQLite; a `postgresql://` URL → 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from socialguard.engine.limits import Allowance
 from socialguard.engine.model import Emergency, Grant
 from socialguard.errors import StoreError
 
@@ -30,8 +31,12 @@ class NotFoundError(StoreError):
 
 
 class LimitReachedError(StoreError):
-    """A person has used all of today's self-declared emergencies (policy
-    overrides.emergency_per_day)."""
+    """A daily allowance of the block page's forms is used up (policy `overrides.*_per_day*`);
+    `allowance` is the one (socialguard.engine.limits.Allowance), when the caller passed it."""
+
+    def __init__(self, message: str, allowance: Allowance | None = None) -> None:
+        super().__init__(message)
+        self.allowance = allowance
 
 
 class TokenUsedError(StoreError):
@@ -106,6 +111,7 @@ class Store(Protocol):
         per_day: int,
         day_start: datetime,
         token: FormToken | None = None,
+        allowances: Sequence[Allowance] = (),
     ) -> EmergencyRecord: ...
 
     def pending_reviews(self) -> list[EmergencyRecord]: ...
@@ -127,6 +133,8 @@ class Store(Protocol):
         client_ip: str,
         actor: Actor,
         token: FormToken | None = None,
+        allowances: Sequence[Allowance] = (),
+        day_start: datetime | None = None,
     ) -> AccessRequest: ...
 
     def get_request(self, request_id: str) -> AccessRequest: ...

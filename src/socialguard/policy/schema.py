@@ -298,6 +298,11 @@ class OverridesSpec(_Spec):
     grant_max: str = "8h"
     emergency_minutes: int = Field(default=30, ge=1, le=24 * 60)
     emergency_per_day: int = Field(default=2, ge=0, le=100)
+    # Without a user or device the proxy knows only an address; every such principal shares
+    # these (engine/limits.py says why).
+    emergency_per_day_unidentified: int = Field(default=5, ge=0, le=1000)
+    requests_per_day: int = Field(default=5, ge=0, le=100)
+    requests_per_day_unidentified: int = Field(default=20, ge=0, le=1000)
 
     @field_validator("grant_max")
     @classmethod

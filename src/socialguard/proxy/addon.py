@@ -39,7 +39,10 @@ from mitmproxy.proxy import layer, mode_specs
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from socialguard import engine  # attribute access: tests may replace decide() there
+from socialguard import (
+    engine,  # attribute access: tests may replace decide() there
+    fsmode,
+)
 from socialguard.audit import schema as audit_schema
 from socialguard.engine import gateway as engine_gateway
 from socialguard.engine.accounts import is_sign_in_host
@@ -443,7 +446,7 @@ class SocialGuard:
         from socialguard import paths
         from socialguard.overrides import SnapshotRefresher, open_store
 
-        settings.state.mkdir(parents=True, exist_ok=True)
+        fsmode.state_dir(settings.state)
         store = open_store(paths.store_path(settings.state), clock=self.clock.now)
         refresher = SnapshotRefresher(store, interval_s=0.5, clock=self.clock.now).start()
         old_refresher, old_store = self._refresher, self._store
@@ -678,12 +681,12 @@ class SocialGuard:
         # INSPECT: let mitmproxy decrypt; every request is decided in requestheaders.
 
     def _fail_connection(self, data: tls.ClientHelloData, exc: Exception) -> None:
-        log.error("hook_failed", hook="tls_clienthello", error=repr(exc), where=_where(exc))
+        log.error("hook_failed", hook="tls_clienthello", error=_brief(exc), where=_where(exc))
         client = data.context.client
         closed = self._fail_mode() == "closed"
         try:
             decision = self._error_decision(
-                client, data.client_hello.sni or "", closed, f"{type(exc).__name__}: {exc}"
+                client, data.client_hello.sni or "", closed, _brief(exc)
             )
             verdict = ConnectionVerdict.BLOCK if closed else ConnectionVerdict.INSPECT
             self._record_connection(
@@ -1041,14 +1044,14 @@ class SocialGuard:
         return hosts
 
     def _fail_request(self, flow: http.HTTPFlow, exc: Exception, *, hook: str) -> None:
-        log.error("hook_failed", hook=hook, error=repr(exc), where=_where(exc))
+        log.error("hook_failed", hook=hook, error=_brief(exc), where=_where(exc))
         closed = self._fail_mode() == "closed"
         decision_id = "unrecorded"
         now = self._safe_now()
         decision: Decision | None = None
         try:
             decision = self._error_decision(
-                flow.client_conn, flow.request.pretty_host, closed, f"{type(exc).__name__}: {exc}"
+                flow.client_conn, flow.request.pretty_host, closed, _brief(exc)
             )
             decision_id = self._record_request(flow, decision, self._loaded, None, {"hook": hook})
             flow.metadata[METADATA_KEY] = Verdict(
@@ -1617,6 +1620,16 @@ def _check_basic(value: str, htpasswd: Any) -> str | None:
 def _gateway_mode(spec: str) -> bool:
     """transparent and wireguard mode put the proxy in the clients' path, so it sees their MACs."""
     return spec.split("@", maxsplit=1)[0].split(":", maxsplit=1)[0] in ("transparent", "wireguard")
+
+
+ERROR_TEXT_MAX = 300
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception for the operational log and the block page, capped: its message may quote
+    what the client sent (a megabyte Host header), and one request must not make one huge line."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= ERROR_TEXT_MAX else text[:ERROR_TEXT_MAX] + "…"
 
 
 def _where(exc: BaseException) -> str:

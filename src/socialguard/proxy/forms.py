@@ -33,6 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from socialguard.audit.schema import MAX_PATH, cap_field
+from socialguard.engine.limits import allowances, person_key
 from socialguard.engine.model import Bypass, Decision, Principal
 from socialguard.errors import SocialGuardError
 from socialguard.overrides import (
@@ -121,16 +123,6 @@ class TokenError(SocialGuardError):
 def principal_binding(p: Principal) -> str:
     """The person a token belongs to: address, user and device together."""
     return f"{p.client_ip}|{p.user or ''}|{p.device or ''}"
-
-
-def person_key(p: Principal) -> str:
-    """Whom the daily emergency limit counts: the user if known, else the device, else the
-    address."""
-    if p.user:
-        return f"user:{p.user}"
-    if p.device:
-        return f"device:{p.device}"
-    return f"ip:{p.client_ip}"
 
 
 def emergency_scope(p: Principal) -> str:
@@ -271,6 +263,7 @@ class BlockPageForms:
             "client": req.principal.client_ip,
         }
         if kind is None:
+            cap_field(base, "form", MAX_PATH)  # the path the client chose
             return _page(
                 404, "Not found", "There is nothing here.", {**base, "outcome": "not_found"}
             )
@@ -339,8 +332,7 @@ class BlockPageForms:
         self, req: FormRequest, ticket: Ticket, reason: str, now: datetime, base: dict[str, Any]
     ) -> FormResponse:
         limits = self.limits()
-        local = now.astimezone(limits.timezone)
-        day_start = datetime.combine(local.date(), time(0), tzinfo=limits.timezone)
+        day_start = _day_start(now, limits)
         person = person_key(req.principal)
         try:
             record = self.store.declare_self_emergency(
@@ -354,18 +346,17 @@ class BlockPageForms:
                 per_day=limits.emergency_per_day,
                 day_start=day_start,
                 token=_spend(ticket),
+                allowances=allowances(
+                    req.principal,
+                    per_person=limits.emergency_per_day,
+                    per_unidentified=limits.emergency_per_day_unidentified,
+                    what="emergency",
+                ),
             )
         except TokenUsedError:
             return self._refused(req, base, "replayed")
-        except LimitReachedError:
-            log.info("emergency_limit_reached", person=person, per_day=limits.emergency_per_day)
-            return _page(
-                429,
-                "Emergency limit reached",
-                f"You have used all {limits.emergency_per_day} emergency accesses allowed "
-                "today. Please contact administration directly.",
-                {**base, "outcome": "limit_reached"},
-            )
+        except LimitReachedError as e:
+            return self._limit_reached(base, person, e, "emergency accesses")
         if self.refresher is not None:
             self.refresher.refresh_now()
         log.info(
@@ -391,6 +382,31 @@ class BlockPageForms:
             },
         )
 
+    def _limit_reached(
+        self, base: dict[str, Any], person: str, e: LimitReachedError, what: str
+    ) -> FormResponse:
+        """A daily allowance is used up: say whose, and whom to turn to instead."""
+        a = e.allowance
+        log.info("form_limit_reached", form=base["form"], person=person, limit=str(e))
+        if a is not None and a.shared:
+            text = (
+                f"This network has no way to tell who you are, and the {a.per_day} {what} it "
+                "allows a day to people it cannot identify are used up. "
+                "Please contact administration directly."
+            )
+        else:
+            per_day = a.per_day if a is not None else 0
+            text = (
+                f"You have used all {per_day} {what} allowed today. "
+                "Please contact administration directly."
+            )
+        return _page(
+            429,
+            "Daily limit reached",
+            text,
+            {**base, "outcome": "limit_reached", "limit": a.name if a is not None else None},
+        )
+
     def _file_request(
         self, req: FormRequest, ticket: Ticket, reason: str, base: dict[str, Any]
     ) -> FormResponse:
@@ -399,6 +415,8 @@ class BlockPageForms:
             r = self._file(req, ticket, reason, who)
         except TokenUsedError:
             return self._refused(req, base, "replayed")
+        except LimitReachedError as e:
+            return self._limit_reached(base, who, e, "requests for access")
         log.info("access_requested", request_id=r.id, who=who, site=ticket.site)
         return _page(
             200,
@@ -410,6 +428,7 @@ class BlockPageForms:
 
     def _file(self, req: FormRequest, ticket: Ticket, reason: str, who: str) -> AccessRequest:
         p = req.principal
+        limits = self.limits()
         return self.store.file_request(
             who=who,
             site=ticket.site,
@@ -420,7 +439,20 @@ class BlockPageForms:
             client_ip=p.client_ip,
             actor=Actor(by=person_key(p), source=p.client_ip),
             token=_spend(ticket),
+            allowances=allowances(
+                p,
+                per_person=limits.requests_per_day,
+                per_unidentified=limits.requests_per_day_unidentified,
+                what="requests",
+            ),
+            day_start=_day_start(self._clock(), limits),
         )
+
+
+def _day_start(now: datetime, limits: Limits) -> datetime:
+    """Midnight today in the district's zone: daily allowances start again then."""
+    local = now.astimezone(limits.timezone)
+    return datetime.combine(local.date(), time(0), tzinfo=limits.timezone)
 
 
 def _spend(ticket: Ticket) -> FormToken:

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from socialguard import fsmode
 from socialguard.errors import ConfigError
 from socialguard.refusals import environment_refused
 
@@ -130,6 +131,7 @@ def ensure_ca(certs: Path) -> tuple[Path, bool]:
     from socialguard.deploy.ca import existing_ca_files, init_ca
 
     cert = certs / CA_CERT_FILE
+    fsmode.private_dir(certs)  # the CA's key, and WireGuard's keys: the service's alone
     if existing_ca_files(certs):
         return cert, False
     info, _ = init_ca(certs)
