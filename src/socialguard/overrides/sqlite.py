@@ -197,8 +197,9 @@ def _private_store(path: Path) -> None:
     """The store's directory, and the store readable by the service alone: it holds the key that
     signs the block page's form tokens (see socialguard.fsmode)."""
     fsmode.state_dir(path.parent)
-    fsmode.secret_file(path)
-    for side in ("-wal", "-shm", "-journal"):
+    # Tightened only: a new store is made whole beside the path (SqliteStore._create), and an
+    # empty file here would be refused as a truncated store.
+    for side in ("", "-wal", "-shm", "-journal"):
         fsmode.secret_file(path.with_name(path.name + side), create=False)
 
 
@@ -242,6 +243,7 @@ class SqliteStore:
         process made one first, that one is used)."""
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.new")
         try:
+            fsmode.secret_file(tmp)  # 0600 from the start: it will hold the form-signing key
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 conn.row_factory = sqlite3.Row

@@ -255,7 +255,7 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o640)  # the state directory's rule (socialguard.fsmode): nothing for others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
