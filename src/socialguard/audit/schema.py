@@ -150,7 +150,10 @@ def decision_event(
         erased.append("path")  # an HTTP request had a path; the policy did not ask to log it
     event["category"] = decision.category
     event["rule"] = decision.rule_id
-    event["action"] = str(decision.action)
+    # A connection's outcome is its verdict (pass, inspect, block), as /metrics labels it: an
+    # inspected connection is not a blocked visit (its requests are decided, and logged, each).
+    verdict = extra.get("verdict")
+    event["action"] = str(verdict) if verdict is not None else str(decision.action)
     event["basis"] = str(decision.basis)
     event["override_id"] = decision.override_id
     event["policy_version"] = decision.policy_version

@@ -61,7 +61,7 @@ DEFAULT_TIMEZONE = ZoneInfo("America/Denver")
 class _ChainState:
     """The chain's head: last seq and hash written, the open file and its counters."""
 
-    __slots__ = ("bytes", "count", "fd", "file_name", "head", "seq", "torn")
+    __slots__ = ("bytes", "count", "fd", "file_name", "head", "seq", "tmax", "tmin", "torn")
 
     def __init__(self) -> None:
         self.seq = 0
@@ -71,6 +71,10 @@ class _ChainState:
         self.bytes = 0  # the open file's size: where the last whole record ends
         self.count = 0
         self.torn = False  # a failed write left bytes after `bytes` that could not be cut yet
+        # the open file's earliest and latest record time (a clock may step back): the next
+        # file's file_open states them, so readers skip files by what they hold
+        self.tmin = float("inf")
+        self.tmax = float("-inf")
 
 
 def _roll_back(state: _ChainState) -> None:
@@ -172,6 +176,10 @@ class ChainFileSink:
         state.head = h
         state.bytes += n
         state.count += 1
+        if t > state.tmax:  # noqa: PLR1730 - a compare costs less than a call to max() a record
+            state.tmax = t
+        if t < state.tmin:  # noqa: PLR1730 - as above
+            state.tmin = t
         return seq
 
 
@@ -494,6 +502,7 @@ class AuditLog:
             except OSError as e:
                 raise AuditError(f"{path}: cannot create a decision log file: {e.strerror}") from e
             st.fd, st.file_name, st.bytes, st.count = fd, name, 0, 0
+            st.tmin, st.tmax = float("inf"), float("-inf")
             self._file_index = index
             self._file_day = day
         self._emit(
@@ -536,7 +545,12 @@ class AuditLog:
         self._state.fd = -1
         if self._compress:
             self._to_compress.append(self.log_dir / old)
-        self._open_file(now, self._file_index + 1, old, {})
+        st = self._state
+        held = {
+            "prev_ts_min": self._sink.timestamp(st.tmin),
+            "prev_ts_max": self._sink.timestamp(st.tmax),
+        }
+        self._open_file(now, self._file_index + 1, old, held)
         self._checkpoint_locked("rotation")
         log.info("audit_file_rotated", closed=old, opened=self._state.file_name, reason=reason)
 
