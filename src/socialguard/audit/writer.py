@@ -51,6 +51,7 @@ from .chain import (
 from .chains import chain_id_of, read_anchor
 from .checkpoints import CheckpointSink, last_checkpoint, load_private_key
 from .schema import CHAIN_FIELDS, SCHEMA_VERSION, TYPE_FILE_CLOSE, TYPE_FILE_OPEN
+from .shipping import CheckpointShipper
 
 log = structlog.get_logger(__name__)
 
@@ -200,6 +201,8 @@ class AuditLog:
         checkpoint_interval_s: float = 300.0,
         idle_checkpoint_s: float = 10.0,
         syslog_address: str | tuple[str, int] | None = None,
+        ship_to: tuple[str, int] | None = None,
+        ship_tls: Any = None,
         compress: bool = True,
         clock: Callable[[], float] = time.time,
         host: str | None = None,
@@ -229,6 +232,8 @@ class AuditLog:
                 f"{self.log_dir}: cannot create the log directory: {e.strerror}"
             ) from e
         self._lock_fd = self._take_writer_lock()
+        self._ship = (ship_to, ship_tls)
+        self.shipper: CheckpointShipper | None = None
         try:
             self._start(checkpoint_dir, signing_key, syslog_address)
         except BaseException:
@@ -253,6 +258,11 @@ class AuditLog:
             else self.log_dir.parent / paths.CHECKPOINT_DIRNAME
         )
         self._checkpoints = CheckpointSink(cp_dir, node, key, syslog_address=syslog_address)
+        ship_to, ship_tls = self._ship
+        if ship_to is not None:  # the off-box anchor: ships the checkpoint file as it grows
+            self.shipper = CheckpointShipper(
+                self._checkpoints.path, ship_to, hostname=self.host, tls=ship_tls
+            ).start()
         self._chain_id = ""
         self._log_dir_text = str(self.log_dir.resolve())
         self._drop = DropChainFields()
@@ -350,6 +360,8 @@ class AuditLog:
             self._closed = True
         self._run_compression()
         self._checkpoints.close()
+        if self.shipper is not None:
+            self.shipper.stop()
         os.close(self._lock_fd)
 
     def __enter__(self) -> AuditLog:
@@ -589,6 +601,8 @@ class AuditLog:
             return None
         self._last_checkpoint = now
         self._checkpoint_seq = st.seq
+        if self.shipper is not None:
+            self.shipper.wake()
         return cp
 
     def _fsync_now(self) -> None:
