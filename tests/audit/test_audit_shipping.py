@@ -153,3 +153,50 @@ def test_an_outage_blocks_nothing_loses_nothing_and_is_retried(
     assert collector.wait_for(len(local)) == local
     log.close()
     assert collector.wait_for(len(_local(cp))) == _local(cp)
+
+
+def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
+    tmp_path: Path, collector: Collector
+) -> None:
+    import sys
+    import urllib.request
+
+    from test_audit_proxy_crash import RULES, free_port
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    admin = free_port()
+    args = [
+        sys.executable, "-m", "socialguard", "run", "--rules", str(rules),
+        "--listen", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{admin}",
+        "--state", str(tmp_path / "state"), "--certs", str(tmp_path / "certs"), "--node", "ship",
+        "--audit-syslog", f"127.0.0.1:{collector.port}",
+    ]  # fmt: skip
+    with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            shipped = 0.0
+            deadline = time.monotonic() + 90  # the first checkpoint comes once the proxy is idle
+            while time.monotonic() < deadline and shipped < 1 and proc.poll() is None:
+                time.sleep(0.2)
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{admin}/metrics", timeout=5
+                    ) as r:
+                        text = r.read().decode()
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    if line.startswith("socialguard_audit_shipping_shipped "):
+                        shipped = float(line.split()[1])
+            assert shipped >= 1
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    local = (tmp_path / "state" / "checkpoints" / "checkpoints-ship.jsonl").read_text().splitlines()
+    assert collector.wait_for(len(local)) == local  # the shutdown checkpoint too
+    r = subprocess.run(
+        [sys.executable, "-m", "socialguard", "audit", "verify", "--state", str(tmp_path / "state"),
+         "--anchor", str(collector.out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0 and "OK, ANCHORED" in r.stdout, r.stdout + r.stderr

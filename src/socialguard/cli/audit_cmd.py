@@ -412,13 +412,22 @@ def verify(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     key: Annotated[
         Path | None, typer.Option("--key", help="Public key (PEM) to check checkpoint signatures.")
     ] = None,
+    anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor",
+            help="The off-box copy of the checkpoints: the syslog collector's file (or a "
+            "directory of checkpoint files); records matching it count as anchored.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     log_dir: LogDirOption = None,
     state: StateOption = None,
 ) -> None:
     """Check that the log is intact (every chain, file and checkpoint) and say what that proves.
 
-    Exit codes: 0 anchored (intact, and matching checkpoints signed with the --key given);
+    Exit codes: 0 anchored (intact, and matching checkpoints signed with the --key given, or the
+    collector's copy given with --anchor);
     5 self-consistent only (intact, but checked against nothing held off this machine);
     4 incomplete (no tampering in what is here, but records the checkpoints know of are elsewhere:
     a new chain, a restored or moved directory); 1 broken, naming the first broken place
@@ -440,7 +449,9 @@ def verify(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         public = load_public_key(key) if key is not None else None
         if public is not None and checkpoints is None:
             raise ConfigError("--key given but no checkpoints found (give --checkpoints)")
-        result = verify_log(where, checkpoints=checkpoints, public_key=public)
+        if anchor is not None and not anchor.exists():
+            raise ConfigError(f"--anchor {anchor}: no such file or directory")
+        result = verify_log(where, checkpoints=checkpoints, public_key=public, anchor=anchor)
     found = verdict(result)
     if as_json:
         typer.echo(json.dumps({"verdict": found.value, **_verify_json(result)}, indent=2))
