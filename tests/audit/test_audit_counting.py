@@ -118,3 +118,20 @@ def test_since_finds_every_record_after_the_clock_stepped_back(
     want = sum(1 for t in written if t >= min(written[20:]))
     found = [f for f in search(tmp_path / "log", Filter(since=since, action="block"))]
     assert len(found) == want
+
+
+def test_logs_from_before_the_change_count_the_same(tmp_path: Path, clock: Clock) -> None:
+    """Connection records written before their action was their verdict said `block` for an
+    inspected connection: read back, they are inspected connections, not blocked visits."""
+    log = AuditLog(tmp_path / "log", "n1", clock=clock, timezone=DENVER)
+    d = make_decision()
+    old = decision_event(
+        d, decision_id=new_decision_id(), stage="connection", client="10.0.0.5", verdict="inspect"
+    )
+    old["action"] = "block"  # as the writer used to put it
+    log.write(old)
+    log.write(decision_event(d, decision_id=new_decision_id(), stage="request", client="10.0.0.5"))
+    log.close()
+    assert summarise(search(tmp_path / "log", Filter()), DENVER).blocked == 1
+    for flt in (Filter(action="block"), Filter(action="block", types=frozenset({"decision"}))):
+        assert [f.record["stage"] for f in search(tmp_path / "log", flt)] == ["request"]

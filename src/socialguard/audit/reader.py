@@ -133,12 +133,12 @@ class Filter:
             or self.who.kind == "device"
             or (self.who.kind == "ip" and "/" not in self.who.value)
         )
-        return (
-            exact_who
-            and not self.host
-            and not self.action  # outcome() reads stage and verdict too
-            and (self.types is None or len(self.types) == 1)
-        )
+        return exact_who and not self.host and (self.types is None or len(self.types) == 1)
+
+    def verdict_matters(self) -> bool:
+        """Whether a line carrying a connection's `verdict` must be parsed to know its outcome
+        (an allow/block filter on logs written before a connection's action was its verdict)."""
+        return self.action in ("allow", "block")
 
     def type_test(self) -> tuple[bytes | None, tuple[bytes, ...]]:
         """(needle the type must match, needles it must not) in the writer's compact form."""
@@ -239,6 +239,7 @@ class Found:
 
 
 _TS = b'"ts":"'
+_VERDICT = b'"verdict":'
 
 
 def _ts_of(raw: bytes) -> bytes | None:
@@ -253,6 +254,7 @@ def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[bytes, Found]]:
     if want_type is not None:
         needles.append(want_type)
     by_bytes = flt.decided_by_bytes()
+    verdict_matters = flt.verdict_matters()
     more = needles[1:]  # needles[0] picks the candidate lines
     since = flt.since.encode() if flt.since else None
     until = flt.until.encode() if flt.until else None
@@ -287,7 +289,7 @@ def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[bytes, Found]]:
                     continue
                 if timed and ((since is not None and ts < since) or (until and ts >= until)):
                     continue
-                if by_bytes:
+                if by_bytes and not (verdict_matters and _VERDICT in raw):
                     yield ts, Found(raw, path, lineno)
                     continue
                 try:
