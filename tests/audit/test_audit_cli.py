@@ -152,7 +152,7 @@ def test_verify_with_keys(tmp_path: Path, clock: Clock) -> None:
         (["search", "--log-dir", "{log}", "--who", "bob"], "--who 'bob': expected user:NAME"),
         (["search", "--log-dir", "{log}", "--since", "someday"], "'someday': not a time"),
         (["search", "--log-dir", "{log}", "--json", "--csv"], "cannot be used together"),
-        (["search", "--log-dir", "{log}", "--action", "deny"], "expected allow or block"),
+        (["search", "--log-dir", "{log}", "--action", "deny"], "not an outcome (allow, block"),
         (["search", "--log-dir", "{log}", "--tz", "Mars/Olympus"], "not an IANA time zone"),
         (["prune", "--log-dir", "{log}", "--before", "soon"], "expected a date such as"),
     ],

@@ -241,8 +241,11 @@ def read_checkpoints(source: Path) -> Iterator[StoredCheckpoint]:
         with f:
             for n, line in enumerate(f, start=1):
                 where = f"{path}:{n}"
+                if not line.strip():
+                    continue
+                brace = line.find(b"{")  # a syslog collector's file: "<time> <host> <tag> {...}"
                 try:
-                    data = json.loads(line)
+                    data = json.loads(line[max(brace, 0) :])
                 except ValueError as e:
                     raise AuditError(f"{where}: checkpoint is not valid JSON") from e
                 if not isinstance(data, dict):

@@ -3,8 +3,9 @@
 Records are read file by file (plain or gzip) and line by line, never all at once, so memory stays
 flat whatever the log's size. Files wholly outside `--since/--until` are skipped unopened (a file
 ends where the next one of its chain begins). Cheap byte tests run before a line is parsed, so a
-search that matches little parses little. (Skipping files by time assumes the writer's clock did
-not step back across a file boundary; `verify` trusts the chain's `seq`, never time.)
+search that matches little parses little. A file is skipped by time only on the range of times
+it holds, which the next file's `file_open` states (`prev_ts_min`, `prev_ts_max`): a clock that
+stepped back makes a later file hold earlier times, so its first time says nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ from .schema import TYPE_FILE_CLOSE, TYPE_FILE_OPEN
 
 WHO_KINDS = ("user", "device", "ip", "group")
 BOOKKEEPING = frozenset({TYPE_FILE_OPEN, TYPE_FILE_CLOSE})
+# What a decision record's outcome can be: a request's allow/block, a connection's verdict.
+OUTCOMES = ("allow", "block", "pass", "inspect")
+_VERDICTS = frozenset({"pass", "inspect"})
+
+
+def outcome(record: dict[str, Any]) -> Any:
+    """A decision's outcome: its `action`, but a connection's `verdict` (logs written before the
+    connection record's action was its verdict said `block` for an inspected connection)."""
+    if record.get("stage") == "connection" and record.get("verdict"):
+        return record["verdict"]
+    return record.get("action")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +113,11 @@ class Filter:
             out.append(n)
         if self.host:
             out.append(self.host.encode("utf-8"))
+        if self.action:
+            key = "verdict" if self.action in _VERDICTS else "action"
+            out.append(f'"{key}":'.encode() + _json_str(self.action))
         for key, value in (
             ("category", self.category),
-            ("action", self.action),
             ("basis", self.basis),
             ("rule", self.rule),
         ):
@@ -120,6 +134,11 @@ class Filter:
             or (self.who.kind == "ip" and "/" not in self.who.value)
         )
         return exact_who and not self.host and (self.types is None or len(self.types) == 1)
+
+    def verdict_matters(self) -> bool:
+        """Whether a line carrying a connection's `verdict` must be parsed to know its outcome
+        (an allow/block filter on logs written before a connection's action was its verdict)."""
+        return self.action in ("allow", "block")
 
     def type_test(self) -> tuple[bytes | None, tuple[bytes, ...]]:
         """(needle the type must match, needles it must not) in the writer's compact form."""
@@ -146,7 +165,7 @@ class Filter:
             return False
         return (
             (self.category is None or r.get("category") == self.category)
-            and (self.action is None or r.get("action") == self.action)
+            and (self.action is None or outcome(r) == self.action)
             and (self.basis is None or r.get("basis") == self.basis)
             and (self.rule is None or r.get("rule") == self.rule)
         )
@@ -220,6 +239,7 @@ class Found:
 
 
 _TS = b'"ts":"'
+_VERDICT = b'"verdict":'
 
 
 def _ts_of(raw: bytes) -> bytes | None:
@@ -234,17 +254,20 @@ def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[bytes, Found]]:
     if want_type is not None:
         needles.append(want_type)
     by_bytes = flt.decided_by_bytes()
+    verdict_matters = flt.verdict_matters()
     more = needles[1:]  # needles[0] picks the candidate lines
     since = flt.since.encode() if flt.since else None
     until = flt.until.encode() if flt.until else None
     timed = since is not None or until is not None
     loads = json.loads
     for i, cf in enumerate(chain.files):
-        next_start = chain.files[i + 1].first_ts if i + 1 < len(chain.files) else None
-        if flt.since is not None and next_start is not None and next_start < flt.since:
-            continue
-        if flt.until is not None and cf.first_ts >= flt.until:
-            break
+        if i + 1 < len(chain.files):  # closed: the next file's file_open says what times it held
+            held = chain.files[i + 1].opening
+            low, high = held.get("prev_ts_min"), held.get("prev_ts_max")
+            if flt.since is not None and isinstance(high, str) and high < flt.since:
+                continue
+            if flt.until is not None and isinstance(low, str) and low >= flt.until:
+                continue
         path = cf.file.path
         try:
             lines = (
@@ -266,7 +289,7 @@ def _chain_records(chain: Chain, flt: Filter) -> Iterator[tuple[bytes, Found]]:
                     continue
                 if timed and ((since is not None and ts < since) or (until and ts >= until)):
                     continue
-                if by_bytes:
+                if by_bytes and not (verdict_matters and _VERDICT in raw):
                     yield ts, Found(raw, path, lineno)
                     continue
                 try:

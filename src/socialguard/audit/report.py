@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from socialguard.text import clip, printable
 
-from .reader import Found, local_time
+from .reader import Found, local_time, outcome
 from .schema import TYPE_ADMIN, TYPE_DECISION
 
 TOP = 15
@@ -95,7 +95,10 @@ def _add_decision(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
         s.grants_used[str(r["override_id"])] += 1
     elif basis == "emergency" and r.get("override_id"):
         s.emergencies_used[str(r["override_id"])] += 1
-    if r.get("action") != "block":
+    done = outcome(r)
+    if done == "inspect":
+        return  # the connection was opened to decide its requests: those are counted
+    if done != "block":
         s.allowed += 1
         return
     s.blocked += 1

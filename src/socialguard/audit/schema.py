@@ -174,7 +174,10 @@ def decision_event(
     masked = cut + masked
     event["category"] = decision.category
     event["rule"] = decision.rule_id
-    event["action"] = str(decision.action)
+    # A connection's outcome is its verdict (pass, inspect, block), as /metrics labels it: an
+    # inspected connection is not a blocked visit (its requests are decided, and logged, each).
+    verdict = extra.get("verdict")
+    event["action"] = str(verdict) if verdict is not None else str(decision.action)
     event["basis"] = str(decision.basis)
     event["override_id"] = decision.override_id
     event["policy_version"] = decision.policy_version

@@ -105,8 +105,12 @@ def verify_log(
     *,
     checkpoints: Path | None = None,
     public_key: Ed25519PublicKey | None = None,
+    anchor: Path | None = None,
 ) -> VerifyResult:
     """Verify every chain in `log_dir` (and checkpoints from a file or directory, if given).
+
+    `anchor` is an off-box copy of the checkpoints (the syslog collector's file): its heads are
+    checked like any checkpoint's, and every record up to the last of them is anchored.
 
     Checkpoints are bound to their chain by its id: a checkpoint of a chain that is not in the
     directory is reported as what it is — the log of another directory, a chain that a later one
@@ -118,6 +122,15 @@ def verify_log(
     if checkpoints is not None and checkpoints.exists():
         for cp in read_checkpoints(checkpoints):
             by_chain.setdefault(chain_id_of(cp.data), []).append(cp)
+    anchored: dict[str, int] = {}
+    if anchor is not None:
+        for cp in read_checkpoints(anchor):
+            cid = chain_id_of(cp.data)
+            by_chain.setdefault(cid, []).append(cp)
+            try:
+                anchored[cid] = max(anchored.get(cid, 0), int(cp.data["seq"]))
+            except (KeyError, TypeError, ValueError):
+                continue  # reported by the walk's checkpoint checks
     chains, unplaced = find_chains(log_dir)
     for u in unplaced:
         if u.in_progress:
@@ -134,9 +147,12 @@ def verify_log(
     followers = {str(c.follows.get("chain")): c for c in chains.values() if c.follows is not None}
     for key, chain in chains.items():
         follower = followers.get(chain.chain_id)
-        result.chains[key] = _verify_chain(
-            chain, by_chain.get(chain.chain_id, []), public_key, follower
-        )
+        report = _verify_chain(chain, by_chain.get(chain.chain_id, []), public_key, follower)
+        if report.problem is None and chain.chain_id in anchored:
+            report.anchored_seq = max(
+                report.anchored_seq, min(anchored[chain.chain_id], report.last_seq)
+            )
+        result.chains[key] = report
     per_node: dict[str, int] = {}
     for chain in chains.values():
         per_node[chain.node] = per_node.get(chain.node, 0) + 1

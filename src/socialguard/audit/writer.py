@@ -51,6 +51,7 @@ from .chain import (
 from .chains import chain_id_of, read_anchor
 from .checkpoints import CheckpointSink, last_checkpoint, load_private_key
 from .schema import CHAIN_FIELDS, SCHEMA_VERSION, TYPE_FILE_CLOSE, TYPE_FILE_OPEN
+from .shipping import CheckpointShipper
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ DEFAULT_TIMEZONE = ZoneInfo("America/Denver")
 class _ChainState:
     """The chain's head: last seq and hash written, the open file and its counters."""
 
-    __slots__ = ("bytes", "count", "fd", "file_name", "head", "seq", "torn")
+    __slots__ = ("bytes", "count", "fd", "file_name", "head", "seq", "tmax", "tmin", "torn")
 
     def __init__(self) -> None:
         self.seq = 0
@@ -71,6 +72,10 @@ class _ChainState:
         self.bytes = 0  # the open file's size: where the last whole record ends
         self.count = 0
         self.torn = False  # a failed write left bytes after `bytes` that could not be cut yet
+        # the open file's earliest and latest record time (a clock may step back): the next
+        # file's file_open states them, so readers skip files by what they hold
+        self.tmin = float("inf")
+        self.tmax = float("-inf")
 
 
 def _roll_back(state: _ChainState) -> None:
@@ -172,6 +177,10 @@ class ChainFileSink:
         state.head = h
         state.bytes += n
         state.count += 1
+        if t > state.tmax:  # noqa: PLR1730 - a compare costs less than a call to max() a record
+            state.tmax = t
+        if t < state.tmin:  # noqa: PLR1730 - as above
+            state.tmin = t
         return seq
 
 
@@ -192,6 +201,8 @@ class AuditLog:
         checkpoint_interval_s: float = 300.0,
         idle_checkpoint_s: float = 10.0,
         syslog_address: str | tuple[str, int] | None = None,
+        ship_to: tuple[str, int] | None = None,
+        ship_tls: Any = None,
         compress: bool = True,
         clock: Callable[[], float] = time.time,
         host: str | None = None,
@@ -221,6 +232,8 @@ class AuditLog:
                 f"{self.log_dir}: cannot create the log directory: {e.strerror}"
             ) from e
         self._lock_fd = self._take_writer_lock()
+        self._ship = (ship_to, ship_tls)
+        self.shipper: CheckpointShipper | None = None
         try:
             self._start(checkpoint_dir, signing_key, syslog_address)
         except BaseException:
@@ -245,6 +258,11 @@ class AuditLog:
             else self.log_dir.parent / paths.CHECKPOINT_DIRNAME
         )
         self._checkpoints = CheckpointSink(cp_dir, node, key, syslog_address=syslog_address)
+        ship_to, ship_tls = self._ship
+        if ship_to is not None:  # the off-box anchor: ships the checkpoint file as it grows
+            self.shipper = CheckpointShipper(
+                self._checkpoints.path, ship_to, hostname=self.host, tls=ship_tls
+            ).start()
         self._chain_id = ""
         self._log_dir_text = str(self.log_dir.resolve())
         self._drop = DropChainFields()
@@ -342,6 +360,8 @@ class AuditLog:
             self._closed = True
         self._run_compression()
         self._checkpoints.close()
+        if self.shipper is not None:
+            self.shipper.stop()
         os.close(self._lock_fd)
 
     def __enter__(self) -> AuditLog:
@@ -495,6 +515,7 @@ class AuditLog:
             except OSError as e:
                 raise AuditError(f"{path}: cannot create a decision log file: {e.strerror}") from e
             st.fd, st.file_name, st.bytes, st.count = fd, name, 0, 0
+            st.tmin, st.tmax = float("inf"), float("-inf")
             self._file_index = index
             self._file_day = day
         self._emit(
@@ -537,7 +558,12 @@ class AuditLog:
         self._state.fd = -1
         if self._compress:
             self._to_compress.append(self.log_dir / old)
-        self._open_file(now, self._file_index + 1, old, {})
+        st = self._state
+        held = {
+            "prev_ts_min": self._sink.timestamp(st.tmin),
+            "prev_ts_max": self._sink.timestamp(st.tmax),
+        }
+        self._open_file(now, self._file_index + 1, old, held)
         self._checkpoint_locked("rotation")
         log.info("audit_file_rotated", closed=old, opened=self._state.file_name, reason=reason)
 
@@ -576,6 +602,8 @@ class AuditLog:
             return None
         self._last_checkpoint = now
         self._checkpoint_seq = st.seq
+        if self.shipper is not None:
+            self.shipper.wake()
         return cp
 
     def _fsync_now(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -111,6 +111,63 @@ def _filter(
 COLUMNS = ["time", "action", "basis", "who", "groups", "host", "category", "rule", "id", "node"]
 
 
+RECORD_KINDS = ("form", "admin")
+
+
+def _one_of(option: str, value: str, known: Iterable[str], what: str) -> None:
+    """Refuse a value nothing in the log can carry, with the nearest known one."""
+    import difflib
+
+    choices = sorted(set(known))
+    if value in choices:
+        return
+    near = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise ConfigError(f"{option} {value!r}: not {what} ({', '.join(choices)}){hint}")
+
+
+def _check_filters(
+    rules: Path | None,
+    *,
+    action: str | None,
+    basis: str | None,
+    category: str | None,
+    who: str | None,
+) -> None:
+    """Typos exit 2 rather than print '0 records': outcomes and bases are fixed names; categories
+    and groups are the rules file's (when it can be read)."""
+    from socialguard.audit.reader import OUTCOMES
+    from socialguard.engine.model import Basis
+
+    if action is not None:
+        _one_of("--action", action, OUTCOMES, "an outcome")
+    if basis is not None:
+        _one_of("--basis", basis, [*(b.value for b in Basis), *RECORD_KINDS], "a basis")
+    names = _policy_names(rules) if category is not None or who else {}
+    if category is not None and names.get("categories"):
+        _one_of("--category", category, names["categories"], "a category of the rules")
+    if who and who.startswith("group:") and names.get("groups"):
+        _one_of("--who", who, [f"group:{g}" for g in names["groups"]], "a group of the rules")
+
+
+def _policy_names(rules: Path | None) -> dict[str, list[str]]:
+    """The categories and groups the top-level rules file names (not its includes' domains)."""
+    import yaml
+
+    path = paths.rules_path(rules)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        key: [str(k) for k in data[key]]
+        for key in ("categories", "groups")
+        if isinstance(data.get(key), dict)
+    }
+
+
 def _row(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
     """One record's cells, each `printable` (what the network sent is shown, never obeyed)."""
     return [printable(cell) for cell in _cells(r, tz)]
@@ -124,7 +181,7 @@ def _cells(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
     if r.get("type") != "decision":
         return [
             when,
-            str(r.get("action") or ""),
+            str(r.get("action") or r.get("outcome") or ""),
             str(r.get("type")),
             f"by {r['by']}" if r.get("by") else str(r.get("client") or ""),
             "",
@@ -188,9 +245,21 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Domain (and its subdomains).")] = None,
     category: Annotated[str | None, typer.Option("--category", help="Category name.")] = None,
-    action: Annotated[str | None, typer.Option("--action", help="allow or block.")] = None,
+    action: Annotated[
+        str | None,
+        typer.Option(
+            "--action",
+            help="allow or block (a request's outcome); pass or inspect (a connection's verdict, "
+            "as /metrics names it).",
+        ),
+    ] = None,
     basis: Annotated[
-        str | None, typer.Option("--basis", help="rule, grant, emergency, default or error.")
+        str | None,
+        typer.Option(
+            "--basis",
+            help="rule, grant, emergency, default or error; form (block-page forms) or admin "
+            "(administrators' changes).",
+        ),
     ] = None,
     rule: Annotated[str | None, typer.Option("--rule", help="Rule id.")] = None,
     admin: Annotated[
@@ -217,11 +286,14 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     with domain_errors():
         if as_json and as_csv:
             raise ConfigError("--json and --csv cannot be used together")
-        if action is not None and action not in ("allow", "block"):
-            raise ConfigError(f"--action {action!r}: expected allow or block")
+        _check_filters(rules, action=action, basis=basis, category=category, who=who)
         zone = _zone(tz, rules)
-        decision_only = any(v is not None for v in (category, action, basis, rule, host))
-        types = None if admin and not decision_only else {TYPE_DECISION}
+        types: set[str] | None
+        if basis in RECORD_KINDS:  # shown in the basis column: the record's kind
+            types, basis = {basis}, None
+        else:
+            decision_only = any(v is not None for v in (category, action, basis, rule, host))
+            types = None if admin and not decision_only else {TYPE_DECISION}
         flt = _filter(
             zone,
             since=since,
@@ -349,13 +421,22 @@ def verify(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     key: Annotated[
         Path | None, typer.Option("--key", help="Public key (PEM) to check checkpoint signatures.")
     ] = None,
+    anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor",
+            help="The off-box copy of the checkpoints: the syslog collector's file (or a "
+            "directory of checkpoint files); records matching it count as anchored.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     log_dir: LogDirOption = None,
     state: StateOption = None,
 ) -> None:
     """Check that the log is intact (every chain, file and checkpoint) and say what that proves.
 
-    Exit codes: 0 anchored (intact, and matching checkpoints signed with the --key given);
+    Exit codes: 0 anchored (intact, and matching checkpoints signed with the --key given, or the
+    collector's copy given with --anchor);
     5 self-consistent only (intact, but checked against nothing held off this machine);
     4 incomplete (no tampering in what is here, but records the checkpoints know of are elsewhere:
     a new chain, a restored or moved directory); 1 broken, naming the first broken place
@@ -377,7 +458,9 @@ def verify(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         public = load_public_key(key) if key is not None else None
         if public is not None and checkpoints is None:
             raise ConfigError("--key given but no checkpoints found (give --checkpoints)")
-        result = verify_log(where, checkpoints=checkpoints, public_key=public)
+        if anchor is not None and not anchor.exists():
+            raise ConfigError(f"--anchor {anchor}: no such file or directory")
+        result = verify_log(where, checkpoints=checkpoints, public_key=public, anchor=anchor)
     found = verdict(result)
     if as_json:
         typer.echo(json.dumps({"verdict": found.value, **_verify_json(result)}, indent=2))

@@ -98,6 +98,17 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     audit_key: AuditKeyOption = None,
     connect_timeout: ConnectTimeoutOption = 10.0,
     idle_timeout: IdleTimeoutOption = 300,
+    audit_syslog: Annotated[
+        str,
+        typer.Option(
+            "--audit-syslog",
+            help="Ship checkpoints to this syslog collector as written (RFC 5424 over TCP): "
+            "HOST:PORT or tls://HOST:PORT (env SOCIALGUARD_AUDIT_SYSLOG; default none).",
+        ),
+    ] = "",
+    audit_syslog_ca: Annotated[
+        str, typer.Option("--audit-syslog-ca", help="CA file verifying a tls:// collector.")
+    ] = "",
 ) -> None:
     """Start the proxy: enforce the rules on traffic through it, and log every decision.
 
@@ -145,6 +156,8 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         log_dir=paths.log_dir(log_dir, state_path),
         checkpoint_dir=paths.checkpoint_dir(checkpoint_dir, state_path),
         audit_key=key_path,
+        audit_syslog=audit_syslog,
+        audit_syslog_ca=audit_syslog_ca,
         mode=proxy_mode,
         listen_host=host,
         listen_port=port,

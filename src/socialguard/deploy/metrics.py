@@ -126,6 +126,29 @@ class Metrics:
         self._grants.set_function(_counter(snapshot, "grants"))
         self._emergencies.set_function(_counter(snapshot, "emergencies"))
 
+    def track_audit_shipping(self, stats: Callable[[], Any]) -> None:
+        """Read the checkpoint shipping figures (`audit.shipping.ShippingStats`, or None when
+        nothing is shipped) at each scrape: an outage shows as a growing backlog and failures."""
+
+        def figure(name: str) -> Callable[[], float]:
+            def read() -> float:
+                s = stats()
+                return float(getattr(s, name)) if s is not None else 0.0
+
+            return read
+
+        for metric, attr, text in (
+            ("socialguard_audit_shipping_backlog_bytes", "backlog_bytes",
+             "Bytes of checkpoints written locally but not yet shipped to the syslog collector."),
+            ("socialguard_audit_shipping_failures", "failures",
+             "Failed attempts to ship checkpoints to the syslog collector (each is retried)."),
+            ("socialguard_audit_shipping_shipped", "shipped",
+             "Checkpoints shipped to the syslog collector."),
+            ("socialguard_audit_shipping_connected", "connected",
+             "1 while connected to the syslog collector."),
+        ):  # fmt: skip
+            Gauge(metric, text, registry=self.registry).set_function(figure(attr))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every figure in this registry."""
         return generate_latest(self.registry)

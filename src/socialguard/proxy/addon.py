@@ -82,6 +82,8 @@ OPTION_NAMES = (
     "socialguard_log_dir",
     "socialguard_checkpoint_dir",
     "socialguard_audit_key",
+    "socialguard_audit_syslog",
+    "socialguard_audit_syslog_ca",
     "socialguard_node",
     "socialguard_neighbours",
     "socialguard_reload_interval",
@@ -236,6 +238,19 @@ class SocialGuard:
             "Empty: $SOCIALGUARD_AUDIT_KEY, else <state>/audit-signing.key.",
         )
         loader.add_option(
+            "socialguard_audit_syslog",
+            str,
+            "",
+            "Syslog collector the checkpoints are shipped to as written (RFC 5424 over TCP): "
+            "HOST:PORT, or tls://HOST:PORT. Empty: $SOCIALGUARD_AUDIT_SYSLOG, else none.",
+        )
+        loader.add_option(
+            "socialguard_audit_syslog_ca",
+            str,
+            "",
+            "CA file verifying a tls:// collector. Empty: the system's CAs.",
+        )
+        loader.add_option(
             "socialguard_node",
             str,
             "",
@@ -309,6 +324,8 @@ class SocialGuard:
                     log_dir=ctx.options.socialguard_log_dir,
                     checkpoint_dir=ctx.options.socialguard_checkpoint_dir,
                     audit_key=ctx.options.socialguard_audit_key,
+                    audit_syslog=ctx.options.socialguard_audit_syslog,
+                    audit_syslog_ca=ctx.options.socialguard_audit_syslog_ca,
                     node=ctx.options.socialguard_node,
                     neighbours=ctx.options.socialguard_neighbours,
                     reload_interval=ctx.options.socialguard_reload_interval,
@@ -334,12 +351,13 @@ class SocialGuard:
             self._start_policy(settings)
         if old is None or old.admin != settings.admin:
             self._start_admin(settings)
-        if old is None or (old.log_dir, old.node, old.checkpoint_dir, old.audit_key) != (
-            settings.log_dir,
-            settings.node,
-            settings.checkpoint_dir,
-            settings.audit_key,
-        ):
+        if old is None or (
+            old.log_dir, old.node, old.checkpoint_dir, old.audit_key, old.audit_syslog,
+            old.audit_syslog_tls, old.audit_syslog_ca,
+        ) != (
+            settings.log_dir, settings.node, settings.checkpoint_dir, settings.audit_key,
+            settings.audit_syslog, settings.audit_syslog_tls, settings.audit_syslog_ca,
+        ):  # fmt: skip
             self._stop_pump()
             self._open_audit(settings)
         if old is None or old.state != settings.state:
@@ -435,6 +453,13 @@ class SocialGuard:
         kwargs: dict[str, Any] = {"checkpoint_dir": settings.checkpoint_dir}
         if settings.audit_key.is_file():
             kwargs["signing_key"] = settings.audit_key
+        if settings.audit_syslog is not None:
+            from socialguard.audit.shipping import tls_context
+
+            kwargs["ship_to"] = settings.audit_syslog
+            if settings.audit_syslog_tls:
+                ca = settings.audit_syslog_ca
+                kwargs["ship_tls"] = tls_context(str(ca) if ca else None)
         if self._loaded is not None:
             kwargs["timezone"] = self._loaded.policy.district.timezone
         old, self._audit = self._audit, None
@@ -489,6 +514,9 @@ class SocialGuard:
             self._metrics = Metrics()
             self._metrics.policy_loaded(self._loaded is not None)
             self._metrics.track_overrides(lambda: self._refresher and self._refresher.current)
+            self._metrics.track_audit_shipping(
+                lambda: self._audit.shipper.stats if self._audit and self._audit.shipper else None
+            )
         host, port = settings.admin
         checks = {
             "policy": lambda: self._loaded is not None,

@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from socialguard import paths
 
@@ -45,6 +46,10 @@ class Settings:
     admin: tuple[str, int] | None
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     upload_memory: int = 64 * 1024 * 1024
+    # the syslog collector checkpoints are shipped to: (host, port), TLS, CA file for TLS
+    audit_syslog: tuple[str, int] | None = None
+    audit_syslog_tls: bool = False
+    audit_syslog_ca: Path | None = None
 
 
 def parse_node(raw: str) -> str:
@@ -111,6 +116,31 @@ def parse_admin(raw: str) -> tuple[str, int] | None:
     return host, port
 
 
+ENV_AUDIT_SYSLOG = "SOCIALGUARD_AUDIT_SYSLOG"
+
+
+def parse_audit_syslog(raw: str, ca: str) -> dict[str, Any]:
+    """`HOST:PORT` (plain TCP) or `tls://HOST:PORT` of the collector checkpoints are shipped to;
+    empty: $SOCIALGUARD_AUDIT_SYSLOG, else none. `ca`: the CA file verifying a TLS collector
+    (default: the system's)."""
+    import os
+
+    from socialguard.audit.shipping import parse_address
+
+    text = raw.strip() or os.environ.get(ENV_AUDIT_SYSLOG, "").strip()
+    if not text:
+        return {}
+    tls = text.startswith("tls://")
+    try:
+        address = parse_address(text.removeprefix("tls://").removeprefix("tcp://"))
+    except ValueError as e:
+        raise ValueError(f"socialguard_audit_syslog: {e}") from None
+    ca_path = Path(ca) if ca.strip() else None
+    if ca_path is not None and not ca_path.is_file():
+        raise ValueError(f"socialguard_audit_syslog_ca: {ca_path} is not a file")
+    return {"audit_syslog": address, "audit_syslog_tls": tls, "audit_syslog_ca": ca_path}
+
+
 def parse_settings(
     *,
     rules: str,
@@ -124,6 +154,8 @@ def parse_settings(
     audit_key: str = "",
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     upload_memory: str = DEFAULT_UPLOAD_MEMORY,
+    audit_syslog: str = "",
+    audit_syslog_ca: str = "",
 ) -> Settings:
     """All options at once; empty paths fall back to the env var, then the shipped default."""
     rules_path = paths.rules_path(Path(rules) if rules.strip() else None)
@@ -150,6 +182,7 @@ def parse_settings(
         log_dir=log_path,
         checkpoint_dir=cp_path,
         audit_key=key_path,
+        **parse_audit_syslog(audit_syslog, audit_syslog_ca),
         node=parse_node(node),
         neighbours=parse_neighbours(neighbours),
         reload_interval_s=parse_reload_interval(reload_interval),

@@ -103,6 +103,8 @@ class ProxyConfig:
         None  # None: $SOCIALGUARD_CHECKPOINT_DIR, else <state>/checkpoints
     )
     audit_key: Path | None = None  # None: $SOCIALGUARD_AUDIT_KEY, else <state>/audit-signing.key
+    audit_syslog: str = ""  # HOST:PORT or tls://HOST:PORT; "": $SOCIALGUARD_AUDIT_SYSLOG, else none
+    audit_syslog_ca: str = ""
     mode: ProxyMode = ProxyMode.REGULAR
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
@@ -241,6 +243,8 @@ async def serve(
         "socialguard_log_dir": str(config.log_dir),
         "socialguard_checkpoint_dir": str(config.checkpoint_dir or ""),
         "socialguard_audit_key": str(config.audit_key or ""),
+        "socialguard_audit_syslog": config.audit_syslog,
+        "socialguard_audit_syslog_ca": config.audit_syslog_ca,
         "socialguard_node": config.node,
         "socialguard_admin": config.admin,
         "socialguard_connect_timeout": config.connect_timeout,
