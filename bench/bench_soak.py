@@ -186,6 +186,11 @@ def main() -> int:  # noqa: PLR0915 - one straight script: set up, soak, report
     ap.add_argument("--minutes", type=float, default=10.0, help="soak duration (default 10)")
     ap.add_argument("--sample-seconds", type=float, default=10.0, help="sampling period")
     ap.add_argument("--threads", type=int, default=2, help="client threads")
+    ap.add_argument(
+        "--no-grants",
+        action="store_true",
+        help="no grants or revokes (to tell the overrides' share of the RSS slope)",
+    )
     args = ap.parse_args()
     duration = args.minutes * 60
     warmup = min(60.0, duration * 0.2)
@@ -241,7 +246,7 @@ def main() -> int:  # noqa: PLR0915 - one straight script: set up, soak, report
                     f"{row[0]:6.0f} {row[1]:8.1f} {row[2]:5d} {row[3]:9d} {row[4]:7d}", flush=True
                 )
                 next_sample += args.sample_seconds
-            if elapsed >= next_grant:  # a grant for 3 s out of every 6
+            if elapsed >= next_grant and not args.no_grants:  # a grant 3 s out of every 6
                 if grant_id is None:
                     now = datetime.now(UTC)
                     grant_id = store.add_grant(
