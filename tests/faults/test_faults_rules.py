@@ -279,3 +279,15 @@ def test_rules_check_warns_about_a_file_without_tests(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert "warning: no `tests:`" in res.stderr
+
+
+def test_saving_the_same_content_again_hands_nothing_over(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    loaded: list[LoadedPolicy] = []
+    w = RulesWatcher(rules, load_checked(rules), loaded.append, lambda e: None, settle_s=0.0)
+    rules.write_text(TEST_RULES)  # a new inode/mtime, the same bytes
+    os.utime(rules, ns=(1, 1))
+    for _ in range(3):
+        w.poll_once()
+    assert loaded == []

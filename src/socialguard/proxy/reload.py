@@ -151,6 +151,10 @@ def rejection_errors(exc: BaseException) -> list[str]:
     return [f"{type(exc).__name__}: {exc}"]
 
 
+def _same_content(a: LoadedPolicy, b: LoadedPolicy) -> bool:
+    return a.summary is not None and b.summary is not None and a.summary.digest == b.summary.digest
+
+
 class RulesWatcher:
     """Polls the rules file and its includes; loads a changed set on its own thread, hands it over.
 
@@ -241,6 +245,12 @@ class RulesWatcher:
             return
         if self._stamp() != now:
             return  # it moved while being read: what was loaded may be a mixture
+        if _same_content(loaded, self._current):
+            # touched, saved unchanged, or only the approval moved: nothing to hand over
+            self._watched = loaded.stamps
+            self._tried = self._stamp()
+            self._pending = None
+            return
         self._current = loaded
         self._watched = loaded.stamps
         self._tried = self._stamp()
