@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -212,3 +213,81 @@ def test_change_is_taken_only_after_the_file_stays_still(tmp_path: Path) -> None
     for _ in range(3):
         w.poll_once()
     assert not loaded, "a file that changed moments ago may still be being written"
+
+
+def test_check_now_takes_a_complete_edit_without_waiting_for_it_to_settle(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    loaded: list[LoadedPolicy] = []
+    w = RulesWatcher(rules, load_checked(rules), loaded.append, lambda e: None, settle_s=3600.0)
+    rules.write_text(BLOCKING_TOO)
+    w.check_now()
+    w.poll_once()
+    assert len(loaded) == 1
+
+
+def test_check_now_still_holds_a_version_that_loses_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    loaded: list[LoadedPolicy] = []
+    rejected: list[list[str]] = []
+    w = RulesWatcher(rules, load_checked(rules), loaded.append, rejected.append, settle_s=3600.0)
+    rules.write_text(CUT_AFTER_ALLOW)
+    w.check_now()
+    w.poll_once()
+    assert not loaded and rejected
+
+
+def test_sighup_asks_for_a_rules_check_and_does_not_stop_the_proxy(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    err = tmp_path / "err.txt"
+    with err.open("w") as errf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "socialguard", "run", "--rules", str(rules),
+             "--certs", str(tmp_path / "certs"), "--state", str(tmp_path / "state"),
+             "--listen", "127.0.0.1:0", "--node", "hup"],
+            stdout=subprocess.DEVNULL, stderr=errf, env={**os.environ, "NO_COLOR": "1"},
+        )  # fmt: skip
+    try:
+        for _ in range(600):  # bounded: a minute
+            if "listening on" in err.read_text():
+                break
+            assert proc.poll() is None, err.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(100):  # bounded: 10 s
+            if "rules_check_requested" in err.read_text() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "SIGHUP stopped the proxy"
+        assert "rules_check_requested" in err.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_rules_check_warns_about_a_file_without_tests(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "rules", tmp_path / "rules")
+    rules = tmp_path / "rules" / "policy.yaml"
+    rules.write_text("".join(rules.read_text().splitlines(keepends=True)[:127]))
+    res = subprocess.run(
+        [sys.executable, "-m", "socialguard", "rules", "check", str(rules)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert "warning: no `tests:`" in res.stderr
+
+
+def test_saving_the_same_content_again_hands_nothing_over(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    loaded: list[LoadedPolicy] = []
+    w = RulesWatcher(rules, load_checked(rules), loaded.append, lambda e: None, settle_s=0.0)
+    rules.write_text(TEST_RULES)  # a new inode/mtime, the same bytes
+    os.utime(rules, ns=(1, 1))
+    for _ in range(3):
+        w.poll_once()
+    assert loaded == []

@@ -356,3 +356,24 @@ def test_damaged_database_keeps_the_last_good_overrides_and_is_reported(
     listing = _sg("grant", "list", "--state", str(db.parent), "--all")
     assert listing.returncode == 2
     assert "corrupt" in listing.stderr, listing.stderr
+
+
+def test_a_foreign_file_moved_over_the_store_is_refused_until_a_real_one_is_back(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "socialguard.db"
+    _grant(db)
+    store = open_store(db)
+    try:
+        assert store.change_counter() == 1
+        db.rename(tmp_path / "kept.db")
+        db.write_text("not a store\n")
+        with pytest.raises(StoreError, match="not an SQLite database"):
+            store.change_counter()
+        with pytest.raises(StoreError, match="not an SQLite database"):
+            store.change_counter()  # still refused, not taken on the second look
+        os.replace(tmp_path / "kept.db", db)
+        assert store.change_counter() == 1
+        assert len(store.list_grants(SCHOOL_HOURS)) == 1
+    finally:
+        store.close()

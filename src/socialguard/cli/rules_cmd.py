@@ -91,6 +91,12 @@ def check(path: PathArgument = None) -> None:
     for r in failed:
         typer.echo(r.describe(), err=True)
     typer.echo(f"tests: {len(results) - len(failed)} passed, {len(failed)} failed")
+    if not results:
+        typer.echo(
+            "warning: no `tests:`: a file cut short cannot be told from a whole one without them "
+            "(end the file with them; `rules apply` refuses a version without)",
+            err=True,
+        )
     raise typer.Exit(EXIT_FAIL if failed else EXIT_OK)
 
 

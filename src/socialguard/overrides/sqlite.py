@@ -302,9 +302,13 @@ class SqliteStore:
     def _open_file(self) -> None:
         """Check the file, migrate only if its schema differs (a read first: no write lock)."""
         st = self._check_file()
-        self._identity = (st.st_dev, st.st_ino)
-        if not self._schema_current():
-            self._retry(self._migrate)
+        previous, self._identity = self._identity, (st.st_dev, st.st_ino)
+        try:
+            if not self._schema_current():
+                self._retry(self._migrate)
+        except BaseException:
+            self._identity = previous  # not ours (another program's database): keep refusing it
+            raise
 
     def _follow_file(self) -> None:
         """Make sure the path still names the file in use: reopen a replaced one, refuse a gone
@@ -328,16 +332,16 @@ class SqliteStore:
             st = os.stat(self.path)
             if (st.st_dev, st.st_ino) == self._identity:
                 return
-            was_missing, self._missing = self._missing, False
-            self._generation += 1
+            self._generation += 1  # every thread's next use opens the file now at the path
             with self._cache_lock:
                 self._grant_cache = {}
+            self._open_file()  # raises while what is there is unusable (zero-length, foreign)
+            was_missing, self._missing = self._missing, False
             log.warning(
                 "store_reopened",
                 path=str(self.path),
                 reason="reappeared" if was_missing else "replaced",
             )
-            self._open_file()
 
     def _diagnose(self, e: BaseException) -> str:
         """Why the file cannot be used, in words: read-only, missing, full, corrupt."""

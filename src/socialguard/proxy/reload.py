@@ -151,6 +151,10 @@ def rejection_errors(exc: BaseException) -> list[str]:
     return [f"{type(exc).__name__}: {exc}"]
 
 
+def _same_content(a: LoadedPolicy, b: LoadedPolicy) -> bool:
+    return a.summary is not None and b.summary is not None and a.summary.digest == b.summary.digest
+
+
 class RulesWatcher:
     """Polls the rules file and its includes; loads a changed set on its own thread, hands it over.
 
@@ -182,6 +186,7 @@ class RulesWatcher:
         self._tried = self._stamp()
         self._pending: tuple[FileStamp, ...] | None = None
         self._pending_since = 0.0
+        self._urgent = False
         self._on_loaded = on_loaded
         self._on_rejected = on_rejected
         self._interval_s = interval_s
@@ -201,6 +206,12 @@ class RulesWatcher:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def check_now(self) -> None:
+        """Judge the files as they are at the next poll, without waiting for them to settle, and
+        even if this version was judged before (SIGHUP: the operator says the edit is complete).
+        The loss guard still applies."""
+        self._urgent = True
+
     def _stamp(self) -> tuple[FileStamp, ...]:
         # The names as strings: this runs several times a second for the life of the proxy, and
         # building Path objects was most of its cost.
@@ -209,6 +220,10 @@ class RulesWatcher:
     def poll_once(self) -> None:
         """Check the files once; load and hand over a change that has settled and is whole."""
         now = self._stamp()
+        if self._urgent:
+            self._urgent = False
+            self._try(now)
+            return
         if now == self._tried:
             self._pending = None
             return
@@ -230,6 +245,12 @@ class RulesWatcher:
             return
         if self._stamp() != now:
             return  # it moved while being read: what was loaded may be a mixture
+        if _same_content(loaded, self._current):
+            # touched, saved unchanged, or only the approval moved: nothing to hand over
+            self._watched = loaded.stamps
+            self._tried = self._stamp()
+            self._pending = None
+            return
         self._current = loaded
         self._watched = loaded.stamps
         self._tried = self._stamp()

@@ -260,6 +260,7 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, master.shutdown)
+        loop.add_signal_handler(signal.SIGHUP, _check_rules_now, addon)
     try:
         await master.run()
     except SystemExit as e:  # errorcheck: something logged an error during start-up
@@ -271,9 +272,20 @@ async def serve(
         await _close_listeners(master)
         if handle_signals:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         log.info("proxy_stopped")
+
+
+def _check_rules_now(addon: Any) -> None:
+    """SIGHUP (`systemctl reload`): judge the rules file now rather than after it settles.
+
+    Without a handler SIGHUP's default action ended the proxy, and the workers supervisor forwards
+    it to every worker."""
+    watcher = getattr(addon, "_watcher", None)
+    log.info("rules_check_requested", signal="SIGHUP", watching=watcher is not None)
+    if watcher is not None:
+        watcher.check_now()
 
 
 def _startup_messages(master: Any) -> list[str]:
