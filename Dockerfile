@@ -2,16 +2,28 @@
 # socialguard: the district's filtering proxy as a container (multi-stage, slim, non-root).
 #
 #   docker build -t socialguard .
+#
+# A trial: the default command is an explicit proxy on port 8080 with the shipped rules. Point a
+# browser (or curl -x http://127.0.0.1:8080) at it; the CA to trust is in the certs volume.
+#
+#   docker run --rm -p 8080:8080 socialguard
+#
+# The shipped rules decide as they would for the district: DNS-over-HTTPS resolvers are blocked for
+# everyone (curl -x http://127.0.0.1:8080 https://dns.google/); social sites for the staff networks
+# in school hours. Your requests come from Docker's bridge (172.17.0.1 by default): to try as staff,
+# mount rules whose staff group includes it (-v ./rules:/etc/socialguard/rules:ro).
+#
+# On the district gateway: transparent mode, with the host's network (--network host): the host's
+# nftables ruleset (`socialguard deploy nftables`) redirects the district's web traffic to port
+# 8080, and the redirected connection's original destination is only known in the namespace that
+# redirected it. The rules live in /etc/socialguard/rules/policy.yaml, as for the systemd unit.
+#
 #   docker run -d --name socialguard --network host --restart unless-stopped \
 #     -v /etc/socialguard/rules:/etc/socialguard/rules:ro \
 #     -v socialguard-certs:/etc/socialguard/certs \
 #     -v socialguard-state:/var/lib/socialguard \
 #     -v socialguard-log:/var/log/socialguard \
-#     socialguard
-#
-# Transparent mode needs the host's network (--network host): the host's nftables ruleset
-# (`socialguard deploy nftables`) redirects the district's web traffic to port 8080, and the
-# redirected connection's original destination is only known in the namespace that redirected it.
+#     socialguard run --mode transparent --listen '*:8080' --admin 127.0.0.1:9180
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
@@ -67,4 +79,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["socialguard"]
-CMD ["run", "--mode", "transparent", "--listen", "*:8080", "--admin", "127.0.0.1:9180"]
+# The default is the trial (see the header); a gateway passes `run --mode transparent ...`.
+CMD ["run", "--mode", "regular", "--listen", "*:8080", "--admin", "127.0.0.1:9180"]

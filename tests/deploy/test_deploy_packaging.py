@@ -119,8 +119,10 @@ def _cmd_options() -> dict[str, str]:
 
 
 def test_dockerfile_command_options_are_valid() -> None:
+    """The image's default is a trial that does something by itself: an explicit proxy on 8080
+    (`docker run -p 8080:8080`); transparent mode is the documented override for a gateway."""
     opts = _cmd_options()
-    assert opts["--mode"] == "transparent"
+    assert opts["--mode"] == "regular"
     assert parse_hostport(opts["--listen"], what="--listen") == ("", 8080)  # both families
     assert parse_admin(opts["--admin"]) == ("127.0.0.1", 9180)
 
@@ -226,3 +228,16 @@ def test_unit_links_only_to_documentation_that_ships_with_it() -> None:
     assert "Documentation" not in unit_settings()
     urls = re.findall(r"\w+://[^\s/]+", UNIT.read_text())
     assert urls and all(u.endswith("://127.0.0.1:9180") for u in urls), urls
+
+
+def test_the_image_and_the_unit_read_the_rules_from_the_same_path() -> None:
+    env = " ".join(a for w, a in final_stage(instructions(DOCKERFILE)) if w == "ENV")
+    image = re.search(r"SOCIALGUARD_RULES=(\S+)", env).group(1)  # type: ignore[union-attr]
+    unit = dict(e.split("=", 1) for e in unit_settings()["Environment"])["SOCIALGUARD_RULES"]
+    assert image == unit == "/etc/socialguard/rules/policy.yaml"
+
+
+def test_the_dockerfile_header_says_how_to_run_it_transparently() -> None:
+    header = DOCKERFILE.read_text().split("ARG ", 1)[0]
+    assert "-p 8080:8080" in header
+    assert "run --mode transparent --listen '*:8080'" in header

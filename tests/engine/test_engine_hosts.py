@@ -22,7 +22,7 @@ from socialguard.engine import domain_suffixes, is_ip_literal, normalise_host
         ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
         ("BÜCHER.example.", "xn--bcher-kva.example"),
         # UTS #46 non-transitional (IDNA 2008), as browsers and curl send them: ß and ς are
-        # letters of their own, not `ss` and `σ` as Python's IDNA 2003 codec had them.
+        # letters of their own, not `ss` and the medial sigma, as Python's IDNA 2003 codec had them.
         ("faß.de", "xn--fa-hia.de"),
         ("FAß.DE", "xn--fa-hia.de"),
         ("ελληνικός.gr", "xn--qxaegecap6byf.gr"),

@@ -69,9 +69,12 @@ def test_demo_differs_from_the_district_policy_only_in_what_it_says_it_does() ->
 
 @pytest.mark.parametrize(
     ("at", "rule"),
-    [("2026-12-01T10:00", "staff-social-school-hours"), ("2026-12-01T20:00", "demo-social-all-hours"),
-     ("2026-12-05T03:00", "demo-social-all-hours")],
-)  # fmt: skip
+    [
+        ("2026-12-01T10:00", "staff-social-school-hours"),
+        ("2026-12-01T20:00", "demo-social-all-hours"),
+        ("2026-12-05T03:00", "demo-social-all-hours"),
+    ],
+)
 def test_the_demo_blocks_social_on_this_machine_at_any_hour(at: str, rule: str) -> None:
     import json
 

@@ -134,3 +134,20 @@ def test_unknown_format_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.Mon
     code, _, err = sg_inline(monkeypatch, tmp_path, "csv", "x.txt", "--category", "x")
     assert code == 2
     assert "csv" in err
+
+
+def test_import_writes_beside_the_rules_file_wherever_it_is_run(tmp_path: Path) -> None:
+    """The rules file reads `lists:` relative to itself; the import writes there too, not
+    relative to the directory the command happens to run in."""
+    site = tmp_path / "etc" / "socialguard"
+    site.mkdir(parents=True)
+    (site / "policy.yaml").write_text("# rules\n")
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    source = tmp_path / "list.txt"
+    source.write_text("example.com\n")
+    r = sg("plain", str(source), "--category", "extra", "--rules", str(site / "policy.yaml"),
+           cwd=elsewhere)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert read_domain_list(site / "lists" / "extra.txt").domains == ["example.com"]
+    assert not (elsewhere / "rules").exists()

@@ -151,3 +151,44 @@ def test_run_refuses_bad_options(tmp_path: Path, args: list[str], message: str) 
     result = CliRunner().invoke(app, ["run", "--rules", str(rules), *args])
     assert result.exit_code == 2
     assert f"error: {message}" in result.output
+
+
+def test_run_in_wireguard_mode_on_port_0_gives_the_bound_port(tmp_path: Path) -> None:
+    """`--listen 127.0.0.1:0` picks a free port; the configuration devices import must name it,
+    not `:0`."""
+    err_path, out_path = tmp_path / "stderr.txt", tmp_path / "stdout.txt"
+    with err_path.open("w") as err, out_path.open("w") as out:
+        proc = _start(tmp_path, err, "--mode", "wireguard", out=out)
+    try:
+        port, _ = _wait_for_port(proc, err_path)
+        text = ""
+        for _ in range(100):  # bounded: the listener logs it as it starts
+            text = out_path.read_text()
+            if "Endpoint" in text:
+                break
+            time.sleep(0.1)
+    finally:
+        assert _stop(proc) == 0
+    assert port != 0
+    assert re.search(r"^Endpoint = (.+)$", text, re.MULTILINE)[1] == f"127.0.0.1:{port}"  # type: ignore[index]
+
+
+def test_run_on_a_port_in_use_says_so_and_exits_2(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run(
+            [sys.executable, "-m", "socialguard", "run", "--rules", str(rules), "--listen",
+             f"127.0.0.1:{port}", "--certs", str(tmp_path / "certs"),
+             "--state", str(tmp_path / "state")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: --listen 127.0.0.1:{port}: the address is in use (another proxy running?); "
+        "choose another with --listen HOST:PORT"
+    )
+    assert "--mode regular@" not in res.stdout + res.stderr

@@ -39,11 +39,21 @@ def init(
         ),
     ] = False,
     organization: Annotated[
-        str, typer.Option("--organization", help="The certificate's O= (e.g. the district).")
-    ] = "socialguard",
+        str | None,
+        typer.Option(
+            "--organization",
+            help="The certificate's O= (e.g. the district); default: the replaced CA's, "
+            "else socialguard.",
+        ),
+    ] = None,
     common_name: Annotated[
-        str, typer.Option("--common-name", help="The certificate's CN=, shown on devices.")
-    ] = "socialguard interception CA",
+        str | None,
+        typer.Option(
+            "--common-name",
+            help="The certificate's CN=, shown on devices; default: the replaced CA's, "
+            "else 'socialguard interception CA'.",
+        ),
+    ] = None,
 ) -> None:
     """Generate the interception CA in mitmproxy's layout (key readable by its owner only).
 

@@ -1,4 +1,4 @@
-"""`socialguard rules import`: bring a UT1/hosts/plain domain list into rules/lists/.
+"""`socialguard rules import`: bring a UT1/hosts/plain domain list into the rules' lists/.
 
 The list is parsed by the same reader the policy loader uses (`socialguard.policy.lists`), so
 what the import keeps is exactly what the proxy will match. The output is one canonical domain a
@@ -18,7 +18,8 @@ from typing import Annotated
 
 import typer
 
-from socialguard.cli.common import fail
+from socialguard import paths
+from socialguard.cli.common import RulesOption, fail
 
 INVALID_SHOWN = 20
 _CATEGORY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -37,7 +38,7 @@ class ImportFormat(StrEnum):
     UT1 = "ut1"
 
 
-def import_list(
+def import_list(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     fmt: Annotated[
         ImportFormat,
         typer.Argument(metavar="FORMAT", help="plain, hosts, ut1, or auto (sniff the file)."),
@@ -52,14 +53,22 @@ def import_list(
             help="Category the list is for; the output is <out>/<category>.txt.",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the list into.")] = Path(
-        "rules/lists"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Directory to write the list into; default: lists/ beside the rules file.",
+        ),
+    ] = None,
+    rules: RulesOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing list of that name.")
     ] = False,
 ) -> None:
-    """Import a domain list (UT1 `domains`, hosts file, or one domain a line) into rules/lists/.
+    """Import a domain list (UT1 `domains`, hosts file, or one domain a line) into lists/ beside
+    the rules file (--rules, $SOCIALGUARD_RULES or rules/policy.yaml), where its `lists:` entries
+    are read from, wherever the command is run.
 
     Every entry is normalised as the proxy matches hosts (lower case, punycode, no trailing dot);
     duplicates and unusable lines are dropped and counted, and each unusable line is reported
@@ -77,7 +86,7 @@ def import_list(
             f"--category {category!r}: use lower-case letters, digits, '-' and '_' "
             "(it names the output file)"
         )
-    target = out / f"{category}.txt"
+    target = (out or paths.rules_path(rules).parent / "lists") / f"{category}.txt"
     if target.exists() and not force:
         raise fail(f"{target} exists; pass --force to replace it")
     try:

@@ -123,7 +123,7 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
 
         socialguard run --rules rules/demo.yaml --listen 127.0.0.1:8080
     """
-    from socialguard.proxy import ProxyConfig, ensure_ca, parse_listen, parse_mode
+    from socialguard.proxy import ProxyConfig, ProxyMode, ensure_ca, parse_listen, parse_mode
     from socialguard.proxy.run import DEFAULT_LISTEN
 
     try:
@@ -140,6 +140,12 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     if workers > 1:
         _run_workers(workers, host, port, node, admin)
         return
+    if proxy_mode is not ProxyMode.WIREGUARD and _in_use(host, port):
+        shown = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+        raise fail(
+            f"--listen {shown}: the address is in use (another proxy running?); "
+            "choose another with --listen HOST:PORT"
+        )
     certs_path = paths.certs_dir(certs)
     _configure_logging()
     try:
@@ -188,6 +194,15 @@ def _ensure_audit_key(private: Path) -> None:
             "socialguard audit verify --key audit-signing.pub",
             err=True,
         )
+
+
+def _in_use(host: str, port: int) -> bool:
+    from socialguard.proxy.listen import address_in_use
+
+    try:
+        return address_in_use(host, port)
+    except OSError:
+        return False  # not for this check to say; mitmproxy reports what it cannot bind
 
 
 def _serve(config: ProxyConfig) -> None:

@@ -56,6 +56,10 @@ CERT_FILE = f"{BASENAME}-ca-cert.pem"
 PROFILE_NAMESPACE = uuid.UUID("6f1d3c52-8a0e-4d7b-9a57-5c0f8e2b7a11")
 
 
+DEFAULT_ORGANIZATION = "socialguard"
+DEFAULT_COMMON_NAME = "socialguard interception CA"
+
+
 class CaError(SocialGuardError):
     """The CA could not be created, read or exported as asked."""
 
@@ -95,8 +99,8 @@ def init_ca(
     certs_dir: Path,
     *,
     force: bool = False,
-    organization: str = "socialguard",
-    common_name: str = "socialguard interception CA",
+    organization: str | None = None,
+    common_name: str | None = None,
     now: datetime | None = None,
 ) -> tuple[CaInfo, Path | None]:
     """Create a new CA in `certs_dir`; returns its description and where a replaced CA was kept.
@@ -104,7 +108,9 @@ def init_ca(
     An existing CA is never silently replaced: every device trusts it, so replacing it breaks every
     intercepted connection until the new one is distributed. Without `force` this raises CaError.
     With `force` the old files are moved to `certs_dir/replaced-<UTC time>/` (not deleted), and only
-    after the new CA has been fully written beside them.
+    after the new CA has been fully written beside them. A name not given (None) is the replaced
+    CA's own (its O= and CN=, which devices show), else DEFAULT_ORGANIZATION / DEFAULT_COMMON_NAME:
+    a renewal keeps the district's name rather than falling back to socialguard's.
     """
     from mitmproxy.certs import CertStore
 
@@ -116,6 +122,9 @@ def init_ca(
             "given the new one. Pass --force to replace it (the old files are kept in a "
             "replaced-<time>/ folder)."
         )
+    old_org, old_cn = _previous_names(certs_dir) if existing else (None, None)
+    organization = organization or old_org or DEFAULT_ORGANIZATION
+    common_name = common_name or old_cn or DEFAULT_COMMON_NAME
     try:
         fsmode.private_dir(certs_dir)
         staging = Path(tempfile.mkdtemp(prefix=".ca-new-", dir=certs_dir))
@@ -135,6 +144,20 @@ def init_ca(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return read_ca(certs_dir), backup
+
+
+def _previous_names(certs_dir: Path) -> tuple[str | None, str | None]:
+    """The O= and CN= of the CA in `certs_dir`, where its certificate can be read."""
+    try:
+        subject = _load_cert(certs_dir).subject
+    except (CaError, OSError, ValueError):
+        return None, None
+
+    def first(oid: x509.ObjectIdentifier) -> str | None:
+        values = subject.get_attributes_for_oid(oid)
+        return str(values[0].value) if values else None
+
+    return first(x509.NameOID.ORGANIZATION_NAME), first(x509.NameOID.COMMON_NAME)
 
 
 def _set_aside(files: list[Path], certs_dir: Path, now: datetime) -> Path:

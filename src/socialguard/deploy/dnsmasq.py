@@ -4,7 +4,8 @@ In steered mode (see `deploy/nftables.py`) only connections to addresses of doma
 concerns go through the proxy. Which addresses those are is learnt where names become addresses:
 dnsmasq's `nftset=` adds every A/AAAA answer for a listed domain (and its subdomains) to an nftables
 set, and the router redirects connections to that set. The list is every domain of every category
-any rule names, the rules' own domains and approved-page hosts, and the `doh` category.
+any rule names, the rules' own domains and approved-page hosts, the `doh` category, and the
+sign-in hosts `accounts:` restricts (their requests get the restriction headers at the proxy).
 
 The canary answers work in both modes: NXDOMAIN for `use-application-dns.net` makes Firefox keep
 its automatic DNS-over-HTTPS off on this network; NXDOMAIN for `mask.icloud.com` and
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from socialguard.engine.accounts import sign_in_domains
 
 from .nftables import DOH_SET, SOCIAL_SET, TABLE
 
@@ -76,6 +79,14 @@ def steered_domains(policy: Any) -> SteeredDomains:
                 "steered mode applies it only to the steered addresses; use --mode full to "
                 "enforce it everywhere."
             )
+    sign_in = sign_in_domains(getattr(policy, "accounts", None))
+    if sign_in:
+        hosts.update(sign_in)
+        notes.append(
+            "accounts: restricts sign-in on " + ", ".join(sign_in) + ": their addresses are "
+            "steered so that the proxy can add the restriction headers (all of google.com then "
+            "goes through the proxy and is decrypted there, as in full mode)."
+        )
     doh_tag = f"category:{DOH_CATEGORY}"
     social: set[str] = set(hosts)
     doh: set[str] = set()

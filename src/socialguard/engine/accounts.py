@@ -35,6 +35,7 @@ __all__ = [
     "MicrosoftAccountsSpec",
     "account_headers",
     "is_sign_in_host",
+    "sign_in_domains",
 ]
 
 GOOGLE_HEADER = "X-GoogApps-Allowed-Domains"
@@ -125,6 +126,19 @@ def _is_guid(text: str) -> bool:
 def is_sign_in_host(host: str) -> bool:
     """True for a (normalised) host on which some vendor's restriction header belongs."""
     return _is_google(host) or host in MICROSOFT_LOGIN_HOSTS or host == MICROSOFT_CONSUMER_HOST
+
+
+def sign_in_domains(accounts: AccountsSpec | None) -> tuple[str, ...]:
+    """The domains whose requests `account_headers` restricts: what a steered deployment must send
+    through the proxy for `accounts:` to hold (a domain covers its subdomains)."""
+    if accounts is None:
+        return ()
+    out: list[str] = [GOOGLE_DOMAIN] if accounts.google else []
+    if accounts.microsoft is not None:
+        out.extend(sorted(MICROSOFT_LOGIN_HOSTS))
+        if accounts.microsoft.block_personal:
+            out.append(MICROSOFT_CONSUMER_HOST)
+    return tuple(out)
 
 
 def _is_google(host: str) -> bool:

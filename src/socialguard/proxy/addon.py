@@ -303,6 +303,11 @@ class SocialGuard:
             return
         self._configure(updated)
 
+    @property
+    def configured(self) -> bool:
+        """Whether a configuration has been accepted (the addon is enforcing)."""
+        return self._settings is not None
+
     def running(self) -> None:
         if self._settings is None:
             logging.getLogger(__name__).error(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -187,7 +188,34 @@ def _show_listener_messages() -> None:
     that roaming devices import. Only the listeners' logger: per-connection messages stay out. The
     other modes have nothing there that `socialguard run`'s own "listening on" line does not say.
     """
-    logging.getLogger("mitmproxy.proxy.mode_servers").setLevel(logging.INFO)
+    listeners = logging.getLogger("mitmproxy.proxy.mode_servers")
+    listeners.setLevel(logging.INFO)
+    if not any(isinstance(f, _BoundEndpoint) for f in listeners.filters):
+        listeners.addFilter(_BoundEndpoint())
+
+
+class _BoundEndpoint(logging.Filter):
+    """Puts the port the WireGuard server is bound to in its client configuration.
+
+    mitmproxy writes the configured port there, so `--listen 127.0.0.1:0` gave `Endpoint = ...:0`,
+    which no device can reach; the listener's real address is known once it has started, which
+    is when mitmproxy logs the configuration.
+    """
+
+    _ENDPOINT = re.compile(r"^(Endpoint = .+):0$", re.MULTILINE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "Endpoint = " not in text or not self._ENDPOINT.search(text):
+            return True
+        from mitmproxy import ctx
+
+        ps = ctx.master.addons.get("proxyserver")
+        ports = [int(a[1]) for a in ps.listen_addrs()] if ps else []
+        if ports:
+            record.msg = self._ENDPOINT.sub(rf"\g<1>:{ports[0]}", text)
+            record.args = ()
+        return True
 
 
 class _Ready:
