@@ -146,7 +146,7 @@ class RecordingOrigin:
             if len(target) < MAX_RECORDED:
                 target.extend(chunk[: MAX_RECORDED - len(target)])
             buffer += chunk
-            if not _REQUEST_HEAD.match(buffer[:32]) and len(buffer) >= 16:
+            if not _REQUEST_HEAD.match(buffer[:8192]) and len(buffer) >= 16:
                 stream.sendall(chunk)  # not HTTP: an echo makes an opaque relay visible
                 buffer = b""
                 continue
