@@ -20,6 +20,7 @@ import socketserver
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,10 +282,17 @@ def _complete(answer: bytes) -> bool:
 
 
 def tls_over_tunnel(
-    sock: socket.socket, sni: str, context: ssl.SSLContext, *, record_version: bytes
+    sock: socket.socket,
+    sni: str,
+    context: ssl.SSLContext,
+    *,
+    record_version: bytes,
+    split_at: int | None = None,
 ) -> RawTls:
     """Handshake over `sock`, the ClientHello's record-layer version bytes set to
-    `record_version` (every record of the first flight). Raises ssl.SSLError on failure."""
+    `record_version` (every record of the first flight); `split_at`: the hello is sent in two
+    writes, a moment apart, so the proxy most likely reads it in two. Raises ssl.SSLError on
+    failure."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = context.wrap_bio(incoming, outgoing, server_hostname=sni)
     first = True
@@ -298,6 +306,11 @@ def tls_over_tunnel(
         if first and data:
             data = _set_record_versions(data, record_version)
             first = False
+            if split_at is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(data[:split_at])
+                time.sleep(0.2)  # not an assertion: only so the two writes arrive apart
+                data = data[split_at:]
         if data:
             sock.sendall(data)
         chunk = sock.recv(65536)
