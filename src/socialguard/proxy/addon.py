@@ -769,10 +769,9 @@ class SocialGuard:
         else:  # the common record, without _record_request's reading of what is known here
             path = req.path if peer.log_paths else None
             decision_id = self._record_plain(decision, peer.client_ip, scheme, method, path, sni)
-        # Action and Basis are StrEnums: the members are the strings (`.value` is Python code).
-        # tuple.__new__ is Verdict(...) without its generated __new__ (a Python call per request).
-        flow.metadata[METADATA_KEY] = tuple.__new__(
-            Verdict, (decision_id, decision.action, decision.basis, decision.rule_id, hosts)
+        # Action and Basis are StrEnums: the members are the strings.
+        flow.metadata[METADATA_KEY] = Verdict(
+            decision_id, decision.action, decision.basis, decision.rule_id, hosts
         )
         if decision.action is Action.BLOCK:
             flow.response = self._block_response(
