@@ -44,6 +44,23 @@ def _load_harness() -> Any:
 
 
 harness = _load_harness()
+
+
+def _load_netns() -> Any:
+    """tests/deploy/netns.py (private namespaces for real names), loaded like the harness."""
+    name = "socialguard_netns"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "deploy" / "netns.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+netns = _load_netns()
 ca_dir = harness.ca_dir
 start_proxy = harness.start_proxy
 curl = harness.curl
@@ -74,7 +91,7 @@ class OriginConnection:
 class RecordingOrigin:
     """A loopback origin that records all: plain and TLS on one port, told apart by first byte."""
 
-    def __init__(self, cert: Path, key: Path) -> None:
+    def __init__(self, cert: Path, key: Path, port: int = 0) -> None:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
         self.context.sni_callback = self._on_sni
@@ -87,7 +104,7 @@ class RecordingOrigin:
             def handle(self) -> None:
                 origin._serve(self.request, self.client_address)
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port: int = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
