@@ -20,6 +20,7 @@ import socketserver
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,23 @@ def _load_harness() -> Any:
 
 
 harness = _load_harness()
+
+
+def _load_netns() -> Any:
+    """tests/deploy/netns.py (private namespaces for real names), loaded like the harness."""
+    name = "socialguard_netns"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "deploy" / "netns.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+netns = _load_netns()
 ca_dir = harness.ca_dir
 start_proxy = harness.start_proxy
 curl = harness.curl
@@ -52,7 +70,6 @@ EVENING = harness.EVENING
 ORIGIN_NAMES = (*harness.UPSTREAM_NAMES, "static.xx.fbcdn.net", "localhost")
 
 MAX_RECORDED = 1 << 20  # per connection: an attack case needs far less, and memory stays bounded
-_REQUEST_HEAD = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r\n")
 # the start of a request line, whatever the target's length (a long target is still a request)
 _REQUEST_START = re.compile(rb"^[A-Z]{3,10} [^\s]")
 
@@ -75,7 +92,7 @@ class OriginConnection:
 class RecordingOrigin:
     """A loopback origin that records all: plain and TLS on one port, told apart by first byte."""
 
-    def __init__(self, cert: Path, key: Path) -> None:
+    def __init__(self, cert: Path, key: Path, port: int = 0) -> None:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
         self.context.sni_callback = self._on_sni
@@ -88,7 +105,7 @@ class RecordingOrigin:
             def handle(self) -> None:
                 origin._serve(self.request, self.client_address)
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port: int = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -283,10 +300,17 @@ def _complete(answer: bytes) -> bool:
 
 
 def tls_over_tunnel(
-    sock: socket.socket, sni: str, context: ssl.SSLContext, *, record_version: bytes
+    sock: socket.socket,
+    sni: str,
+    context: ssl.SSLContext,
+    *,
+    record_version: bytes,
+    split_at: int | None = None,
 ) -> RawTls:
     """Handshake over `sock`, the ClientHello's record-layer version bytes set to
-    `record_version` (every record of the first flight). Raises ssl.SSLError on failure."""
+    `record_version` (every record of the first flight); `split_at`: the hello is sent in two
+    writes, a moment apart, so the proxy most likely reads it in two. Raises ssl.SSLError on
+    failure."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = context.wrap_bio(incoming, outgoing, server_hostname=sni)
     first = True
@@ -300,6 +324,11 @@ def tls_over_tunnel(
         if first and data:
             data = _set_record_versions(data, record_version)
             first = False
+            if split_at is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(data[:split_at])
+                time.sleep(0.2)  # not an assertion: only so the two writes arrive apart
+                data = data[split_at:]
         if data:
             sock.sendall(data)
         chunk = sock.recv(65536)

@@ -82,9 +82,13 @@ def test_raw_bytes_to_a_destination_no_rule_concerns_are_relayed_and_recorded(
     assert (record["stage"], record["action"], record["verdict"]) == ("tcp", "allow", "pass")
 
 
-@pytest.mark.parametrize("version", [b"\x03\x04", b"\x03\x09", b"\x00\x05"])
+@pytest.mark.parametrize(
+    ("version", "split_at"),
+    [(b"\x03\x04", None), (b"\x03\x09", None), (b"\x00\x05", None), (b"\x03\x04", 3),
+     (b"\x03\x04", 100)],
+)  # fmt: skip
 def test_a_clienthello_with_odd_record_version_is_handled_as_tls(
-    start_proxy: Any, origin: Any, version: bytes
+    start_proxy: Any, origin: Any, version: bytes, split_at: int | None
 ) -> None:
     """The bypass: mitmproxy took `16 03 04` for raw TCP and relayed it; the client then met the
     origin's own certificate and browsed the blocked site."""
@@ -92,7 +96,9 @@ def test_a_clienthello_with_odd_record_version_is_handled_as_tls(
     trust = ssl.create_default_context(cafile=str(proxy.ca))
     trust.load_verify_locations(cafile=str(origin.cert))  # either may answer: we look which did
     with tunnel(proxy, "www.facebook.com:443") as sock:
-        tls = tls_over_tunnel(sock, "www.facebook.com", trust, record_version=version)
+        tls = tls_over_tunnel(
+            sock, "www.facebook.com", trust, record_version=version, split_at=split_at
+        )
         issuer = dict(x[0] for x in tls.getpeercert()["issuer"])["commonName"]
         tls.write(b"GET /secret HTTP/1.1\r\nHost: www.facebook.com\r\nAccept: text/html\r\n\r\n")
         answer = tls.read_all()

@@ -16,6 +16,7 @@ namespaces, whatever happened in the test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import select
@@ -23,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,3 +276,75 @@ def _wait_for_line(proc: subprocess.Popen[str], wanted: str, timeout: float) -> 
         elif proc.poll() is not None:
             break
     raise AssertionError(f"{proc.args} did not print {wanted!r} (exit code {proc.poll()})")
+
+
+# ------------------------------------------------------------------------------ real names
+
+
+@dataclass
+class PrivateNames:
+    """One namespace with only loopback, where real names (www.facebook.com) resolve to 127.0.0.1.
+
+    `ip netns exec` binds the files of /etc/netns/NAME/ over /etc/ for what it runs, so a process
+    started with `start()` reads a private /etc/hosts; the host's own is never touched. Sockets the
+    test itself makes inside (`inside()`: the origins on 127.0.0.1:80/443, its clients) are created
+    with the calling thread switched into the namespace and back. On exit every process started is
+    stopped and the namespace and its /etc/netns directory are removed.
+    """
+
+    names: Sequence[str]
+    tag: str = field(default_factory=lambda: secrets.token_hex(3))
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ns = Namespace(f"sg{self.tag}n")
+        self.etc = Path("/etc/netns") / self.ns.name
+
+    def __enter__(self) -> PrivateNames:
+        try:
+            _ip("netns", "add", self.ns.name)
+            self.ns.run("ip", "link", "set", "lo", "up")
+            self.etc.mkdir(parents=True)
+            hosts = ["127.0.0.1 localhost", "::1 localhost"]
+            hosts += [f"127.0.0.1 {name}" for name in self.names]
+            (self.etc / "hosts").write_text("\n".join(hosts) + "\n")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.processes.clear()
+        subprocess.run(["ip", "netns", "del", self.ns.name], capture_output=True, check=False)
+        shutil.rmtree(self.etc, ignore_errors=True)
+
+    def start(self, argv: Sequence[str | Path], *, log: Path) -> subprocess.Popen[str]:
+        """Start a process inside, its output (both streams) in `log`."""
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                self.ns.argv(*argv), stdout=out, stderr=subprocess.STDOUT, text=True,
+                env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        self.processes.append(proc)
+        return proc
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """Sockets made in this block belong to the namespace (this thread only, restored after)."""
+        with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{self.ns.name}") as ns:
+            os.setns(ns.fileno(), os.CLONE_NEWNET)
+            try:
+                yield
+            finally:
+                os.setns(home.fileno(), os.CLONE_NEWNET)

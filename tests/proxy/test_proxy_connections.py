@@ -25,7 +25,7 @@ from mitmproxy.test import taddons, tflow
 
 from conftest import SCHOOL_HOURS, TEST_RULES  # type: ignore[import-not-found]
 from socialguard.proxy import ManualClock, SocialGuard
-from socialguard.proxy.connections import Refused, normalise_hello
+from socialguard.proxy.connections import AwaitHello, Refused, normalise_hello
 
 NETWORK_RULES = TEST_RULES.replace(
     "    domains: [facebook.com, instagram.com, tiktok.com]\n",
@@ -121,9 +121,12 @@ def _records(tmp_path: Path) -> list[dict[str, Any]]:
     return [r for r in out if r.get("type") == "decision"]
 
 
-def _transparent(tctx: Any, dest: str, first_bytes: bytes) -> layer.NextLayer:
+def _transparent(
+    tctx: Any, dest: str, first_bytes: bytes, *, socialguard_first: bool = False
+) -> layer.NextLayer:
     """The layer decision mitmproxy's transparent listener asks for, after the client's bytes,
-    answered by mitmproxy's next_layer addon and then socialguard's (their order in the chain)."""
+    answered by mitmproxy's next_layer addon and socialguard's: in their order when embedded, or
+    socialguard's first (a `mitmdump -s` script's hooks run before mitmproxy's next_layer)."""
     client = tflow.tclient_conn()
     client.proxy_mode = mode_specs.ProxyMode.parse("transparent")
     client.sni = None
@@ -133,9 +136,14 @@ def _transparent(tctx: Any, dest: str, first_bytes: bytes) -> layer.NextLayer:
     modes.TransparentProxy(ctx)
     nextlayer = layer.NextLayer(ctx)
     nextlayer.events.append(events.DataReceived(client, first_bytes))
-    tctx.master.addons.get("nextlayer").next_layer(nextlayer)
-    tctx.master.addons.get("socialguard").next_layer(nextlayer)
+    _ask(tctx, nextlayer, socialguard_first=socialguard_first)
     return nextlayer
+
+
+def _ask(tctx: Any, nextlayer: layer.NextLayer, *, socialguard_first: bool = False) -> None:
+    hooks = [tctx.master.addons.get("nextlayer"), tctx.master.addons.get("socialguard")]
+    for addon in reversed(hooks) if socialguard_first else hooks:
+        addon.next_layer(nextlayer)
 
 
 def test_transparent_hello_with_record_version_03_04_is_taken_as_tls(
@@ -148,9 +156,29 @@ def test_transparent_hello_with_record_version_03_04_is_taken_as_tls(
     assert decided.data_client()[:3] == b"\x16\x03\x01"
 
 
-def test_transparent_hello_still_arriving_is_waited_for(tctx: Any) -> None:
+@pytest.mark.parametrize("socialguard_first", [False, True])
+def test_transparent_hello_still_arriving_is_waited_for_then_taken_as_tls(
+    tctx: Any, socialguard_first: bool
+) -> None:
     hello = _with_version(_hello("www.facebook.com"), b"\x03\x04")
-    assert _transparent(tctx, "198.51.100.9", hello[:50]).layer is None
+    decided = _transparent(tctx, "198.51.100.9", hello[:50], socialguard_first=socialguard_first)
+    awaiting = decided.layer
+    assert isinstance(awaiting, AwaitHello)
+    for event in decided.events:  # what NextLayer hands its chosen layer
+        assert list(awaiting.handle_event(event)) == []
+    commands = list(awaiting.handle_event(events.DataReceived(decided.context.client, hello[50:])))
+    [asked] = [c for c in commands if isinstance(c, layer.NextLayerHook)]
+    _ask(tctx, asked.data, socialguard_first=socialguard_first)
+    assert isinstance(asked.data.layer, ServerTLSLayer)
+    assert asked.data.data_client() == _with_version(hello, b"\x03\x01")
+
+
+@pytest.mark.parametrize("socialguard_first", [False, True])
+def test_hooks_in_either_order_refuse_a_raw_stream_to_a_blocked_network(
+    tctx: Any, socialguard_first: bool
+) -> None:
+    decided = _transparent(tctx, "203.0.113.7", SSH, socialguard_first=socialguard_first)
+    assert isinstance(decided.layer, Refused)
 
 
 def test_transparent_raw_stream_to_a_blocked_network_is_refused_and_recorded(

@@ -38,6 +38,7 @@ __all__ = [
     "decide",
     "decide_connection",
     "decide_connection_names",
+    "decide_network",
     "decide_stream",
     "decided_by_host",
     "stricter",
@@ -449,6 +450,26 @@ def _network_decision(
     tags = policy.host_rules(dest_ip)[0]
     verdict = _connection_verdict(policy, dest_ip, principal, tags, decision, literal=False)
     return ConnectionDecision(verdict, decision)
+
+
+def decide_network(
+    policy: CompiledPolicy,
+    request: Request,
+    principal: Principal,
+    now: datetime,
+    overrides: Overrides = Overrides.EMPTY,
+) -> Decision | None:
+    """The decision of the rules naming the network of `request.host` (a normalised address),
+    or None when no rule for this principal names it.
+
+    For transparent mode's original destination, decided beside the names the request carries:
+    the address alone says nothing (every transparent request goes to one), a rule naming its
+    network does.
+    """
+    if not policy.ip_index.entries or not policy.ip_index.lookup(request.host):
+        return None
+    decision = decide(policy, request, principal, now, overrides)
+    return None if decision.basis is Basis.DEFAULT else decision
 
 
 def decide_connection_names(

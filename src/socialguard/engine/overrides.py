@@ -9,6 +9,7 @@ whatever the number of active grants. Times are still checked on every lookup: a
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,20 +26,37 @@ _MEMO_MAX = 50_000  # principals remembered per snapshot (a snapshot lives until
 
 
 def site_matches(site: str, host: str, tags: Mapping[str, str]) -> bool:
-    """Does a grant/emergency site (`example.com` or `category:NAME`) cover this host?
+    """Does a grant/emergency site (`example.com`, `category:NAME` or a network) cover this host?
 
     A domain covers itself and its subdomains (label boundaries only); a category covers the
-    hosts the policy's index tagged with it (`tags` from DomainIndex.lookup).
+    hosts the policy's index tagged with it (`tags` from DomainIndex.lookup); a network
+    (`203.0.113.0/24`, what a block by a category's `networks:` names as its match) covers the
+    addresses in it.
     """
     if site.startswith(CATEGORY_PREFIX):
         return site in tags
+    if "/" in site:
+        return _in_network(site, host)
     return host == site or host.endswith("." + site)
+
+
+@lru_cache(maxsize=65536)
+def _in_network(site: str, host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(site, strict=False)
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=65536)
 def _canonical_site(site: str) -> str:
     if site.startswith(CATEGORY_PREFIX):
         return site
+    if "/" in site:
+        try:
+            return str(ipaddress.ip_network(site.strip(), strict=False))
+        except ValueError:
+            return site.strip().lower()
     try:
         return normalise_host(site)
     except ValueError:

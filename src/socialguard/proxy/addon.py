@@ -58,7 +58,7 @@ from socialguard.engine.model import (
 )
 from socialguard.engine.paths import AmbiguousPath, request_target
 
-from . import blockpage, bodies, budget, connections, gateway, timeouts, uploads
+from . import blockpage, bodies, budget, connections, gateway, names, timeouts, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -626,13 +626,13 @@ class SocialGuard:
         client = context.client
         sni = self._normalise(client.sni) if client.sni else None
         target, dest_ip = self._destination(context)
-        names = tuple(n for n in (sni, target) if n)
+        given = tuple(n for n in (sni, target) if n)
         if sni and target and not _is_explicit(client):
-            names = (sni,)  # transparent: the original destination is an address, not a name
+            given = (sni,)  # transparent: the original destination is an address, not a name
         started = time.perf_counter()
         cd = engine.decide_stream(
             loaded.policy,
-            names,
+            given,
             self._principal(loaded, client),
             self.clock.now(),
             self._overrides(),
@@ -902,10 +902,9 @@ class SocialGuard:
         else:  # the common record, without _record_request's reading of what is known here
             path = req.path if peer.log_paths else None
             decision_id = self._record_plain(decision, peer.client_ip, scheme, method, path, sni)
-        # Action and Basis are StrEnums: the members are the strings (`.value` is Python code).
-        # tuple.__new__ is Verdict(...) without its generated __new__ (a Python call per request).
-        flow.metadata[METADATA_KEY] = tuple.__new__(
-            Verdict, (decision_id, decision.action, decision.basis, decision.rule_id, hosts)
+        # Action and Basis are StrEnums: the members are the strings.
+        flow.metadata[METADATA_KEY] = Verdict(
+            decision_id, decision.action, decision.basis, decision.rule_id, hosts
         )
         if decision.action is Action.BLOCK:
             self._answer_block(flow, decision, decision_id, now, loaded, head, refused=refused)
@@ -930,12 +929,21 @@ class SocialGuard:
         refusal = self._gateway_refusal(loaded, flow.client_conn, data.host, data.port)
         if refusal is not None:
             return refusal, None
+        policy = loaded.policy
+        # transparent mode: the original destination's network may be named by a rule
+        by_network = not peer.explicit and bool(policy.ip_index.entries) and _is_ip(data.host)
         kept = peer.by_host
-        if kept is not None and kept[0] is hosts:  # the very tuple: _request_hosts kept it
+        if not by_network and kept is not None and kept[0] is hosts:  # the very tuple kept
             return kept[1], None
         now = self.clock.now()
-        _forward_decided_path(flow.request, loaded.policy, hosts)
-        return self._decision(peer, loaded.policy, hosts, flow.request, head, now), now
+        _forward_decided_path(flow.request, policy, hosts)
+        decision = self._decision(peer, policy, hosts, flow.request, head, now)
+        if by_network:
+            dest = _facts(flow.request, _normalised(data.host), peer.sni, head, upload=False)
+            network = engine.decide_network(policy, dest, peer.principal, now, self._overrides())
+            if network is not None:
+                decision = _strictest([decision, network])
+        return decision, now
 
     def _answer_block(  # noqa: PLR0917 - the request's facts, from the one call site
         self,
@@ -1071,7 +1079,7 @@ class SocialGuard:
             sni = _normalised(client.sni) if client.sni else None
         else:
             explicit, sni = peer.explicit, peer.sni
-        hosts = _names(head, data, req, explicit, sni)
+        hosts = names.request_names(head, data, explicit=explicit, sni=sni)
         if peer is not None:
             peer.hosts, peer.hosts_from = hosts, source
         return hosts
@@ -1411,15 +1419,7 @@ def describe_principal(p: Principal) -> str:
     return f"{', '.join(parts)} ({groups})"
 
 
-@functools.lru_cache(maxsize=65536)
-def _normalised(raw: str) -> str:
-    """engine.normalise_host, remembered: the same host names arrive over and over (pure, so safe).
-
-    Raises ValueError for a name that cannot be normalised (not cached: lru_cache keeps no errors).
-    """
-    from socialguard.engine import normalise_host
-
-    return normalise_host(raw)
+_normalised = names.normalised
 
 
 def _settle_heap() -> None:
@@ -1450,38 +1450,6 @@ def _mismatch(hosts: tuple[str, ...], decision: Decision) -> dict[str, Any]:
         action=str(decision.action),
     )
     return {"hosts": list(hosts)}
-
-
-def _names(
-    head: dict[bytes, list[bytes]],
-    data: Any,
-    req: http.Request,
-    explicit: bool,
-    sni: str | None,
-) -> tuple[str, ...]:
-    """The names in `SocialGuard._request_hosts`'s order (`data` is the request's RequestData)."""
-    names: list[str] = []
-    if data.http_version in _HTTP2_OR_3:
-        header = req.authority or _header_text(head, b"host")
-        if header:
-            names.append(_normalised(header))
-        # :authority came first; a Host header beside it is one more name the origin may use.
-        for extra in head.get(b"host", ()):
-            names.append(_normalised(_native(extra)))
-    else:
-        header = _header_text(head, b"host")
-        if header:
-            names.append(_normalised(header))
-    dest = data.host
-    if dest and (explicit or not _is_ip(dest) or not names):
-        names.append(_normalised(dest))
-    if sni:
-        names.append(sni)
-    if not names:
-        raise ValueError("request carries no host name")
-    if len(names) == 1:
-        return (names[0],)
-    return tuple(dict.fromkeys(names))
 
 
 def _offers_ech(hello: tls.ClientHello) -> bool:
@@ -1569,14 +1537,7 @@ def _is_sign_in_host(host: str) -> bool:
     return is_sign_in_host(host)
 
 
-@functools.lru_cache(maxsize=65536)
-def _is_ip(host: str) -> bool:
-    """Is this target an IP literal (transparent mode's original destination, CONNECT to an IP)?"""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+_is_ip = names.is_ip
 
 
 def _client_ip(client: connection.Client) -> str:
@@ -1602,7 +1563,6 @@ _METHODS = {
     for m in (b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"CONNECT")
 }
 _SCHEMES = {b"http": "http", b"https": "https"}
-_HTTP2_OR_3 = frozenset({b"HTTP/2.0", b"HTTP/3"})
 
 
 def _is_explicit(client: connection.Client) -> bool:

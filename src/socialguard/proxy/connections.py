@@ -11,10 +11,11 @@ connection past the filter:
 - A raw relay carries whatever the client sends, to wherever it asked. No hook can stop one
   that has started (`flow.kill()` in `tcp_start` is not honoured by mitmproxy's TCP layer).
 
-So `review()` runs after mitmproxy has picked (socialguard's addon comes after mitmproxy's in the
-chain, embedded and under `mitmdump -s` alike): a ClientHello under any record version is
-rewritten to the standard version bytes (receivers ignore them, and they are not part of the
-handshake transcript) and handed back to mitmproxy, which then treats it as the TLS it is; and a
+So `review()` settles the choice, whichever order the hooks run in (embedded, socialguard's addon
+comes after mitmproxy's next_layer; under `mitmdump -s` a script's hooks come before it): a
+ClientHello under any record version is rewritten to the standard version bytes (receivers
+ignore them, and they are not part of the handshake transcript) and handed back to mitmproxy,
+which then treats it as the TLS it is (a hello still arriving is waited for, `AwaitHello`); and a
 raw relay is put to the policy first (`decide_stream`), and replaced by a refusal unless its
 destination would be passed through.
 """
@@ -22,13 +23,14 @@ destination would be passed through.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import TCPLayer
 
-__all__ = ["MAX_HELLO", "Refused", "normalise_hello", "review"]
+__all__ = ["MAX_HELLO", "AwaitHello", "Refused", "normalise_hello", "review"]
 
 # A ClientHello longer than this is not waited for (real ones are a few KiB, post-quantum key
 # shares included); the stream is then decided as an opaque one.
@@ -51,15 +53,49 @@ class Refused(layer.Layer):
         yield from ()
 
 
+class AwaitHello(layer.Layer):
+    """The next layer while a ClientHello is still arriving: it collects the client's bytes until
+    the hello is complete (or MAX_HELLO bytes came, or they are not one), then asks for the next
+    layer again, on all of them. So a hello split over several segments is judged whole, whatever
+    order the next_layer hooks run in."""
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self._seen: list[events.Event] = []
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        self._seen.append(event)
+        client = self.context.client
+        if isinstance(event, events.ConnectionClosed) and event.connection == client:
+            self._handle_event = _ignore  # type: ignore[method-assign]
+            yield commands.CloseConnection(client)
+            return
+        if not isinstance(event, events.DataReceived) or event.connection != client:
+            return
+        data = _client_data(self._seen, client)
+        try:
+            hello = normalise_hello(data)
+        except ValueError:
+            hello = data  # not TLS after all: decided as what it is
+        if hello is None and len(data) <= MAX_HELLO:
+            return
+        self.context.layers.remove(self)  # the stack mitmproxy matches on is as it was
+        child = layer.NextLayer(self.context)
+        self._handle_event = child.handle_event  # type: ignore[method-assign]
+        for seen in _with_client_data(self._seen, client, hello or data):
+            yield from child.handle_event(seen)
+
+
 def review(
     nextlayer: layer.NextLayer,
     ask_mitmproxy: Callable[[layer.NextLayer], None],
     stream_passes: Callable[[Context], bool],
 ) -> None:
-    """Settle `nextlayer.layer` after mitmproxy's own next_layer addon has chosen it.
+    """Settle `nextlayer.layer`, mitmproxy's own choice reviewed.
 
-    `ask_mitmproxy` runs mitmproxy's choice again (after a ClientHello's record versions were
-    made standard); `stream_passes` decides, and records, an opaque stream: True lets it relay.
+    `ask_mitmproxy` runs mitmproxy's next_layer addon (if it has not chosen yet: under
+    `mitmdump -s` a script's hooks run before it; and again after a ClientHello's record versions
+    were made standard); `stream_passes` decides, and records, an opaque stream: True relays it.
     """
     context = nextlayer.context
     if context.client.transport_protocol != "tcp":
@@ -69,16 +105,15 @@ def review(
         try:
             hello = normalise_hello(data)
         except ValueError:
-            hello = None  # not TLS after all: an opaque stream, decided below
-        else:
-            if hello is None:
-                if len(data) <= MAX_HELLO:
-                    nextlayer.layer = None  # wait for the rest of the ClientHello
-                    return
-            else:
-                _replace_client_data(nextlayer, hello)
-                nextlayer.layer = None
-                ask_mitmproxy(nextlayer)
+            hello = b""  # not TLS after all: an opaque stream, decided below
+        if hello is None and len(data) <= MAX_HELLO:
+            nextlayer.layer = AwaitHello(context)
+            return
+        if hello:
+            nextlayer.events[:] = _with_client_data(nextlayer.events, context.client, hello)
+            nextlayer.layer = None
+    if nextlayer.layer is None:
+        ask_mitmproxy(nextlayer)
     if isinstance(nextlayer.layer, TCPLayer) and not stream_passes(context):
         nextlayer.layer = Refused(context)
 
@@ -117,16 +152,25 @@ def _handshake_records(data: bytes) -> Iterator[tuple[int, bytes]]:
         offset += 5 + size
 
 
-def _replace_client_data(nextlayer: layer.NextLayer, data: bytes) -> None:
-    """The client's buffered bytes, replaced by `data` (one event where the first one was)."""
-    client = nextlayer.context.client
-    replaced: list[events.Event] = []
+def _client_data(seen: list[events.Event], client: object) -> bytes:
+    return b"".join(
+        e.data for e in seen if isinstance(e, events.DataReceived) and e.connection == client
+    )
+
+
+def _with_client_data(seen: list[events.Event], client: Any, data: bytes) -> list[events.Event]:
+    """`seen` with the client's bytes replaced by `data` (one event where the first one was)."""
+    out: list[events.Event] = []
     placed = False
-    for event in nextlayer.events:
+    for event in seen:
         if isinstance(event, events.DataReceived) and event.connection == client:
             if not placed:
-                replaced.append(events.DataReceived(client, data))
+                out.append(events.DataReceived(client, data))
                 placed = True
             continue
-        replaced.append(event)
-    nextlayer.events[:] = replaced
+        out.append(event)
+    return out
+
+
+def _ignore(event: events.Event) -> layer.CommandGenerator[None]:
+    yield from ()
