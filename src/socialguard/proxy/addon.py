@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import structlog
 from mitmproxy import connection, ctx, exceptions, http, tcp, tls, udp
 from mitmproxy.net.http import status_codes
-from mitmproxy.proxy import mode_specs
+from mitmproxy.proxy import layer, mode_specs
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from socialguard import engine  # attribute access: tests may replace decide() there
@@ -52,7 +52,7 @@ from socialguard.engine.model import (
     Request,
 )
 
-from . import blockpage, bodies, budget, timeouts, uploads
+from . import blockpage, bodies, budget, passthrough, timeouts, uploads
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -182,6 +182,9 @@ class SocialGuard:
         self._peers: dict[connection.Client, _Peer] = {}
         self._encoded = audit_schema.EncodedDecisions()
         self._connects = timeouts.ConnectTimeouts()
+        # Connections decided in next_layer and left to mitmproxy's TLS layers (inspected):
+        # tls_clienthello has nothing more to decide for them.
+        self._decided_early: weakref.WeakSet[connection.Client] = weakref.WeakSet()
         self._held = budget.UploadBudget(budget.parse_upload_memory(budget.DEFAULT_UPLOAD_MEMORY))
 
     # ----------------------------------------------------------------- options and lifecycle
@@ -492,7 +495,26 @@ class SocialGuard:
         except Exception as e:
             self._fail_request(flow, e, hook="http_connect")
 
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """Decide a TLS connection on its ClientHello before mitmproxy stacks its TLS layers, so
+        that one passed through (or refused) gets the bare relay (see passthrough.py)."""
+        hello = passthrough.client_hello_ahead(nextlayer)
+        if hello is None:
+            return
+        context = nextlayer.context
+        context.client.sni = hello.sni  # as mitmproxy's TLS layer sets it before its hook
+        data = tls.ClientHelloData(context, hello)
+        self.tls_clienthello(data)
+        if data.ignore_connection:
+            passthrough.relay(nextlayer)
+        else:
+            self._decided_early.add(context.client)
+
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        decided = self._decided_early
+        if decided and data.context.client in decided:
+            decided.discard(data.context.client)  # decided (and recorded) in next_layer
+            return
         try:
             self._decide_connection(data)
         except Exception as e:
