@@ -443,7 +443,8 @@ class Saturated(NamedTuple):
     def window_rates(self, variant: str) -> list[float]:
         """Operations per CPU-second in each window of the variant's processes, in order."""
         names = _processes(self.cpu, (variant,))
-        per = [[d / c for d, c in self.windows[n]] for n in names]
+        # a window where the process got no CPU at all (the machine busy elsewhere) counts 0
+        per = [[d / c if c else 0.0 for d, c in self.windows[n]] for n in names]
         return [statistics.fmean(w) for w in zip(*per, strict=True)]
 
 
@@ -838,8 +839,9 @@ def _saturated_rows(
     base = (rate[copies[0]] + rate[copies[1]]) / 2
     ours_w = run.window_rates("addon")
     base_w = [(a + b) / 2 for a, b in zip(*(run.window_rates(c) for c in copies), strict=True)]
-    ratios = sorted(o / b for o, b in zip(ours_w, base_w, strict=True))
-    q1, med, q3 = statistics.quantiles(ratios, n=4)
+    # windows where the baselines got no CPU (the machine busy elsewhere) have no ratio
+    ratios = sorted(o / b for o, b in zip(ours_w, base_w, strict=True) if b > 0)
+    q1, med, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (0.0, 0.0, 0.0)
     _line(f"{title}, {unit} per CPU-s", rate["addon"], base, f"{rate['addon'] / base:7.1%}")
     _line(
         "  A/A control: the second baseline",
