@@ -83,4 +83,4 @@ def test_a_blocked_network_is_decided_at_the_connection_stage(
     assert not origin.saw(b"/feed")
     [connection] = [r for r in proxy.records() if r.get("stage") == "connection"]
     assert (connection["verdict"], connection["category"]) == ("inspect", "social")
-    assert connection["action"] == "block"
+    assert connection["action"] == "inspect"  # a connection's outcome is its verdict (issue 18)

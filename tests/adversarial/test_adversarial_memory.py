@@ -13,10 +13,16 @@ rest; one that refuses at the headers answers or closes at once.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -361,3 +367,124 @@ def test_held_uploads_share_one_budget_and_one_over_it_is_refused(
         assert b"origin saw POST /third" in read_until(third, b"origin saw")
     finally:
         third.close()
+
+
+# ------------------------------------------------------------------------- a real process's RSS
+
+RSS_MARGIN_MB = 100  # a functional bound with a wide margin: the unbounded proxy grew by 300+ MB
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def socialguard_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`socialguard run` as its own process (its RSS is its own), on a free loopback port."""
+    rules = tmp_path / "rules.yaml"
+    # The tests' origins listen on this machine's loopback, standing in for remote ones: the
+    # policy lets clients reach them (the proxy's own port stays refused whatever it lists).
+    rules.write_text(harness.TEST_RULES + 'gateway_services: ["127.0.0.1"]\n')
+    err_path = tmp_path / "stderr.txt"
+    cmd = [
+        sys.executable, "-m", "socialguard", "run", "--rules", str(rules),
+        "--listen", "127.0.0.1:0", "--certs", str(tmp_path / "certs"),
+        "--state", str(tmp_path / "state"), "--node", "rss",
+    ]  # fmt: skip
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(cmd, stderr=err, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        port = None
+        for _ in range(600):  # bounded: up to a minute on a loaded machine
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", err_path.read_text())
+            if m:
+                port = int(m.group(1))
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert port is not None, err_path.read_text()
+        yield proc, port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+class _Proxy:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+def test_a_300_mb_form_upload_leaves_socialguard_runs_memory_as_it_was(
+    socialguard_run: tuple[subprocess.Popen[str], int],
+) -> None:
+    proc, port = socialguard_run
+    before = _rss_mb(proc.pid)
+    sock = open_request(
+        _Proxy(port),
+        upload_head(
+            "PUT", "http://www.example.org/.socialguard/request", "www.example.org", 300 << 20
+        ),
+    )
+    sent = 0
+    block = b"x" * (1 << 20)
+    with contextlib.suppress(OSError):
+        for _ in range(300):
+            sock.sendall(block)
+            sent += len(block)
+    sock.close()
+    grown = _rss_mb(proc.pid) - before
+    assert sent < 64 << 20, f"the proxy took {sent >> 20} MB of a body it refuses"
+    assert grown < RSS_MARGIN_MB, f"RSS grew by {grown:.0f} MB"
+
+
+def test_a_large_response_streams_without_growing_socialguard_runs_memory(
+    socialguard_run: tuple[subprocess.Popen[str], int],
+) -> None:
+    proc, port = socialguard_run
+    size = 300 << 20
+    server = socket.create_server(("127.0.0.1", 0))
+    origin_port = server.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(30)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+                block = b"y" * (1 << 20)
+                for _ in range(size >> 20):
+                    conn.sendall(block)
+
+    threading.Thread(target=serve, daemon=True).start()
+    before = _rss_mb(proc.pid)
+    head = (
+        f"GET http://127.0.0.1:{origin_port}/big HTTP/1.1\r\nHost: 127.0.0.1:{origin_port}\r\n\r\n"
+    ).encode()
+    peak, received = before, 0
+    try:
+        sock = open_request(_Proxy(port), head)
+        with contextlib.suppress(OSError):
+            for _ in range(2000):  # bounded: reads 64 KiB at a time, a few at a time
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += len(chunk)
+                if received >= 32 << 20:
+                    break
+                peak = max(peak, _rss_mb(proc.pid))
+        peak = max(peak, _rss_mb(proc.pid))
+        sock.close()
+    finally:
+        server.close()
+    assert received >= 1 << 20, "the response reached the client while the origin still sent"
+    assert peak - before < RSS_MARGIN_MB, f"RSS grew by {peak - before:.0f} MB"

@@ -313,7 +313,8 @@ def test_audit_search_csv_cells_are_never_formulas(
         sg("audit", "search", "--csv", "--log-dir", str(proxy.log_dir), "--tz", "UTC")
     )
     rows = list(csv.reader(io.StringIO(out)))
-    [requested] = [r for r in rows if r[1] == "access_requested"]
+    # the admin event carries the reason (the form's own record says only that it was filed)
+    [requested] = [r for r in rows if r[1:3] == ["access_requested", "admin"]]
     assert (
         requested[7] == '\'=HYPERLINK("http://evil.example/","Open the report")\\x1b]0;pwned\\x07'
     )

@@ -58,7 +58,17 @@ from socialguard.engine.model import (
 )
 from socialguard.engine.paths import AmbiguousPath, request_target
 
-from . import blockpage, bodies, budget, connections, gateway, names, timeouts, uploads
+from . import (
+    blockpage,
+    bodies,
+    budget,
+    connections,
+    gateway,
+    names,
+    passthrough,
+    timeouts,
+    uploads,
+)
 from .admin_events import AdminEventPump
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
@@ -192,6 +202,9 @@ class SocialGuard:
         self._encoded = audit_schema.EncodedDecisions()
         self._own_sockets = gateway.OwnSockets(_listen_addrs)
         self._connects = timeouts.ConnectTimeouts()
+        # Connections decided in next_layer and left to mitmproxy's TLS layers (inspected):
+        # tls_clienthello has nothing more to decide for them.
+        self._decided_early: weakref.WeakSet[connection.Client] = weakref.WeakSet()
         self._held = budget.UploadBudget(budget.parse_upload_memory(budget.DEFAULT_UPLOAD_MEMORY))
 
     # ----------------------------------------------------------------- options and lifecycle
@@ -575,7 +588,26 @@ class SocialGuard:
         except Exception as e:
             self._fail_request(flow, e, hook="http_connect")
 
+    def _decide_hello_early(self, nextlayer: layer.NextLayer) -> None:
+        """Decide a TLS connection on its ClientHello before mitmproxy stacks its TLS layers, so
+        that one passed through (or refused) gets the bare relay (see passthrough.py)."""
+        hello = passthrough.client_hello_ahead(nextlayer)
+        if hello is None:
+            return
+        context = nextlayer.context
+        context.client.sni = hello.sni  # as mitmproxy's TLS layer sets it before its hook
+        data = tls.ClientHelloData(context, hello)
+        self.tls_clienthello(data)
+        if data.ignore_connection:
+            passthrough.relay(nextlayer)
+        else:
+            self._decided_early.add(context.client)
+
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        decided = self._decided_early
+        if decided and data.context.client in decided:
+            decided.discard(data.context.client)  # decided (and recorded) in next_layer
+            return
         try:
             self._decide_connection(data)
         except Exception as e:
@@ -612,13 +644,16 @@ class SocialGuard:
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         """Review mitmproxy's choice of layer before a byte is relayed (see connections.py): a
         ClientHello under any record version is TLS, and an opaque stream relays only where its
-        destination would be passed through."""
+        destination would be passed through. Then a whole ClientHello is decided here, where a
+        passed-through connection can still get the bare relay (passthrough.py)."""
         try:
             connections.review(nextlayer, _mitmproxy_next_layer, self._stream_passes)
         except Exception as e:
             log.error("hook_failed", hook="next_layer", error=repr(e), where=_where(e))
             if self._fail_mode() == "closed":
                 nextlayer.layer = connections.Refused(nextlayer.context)
+            return
+        self._decide_hello_early(nextlayer)  # decides and records itself, failures included
 
     def _stream_passes(self, context: Context) -> bool:
         """Decide and record an opaque stream (neither TLS nor HTTP); True: relay it."""
