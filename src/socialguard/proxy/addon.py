@@ -55,6 +55,7 @@ from socialguard.engine.paths import AmbiguousPath, request_target
 
 from . import blockpage, uploads
 from .admin_events import AdminEventPump
+from .answers import guarded
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
 from .forms import FormRequest
@@ -630,7 +631,7 @@ class SocialGuard:
 
             self._write({"type": "form", "decision_id": new_decision_id(), **answer.event})
         flow.metadata[METADATA_KEY] = Verdict("form", "form", "form", None, (host,))
-        flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+        flow.response = http.Response.make(answer.status, answer.body, guarded(answer.headers))
 
     def _decide_request(self, flow: http.HTTPFlow) -> None:
         """Decide one request, record it, and block it or let it go.
@@ -853,7 +854,7 @@ class SocialGuard:
             flow.response = http.Response.make(
                 403,
                 f"Blocked by socialguard (internal error). Reference: {decision_id}\n",
-                {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
+                guarded({"Content-Type": "text/plain; charset=utf-8"}),
             )
 
     # ----------------------------------------------------------------- facts, engine, log, answer
@@ -943,10 +944,12 @@ class SocialGuard:
         flow.response = http.Response.make(
             407,
             "Proxy authentication required: sign in with your district account.\n",
-            {
-                "Proxy-Authenticate": f'Basic realm="{AUTH_REALM}"',
-                "Content-Type": "text/plain; charset=utf-8",
-            },
+            guarded(
+                {
+                    "Proxy-Authenticate": f'Basic realm="{AUTH_REALM}"',
+                    "Content-Type": "text/plain; charset=utf-8",
+                }
+            ),
         )
         return None
 
@@ -1117,11 +1120,7 @@ class SocialGuard:
         return make_response(
             out.status,
             out.body,
-            {
-                "Content-Type": out.content_type,
-                "Cache-Control": "no-store",
-                "X-SocialGuard-Reference": decision_id,
-            },
+            guarded({"Content-Type": out.content_type, "X-SocialGuard-Reference": decision_id}),
         )
 
 
