@@ -283,7 +283,7 @@ class PolicyTestSpec(_Spec):
     method: str = "GET"
     upload: bool = False
     rule: str | None = None
-    basis: Literal["rule", "grant", "emergency", "default"] | None = None
+    basis: Literal["rule", "grant", "emergency", "default", "ambiguous"] | None = None
 
 
 class IncludeFile(_Spec):

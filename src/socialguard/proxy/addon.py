@@ -70,6 +70,7 @@ from . import (
     uploads,
 )
 from .admin_events import AdminEventPump
+from .answers import guarded
 from .clock import Clock, SystemClock
 from .forms import PREFIX as FORM_PREFIX
 from .forms import FormRequest
@@ -839,7 +840,7 @@ class SocialGuard:
 
             self._write({"type": "form", "decision_id": new_decision_id(), **answer.event})
         flow.metadata[METADATA_KEY] = Verdict("form", "form", "form", None, (host,))
-        flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+        flow.response = http.Response.make(answer.status, answer.body, guarded(answer.headers))
 
     def _take_form(self, flow: http.HTTPFlow, principal: Principal) -> None:
         """The block page's own forms: answered in `request` once the (small) body is in."""
@@ -1147,7 +1148,7 @@ class SocialGuard:
             flow.response = http.Response.make(
                 403,
                 f"Blocked by socialguard (internal error). Reference: {decision_id}\n",
-                {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
+                guarded({"Content-Type": "text/plain; charset=utf-8"}),
             )
         if hook == "requestheaders":
             bodies.refuse_unread(flow)  # the body is still unread: a large one stays so
@@ -1221,10 +1222,12 @@ class SocialGuard:
         flow.response = http.Response.make(
             407,
             "Proxy authentication required: sign in with your district account.\n",
-            {
-                "Proxy-Authenticate": f'Basic realm="{AUTH_REALM}"',
-                "Content-Type": "text/plain; charset=utf-8",
-            },
+            guarded(
+                {
+                    "Proxy-Authenticate": f'Basic realm="{AUTH_REALM}"',
+                    "Content-Type": "text/plain; charset=utf-8",
+                }
+            ),
         )
         bodies.refuse_unread(flow)  # a large body is not read to ask for credentials
         return None
@@ -1396,11 +1399,7 @@ class SocialGuard:
         return make_response(
             out.status,
             out.body,
-            {
-                "Content-Type": out.content_type,
-                "Cache-Control": "no-store",
-                "X-SocialGuard-Reference": decision_id,
-            },
+            guarded({"Content-Type": out.content_type, "X-SocialGuard-Reference": decision_id}),
         )
 
 

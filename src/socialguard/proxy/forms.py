@@ -47,6 +47,8 @@ from socialguard.overrides import (
 )
 from socialguard.overrides.store import FormToken, LimitReachedError, TokenUsedError
 
+from .answers import guarded
+
 log = structlog.get_logger(__name__)
 
 PREFIX = "/.socialguard/"
@@ -56,14 +58,7 @@ TOKEN_TTL = timedelta(minutes=10)
 MAX_BODY = 8 * 1024  # a token and a reason of at most 500 characters: a few hundred bytes
 MAX_REASON = 500
 
-SECURITY_HEADERS = {
-    "Content-Type": "text/html; charset=utf-8",
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-    "frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
+SECURITY_HEADERS = guarded({"Content-Type": "text/html; charset=utf-8"})
 
 
 def is_form_path(path: str) -> bool:
