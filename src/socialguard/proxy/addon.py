@@ -38,10 +38,7 @@ from mitmproxy.net.http import status_codes
 from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from socialguard import (
-    engine,  # attribute access: tests may replace decide() there
-    fsmode,
-)
+from socialguard import engine  # attribute access: tests may replace decide() there
 from socialguard.audit import schema as audit_schema
 from socialguard.engine.accounts import is_sign_in_host
 from socialguard.engine.compiled import CompiledPolicy
@@ -54,6 +51,7 @@ from socialguard.engine.model import (
     Principal,
     Request,
 )
+from socialguard.fsmode import state_dir
 
 from . import blockpage, uploads
 from .admin_events import AdminEventPump
@@ -393,7 +391,7 @@ class SocialGuard:
         from socialguard import paths
         from socialguard.overrides import SnapshotRefresher, open_store
 
-        fsmode.state_dir(settings.state)
+        state_dir(settings.state)  # socialguard.fsmode: 0750, tightened if left open
         store = open_store(paths.store_path(settings.state), clock=self.clock.now)
         refresher = SnapshotRefresher(store, interval_s=0.5, clock=self.clock.now).start()
         old_refresher, old_store = self._refresher, self._store
