@@ -186,3 +186,17 @@ def test_a_failing_listener_does_not_stop_the_refresh(store: SqliteStore, clock:
     store.add_grant("user:jdoe", ("facebook.com",), T0, T0 + timedelta(hours=1), "r", ADMIN)
     assert r.refresh_if_needed()
     assert _granted(r.current, T0)
+
+
+def test_a_change_picked_up_by_a_refresh_on_demand_is_announced_too(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """The block page's emergency form refreshes at once (so the redirect is allowed); the pump
+    must still hear of the change, or the admin event waits for its slow poll."""
+    r = SnapshotRefresher(store, clock=clock)
+    calls: list[int] = []
+    r.on_change = lambda: calls.append(store.change_counter())
+    store.add_grant("user:jdoe", ("facebook.com",), T0, T0 + timedelta(hours=1), "r", ADMIN)
+    assert r.refresh_now()
+    assert calls == [store.change_counter()]
+    assert not r.refresh_if_needed() and len(calls) == 1

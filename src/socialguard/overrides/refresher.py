@@ -107,6 +107,8 @@ class SnapshotRefresher:
                 log.error("overrides_refresh_failed", error=str(e), error_type=type(e).__name__)
                 return False
             self.current = snapshot
+            # not the very first read, at construction: nothing has been announced before it
+            moved = counter != self._counter and bool(self.rebuilds or self.failures)
             self._counter = counter
             self._next_boundary = active.next_boundary
             self.rebuilds += 1
@@ -116,7 +118,17 @@ class SnapshotRefresher:
                 emergencies=len(active.emergencies),
                 change_counter=counter,
             )
-            return True
+        if moved:
+            self._announce()
+        return True
+
+    def _announce(self) -> None:
+        """Tell the listener the store changed (however the change was picked up)."""
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception as e:  # a listener must not stop the snapshot from refreshing
+                log.error("overrides_change_listener_failed", error=repr(e))
 
     def refresh_if_needed(self) -> bool:
         """One poll: rebuild if the store changed or a start/end has passed. True if rebuilt."""
@@ -127,14 +139,8 @@ class SnapshotRefresher:
             log.error("overrides_poll_failed", error=str(e), error_type=type(e).__name__)
             return False
         boundary = self._next_boundary
-        changed = counter != self._counter
-        if changed and self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception as e:  # a listener must not stop the snapshot from refreshing
-                log.error("overrides_change_listener_failed", error=repr(e))
-        if changed or (boundary is not None and self._clock() >= boundary):
-            return self.refresh_now()
+        if counter != self._counter or (boundary is not None and self._clock() >= boundary):
+            return self.refresh_now()  # announces a moved counter
         return False
 
     def _run(self) -> None:
