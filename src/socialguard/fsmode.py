@@ -43,10 +43,16 @@ def _tighten(path: Path, allowed: int, extra: int = 0) -> None:
     """Drop the permission bits of `path` beyond `allowed` (and add `extra`); never widens.
 
     A path owned by another account is left as it is (with a warning): the service cannot change
-    it, and refusing to start over it would be worse than running.
+    it, and refusing to start over it would be worse than running. A sticky directory (`/tmp`
+    given as the state directory) is shared by design and never changed.
     """
     try:
-        current = stat.S_IMODE(path.stat().st_mode)
+        st = path.stat()
+        current = stat.S_IMODE(st.st_mode)
+        if current & stat.S_ISVTX or st.st_uid != os.geteuid():
+            if current & 0o007:
+                log.warning("file_mode_not_tightened", path=str(path), mode=oct(current))
+            return
         wanted = (current & allowed) | extra
         if wanted != current:
             path.chmod(wanted)

@@ -23,8 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from conftest import TEST_RULES  # type: ignore[import-not-found]
+from socialguard_proxy_harness import TEST_RULES  # type: ignore[import-not-found]  # conftest loads it
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import curl  # type: ignore[import-not-found]
+from socialguard_proxy_harness import curl  # type: ignore[import-not-found]  # conftest loads it
 
 pytestmark = pytest.mark.e2e
 
@@ -45,9 +44,16 @@ default: allow
 HTML = ("-H", "Accept: text/html")
 
 
-def post_form(proxy: Any, form: str, address: str, reason: str = "Need it for class") -> int:
-    """Open the block page from `address` and post its `form`; the answer's status."""
-    source = ("--interface", address)
+def post_form(
+    proxy: Any,
+    form: str,
+    address: str,
+    reason: str = "Need it for class",
+    extra: tuple[str, ...] = (),
+) -> int:
+    """Open the block page from `address` and post its `form`; the answer's status. `extra`:
+    more curl arguments (credentials)."""
+    source = ("--interface", address, *extra)
     page = curl(proxy, "https://www.facebook.com/some/page", *HTML, *source)
     assert page.status == 403, "the site is blocked for this address"
     tokens = dict(
@@ -103,3 +109,24 @@ def test_the_limits_are_read_from_the_rules(start_proxy: Any) -> None:
     assert post_form(proxy, "emergency", "127.0.0.5") == 303
     assert post_form(proxy, "emergency", "127.0.0.6") == 303
     assert post_form(proxy, "emergency", "127.0.0.7") == 429
+
+
+def test_a_signed_in_person_has_their_own_allowance_across_addresses(
+    start_proxy: Any, tmp_path: Path
+) -> None:
+    import bcrypt
+
+    users = tmp_path / "users.htpasswd"
+    users.write_text(f"jdoe:{bcrypt.hashpw(b's3cret', bcrypt.gensalt(rounds=4)).decode()}\n")
+    rules = (
+        f"auth:\n  htpasswd: {users}\n"
+        + RULES
+        + ("overrides:\n  requests_per_day: 2\n  requests_per_day_unidentified: 0\n")
+    )
+    proxy = start_proxy(rules_text=rules, at=datetime.now(UTC) + timedelta(minutes=1))
+    jdoe = ("--proxy-user", "jdoe:s3cret")
+    # the person, not the address, is counted; and nobody unidentified shares their allowance
+    got = [post_form(proxy, "request", f"127.0.0.{n}", extra=jdoe) for n in (2, 3, 4)]
+    assert got == [200, 200, 429]
+    requested = [r for r in proxy.records() if r.get("outcome") == "limit_reached"]
+    assert [r["limit"] for r in requested] == ["requests_per_day"]

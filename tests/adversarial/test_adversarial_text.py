@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import curl  # type: ignore[import-not-found]
+from socialguard_proxy_harness import curl  # type: ignore[import-not-found]  # conftest loads it
 
 pytestmark = pytest.mark.e2e
 

@@ -326,3 +326,15 @@ def test_an_unknown_form_path_is_capped_in_the_record(forms: BlockPageForms) -> 
     assert res.status == 404
     assert len(res.event["form"]) == 256
     assert res.event["masked"] == ["form"]
+
+
+def test_a_form_whose_daily_allowance_is_zero_is_not_offered(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    from dataclasses import replace
+
+    limits = replace(LIMITS, requests_per_day=0, emergency_per_day_unidentified=0)
+    forms = BlockPageForms(store, lambda: limits, clock=clock)
+    anonymous = Principal(client_ip="10.20.1.9", groups=frozenset({"staff"}))
+    assert set(tokens(forms.links(blocked(), url=URL, decision_id="d-1"))) == {EMERGENCY_PATH}
+    assert tokens(forms.links(blocked(principal=anonymous), url=URL, decision_id="d-2")) == {}

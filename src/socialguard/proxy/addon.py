@@ -39,10 +39,7 @@ from mitmproxy.proxy import layer, mode_specs
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-from socialguard import (
-    engine,  # attribute access: tests may replace decide() there
-    fsmode,
-)
+from socialguard import engine  # attribute access: tests may replace decide() there
 from socialguard.audit import schema as audit_schema
 from socialguard.engine import gateway as engine_gateway
 from socialguard.engine.accounts import is_sign_in_host
@@ -57,6 +54,7 @@ from socialguard.engine.model import (
     Request,
 )
 from socialguard.engine.paths import AmbiguousPath, request_target
+from socialguard.fsmode import state_dir
 
 from . import (
     blockpage,
@@ -490,7 +488,7 @@ class SocialGuard:
         from socialguard import paths
         from socialguard.overrides import SnapshotRefresher, open_store
 
-        fsmode.state_dir(settings.state)
+        state_dir(settings.state)  # socialguard.fsmode: 0750, tightened if left open
         store = open_store(paths.store_path(settings.state), clock=self.clock.now)
         refresher = SnapshotRefresher(store, interval_s=0.5, clock=self.clock.now).start()
         old_refresher, old_store = self._refresher, self._store

@@ -230,14 +230,19 @@ class BlockPageForms:
             "decision_id": decision_id,
         }
         parts = []
+        p = decision.principal
         if (
             Bypass.EMERGENCY in decision.bypass
             and limits.emergency_minutes > 0
-            and limits.emergency_per_day > 0
+            and _has_allowance(
+                p, limits.emergency_per_day, limits.emergency_per_day_unidentified, "emergency"
+            )
         ):
             token = self.signer.issue({**fields, "kind": "emergency"}, now)
             parts.append(_emergency_form(token, limits))
-        if Bypass.GRANT in decision.bypass:
+        if Bypass.GRANT in decision.bypass and _has_allowance(
+            p, limits.requests_per_day, limits.requests_per_day_unidentified, "requests"
+        ):
             token = self.signer.issue({**fields, "kind": "request"}, now)
             parts.append(_request_form(token))
         return "\n".join(parts)
@@ -442,6 +447,13 @@ class BlockPageForms:
             ),
             day_start=_day_start(self._clock(), limits),
         )
+
+
+def _has_allowance(p: Principal, per_person: int, per_unidentified: int, what: str) -> bool:
+    """Does the policy give this principal any use of the form at all (a limit of 0 turns it
+    off)? Whether today's is used up is the store's to say when the form comes back."""
+    spends = allowances(p, per_person=per_person, per_unidentified=per_unidentified, what=what)
+    return all(a.per_day > 0 for a in spends)
 
 
 def _day_start(now: datetime, limits: Limits) -> datetime:
