@@ -149,6 +149,10 @@ def decision_event(
     elif stage in HTTP_STAGES:
         erased.append("path")  # an HTTP request had a path; the policy did not ask to log it
     event["category"] = decision.category
+    if decision.service is not None:
+        # the service (engine/services.py) the host belongs to, by id: added within schema v1,
+        # present only when the host belongs to one (older records and other hosts lack it)
+        event["service"] = decision.service
     event["rule"] = decision.rule_id
     event["action"] = str(decision.action)
     event["basis"] = str(decision.basis)

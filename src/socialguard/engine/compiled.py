@@ -22,6 +22,7 @@ from .domains import DomainIndex, NetworkIndex
 from .hosts import is_ip_literal
 from .model import Action, Bypass, Decision, Principal, Request, TraceStep
 from .schedule import Schedule
+from .services import ServiceCatalogue
 from .uploads import UploadRules
 
 __all__ = [
@@ -414,6 +415,8 @@ class CompiledPolicy:
     # `uploads:` (policy/uploads.py): what counts as an upload
     uploads: UploadRules = field(default_factory=UploadRules)
     accounts: AccountsSpec | None = None  # `accounts:` (engine/accounts.py): sign-in restrictions
+    # `services:` (engine/services.py): what each service needs to work, tagged in `index`
+    services: ServiceCatalogue = field(default_factory=ServiceCatalogue)
     rule_index: RuleIndex = field(init=False)
     # host → (tags, candidate rules, True): a busy proxy asks about the same few thousand hosts all
     # day. Bounded (cleared when full); a plain dict is safe to share between threads (a racing
@@ -432,8 +435,25 @@ class CompiledPolicy:
         default_factory=dict, compare=False, repr=False
     )
 
+    # host → the id of the service it belongs to (or None); bounded like _hosts
+    _service_of: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "rule_index", RuleIndex.build(self.rules))
+
+    def service_of(self, host: str) -> str | None:
+        """The id of the service `host` (normalised) belongs to, or None; once per host, then
+        one dict probe (decide() names it in every Decision it builds)."""
+        cache = self._service_of
+        try:
+            return cache[host]
+        except KeyError:
+            pass
+        found = self.services.owner(self.host_rules(host)[0]) if self.services else None
+        if len(cache) >= _HOST_CACHE_MAX:
+            cache.clear()
+        cache[host] = found
+        return found
 
     def next_schedule_change(self, now: datetime) -> datetime | None:
         """The first instant after `now` at which a schedule some rule uses opens or closes.

@@ -164,6 +164,7 @@ def _plain_rule_decision(  # noqa: PLR0917 - one hot-path call site
         None,
         rule.bypass,
         tuple(trace),
+        policy.service_of(host),
     )
     return _remember(policy, key, decision) if seen else decision
 
@@ -183,6 +184,7 @@ _FIELDS = (
     "override_id",
     "bypass",
     "trace",
+    "service",
 )
 if Decision.__slots__ == _FIELDS:
     (
@@ -198,6 +200,7 @@ if Decision.__slots__ == _FIELDS:
         _set_override,
         _set_bypass,
         _set_trace,
+        _set_service,
     ) = (slot_setter(Decision, name) for name in _FIELDS)
     _new = object.__new__
 
@@ -214,6 +217,7 @@ if Decision.__slots__ == _FIELDS:
         override_id: str | None,
         bypass: frozenset[Bypass],
         trace: tuple[TraceStep, ...],
+        service: str | None,
     ) -> Decision:
         """Decision(...), about twice as fast.
 
@@ -234,6 +238,7 @@ if Decision.__slots__ == _FIELDS:
         _set_override(d, override_id)
         _set_bypass(d, bypass)
         _set_trace(d, trace)
+        _set_service(d, service)
         return d
 
 else:  # pragma: no cover - only if model.Decision changed
@@ -261,6 +266,7 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
         now,
         emergency=rule.lifts_by_emergency,
         grant=rule.lifts_by_grant,
+        service_of=policy.service_of if policy.services else None,
     )
     if rule.lifts_by_emergency:
         if isinstance(lift, Emergency):
@@ -310,6 +316,7 @@ def _lifted(  # noqa: PLR0917 - the pieces of the decision, from one call site e
         override_id,
         rule.bypass,
         tuple(trace),
+        policy.service_of(host),
     )
 
 
@@ -350,6 +357,7 @@ def _default_decision(
         None,
         _NO_BYPASS,
         tuple(trace),
+        policy.service_of(request.host),
     )
     return _remember(policy, key, decision) if seen else decision
 
@@ -439,4 +447,5 @@ def _connection_note(
         policy.version,
         host,
         trace=(TraceStep("connection", note),),
+        service=policy.service_of(host) if host else None,
     )

@@ -40,6 +40,8 @@ class Limits:
     # Whether the policy's categories list this (normalised) host: a single-label site such as
     # `localhost` may be granted only when the rules name it too.
     lists_host: Callable[[str], bool] | None = None
+    # The policy's services (engine/services.py) by id; None when not checked against a policy.
+    service_names: frozenset[str] | None = None
 
     @classmethod
     def from_policy(cls, policy: Any) -> Limits:
@@ -52,6 +54,7 @@ class Limits:
             emergency_per_day=int(policy.overrides.emergency_per_day),
             timezone=policy.district.timezone,
             lists_host=lambda host: host in policy.classify(host).values(),
+            service_names=frozenset(policy.services.services),
         )
 
 
@@ -129,9 +132,23 @@ def check_scope(scope: str, limits: Limits | None, *, field: str = "--scope") ->
 
 
 def check_site(site: str, limits: Limits | None, *, field: str = "--site") -> str:
-    """A domain (normalised like the engine does) or `category:NAME` (a category the policy
-    defines)."""
+    """A domain (normalised like the engine does), `category:NAME` (a category the policy
+    defines), `service:ID` (a service the policy's catalogue defines) or `domain:DOMAIN` (that
+    domain alone: a plain domain stands for its whole service, see engine/services.py)."""
     raw = site.strip()
+    if raw.lower().startswith("service:"):
+        name = raw.split(":", 1)[1].strip().lower()
+        if not name:
+            raise StoreError(f"{field}: {site!r} names no service")
+        known = limits.service_names if limits is not None else None
+        if known is not None and name not in known:
+            raise StoreError(f"{field}: unknown service {name!r}{_known(known)}")
+        return f"service:{name}"
+    if raw.lower().startswith("domain:"):
+        inner = check_site(raw.split(":", 1)[1], limits, field=field)
+        if ":" in inner and not inner.startswith("["):
+            raise StoreError(f"{field}: {site!r}: domain: takes a domain such as www.facebook.com")
+        return "domain:" + inner
     if raw.lower().startswith("category:"):
         name = raw.split(":", 1)[1].strip()
         if not name:
