@@ -1136,6 +1136,7 @@ class SocialGuard:
             contact=getattr(district, "contact", None),
             policy_url=getattr(district, "policy_url", None),
             bypass_html=bypass_html,
+            service=loaded.policy.services.name_of(decision.service) if loaded else None,
         )
         out = blockpage.render(notice, fmt)
         return make_response(
