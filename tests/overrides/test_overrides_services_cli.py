@@ -77,3 +77,11 @@ def test_an_unknown_service_is_refused_and_nothing_is_written(sg: Any, store: Sq
     result = _add(sg, "service:tiktk", code=2)
     assert "--site: unknown service 'tiktk' (did you mean 'tiktok'?)" in result.stderr
     assert store.list_grants(datetime.now(UTC)) == []
+
+
+def test_check_names_the_service_of_an_asset_host(sg: Any) -> None:
+    out = sg(
+        "check", "https://static.xx.fbcdn.net/rsrc/app.css", "--client", "10.20.1.5",
+        "--at", "2026-12-01T10:00", code=1,  # a block exits 1
+    ).stdout  # fmt: skip
+    assert "  service:    Facebook (facebook)" in out.splitlines()

@@ -94,6 +94,7 @@ class Filter:
     basis: str | None = None
     rule: str | None = None
     types: frozenset[str] | None = None  # None: every event, not the chain's file bookkeeping
+    service: str | None = None  # a service id (engine/services.py), as records name it
 
     def needles(self) -> list[bytes]:
         out = []
@@ -106,6 +107,7 @@ class Filter:
             ("action", self.action),
             ("basis", self.basis),
             ("rule", self.rule),
+            ("service", self.service),
         ):
             if value:
                 out.append(f'"{key}":'.encode() + _json_str(value))  # the writer's compact form
@@ -149,6 +151,7 @@ class Filter:
             and (self.action is None or r.get("action") == self.action)
             and (self.basis is None or r.get("basis") == self.basis)
             and (self.rule is None or r.get("rule") == self.rule)
+            and (self.service is None or r.get("service") == self.service)
         )
 
 

@@ -184,6 +184,13 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         str | None, typer.Option("--basis", help="rule, grant, emergency, default or error.")
     ] = None,
     rule: Annotated[str | None, typer.Option("--rule", help="Rule id.")] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            "--service",
+            help="Service id (facebook, tiktok, ...: rules/services.yaml): every domain of it.",
+        ),
+    ] = None,
     admin: Annotated[
         bool, typer.Option("--admin/--no-admin", help="Include administrators' changes.")
     ] = True,
@@ -211,7 +218,7 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         if action is not None and action not in ("allow", "block"):
             raise ConfigError(f"--action {action!r}: expected allow or block")
         zone = _zone(tz, rules)
-        decision_only = any(v is not None for v in (category, action, basis, rule, host))
+        decision_only = any(v is not None for v in (category, action, basis, rule, host, service))
         types = None if admin and not decision_only else {TYPE_DECISION}
         flt = _filter(
             zone,
@@ -223,6 +230,7 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             action=action,
             basis=basis,
             rule=rule,
+            service=service.strip().lower() if service else None,
             types=None if types is None else frozenset(types),
         )
         found = run_search(_log_dir(log_dir, state), flt)
