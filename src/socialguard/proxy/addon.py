@@ -60,6 +60,7 @@ from .forms import FormRequest
 from .neighbours import NeighbourTable
 from .options import NeighbourMode, Settings, parse_settings
 from .reload import LoadedPolicy, RulesWatcher, load_checked, rejection_errors
+from .visits import is_visit
 
 log = structlog.get_logger(__name__)
 
@@ -699,6 +700,8 @@ class SocialGuard:
             now = self.clock.now()
             decision = self._decision(peer, policy, hosts, req, head, now)
         extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
+        if is_visit(head):  # a page navigation: reports count these (proxy/visits.py)
+            extra["visit"] = True
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
