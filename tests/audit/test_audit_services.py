@@ -56,3 +56,54 @@ def test_audit_search_service_from_the_cli(tmp_path: Path, open_log: Any) -> Non
     assert result.exit_code == 0, result.stderr
     hosts = [json.loads(line)["host"] for line in result.stdout.splitlines()]
     assert hosts == ["www.tiktok.com"]
+
+
+def _page_load(open_log: Any) -> None:
+    """jdoe opens Facebook twice (each time the page and three assets), bwong opens TikTok once,
+    and a tab polls TikTok's API ten times: 3 visits, 18 requests."""
+    log = open_log("n1-w0")
+    for _ in range(2):
+        log.write(service_event("www.facebook.com", "facebook", visit=True))
+        for asset in ("static.xx.fbcdn.net", "scontent.xx.fbcdn.net", "connect.facebook.net"):
+            log.write(service_event(asset, "facebook"))
+    bwong = replace(make_decision("www.tiktok.com", user="bwong"), service="tiktok")
+    log.write(
+        decision_event(bwong, decision_id=new_decision_id(), stage="request", client="10.0.0.6",
+                       visit=True)
+    )  # fmt: skip
+    for _ in range(10):
+        log.write(service_event("api.tiktok.com", "tiktok"))
+    log.close()
+
+
+def test_the_report_counts_blocked_visits_per_service_and_person(
+    tmp_path: Path, open_log: Any
+) -> None:
+    from audit_helpers import DENVER
+
+    from socialguard.audit.reader import Filter, search
+    from socialguard.audit.report import render_html, render_text, summarise
+
+    _page_load(open_log)
+    s = summarise(search(tmp_path / "log", Filter()), DENVER)
+    assert s.blocked == 19 and s.blocked_visits == 3
+    assert s.services_by_visits() == [("facebook", 2, 8), ("tiktok", 1, 11)]
+    assert s.blocked_visits_by_person == {"user:jdoe": 2, "user:bwong": 1}
+    text = render_text(s)
+    assert "Blocked visits (pages opened): 3" in text
+    assert "  facebook         2 visits         8 requests" in text
+    page = render_html(s)
+    assert "<h2>Blocked visits by service</h2>" in page and "<td>facebook</td>" in page
+
+
+def test_audit_report_json_carries_visits(tmp_path: Path, open_log: Any) -> None:
+    _page_load(open_log)
+    result = CliRunner().invoke(
+        app,
+        ["audit", "report", "--json", "--log-dir", str(tmp_path / "log"), "--tz", "America/Denver"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["blocked_visits"] == 3
+    assert out["blocked_visits_by_service"]["tiktok"] == {"visits": 1, "requests": 11}

@@ -317,6 +317,12 @@ def _summary_json(s: Any) -> dict[str, Any]:
         "blocked_by_group": dict(s.blocked_by_group.most_common()),
         "blocked_by_person": dict(s.blocked_by_person.most_common()),
         "top_blocked_destinations": dict(s.blocked_destinations.most_common(15)),
+        "blocked_visits": s.blocked_visits,
+        "blocked_visits_by_service": {
+            k: {"visits": v, "requests": n}
+            for k, v, n in s.services_by_visits(len(s.blocked_requests_by_service))
+        },
+        "blocked_visits_by_person": dict(s.blocked_visits_by_person.most_common()),
         "by_basis": dict(s.by_basis),
         "grants_used": dict(s.grants_used),
         "emergencies_used": dict(s.emergencies_used),
