@@ -1,6 +1,6 @@
 """`socialguard run`, as its CLI would start it, for the services tests: inside the test's network
 namespace, trusting the loopback origin's self-signed certificate (ssl_insecure), which the CLI
-has no option for. Usage: python service_proxy.py RULES STATE CERTS LOG_DIR PORT"""
+has no option for. Usage: python service_proxy.py RULES STATE CERTS LOG_DIR PORT ADMIN"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from socialguard.proxy.run import ProxyConfig, ensure_ca, run_proxy
 
 
 def main() -> None:
-    rules, state, certs, log_dir, port = sys.argv[1:6]
+    rules, state, certs, log_dir, port, admin = sys.argv[1:7]
     ensure_ca(Path(certs))
     config = ProxyConfig(
         rules=Path(rules),
@@ -20,6 +20,7 @@ def main() -> None:
         log_dir=Path(log_dir),
         listen_port=int(port),
         node="services-test",
+        admin=admin,
         mitmproxy_options={"ssl_insecure": True},
     )
     run_proxy(config)

@@ -40,6 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.browser]
 
 ORIGIN = "127.0.0.10"
 PROXY_PORT = 18080
+ADMIN = "127.0.0.1:18081"
 PAGE_HOST = "www.facebook.com"
 ASSET_HOSTS = ("static.xx.fbcdn.net", "scontent.xx.fbcdn.net", "connect.facebook.net")
 OTHER_HOST = "www.tiktok.com"
@@ -165,7 +166,7 @@ def lab(tmp_path: Path) -> Iterator[ServiceLab]:
         the_lab.start([sys.executable, HERE / "service_origin.py", config], "origin", "ready")
         the_lab.start(
             [sys.executable, HERE / "service_proxy.py", rules, the_lab.state, tmp_path / "certs",
-             the_lab.log_dir, str(PROXY_PORT)],
+             the_lab.log_dir, str(PROXY_PORT), ADMIN],
             "proxy",
         )  # fmt: skip
         _wait_for_proxy(the_lab)
@@ -253,6 +254,13 @@ def test_an_emergency_opens_the_whole_service_in_a_real_browser(lab: ServiceLab)
     # the page is a visit; what it loaded is not
     assert blocked[-1].get("visit") is True
     assert all("visit" not in lifted[h] for h in ASSET_HOSTS)
+    # and /metrics counts per service
+    metrics = subprocess.run(
+        lab.exec("curl", "-s", "--max-time", "5", f"http://{ADMIN}/metrics"),
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert 'socialguard_service_visits_total{action="block",service="tiktok"}' in metrics
+    assert 'socialguard_service_requests_total{action="allow",service="facebook"}' in metrics
 
 
 def _loaded(page: Any) -> dict[str, Any]:

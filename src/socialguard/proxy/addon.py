@@ -699,9 +699,7 @@ class SocialGuard:
         else:
             now = self.clock.now()
             decision = self._decision(peer, policy, hosts, req, head, now)
-        extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
-        if is_visit(head):  # a page navigation: reports count these (proxy/visits.py)
-            extra["visit"] = True
+        extra = _request_extra(hosts, decision, head)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
@@ -737,9 +735,7 @@ class SocialGuard:
             )
             uploads.refuse_unread_body(flow)  # a large body is never read: close instead
         if metrics is not None:
-            metrics.decision(
-                str(decision.action), str(decision.basis), time.perf_counter() - started
-            )
+            _count_request(metrics, decision, extra, started)
 
     def _plan_upload(  # noqa: PLR0917 - the request's facts, from the one call site
         self,
@@ -1374,6 +1370,24 @@ _HTTP2_OR_3 = frozenset({b"HTTP/2.0", b"HTTP/3"})
 
 def _is_explicit(client: connection.Client) -> bool:
     return isinstance(client.proxy_mode, _EXPLICIT_MODES)
+
+
+def _request_extra(
+    hosts: tuple[str, ...], decision: Decision, head: dict[bytes, list[bytes]]
+) -> dict[str, Any]:
+    """The record's facts beyond the decision: names that disagree, and whether the request
+    opened a page (a visit, which reports count: proxy/visits.py)."""
+    extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
+    if is_visit(head):
+        extra["visit"] = True
+    return extra
+
+
+def _count_request(metrics: Any, decision: Decision, extra: dict[str, Any], started: float) -> None:
+    """The request's figures for /metrics: its decision and time, and its service's counts."""
+    metrics.decision(str(decision.action), str(decision.basis), time.perf_counter() - started)
+    if decision.service is not None:
+        metrics.service(decision.service, str(decision.action), "visit" in extra)
 
 
 def _scan_headers(fields: tuple[tuple[bytes, bytes], ...]) -> dict[bytes, list[bytes]]:
