@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -204,3 +205,19 @@ rules:
 """
     with pytest.raises(PolicyError, match="unknown service 'tiktk'"):
         make_policy(rules)
+
+
+def test_a_lifted_decision_is_remembered_only_for_its_own_grant(policy: CompiledPolicy) -> None:
+    start = SCHOOL_TIME.astimezone(UTC) - timedelta(minutes=1)
+    first = Grant("g1", "ip:10.20.1.5", ("www.facebook.com",), start, start + timedelta(hours=1),
+                  "lesson", "admin")  # fmt: skip
+    overrides = Overrides.build([first], [])
+    principal = resolve_principal(policy, "10.20.1.5")  # the proxy keeps one per client
+    asset = Request(host="static.xx.fbcdn.net")
+    a = [decide(policy, asset, principal, SCHOOL_TIME, overrides) for _ in range(3)]
+    assert a[1] is a[2] and a[2].override_id == "g1"
+    # the same grant extended: a new snapshot, a new decision naming the new end
+    longer = Overrides.build([replace(first, ends=start + timedelta(hours=2))], [])
+    assert "until 2026-12-01 18:59Z" in ask(policy, "static.xx.fbcdn.net", longer).trace[-1].outcome
+    # revoked (a snapshot without it): blocked again at once
+    assert ask(policy, "static.xx.fbcdn.net", Overrides.build([], [])).action is Action.BLOCK

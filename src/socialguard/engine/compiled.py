@@ -435,24 +435,32 @@ class CompiledPolicy:
         default_factory=dict, compare=False, repr=False
     )
 
-    # host → the id of the service it belongs to (or None); bounded like _hosts
-    _service_of: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
+    # a host's tags (by id; the entry holds them) → the service they make it part of. A new
+    # subdomain shares its parent's tags object (see _uncached_host_rules), so this costs no
+    # entry per host.
+    _owners: dict[int, tuple[Mapping[str, str], str | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rule_index", RuleIndex.build(self.rules))
 
     def service_of(self, host: str) -> str | None:
-        """The id of the service `host` (normalised) belongs to, or None; once per host, then
-        one dict probe (decide() names it in every Decision it builds)."""
-        cache = self._service_of
-        try:
-            return cache[host]
-        except KeyError:
-            pass
-        found = self.services.owner(self.host_rules(host)[0]) if self.services else None
-        if len(cache) >= _HOST_CACHE_MAX:
-            cache.clear()
-        cache[host] = found
+        """The id of the service `host` (normalised) belongs to, or None: the per-host cache's
+        tags, then one probe (decide() names it in every Decision it builds)."""
+        if not self.services:
+            return None
+        tags = self.host_rules(host)[0]
+        if not tags:
+            return None
+        hit = self._owners.get(id(tags))
+        if hit is not None and hit[0] is tags:
+            return hit[1]
+        found = self.services.owner(tags)
+        owners = self._owners
+        if len(owners) >= _HOST_CACHE_MAX:
+            owners.clear()
+        owners[id(tags)] = (tags, found)
         return found
 
     def next_schedule_change(self, now: datetime) -> datetime | None:

@@ -268,26 +268,57 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
         grant=rule.lifts_by_grant,
         service_of=policy.service_of if policy.services else None,
     )
+    if lift is not None and seen:
+        # The same page asked again under the same grant or emergency: its decision, as made
+        # before (building a lifted Decision and its trace costs several times a cached one).
+        key: tuple[object, ...] = (
+            id(policy),
+            id(principal),
+            request.host,
+            id(lift),
+            *map(id, trace),
+        )
+        hit = overrides.lifted.get(key)
+        if hit is not None and hit[0] is policy and hit[1] is principal:
+            return hit[2]
+        decision = _lifted_decision(policy, rule, dest, request, principal, trace, lift)
+        cache = overrides.lifted
+        if len(cache) >= _DECISION_CACHE_MAX:
+            cache.clear()
+        cache[key] = (policy, principal, decision)
+        return decision
+    if lift is not None:
+        return _lifted_decision(policy, rule, dest, request, principal, trace, lift)
     if rule.lifts_by_emergency:
-        if isinstance(lift, Emergency):
-            trace.append(TraceStep("emergency", f"in force: {lift.id} ({lift.scope})"))
-            why = f"Allowed in an emergency ({lift.reason})"
-            return _lifted(
-                policy, rule, dest, request.host, principal, trace, Basis.EMERGENCY, why, lift.id
-            )
         trace.append(_NO_EMERGENCY)
     if rule.lifts_by_grant:
-        if isinstance(lift, Grant):
-            trace.append(
-                TraceStep("grant", f"in force: {lift.id} (until {lift.ends:%Y-%m-%d %H:%M}Z)")
-            )
-            why = f"Allowed at the request of administration ({lift.reason})"
-            return _lifted(
-                policy, rule, dest, request.host, principal, trace, Basis.GRANT, why, lift.id
-            )
         trace.append(_NO_GRANT)
     # nothing lifted it: the answer depends on the path alone again (its steps are constants)
     return _plain_rule_decision(policy, rule, dest, request.host, principal, trace, seen)
+
+
+def _lifted_decision(  # noqa: PLR0917 - one call site, two calls
+    policy: CompiledPolicy,
+    rule: CompiledRule,
+    dest: Destination,
+    request: Request,
+    principal: Principal,
+    trace: list[TraceStep],
+    lift: Emergency | Grant,
+) -> Decision:
+    """The allow of a rule that `lift` lifted, with the trace of what was considered (the
+    emergency looked for first: `lifting` returns a grant only when none is in force)."""
+    if isinstance(lift, Emergency):
+        trace.append(TraceStep("emergency", f"in force: {lift.id} ({lift.scope})"))
+        why = f"Allowed in an emergency ({lift.reason})"
+        basis = Basis.EMERGENCY
+    else:
+        if rule.lifts_by_emergency:
+            trace.append(_NO_EMERGENCY)
+        trace.append(TraceStep("grant", f"in force: {lift.id} (until {lift.ends:%Y-%m-%d %H:%M}Z)"))
+        why = f"Allowed at the request of administration ({lift.reason})"
+        basis = Basis.GRANT
+    return _lifted(policy, rule, dest, request.host, principal, trace, basis, why, lift.id)
 
 
 def _lifted(  # noqa: PLR0917 - the pieces of the decision, from one call site each

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import ClassVar
 
 from .hosts import normalise_host
-from .model import Emergency, Grant, Principal
+from .model import Decision, Emergency, Grant, Principal
 
 __all__ = ["DOMAIN_ONLY_PREFIX", "Overrides", "ServiceOf", "site_matches"]
 
@@ -86,6 +86,12 @@ class Overrides:
     # and grants filed under its keys. The proxy reuses one Principal per client, so a request
     # costs one probe here instead of a probe per key (and a sort of its groups) per lookup.
     _memo: dict[int, tuple[Principal, tuple[Emergency, ...], tuple[Grant, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # decisions this snapshot's grants and emergencies lifted, remembered by engine/decide.py
+    # (the key names the policy, principal, host, override and rule path by id; the entry holds
+    # the policy and principal, so those ids stay theirs, and the snapshot holds the overrides)
+    lifted: dict[tuple[object, ...], tuple[object, Principal, Decision]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
