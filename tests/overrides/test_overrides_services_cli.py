@@ -85,3 +85,15 @@ def test_check_names_the_service_of_an_asset_host(sg: Any) -> None:
         "--at", "2026-12-01T10:00", code=1,  # a block exits 1
     ).stdout  # fmt: skip
     assert "  service:    Facebook (facebook)" in out.splitlines()
+
+
+def test_an_approved_access_request_opens_the_whole_service(sg: Any, store: SqliteStore) -> None:
+    from socialguard.overrides import Actor
+
+    rid = store.file_request(
+        who="user:jdoe", site="facebook.com", url="https://www.facebook.com/groups/pta",
+        rule_id="staff-social-school-hours", decision_id="d-1", reason="PTA page update",
+        client_ip="10.20.1.5", actor=Actor(by="user:jdoe", source="10.20.1.5"),
+    ).id  # fmt: skip
+    out = sg("grant", "approve", rid, "--for", "1h").stdout.splitlines()
+    assert out[1].startswith(f"approved {rid}: user:jdoe may reach facebook.com (all of Facebook)")
