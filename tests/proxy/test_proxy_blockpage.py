@@ -101,3 +101,15 @@ def test_text_is_short() -> None:
     assert out.content_type.startswith("text/plain")
     assert "K7Q2-9XMD-4TRA" in text
     assert len(text.splitlines()) <= 6
+
+
+def test_a_service_is_named_on_the_page_in_json_and_in_text() -> None:
+    notice = replace(NOTICE, host="static.xx.fbcdn.net", service="Facebook")
+    page = render(notice, BlockFormat.HTML).body.decode()
+    assert "<h1>Facebook is blocked on the" in page and "<title>Blocked: Facebook</title>" in page
+    assert json.loads(render(notice, BlockFormat.JSON).body)["service"] == "Facebook"
+    assert "Facebook (static.xx.fbcdn.net)" in render(notice, BlockFormat.TEXT).body.decode()
+
+
+def test_a_host_of_no_service_is_this_site() -> None:
+    assert "<h1>This site is blocked on the" in render(NOTICE, BlockFormat.HTML).body.decode()

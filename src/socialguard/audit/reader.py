@@ -106,6 +106,7 @@ class Filter:
     basis: str | None = None
     rule: str | None = None
     types: frozenset[str] | None = None  # None: every event, not the chain's file bookkeeping
+    service: str | None = None  # a service id (engine/services.py), as records name it
 
     def needles(self) -> list[bytes]:
         out = []
@@ -120,6 +121,7 @@ class Filter:
             ("category", self.category),
             ("basis", self.basis),
             ("rule", self.rule),
+            ("service", self.service),
         ):
             if value:
                 out.append(f'"{key}":'.encode() + _json_str(value))  # the writer's compact form
@@ -168,6 +170,7 @@ class Filter:
             and (self.action is None or outcome(r) == self.action)
             and (self.basis is None or r.get("basis") == self.basis)
             and (self.rule is None or r.get("rule") == self.rule)
+            and (self.service is None or r.get("service") == self.service)
         )
 
 

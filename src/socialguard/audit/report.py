@@ -57,6 +57,21 @@ class Summary:
     emergencies: list[AdminEntry] = field(default_factory=list)
     self_declared: dict[str, AdminEntry] = field(default_factory=dict)
     acknowledged: set[str] = field(default_factory=set)
+    # Visits (proxy/visits.py: a page opened, `visit: true`) blocked, by service (its id, or the
+    # host for one of no service) and by person; the blocked requests per service beside them
+    blocked_visits: int = 0
+    blocked_visits_by_service: Counter[str] = field(default_factory=Counter)
+    blocked_requests_by_service: Counter[str] = field(default_factory=Counter)
+    blocked_visits_by_person: Counter[str] = field(default_factory=Counter)
+
+    def services_by_visits(self, n: int = TOP) -> list[tuple[str, int, int]]:
+        """(service, blocked visits, blocked requests), most visits first (then requests)."""
+        rows = [
+            (k, self.blocked_visits_by_service[k], v)
+            for k, v in self.blocked_requests_by_service.items()
+        ]
+        rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
+        return rows[:n]
 
     @property
     def awaiting_review(self) -> list[tuple[str, AdminEntry]]:
@@ -109,6 +124,17 @@ def _add_decision(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
         s.blocked_by_group[str(g)] += 1
     s.blocked_by_person[person_of(r)] += 1
     s.blocked_destinations[str(r.get("host"))] += 1
+    _add_blocked_visit(s, r)
+
+
+def _add_blocked_visit(s: Summary, r: dict[str, Any]) -> None:
+    """Count a blocked request under its service, and as a visit if it opened a page."""
+    site = str(r.get("service") or r.get("host"))
+    s.blocked_requests_by_service[site] += 1
+    if r.get("visit") is True:
+        s.blocked_visits += 1
+        s.blocked_visits_by_service[site] += 1
+        s.blocked_visits_by_person[person_of(r)] += 1
 
 
 def _add_admin(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
@@ -159,6 +185,15 @@ def render_text(s: Summary) -> str:
     table("Blocked attempts by group", s.blocked_by_group.most_common(TOP))
     table("Blocked attempts by person", s.blocked_by_person.most_common(TOP))
     table("Top blocked destinations", s.blocked_destinations.most_common(TOP))
+    out.append("")
+    out.append(f"Blocked visits (pages opened): {s.blocked_visits}")
+    out.append("Blocked visits by service (requests beside them)")
+    rows = s.services_by_visits()
+    if not rows:
+        out.append("  (none)")
+    width = max((len(k) for k, _, _ in rows), default=0)
+    out.extend(f"  {k:<{width}}  {v:>8} visits  {n:>8} requests" for k, v, n in rows)
+    table("Blocked visits by person", s.blocked_visits_by_person.most_common(TOP))
     out.append("")
     out.append("Grants used")
     if not s.grants_used and not s.grants:
@@ -309,6 +344,12 @@ def render_html(s: Summary, *, district: str = "") -> str:
         _bar_chart("Blocked attempts by person", s.blocked_by_person.most_common(TOP)),
         "<h2>Top blocked destinations</h2>",
         _bar_chart("Top blocked destinations", s.blocked_destinations.most_common(TOP)),
+        "<h2>Blocked visits by service</h2>",
+        f"<p>A visit is a page opened; its images, scripts and polls are requests. "
+        f"{s.blocked_visits} blocked visits in all.</p>",
+        _rows(["service", "visits", "requests"], ([k, v, n] for k, v, n in s.services_by_visits())),
+        "<h2>Blocked visits by person</h2>",
+        _bar_chart("Blocked visits by person", s.blocked_visits_by_person.most_common(TOP)),
         "<h2>Grants used</h2>",
         _rows(
             ["grant", "for", "by", "reason", "requests allowed"],

@@ -173,6 +173,10 @@ def decision_event(
         erased.append("path")  # an HTTP request had a path; the policy did not ask to log it
     masked = cut + masked
     event["category"] = decision.category
+    if decision.service is not None:
+        # the service (engine/services.py) the host belongs to, by id: added within schema v1,
+        # present only when the host belongs to one (older records and other hosts lack it)
+        event["service"] = decision.service
     event["rule"] = decision.rule_id
     # A connection's outcome is its verdict (pass, inspect, block), as /metrics labels it: an
     # inspected connection is not a blocked visit (its requests are decided, and logged, each).

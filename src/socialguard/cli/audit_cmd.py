@@ -262,6 +262,13 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         ),
     ] = None,
     rule: Annotated[str | None, typer.Option("--rule", help="Rule id.")] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            "--service",
+            help="Service id (facebook, tiktok, ...: rules/services.yaml): every domain of it.",
+        ),
+    ] = None,
     admin: Annotated[
         bool, typer.Option("--admin/--no-admin", help="Include administrators' changes.")
     ] = True,
@@ -292,7 +299,9 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         if basis in RECORD_KINDS:  # shown in the basis column: the record's kind
             types, basis = {basis}, None
         else:
-            decision_only = any(v is not None for v in (category, action, basis, rule, host))
+            decision_only = any(
+                v is not None for v in (category, action, basis, rule, host, service)
+            )
             types = None if admin and not decision_only else {TYPE_DECISION}
         flt = _filter(
             zone,
@@ -304,6 +313,7 @@ def search(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             action=action,
             basis=basis,
             rule=rule,
+            service=service.strip().lower() if service else None,
             types=None if types is None else frozenset(types),
         )
         found = run_search(_log_dir(log_dir, state), flt)
@@ -390,6 +400,12 @@ def _summary_json(s: Any) -> dict[str, Any]:
         "blocked_by_group": dict(s.blocked_by_group.most_common()),
         "blocked_by_person": dict(s.blocked_by_person.most_common()),
         "top_blocked_destinations": dict(s.blocked_destinations.most_common(15)),
+        "blocked_visits": s.blocked_visits,
+        "blocked_visits_by_service": {
+            k: {"visits": v, "requests": n}
+            for k, v, n in s.services_by_visits(len(s.blocked_requests_by_service))
+        },
+        "blocked_visits_by_person": dict(s.blocked_visits_by_person.most_common()),
         "by_basis": dict(s.by_basis),
         "grants_used": dict(s.grants_used),
         "emergencies_used": dict(s.emergencies_used),

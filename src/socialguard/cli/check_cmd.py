@@ -142,6 +142,8 @@ def _as_dict(
         "rule": d.rule_id,
         "rule_source": rule.source if rule else None,
         "category": d.category,
+        "service": d.service,
+        "service_name": policy.services.name_of(d.service),
         "matched_domain": d.matched_domain,
         "reason": d.reason,
         "override_id": d.override_id,
@@ -174,6 +176,8 @@ def _print(o: dict[str, Any]) -> None:
     )
     if o["rule"]:
         typer.echo(f"  rule:       {o['rule']} ({o['rule_source']})")
+    if o["service"]:
+        typer.echo(f"  service:    {o['service_name']} ({o['service']})")
     if o["category"] or o["matched_domain"]:
         typer.echo(f"  category:   {o['category'] or '-'} (matched {o['matched_domain']})")
     typer.echo(f"  reason:     {o['reason']}")

@@ -195,7 +195,8 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         list[str] | None,
         typer.Option(
             "--site",
-            help="A domain (and its subdomains) or category:NAME; repeatable.  [required]",
+            help="A domain (opens its whole service: www.facebook.com opens all of Facebook), "
+            "service:ID, category:NAME or domain:DOMAIN (that domain alone); repeatable.  [required]",
         ),
     ] = None,
     for_: ForOption = None,
@@ -207,6 +208,13 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     rules: RulesOption = None,
     state: StateOption = None,
     as_json: JsonOption = False,
+    domain_only: Annotated[
+        bool,
+        typer.Option(
+            "--domain-only",
+            help="Open each --site domain (and its subdomains) alone, not its whole service.",
+        ),
+    ] = False,
 ) -> None:
     """Grant a temporary exception ("unless asked to do so by administration").
 
@@ -217,6 +225,12 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     Example:
 
         socialguard grant add --who user:jdoe --site facebook.com --for 2h --reason "Yearbook page"
+
+    A domain opens its whole service (the page's CDN, scripts and images too, or the page would not
+    work); --domain-only keeps each domain to itself:
+
+        socialguard grant add --who user:jdoe --site www.facebook.com --domain-only --for 1h \\
+            --reason "Checking the district page's address"
     """
     with domain_errors():
         limits = load_limits(rules, required=True)
@@ -226,6 +240,8 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             raise ConfigError("--who: required (user:NAME, device:ID, ip:ADDR or group:NAME)")
         who_key = check_who(who, limits)
         sites = check_sites(tuple(site or ()), limits)
+        if domain_only:
+            sites = tuple(s if ":" in s and not s.startswith("[") else f"domain:{s}" for s in sites)
         ends = resolve_end(for_, until, now=now, zone=zone)
         if ends is None:
             raise ConfigError("--for / --until: say how long the grant lasts (e.g. --for 2h)")
@@ -239,9 +255,8 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         )
         return
     typer.echo(grant.id)
-    typer.echo(
-        f"{grant.who} may reach {', '.join(grant.sites)} until {show_time(grant.ends, zone)}"
-    )
+    opens = limits.describe(grant.sites) if limits else ", ".join(grant.sites)
+    typer.echo(f"{grant.who} may reach {opens} until {show_time(grant.ends, zone)}")
 
 
 @app.command("list")
@@ -424,7 +439,8 @@ def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         return
     typer.echo(grant.id)
     typer.echo(
-        f"approved {req.id}: {grant.who} may reach {', '.join(grant.sites)} until "
+        f"approved {req.id}: {grant.who} may reach "
+        f"{limits.describe(grant.sites) if limits else ', '.join(grant.sites)} until "
         f"{show_time(grant.ends, zone)}"
     )
 

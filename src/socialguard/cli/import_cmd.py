@@ -65,6 +65,14 @@ def import_list(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing list of that name.")
     ] = False,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            "--service",
+            help="A service (facebook, ...) the list's domains belong to: prints the rules-file "
+            "lines that attach it, so a grant or emergency for the service opens them too.",
+        ),
+    ] = None,
 ) -> None:
     """Import a domain list (UT1 `domains`, hosts file, or one domain a line) into lists/ beside
     the rules file (--rules, $SOCIALGUARD_RULES or rules/policy.yaml), where its `lists:` entries
@@ -73,7 +81,8 @@ def import_list(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     Every entry is normalised as the proxy matches hosts (lower case, punycode, no trailing dot);
     duplicates and unusable lines are dropped and counted, and each unusable line is reported
     with its line number (the first 20). Refuses to replace an existing list without --force.
-    Then add the file to a category's `lists:` in the rules file.
+    Then add the file to a category's `lists:` in the rules file, and with --service to that
+    service's `lists:` (the lines to add are printed).
 
     Example:
 
@@ -81,6 +90,8 @@ def import_list(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     """
     from socialguard.policy.lists import read_domain_list
 
+    if service is not None and not _CATEGORY_NAME.fullmatch(service):
+        raise fail(f"--service {service!r}: a service id such as facebook (rules/services.yaml)")
     if not _CATEGORY_NAME.fullmatch(category):
         raise fail(
             f"--category {category!r}: use lower-case letters, digits, '-' and '_' "
@@ -111,6 +122,11 @@ def import_list(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         f"dropped {result.duplicates} duplicates and {len(result.invalid)} invalid lines"
         + (f", ignored {result.ignored} localhost entries" if result.ignored else "")
     )
+    if service is not None:
+        typer.echo(
+            f"attach it to service {service!r} in the rules file (a path relative to it):\n"
+            f"services:\n  {service}: {{lists: [{target.parent.name}/{target.name}]}}"
+        )
 
 
 def _header(source: Path, fmt: str, category: str, count: int) -> str:

@@ -79,6 +79,9 @@ def check(path: PathArgument = None) -> None:
     for cat in policy.categories.values():
         nets = f", {cat.network_count} networks" if cat.network_count else ""
         typer.echo(f"  {cat.name}: {cat.domain_count} domains{nets}")
+    if policy.services:
+        domains = sum(len(s.domains) for s in policy.services.services.values())
+        typer.echo(f"services: {len(policy.services)} ({domains} domains)")
     typer.echo(f"rules ({len(policy.rules)}, first match wins; default {policy.default.value}):")
     for rule in policy.rules:
         typer.echo(f"  {rule.index + 1}. {rule.id}: {rule.action.value}{_rule_summary(rule)}")

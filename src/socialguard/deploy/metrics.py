@@ -67,6 +67,8 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._decisions = _DecisionCounts()
         self.registry.register(self._decisions)
+        self._services = _ServiceCounts()
+        self.registry.register(self._services)
         self._reloads = Counter(
             "socialguard_rules_reloads",
             "Rules reloads, by result: ok (new policy in force) or rejected (previous kept).",
@@ -101,6 +103,11 @@ class Metrics:
         proxy more than the rest of the decision's bookkeeping.
         """
         self._decisions.add(action, basis, stage, seconds)
+
+    def service(self, service: str, action: str, visit: bool) -> None:
+        """Count one request decided for a service (engine/services.py), and whether it was a
+        visit (a page opened, proxy/visits.py). Plain integers, like `decision`."""
+        self._services.add(service, action, visit)
 
     def reload(self, ok: bool) -> None:
         """Count one rules reload: `ok` when the new policy took effect, else it was rejected."""
@@ -205,6 +212,39 @@ class _DecisionCounts(Collector):
         """Names only, so registering does not run `collect` (prometheus_client's convention)."""
         yield CounterMetricFamily("socialguard_decisions", "", labels=["action", "basis", "stage"])
         yield HistogramMetricFamily("socialguard_decision_seconds", "", labels=["stage"])
+
+
+class _ServiceCounts(Collector):
+    """`socialguard_service_requests_total` and `socialguard_service_visits_total` by service and
+    action: what dashboards show as "Facebook: 40 visits blocked". One writer (the event loop),
+    as `_DecisionCounts`; the label sets are bounded by the policy's service catalogue."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str], int] = {}
+        self._visits: dict[tuple[str, str], int] = {}
+
+    def add(self, service: str, action: str, visit: bool) -> None:
+        key = (service, action)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        if visit:
+            self._visits[key] = self._visits.get(key, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        for name, counts, what in (
+            ("socialguard_service_requests", self._requests, "Requests"),
+            ("socialguard_service_visits", self._visits, "Visits (pages opened)"),
+        ):
+            family = CounterMetricFamily(
+                name, f"{what} decided per service, by action (allow/block).",
+                labels=["service", "action"],
+            )  # fmt: skip
+            for (service, action), n in list(counts.items()):
+                family.add_metric([service, action], n)
+            yield family
+
+    def describe(self) -> Iterator[Metric]:
+        for name in ("socialguard_service_requests", "socialguard_service_visits"):
+            yield CounterMetricFamily(name, "", labels=["service", "action"])
 
 
 def _bound_text(bound: float) -> str:

@@ -25,6 +25,7 @@ from .hosts import is_ip_literal
 from .model import Action, Bypass, Decision, Principal, Request, TraceStep
 from .paths import readings
 from .schedule import Schedule
+from .services import ServiceCatalogue
 from .uploads import UploadRules
 
 __all__ = [
@@ -446,6 +447,8 @@ class CompiledPolicy:
     accounts: AccountsSpec | None = None  # `accounts:` (engine/accounts.py): sign-in restrictions
     # `gateway_services:` (engine/gateway.py): the gateway's own services clients may reach
     gateway_services: tuple[GatewayService, ...] = ()
+    # `services:` (engine/services.py): what each service needs to work, tagged in `index`
+    services: ServiceCatalogue = field(default_factory=ServiceCatalogue)
     rule_index: RuleIndex = field(init=False)
     # host → (tags, candidate rules, True): a busy proxy asks about the same few thousand hosts all
     # day. Bounded (cleared when full); a plain dict is safe to share between threads (a racing
@@ -464,8 +467,33 @@ class CompiledPolicy:
         default_factory=dict, compare=False, repr=False
     )
 
+    # a host's tags (by id; the entry holds them) → the service they make it part of. A new
+    # subdomain shares its parent's tags object (see _uncached_host_rules), so this costs no
+    # entry per host.
+    _owners: dict[int, tuple[Mapping[str, str], str | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "rule_index", RuleIndex.build(self.rules))
+
+    def service_of(self, host: str) -> str | None:
+        """The id of the service `host` (normalised) belongs to, or None: the per-host cache's
+        tags, then one probe (decide() names it in every Decision it builds)."""
+        if not self.services:
+            return None
+        tags = self.host_rules(host)[0]
+        if not tags:
+            return None
+        hit = self._owners.get(id(tags))
+        if hit is not None and hit[0] is tags:
+            return hit[1]
+        found = self.services.owner(tags)
+        owners = self._owners
+        if len(owners) >= _HOST_CACHE_MAX:
+            owners.clear()
+        owners[id(tags)] = (tags, found)
+        return found
 
     def next_schedule_change(self, now: datetime) -> datetime | None:
         """The first instant after `now` at which a schedule some rule uses opens or closes.

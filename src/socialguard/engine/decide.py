@@ -196,6 +196,7 @@ def _plain_rule_decision(  # noqa: PLR0917 - one hot-path call site
         None,
         rule.bypass,
         tuple(trace),
+        policy.service_of(host),
     )
     return _remember(policy, key, decision) if seen else decision
 
@@ -215,6 +216,7 @@ _FIELDS = (
     "override_id",
     "bypass",
     "trace",
+    "service",
 )
 if Decision.__slots__ == _FIELDS:
     (
@@ -230,6 +232,7 @@ if Decision.__slots__ == _FIELDS:
         _set_override,
         _set_bypass,
         _set_trace,
+        _set_service,
     ) = (slot_setter(Decision, name) for name in _FIELDS)
     _new = object.__new__
 
@@ -246,6 +249,7 @@ if Decision.__slots__ == _FIELDS:
         override_id: str | None,
         bypass: frozenset[Bypass],
         trace: tuple[TraceStep, ...],
+        service: str | None,
     ) -> Decision:
         """Decision(...), about twice as fast.
 
@@ -266,6 +270,7 @@ if Decision.__slots__ == _FIELDS:
         _set_override(d, override_id)
         _set_bypass(d, bypass)
         _set_trace(d, trace)
+        _set_service(d, service)
         return d
 
 else:  # pragma: no cover - only if model.Decision changed
@@ -293,27 +298,59 @@ def _rule_decision(  # noqa: PLR0917 - one hot-path call site; keywords would co
         now,
         emergency=rule.lifts_by_emergency,
         grant=rule.lifts_by_grant,
+        service_of=policy.service_of if policy.services else None,
     )
+    if lift is not None and seen:
+        # The same page asked again under the same grant or emergency: its decision, as made
+        # before (building a lifted Decision and its trace costs several times a cached one).
+        key: tuple[object, ...] = (
+            id(policy),
+            id(principal),
+            request.host,
+            id(lift),
+            *map(id, trace),
+        )
+        hit = overrides.lifted.get(key)
+        if hit is not None and hit[0] is policy and hit[1] is principal:
+            return hit[2]
+        decision = _lifted_decision(policy, rule, dest, request, principal, trace, lift)
+        cache = overrides.lifted
+        if len(cache) >= _DECISION_CACHE_MAX:
+            cache.clear()
+        cache[key] = (policy, principal, decision)
+        return decision
+    if lift is not None:
+        return _lifted_decision(policy, rule, dest, request, principal, trace, lift)
     if rule.lifts_by_emergency:
-        if isinstance(lift, Emergency):
-            trace.append(TraceStep("emergency", f"in force: {lift.id} ({lift.scope})"))
-            why = f"Allowed in an emergency ({lift.reason})"
-            return _lifted(
-                policy, rule, dest, request.host, principal, trace, Basis.EMERGENCY, why, lift.id
-            )
         trace.append(_NO_EMERGENCY)
     if rule.lifts_by_grant:
-        if isinstance(lift, Grant):
-            trace.append(
-                TraceStep("grant", f"in force: {lift.id} (until {lift.ends:%Y-%m-%d %H:%M}Z)")
-            )
-            why = f"Allowed at the request of administration ({lift.reason})"
-            return _lifted(
-                policy, rule, dest, request.host, principal, trace, Basis.GRANT, why, lift.id
-            )
         trace.append(_NO_GRANT)
     # nothing lifted it: the answer depends on the path alone again (its steps are constants)
     return _plain_rule_decision(policy, rule, dest, request.host, principal, trace, seen)
+
+
+def _lifted_decision(  # noqa: PLR0917 - one call site, two calls
+    policy: CompiledPolicy,
+    rule: CompiledRule,
+    dest: Destination,
+    request: Request,
+    principal: Principal,
+    trace: list[TraceStep],
+    lift: Emergency | Grant,
+) -> Decision:
+    """The allow of a rule that `lift` lifted, with the trace of what was considered (the
+    emergency looked for first: `lifting` returns a grant only when none is in force)."""
+    if isinstance(lift, Emergency):
+        trace.append(TraceStep("emergency", f"in force: {lift.id} ({lift.scope})"))
+        why = f"Allowed in an emergency ({lift.reason})"
+        basis = Basis.EMERGENCY
+    else:
+        if rule.lifts_by_emergency:
+            trace.append(_NO_EMERGENCY)
+        trace.append(TraceStep("grant", f"in force: {lift.id} (until {lift.ends:%Y-%m-%d %H:%M}Z)"))
+        why = f"Allowed at the request of administration ({lift.reason})"
+        basis = Basis.GRANT
+    return _lifted(policy, rule, dest, request.host, principal, trace, basis, why, lift.id)
 
 
 def _lifted(  # noqa: PLR0917 - the pieces of the decision, from one call site each
@@ -342,6 +379,7 @@ def _lifted(  # noqa: PLR0917 - the pieces of the decision, from one call site e
         override_id,
         rule.bypass,
         tuple(trace),
+        policy.service_of(host),
     )
 
 
@@ -382,6 +420,7 @@ def _default_decision(
         None,
         _NO_BYPASS,
         tuple(trace),
+        policy.service_of(request.host),
     )
     return _remember(policy, key, decision) if seen else decision
 
@@ -586,4 +625,5 @@ def _connection_note(
         policy.version,
         host,
         trace=(TraceStep("connection", note),),
+        service=policy.service_of(host) if host else None,
     )

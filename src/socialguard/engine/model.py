@@ -198,6 +198,7 @@ class Decision:
     override_id: str | None = None  # grant or emergency id when basis is grant/emergency
     bypass: frozenset[Bypass] = frozenset()  # overrides the deciding rule would accept
     trace: tuple[TraceStep, ...] = field(default=(), compare=False)
+    service: str | None = None  # the service (engine/services.py) the host belongs to, by id
 
 
 @dataclass(frozen=True, slots=True)

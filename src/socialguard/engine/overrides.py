@@ -10,34 +10,53 @@ whatever the number of active grants. Times are still checked on every lookup: a
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import ClassVar
 
 from .hosts import normalise_host
-from .model import Emergency, Grant, Principal
+from .model import Decision, Emergency, Grant, Principal
 
-__all__ = ["Overrides", "site_matches"]
+__all__ = ["DOMAIN_ONLY_PREFIX", "Overrides", "ServiceOf", "site_matches"]
 
 CATEGORY_PREFIX = "category:"
+SERVICE_PREFIX = "service:"
+# `domain:www.facebook.com`: that domain (and its subdomains) alone, not its whole service
+DOMAIN_ONLY_PREFIX = "domain:"
+# the policy's host → service id (CompiledPolicy.service_of), for widening a domain to its service
+ServiceOf = Callable[[str], str | None]
 _MEMO_MAX = 50_000  # principals remembered per snapshot (a snapshot lives until the next change)
 
 
-def site_matches(site: str, host: str, tags: Mapping[str, str]) -> bool:
-    """Does a grant/emergency site (`example.com`, `category:NAME` or a network) cover this host?
+def site_matches(
+    site: str, host: str, tags: Mapping[str, str], service_of: ServiceOf | None = None
+) -> bool:
+    """Does a grant/emergency site (`example.com`, `category:NAME`, `service:ID`,
+    `domain:example.com` or a network) cover this host?
 
-    A domain covers itself and its subdomains (label boundaries only); a category covers the
-    hosts the policy's index tagged with it (`tags` from DomainIndex.lookup); a network
-    (`203.0.113.0/24`, what a block by a category's `networks:` names as its match) covers the
-    addresses in it.
+    A category or a service covers the hosts the policy's index tagged with it (`tags` from
+    DomainIndex.lookup). A domain covers itself and its subdomains (label boundaries only) and,
+    given `service_of`, every host of the service it belongs to: an exception for
+    www.facebook.com must open the CDN its page loads from, or the page does not work. A
+    `domain:` site is that domain alone (a domain-only grant, when an administrator asks for one).
+    A network (`203.0.113.0/24`, what a block by a category's `networks:` names as its match)
+    covers the addresses in it.
     """
-    if site.startswith(CATEGORY_PREFIX):
+    if site.startswith((CATEGORY_PREFIX, SERVICE_PREFIX)):
         return site in tags
     if "/" in site:
         return _in_network(site, host)
-    return host == site or host.endswith("." + site)
+    if site.startswith(DOMAIN_ONLY_PREFIX):
+        site = site[len(DOMAIN_ONLY_PREFIX) :]
+        return host == site or host.endswith("." + site)
+    if host == site or host.endswith("." + site):
+        return True
+    if service_of is None:
+        return False
+    service = service_of(site)
+    return service is not None and SERVICE_PREFIX + service in tags
 
 
 @lru_cache(maxsize=65536)
@@ -50,13 +69,15 @@ def _in_network(site: str, host: str) -> bool:
 
 @lru_cache(maxsize=65536)
 def _canonical_site(site: str) -> str:
-    if site.startswith(CATEGORY_PREFIX):
+    if site.startswith((CATEGORY_PREFIX, SERVICE_PREFIX)):
         return site
     if "/" in site:
         try:
             return str(ipaddress.ip_network(site.strip(), strict=False))
         except ValueError:
             return site.strip().lower()
+    if site.startswith(DOMAIN_ONLY_PREFIX):
+        return DOMAIN_ONLY_PREFIX + _canonical_site(site[len(DOMAIN_ONLY_PREFIX) :])
     try:
         return normalise_host(site)
     except ValueError:
@@ -83,6 +104,12 @@ class Overrides:
     # and grants filed under its keys. The proxy reuses one Principal per client, so a request
     # costs one probe here instead of a probe per key (and a sort of its groups) per lookup.
     _memo: dict[int, tuple[Principal, tuple[Emergency, ...], tuple[Grant, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # decisions this snapshot's grants and emergencies lifted, remembered by engine/decide.py
+    # (the key names the policy, principal, host, override and rule path by id; the entry holds
+    # the policy and principal, so those ids stay theirs, and the snapshot holds the overrides)
+    lifted: dict[tuple[object, ...], tuple[object, Principal, Decision]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -144,9 +171,12 @@ class Overrides:
         *,
         emergency: bool,
         grant: bool,
+        service_of: ServiceOf | None = None,
     ) -> Emergency | Grant | None:
         """What lifts a block for this principal and host now: an emergency first (if `emergency`),
-        else a grant (if `grant`). One call and one memo probe for both, on the hot path."""
+        else a grant (if `grant`). One call and one memo probe for both, on the hot path.
+        With `service_of`, a domain named by a grant or emergency stands for its whole service
+        (see site_matches)."""
         hit = self._memo.get(id(principal))
         if hit is None or hit[0] is not principal:
             if not (self.grants or self.emergencies):
@@ -157,12 +187,14 @@ class Overrides:
                 if (
                     e.starts <= now
                     and (e.ends is None or now < e.ends)
-                    and self._covers(e, host, tags, empty_is_all=True)
+                    and self._covers(e, host, tags, service_of, empty_is_all=True)
                 ):
                     return e
         if grant:
             for g in hit[2]:
-                if g.starts <= now < g.ends and self._covers(g, host, tags, empty_is_all=False):
+                if g.starts <= now < g.ends and self._covers(
+                    g, host, tags, service_of, empty_is_all=False
+                ):
                     return g
         return None
 
@@ -187,12 +219,18 @@ class Overrides:
         return entry
 
     def _covers(
-        self, override: Grant | Emergency, host: str, tags: Mapping[str, str], *, empty_is_all: bool
+        self,
+        override: Grant | Emergency,
+        host: str,
+        tags: Mapping[str, str],
+        service_of: ServiceOf | None,
+        *,
+        empty_is_all: bool,
     ) -> bool:
         sites = self._sites.get(id(override), ())
         if not sites:
             return empty_is_all  # an emergency naming no site covers every site; a grant, none
-        return any(site_matches(s, host, tags) for s in sites)
+        return any(site_matches(s, host, tags, service_of) for s in sites)
 
 
 def _by_kind[T](by_key: Mapping[str, tuple[T, ...]]) -> dict[str, dict[str, tuple[T, ...]]]:

@@ -7,6 +7,7 @@ is and exit 2 before anything is written. Nothing here reads the clock: `now` is
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ class Limits:
     emergency_per_day_unidentified: int = 5
     requests_per_day: int = 5
     requests_per_day_unidentified: int = 20
+    # The policy's services (engine/services.py) by id; None when not checked against a policy.
+    service_names: frozenset[str] | None = None
+    # A checked site → the name of the service it opens ("Facebook"), or None: a domain stands
+    # for its whole service (engine/services.py), so messages say what a grant really opens.
+    service_label: Callable[[str], str | None] | None = None
 
     @classmethod
     def from_policy(cls, policy: Any) -> Limits:
@@ -58,7 +64,26 @@ class Limits:
             emergency_per_day_unidentified=int(policy.overrides.emergency_per_day_unidentified),
             requests_per_day=int(policy.overrides.requests_per_day),
             requests_per_day_unidentified=int(policy.overrides.requests_per_day_unidentified),
+            service_names=frozenset(policy.services.services),
+            service_label=lambda site: _service_label(policy, site),
         )
+
+    def describe(self, sites: tuple[str, ...] | list[str]) -> str:
+        """`www.facebook.com (all of Facebook), domain:fb.me` for messages."""
+        out = []
+        for site in sites:
+            name = self.service_label(site) if self.service_label else None
+            out.append(f"{site} (all of {name})" if name else site)
+        return ", ".join(out)
+
+
+def _service_label(policy: Any, site: str) -> str | None:
+    if site.startswith("service:"):
+        return str(policy.services.name_of(site.removeprefix("service:")))
+    if site.startswith(("category:", "domain:")):
+        return None
+    name: str | None = policy.services.name_of(policy.service_of(site))
+    return name
 
 
 def parse_duration(text: str, *, field: str = "--for") -> timedelta:
@@ -135,9 +160,25 @@ def check_scope(scope: str, limits: Limits | None, *, field: str = "--scope") ->
 
 
 def check_site(site: str, limits: Limits | None, *, field: str = "--site") -> str:
-    """A domain (normalised like the engine does) or `category:NAME` (a category the policy
-    defines)."""
+    """A domain (normalised like the engine does), `category:NAME` (a category the policy
+    defines), `service:ID` (a service the policy's catalogue defines) or `domain:DOMAIN` (that
+    domain alone: a plain domain stands for its whole service, see engine/services.py)."""
     raw = site.strip()
+    if raw.lower().startswith("service:"):
+        name = raw.split(":", 1)[1].strip().lower()
+        if not name:
+            raise StoreError(f"{field}: {site!r} names no service")
+        known = limits.service_names if limits is not None else None
+        if known is not None and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else " (see rules/services.yaml)"
+            raise StoreError(f"{field}: unknown service {name!r}{hint}")
+        return f"service:{name}"
+    if raw.lower().startswith("domain:"):
+        inner = check_site(raw.split(":", 1)[1], limits, field=field)
+        if ":" in inner and not inner.startswith("["):
+            raise StoreError(f"{field}: {site!r}: domain: takes a domain such as www.facebook.com")
+        return "domain:" + inner
     if raw.lower().startswith("category:"):
         name = raw.split(":", 1)[1].strip()
         if not name:

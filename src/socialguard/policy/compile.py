@@ -43,6 +43,7 @@ from socialguard.engine.hosts import is_ip_literal, normalise_host
 from socialguard.engine.model import Action, Bypass, TraceStep
 from socialguard.engine.paths import request_target
 from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
+from socialguard.engine.services import Service, ServiceCatalogue, shared_infrastructure
 from socialguard.engine.uploads import UploadRules
 from socialguard.errors import PolicyError, Problem
 
@@ -56,6 +57,7 @@ from .schema import (
     PolicyFile,
     RuleSpec,
     ScheduleSpec,
+    ServiceSpec,
     parse_date,
     parse_date_range,
     parse_duration,
@@ -102,6 +104,7 @@ class _Compiler:
     group_specs: dict[str, tuple[SourceFile, GroupSpec]] = field(default_factory=dict)
     category_specs: dict[str, tuple[SourceFile, CategorySpec]] = field(default_factory=dict)
     disabled: list[str] = field(default_factory=list)  # rules switched off with `enabled: false`
+    service_ids: frozenset[str] = frozenset()  # known once services() ran, for rules' `services:`
 
     @property
     def spec(self) -> PolicyFile:
@@ -326,6 +329,72 @@ class _Compiler:
             self.warnings.append(Problem(shown, None, "", f"{extra} more invalid lines skipped"))
         return result.domains
 
+    # -- services ----------------------------------------------------------------------------------
+
+    def services(self, builder: DomainIndexBuilder) -> ServiceCatalogue:
+        """The catalogue (services defined in included files), changed by the rules file's own
+        `services:`; each service's domains go into the index under `service:ID`."""
+        defined: dict[str, tuple[SourceFile, ServiceSpec]] = {}
+        for src in self.includes:
+            for sid, spec in src.spec.services.items():
+                if sid in defined:
+                    first = defined[sid][0]
+                    self.problems.append(
+                        src.problem(
+                            ("services", sid),
+                            f"service {sid!r} is already defined in "
+                            f"{first.shown}:{first.located.line_of(('services', sid))}",
+                        )
+                    )
+                    continue
+                defined[sid] = (src, spec)
+        changes = self.spec.services
+        out: list[Service] = []
+        for sid in [*defined, *(i for i in changes if i not in defined)]:
+            found = self._service(sid, defined.get(sid), changes.get(sid))
+            if found is not None:
+                builder.add(list(found.domains), found.tag)
+                out.append(found)
+        return ServiceCatalogue.build(out)
+
+    def _service(
+        self,
+        sid: str,
+        base: tuple[SourceFile, ServiceSpec] | None,
+        change: ServiceSpec | None,
+    ) -> Service | None:
+        parts: list[tuple[SourceFile, ServiceSpec]] = [*([base] if base else [])]
+        if change is not None:
+            parts.append((self.main, change))
+        name = sid
+        domains: list[str] = []
+        for src, spec in parts:
+            name = spec.name or name
+            if spec.domains is not None:
+                domains = self._domains(src, ("services", sid, "domains"), spec.domains)
+            domains += self._domains(src, ("services", sid, "add"), spec.add)
+            for i, item in enumerate(spec.lists):
+                ref = item if isinstance(item, ListRef) else ListRef(path=item)
+                listed = self._read_list(src, ("services", sid, "lists", i), ref)
+                domains += listed or []
+        unique = list(dict.fromkeys(domains))
+        src = parts[-1][0]
+        for d in unique:
+            shared = shared_infrastructure(d)
+            if shared is not None:
+                self.problems.append(
+                    src.problem(
+                        ("services", sid),
+                        f"service {sid!r} lists {d!r}: {shared} is shared infrastructure serving "
+                        "unrelated sites, never part of one service",
+                    )
+                )
+                return None
+        if not unique:
+            self.problems.append(src.problem(("services", sid), f"service {sid!r} has no domains"))
+            return None
+        return Service(sid, name, tuple(unique))
+
     # -- rules -------------------------------------------------------------------------------------
 
     def rules(
@@ -414,7 +483,9 @@ class _Compiler:
             devices=device_ids,
             tags=tags,
             urls=urls,
-            any_destination=not (what.categories or what.domains or what.urls or what.networks),
+            any_destination=not (
+                what.categories or what.services or what.domains or what.urls or what.networks
+            ),
             methods=frozenset(m.upper() for m in what.methods)
             if what.methods is not None
             else None,
@@ -479,9 +550,19 @@ class _Compiler:
         ip_entries: list[tuple[IPNetwork, str]],
         literal_domains: dict[str, list[str]],
     ) -> tuple[frozenset[str], tuple[UrlPrefix, ...]]:
-        """The rule's destination tags: its categories, and rule:ID for its own domains."""
+        """The rule's destination tags: its categories and services, and rule:ID for its own
+        domains."""
         what = spec.what
         tags: set[str] = set()
+        for j, sid in enumerate(what.services):
+            if sid not in self.service_ids:
+                self.problems.append(
+                    self.main.problem(
+                        (*base, "what", "services", j),
+                        f"unknown service {sid!r}{_suggest(sid, self.service_ids)}",
+                    )
+                )
+            tags.add(f"service:{sid}")
         for j, c in enumerate(what.categories):
             if c not in categories:
                 self.problems.append(
@@ -603,7 +684,7 @@ def _covers(
     if b.any_destination:
         return False
     for tag in b.tags:
-        if tag.startswith("category:"):
+        if tag.startswith(("category:", "service:")):
             if tag not in a.tags:
                 return False
         else:
@@ -710,6 +791,8 @@ def compile_policy(
     builder = DomainIndexBuilder()
     ip_entries: list[tuple[IPNetwork, str]] = []
     categories = c.categories(builder, ip_entries)
+    services = c.services(builder)
+    c.service_ids = frozenset(services.services)
     rules, literal_domains = c.rules(schedules, categories, devices, builder, ip_entries)
     tests = compile_tests(main, spec, district.timezone, c.problems)
     htpasswd = None
@@ -760,5 +843,6 @@ def compile_policy(
         disabled_rules=tuple(c.disabled),
         uploads=uploads,
         accounts=spec.accounts,
+        services=services,
     )
     return policy, []

@@ -104,7 +104,7 @@ def _within(problem: Problem, file: str, prefixes: set[str]) -> bool:
 # Placeholders for entries of the rules file that failed the schema, so that the rest of the file
 # can still be compiled and its reference errors reported in the same run. Each is the smallest
 # valid entry of its kind; rules keep their id (tests may name it) and are switched off.
-_PLACEHOLDER_SECTIONS = ("groups", "categories", "schedules")
+_PLACEHOLDER_SECTIONS = ("groups", "categories", "schedules", "services")
 _PLACEHOLDER_TEST = {"url": "http://placeholder.invalid/", "client": "127.0.0.1",
                      "at": "2026-01-01T00:00:00+00:00", "expect": "allow"}  # fmt: skip
 # Top-level settings with a default: one that fails the schema is dropped for the second look.

@@ -206,11 +206,33 @@ _METHODS = frozenset(
 )
 
 
+class ServiceSpec(_Spec):
+    """One service (engine/services.py): the name people know and every domain it needs to work.
+
+    Defined in the catalogue (an included file such as services.yaml); the rules file may change
+    one: `name` or `domains` replace the catalogue's, `add` appends domains, `lists` attach
+    domain lists (e.g. one written by `socialguard rules import`).
+    """
+
+    name: str | None = None
+    domains: list[str] | None = None
+    add: list[str] = Field(default_factory=list)
+    lists: list[str | ListRef] = Field(default_factory=list)
+
+    @field_validator("lists", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [ListRef(**x) if isinstance(x, dict) else x for x in v]
+        return v
+
+
 class WhatSpec(_Spec):
     """Destinations (any of categories/domains/urls/networks) and request conditions (all must
     hold)."""
 
     categories: list[str] = Field(default_factory=list)
+    services: list[str] = Field(default_factory=list)
     domains: list[str] = Field(default_factory=list)
     urls: list[str] = Field(default_factory=list)
     networks: list[str] = Field(default_factory=list)
@@ -287,11 +309,13 @@ class PolicyTestSpec(_Spec):
 
 
 class IncludeFile(_Spec):
-    """A file named in `include:`: shared schedules, groups and categories (no rules of its own)."""
+    """A file named in `include:`: shared schedules, groups, categories and services (no rules of
+    its own)."""
 
     schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
     groups: dict[str, GroupSpec] = Field(default_factory=dict)
     categories: dict[str, CategorySpec] = Field(default_factory=dict)
+    services: dict[str, ServiceSpec] = Field(default_factory=dict)
 
 
 class OverridesSpec(_Spec):
@@ -334,6 +358,7 @@ class PolicyFile(_Spec):
     schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
     groups: dict[str, GroupSpec] = Field(default_factory=dict)
     categories: dict[str, CategorySpec] = Field(default_factory=dict)
+    services: dict[str, ServiceSpec] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)
     default: Literal["allow", "block"] = "allow"
     fail: Literal["closed", "open"] = "closed"

@@ -75,6 +75,7 @@ from .forms import FormRequest
 from .neighbours import NeighbourTable
 from .options import NeighbourMode, Settings, parse_settings
 from .reload import LoadedPolicy, RulesWatcher, load_checked, rejection_errors
+from .visits import is_visit
 
 log = structlog.get_logger(__name__)
 
@@ -910,7 +911,7 @@ class SocialGuard:
         scheme = _SCHEMES.get(data.scheme) or req.scheme
         method = _METHODS.get(data.method) or req.method
         decision, now = self._request_decision(flow, loaded, peer, hosts, head)
-        extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
+        extra = _request_extra(hosts, decision, head)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
@@ -943,9 +944,7 @@ class SocialGuard:
         if decision.action is Action.BLOCK:
             self._answer_block(flow, decision, decision_id, now, loaded, head, refused=refused)
         if metrics is not None:
-            metrics.decision(
-                str(decision.action), str(decision.basis), time.perf_counter() - started
-            )
+            _count_request(metrics, decision, extra, started)
 
     def _request_decision(
         self,
@@ -1392,6 +1391,7 @@ class SocialGuard:
             contact=getattr(district, "contact", None),
             policy_url=getattr(district, "policy_url", None),
             bypass_html=bypass_html,
+            service=loaded.policy.services.name_of(decision.service) if loaded else None,
         )
         out = blockpage.render(notice, fmt)
         return make_response(
@@ -1599,6 +1599,24 @@ _SCHEMES = {b"http": "http", b"https": "https"}
 
 def _is_explicit(client: connection.Client) -> bool:
     return isinstance(client.proxy_mode, _EXPLICIT_MODES)
+
+
+def _request_extra(
+    hosts: tuple[str, ...], decision: Decision, head: dict[bytes, list[bytes]]
+) -> dict[str, Any]:
+    """The record's facts beyond the decision: names that disagree, and whether the request
+    opened a page (a visit, which reports count: proxy/visits.py)."""
+    extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
+    if is_visit(head):
+        extra["visit"] = True
+    return extra
+
+
+def _count_request(metrics: Any, decision: Decision, extra: dict[str, Any], started: float) -> None:
+    """The request's figures for /metrics: its decision and time, and its service's counts."""
+    metrics.decision(str(decision.action), str(decision.basis), time.perf_counter() - started)
+    if decision.service is not None:
+        metrics.service(decision.service, str(decision.action), "visit" in extra)
 
 
 def _scan_headers(fields: tuple[tuple[bytes, bytes], ...]) -> dict[bytes, list[bytes]]:

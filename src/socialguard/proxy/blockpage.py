@@ -45,6 +45,7 @@ class BlockNotice:
     contact: str | None = None
     policy_url: str | None = None
     bypass_html: str = ""  # trusted HTML fragment from the overrides forms (already escaped there)
+    service: str | None = None  # the service's name people know ("Facebook"), if the host has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ def render(notice: BlockNotice, fmt: BlockFormat) -> BlockResponse:
 def _json(n: BlockNotice) -> str:
     body = {
         "blocked": True,
+        "service": n.service,
         "host": n.host,
         "reason": n.reason,
         "rule": n.rule,
@@ -107,7 +109,8 @@ def _json(n: BlockNotice) -> str:
 
 
 def _text(n: BlockNotice) -> str:
-    lines = [f"Blocked by {n.district}: {n.host}", n.reason, f"Reference: {n.reference} ({n.time})"]
+    what = f"{n.service} ({n.host})" if n.service else n.host
+    lines = [f"Blocked by {n.district}: {what}", n.reason, f"Reference: {n.reference} ({n.time})"]
     if n.rule:
         lines.insert(2, f"Rule: {n.rule}")
     if n.contact:
@@ -132,6 +135,7 @@ def _html(n: BlockNotice) -> str:
             "See the district's board policy on electronic resources and social networking."
         )
     return _template().substitute(
+        what=e(n.service) if n.service else "This site",
         host=e(n.host),
         district=e(n.district),
         reason=e(n.reason),
