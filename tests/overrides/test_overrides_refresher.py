@@ -186,3 +186,22 @@ def test_a_failing_listener_does_not_stop_the_refresh(store: SqliteStore, clock:
     store.add_grant("user:jdoe", ("facebook.com",), T0, T0 + timedelta(hours=1), "r", ADMIN)
     assert r.refresh_if_needed()
     assert _granted(r.current, T0)
+
+
+def test_a_store_failing_every_poll_is_logged_once_then_its_recovery(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    import structlog.testing
+
+    broken = BrokenStore(store)
+    r = SnapshotRefresher(broken, clock=clock)  # type: ignore[arg-type]
+    broken.broken = True
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            r.refresh_if_needed()
+        broken.broken = False
+        r.refresh_if_needed()
+    events = [e["event"] for e in logs]
+    assert events.count("overrides_poll_failed") == 1
+    assert "overrides_poll_recovered" in events
+    assert r.failures == 5
