@@ -202,3 +202,22 @@ def test_a_rebuild_asked_for_by_the_writer_itself_still_tells_the_listener(
     assert heard == [1]
     assert not r.refresh_if_needed()  # the next poll sees nothing new, and says nothing again
     assert heard == [1]
+
+
+def test_a_store_failing_every_poll_is_logged_once_then_its_recovery(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    import structlog.testing
+
+    broken = BrokenStore(store)
+    r = SnapshotRefresher(broken, clock=clock)  # type: ignore[arg-type]
+    broken.broken = True
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            r.refresh_if_needed()
+        broken.broken = False
+        r.refresh_if_needed()
+    events = [e["event"] for e in logs]
+    assert events.count("overrides_poll_failed") == 1
+    assert "overrides_poll_recovered" in events
+    assert r.failures == 5

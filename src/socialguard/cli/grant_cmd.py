@@ -196,7 +196,8 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         typer.Option(
             "--site",
             help="A domain (opens its whole service: www.facebook.com opens all of Facebook), "
-            "service:ID, category:NAME or domain:DOMAIN (that domain alone); repeatable.  [required]",
+            "service:ID, category:NAME or domain:DOMAIN (that domain alone); repeatable.  "
+            "[required]",
         ),
     ] = None,
     for_: ForOption = None,

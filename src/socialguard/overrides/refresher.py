@@ -79,6 +79,7 @@ class SnapshotRefresher:
         self._next_boundary: datetime | None = None
         self.rebuilds = 0
         self.failures = 0
+        self._failing: str | None = None  # the poll error last logged, while polls keep failing
         # Called (on the polling thread) whenever the change counter moves: the proxy's admin-event
         # pump drains the outbox then, instead of polling the store on a thread of its own.
         self.on_change: Callable[[], None] | None = None
@@ -129,13 +130,26 @@ class SnapshotRefresher:
             counter = self.store.change_counter()
         except Exception as e:
             self.failures += 1
-            log.error("overrides_poll_failed", error=str(e), error_type=type(e).__name__)
+            self._report_poll_failure(e)
             return False
+        if self._failing is not None:
+            log.warning("overrides_poll_recovered", after=self._failing)
+            self._failing = None
         boundary = self._next_boundary
         changed = counter != self._counter
         if changed or (boundary is not None and self._clock() >= boundary):
             return self.refresh_now()
         return False
+
+    def _report_poll_failure(self, e: Exception) -> None:
+        """Log a failing poll once per distinct error, not twice a second while it lasts (a store
+        deleted under the proxy fails every poll until a file is back); the snapshot in force
+        stays meanwhile."""
+        text = f"{type(e).__name__}: {e}"
+        if text == self._failing:
+            return
+        self._failing = text
+        log.error("overrides_poll_failed", error=str(e), error_type=type(e).__name__)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -174,7 +174,7 @@ class RulesWatcher:
         on_rejected: Callable[[list[str]], None],
         interval_s: float = 0.5,
         *,
-        settle_s: float = 1.0,
+        settle_s: float = 0.5,
         state: Path | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
