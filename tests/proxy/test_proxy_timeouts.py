@@ -6,8 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from mitmproxy import connection
+from mitmproxy import connection, exceptions
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons
 
+from conftest import TEST_RULES  # type: ignore[import-not-found]
+from socialguard.proxy import SocialGuard
 from socialguard.proxy.timeouts import ConnectTimeouts, parse_connect_timeout
 
 
@@ -58,13 +62,6 @@ def test_arming_outside_an_event_loop_does_nothing() -> None:
 
 
 def test_the_addon_refuses_a_bad_connect_timeout_and_keeps_the_old(tmp_path: Path) -> None:
-    from mitmproxy import exceptions
-    from mitmproxy.addons.proxyserver import Proxyserver
-    from mitmproxy.test import taddons
-
-    from conftest import TEST_RULES  # type: ignore[import-not-found]
-    from socialguard.proxy import SocialGuard
-
     rules = tmp_path / "rules.yaml"
     rules.write_text(TEST_RULES)
     addon = SocialGuard()
