@@ -65,7 +65,7 @@ def test_port_in_use_says_so_on_stderr_and_exits_4(tmp_path: Path) -> None:
         port = held.getsockname()[1]
         res = _run(tmp_path, "--listen", f"127.0.0.1:{port}")
     assert res.returncode == 4, res.stderr
-    assert "address already in use" in res.stderr
+    assert "the address is in use" in res.stderr
     assert "see the messages above" not in res.stderr
 
 

@@ -282,7 +282,9 @@ def test_full_then_read_only_state_directory_keeps_deciding_and_says_why(
     blocks = [r for r in records if r.get("host") == "www.facebook.com"]
     assert [r["action"] for r in blocks] == ["block"] * 3, "every decision recorded"
     verify = _sg("audit", "verify", str(log_dir))
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    # intact; exit 5 says no anchor was checked (no key given: the state, where checkpoints
+    # would have gone, was full), not that anything is wrong
+    assert (verify.returncode, "intact" in verify.stdout) == (5, True), verify.stdout
 
 
 @pytest.fixture

@@ -21,7 +21,10 @@ def test_a_rule_for_an_eszett_name_blocks_what_the_browser_sends(start_proxy: An
     reaches socialguard in the Host header, as a transparent-mode plain HTTP request carries it.
     """
     proxy = start_proxy(rules_text=RULES)
-    r = curl(proxy, "http://127.0.0.1/wall", "-H", "Host: xn--fa-hia.de", "-H", "Accept: text/html")
+    # a documentation address (the harness steers every upstream to loopback), not the gateway
+    r = curl(
+        proxy, "http://198.51.100.7/wall", "-H", "Host: xn--fa-hia.de", "-H", "Accept: text/html"
+    )
     assert r.status == 403, r.body
     assert "upstream ok" not in r.body
     (rec,) = [x for x in proxy.records() if x.get("host") == "xn--fa-hia.de"]

