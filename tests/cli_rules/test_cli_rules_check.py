@@ -76,6 +76,32 @@ def test_rules_check_reports_every_error_with_file_and_line(rules_dir: Path) -> 
     assert r.stdout == ""
 
 
+def test_rules_check_json_gives_scripts_the_summary() -> None:
+    r = sg("rules", "check", "rules/policy.yaml", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["file"], out["valid"], out["default"]) == ("rules/policy.yaml", True, "allow")
+    assert out["groups"] == ["admins", "all-staff", "staff", "students"]
+    assert out["categories"]["social"]["domains"] > 100
+    assert {"id": "staff-social-school-hours", "action": "block"} in out["rules"]
+    assert "staff-messaging-school-hours" in out["switched_off"]
+    assert out["tests"]["failed"] == 0 and out["tests"]["passed"] > 0
+
+
+def test_rules_check_json_lists_every_problem_of_an_invalid_file(rules_dir: Path) -> None:
+    path = rules_dir / "issue_example.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("who: [staff]", "who: [staf]"), encoding="utf-8"
+    )
+    r = sg("rules", "check", str(path), "--json")
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert (out["valid"], out["file"]) == (False, str(path))
+    assert out["problems"] == [
+        f"{path}:38: rules[1].who[0]: unknown group 'staf' (did you mean 'staff'?)"
+    ]
+
+
 def test_rules_check_prints_warnings_but_succeeds(rules_dir: Path) -> None:
     path = rules_dir / "issue_example.yaml"
     path.write_text(

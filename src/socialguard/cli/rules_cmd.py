@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from socialguard import paths
-from socialguard.cli.common import EXIT_FAIL, EXIT_OK, StateOption, fail
+from socialguard.cli.common import EXIT_FAIL, EXIT_OK, JsonOption, StateOption, fail
 from socialguard.cli.helpfmt import HelpGroup
 
 from . import fingerprint_cmd, import_cmd
@@ -34,9 +34,9 @@ PathArgument = Annotated[
 ]
 
 
-def _load(path: Path | None):  # type: ignore[no-untyped-def]
+def _load(path: Path | None, *, as_json: bool = False):  # type: ignore[no-untyped-def]
     """Load the rules or exit: 2 when the file is missing, 1 with every problem when it is
-    invalid."""
+    invalid (as JSON on stdout too, with `as_json`)."""
     from socialguard.errors import PolicyError
     from socialguard.policy import load_policy
 
@@ -50,16 +50,27 @@ def _load(path: Path | None):  # type: ignore[no-untyped-def]
             typer.echo(f"error: {problem}", err=True)
         n = len(e.problems)
         typer.echo(f"{rules}: invalid ({n} problem{'s' if n != 1 else ''})", err=True)
+        if as_json:
+            _print_json(
+                {"file": str(rules), "valid": False, "problems": list(map(str, e.problems))}
+            )
         raise typer.Exit(EXIT_FAIL) from e
 
 
+def _print_json(data: dict[str, Any]) -> None:
+    import json
+
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
 @app.command("check")
-def check(path: PathArgument = None) -> None:
+def check(path: PathArgument = None, as_json: JsonOption = False) -> None:
     """Validate the rules file, print a summary, and run its own tests.
 
     Exit 0 when the file is valid and its tests pass (warnings, such as a rule that can never
     match, are printed but never fail); 1 when it is invalid (every error, file:line: field) or a
-    test fails; 2 when the file is missing.
+    test fails; 2 when the file is missing. With --json the summary (or the problems) is one
+    JSON object on stdout, for scripts; the exit codes are the same.
 
     Example:
 
@@ -67,8 +78,12 @@ def check(path: PathArgument = None) -> None:
     """
     from socialguard.policy import run_policy_tests
 
-    policy = _load(path)
+    policy = _load(path, as_json=as_json)
     rules = paths.rules_path(path)
+    if as_json:
+        results = run_policy_tests(policy)
+        _print_json(_check_summary(rules, policy, results))
+        raise typer.Exit(EXIT_FAIL if any(not r.passed for r in results) else EXIT_OK)
     typer.echo(f"{rules}: valid (version {policy.version})")
     typer.echo(f"district: {policy.district.name} ({policy.district.timezone.key})")
     typer.echo(f"groups ({len(policy.group_names)}): {', '.join(sorted(policy.group_names))}")
@@ -101,6 +116,31 @@ def check(path: PathArgument = None) -> None:
             err=True,
         )
     raise typer.Exit(EXIT_FAIL if failed else EXIT_OK)
+
+
+def _check_summary(rules: Path, policy: Any, results: list[Any]) -> dict[str, Any]:
+    """What `rules check` prints, as one JSON object."""
+    failed = [r.describe() for r in results if not r.passed]
+    return {
+        "file": str(rules),
+        "valid": True,
+        "version": policy.version,
+        "district": policy.district.name,
+        "timezone": policy.district.timezone.key,
+        "groups": sorted(policy.group_names),
+        "devices": len(policy.devices),
+        "schedules": sorted(policy.schedules),
+        "categories": {
+            cat.name: {"domains": cat.domain_count, "networks": cat.network_count}
+            for cat in policy.categories.values()
+        },
+        "services": len(policy.services) if policy.services else 0,
+        "rules": [{"id": rule.id, "action": rule.action.value} for rule in policy.rules],
+        "switched_off": list(policy.disabled_rules),
+        "default": policy.default.value,
+        "warnings": [str(w) for w in policy.warnings],
+        "tests": {"passed": len(results) - len(failed), "failed": len(failed), "failures": failed},
+    }
 
 
 def _rule_summary(rule) -> str:  # type: ignore[no-untyped-def]
