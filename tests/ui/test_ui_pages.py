@@ -1,13 +1,12 @@
-"""The pages people read, as headless Chromium lays them out: a phone (390×844) and a desk
-(1280×800).
+"""The pages people read, as headless Chromium lays them out: a phone (390x844) and a desk
+(1280x800).
 
 Each page is rendered by the real code (the block page with the real forms and store, each
-follow-up page from a real form submission), screenshotted at both sizes (kept under the test's tmp
-dir and copied to `test-artifacts/`, git-ignored, for a person to look at), and checked with axe-core
-in Chromium: no serious or critical accessibility violation. axe-core comes from npm
-(`npm install --prefix var/node axe-core`, as `.ci/run` does); without it that check is skipped with
-the reason.
-"""
+follow-up page from a real form submission), screenshotted at both sizes (kept under the test's
+tmp dir and copied to `test-artifacts/`, git-ignored, for a person to look at), and checked with
+axe-core in Chromium: no serious or critical accessibility violation. axe-core comes from npm
+(`npm install --prefix var/node axe-core`, as `.ci/run` does); without it that check is skipped
+with the reason."""
 
 from __future__ import annotations
 
