@@ -172,6 +172,7 @@ def test_each_emergency_is_one_row_with_scope_site_and_review(logdir: Path) -> N
     assert "Lockdown notice" in section and "facebook.com" in section
     assert "reviewed" in section and "by principal: genuine" in section
     assert "<td>everyone</td>" in section and "until stopped" in section
+    assert "<td>one device</td>" in section  # the declarer's device, not a second code
 
 
 def test_refused_forms_are_listed(logdir: Path) -> None:

@@ -232,3 +232,65 @@ def test_no_serious_or_critical_accessibility_violation(
         if serious:
             bad[name] = serious
     assert not bad, json.dumps(bad, indent=1)
+
+
+def board_report() -> str:
+    """The board's report over a small month, people as codes."""
+    from collections import Counter
+
+    from socialguard.audit.report import (
+        EmergencyRow,
+        Integrity,
+        RefusedForm,
+        RequestRow,
+        Summary,
+        pseudonymiser,
+        render_html,
+    )
+
+    filed = datetime(2026, 11, 3, 9, 0, tzinfo=DENVER)
+    s = Summary(zone="America/Denver", since="2026-11-01", until="2026-11-30")
+    s.blocked, s.blocked_visits = 40, 6
+    s.blocked_by_day = Counter({"2026-11-03": 25, "2026-11-04": 15})
+    s.blocked_by_hour = Counter({9: 20, 13: 20})
+    s.blocked_by_group = Counter({"staff": 40})
+    s.blocked_by_person = Counter({"user:jdoe": 30, "ip:10.0.0.6": 10})
+    s.blocked_destinations = Counter({"www.facebook.com": 30, "www.tiktok.com": 10})
+    s.blocked_requests_by_service = Counter({"facebook": 30, "tiktok": 10})
+    s.blocked_visits_by_service = Counter({"facebook": 4, "tiktok": 2})
+    s.blocked_visits_by_person = Counter({"user:jdoe": 4, "ip:10.0.0.6": 2})
+    s.requests = {
+        "r-1": RequestRow("r-1", filed, "user:jdoe", "facebook.com", "PTA page", "approved",
+                          filed + timedelta(minutes=95), "principal", "g-1"),
+    }  # fmt: skip
+    s.emergency_rows = {
+        "e-1": EmergencyRow("e-1", "2026-11-04 10:00", "user:jdoe", "device:laptop-17",
+                            "Lockdown notice", True, "facebook.com", "2026-11-04 10:30",
+                            "awaiting review"),
+    }  # fmt: skip
+    s.refused_forms = [
+        RefusedForm("2026-11-04 11:00", "emergency", "refused", "forged", "ip:10.0.0.9", "")
+    ]
+    return render_html(
+        s,
+        district="Example School District",
+        generated_at="2026-12-07 04:00 MST",
+        integrity=Integrity("self-consistent", "OK, SELF-CONSISTENT ONLY: ..."),
+        people=pseudonymiser(b"k" * 32),
+    )
+
+
+def test_the_board_report_is_accessible_and_screenshotted(tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    page = tmp_path / "report.html"
+    page.write_text(board_report(), encoding="utf-8")
+    shot = tmp_path / "report-desk.png"
+    chromium("--window-size=1280,2400", f"--screenshot={shot}", page.as_uri())
+    assert shot.exists()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / shot.name)
+    if not AXE.exists():
+        pytest.skip("axe-core is not installed (npm install --prefix var/node axe-core)")
+    serious = [v for v in axe_violations(page, tmp_path) if v["impact"] in ("serious", "critical")]
+    assert not serious, json.dumps(serious, indent=1)

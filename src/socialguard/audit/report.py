@@ -469,7 +469,10 @@ def _scope(scope: str, show: Callable[[str], str]) -> str:
         return "everyone"
     if scope.startswith("group:"):
         return "group " + scope.removeprefix("group:")
-    return show(scope)
+    if show is show_names:
+        return scope
+    # the declarer's own device or address: its code would be a second one for the same person
+    return "one device" if scope.startswith("device:") else "one address"
 
 
 # -- HTML ------------------------------------------------------------------------------------------
