@@ -343,6 +343,7 @@ def test_the_emergency_form_is_a_declaration_after_the_request_form(forms: Block
     assert fragment.index(REQUEST_PATH) < fragment.index(EMERGENCY_PATH)
     assert '<button type="submit">I declare an emergency</button>' in fragment
     assert "This is an emergency" not in fragment
+    assert "for 30 minutes in an emergency (at most twice a day)" in fragment
 
 
 def test_get_is_not_a_submission(forms: BlockPageForms) -> None:

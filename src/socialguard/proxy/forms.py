@@ -610,13 +610,17 @@ def _used_up(what: str, spends: tuple[Allowance, ...], resets: str) -> str:
     )
 
 
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
 def _emergency_form(token: str, limits: Limits, site: str) -> str:
     return (
         '<form class="sg-form" method="post" action="/.socialguard/emergency">'
-        "<h2>If you have an emergency</h2>"
+        "<h3>If you have an emergency</h3>"
         f"<p>The board policy lets you open {html.escape(site)} on this device for "
         f"{limits.emergency_minutes} minutes in an emergency (at most "
-        f"{limits.emergency_per_day} times a day). Administration reviews every emergency.</p>"
+        f"{_times(limits.emergency_per_day)} a day). Administration reviews every emergency.</p>"
         f'<input type="hidden" name="token" value="{html.escape(token)}">'
         '<label for="sg-emergency-reason">I declare an emergency. What is happening?'
         '<textarea id="sg-emergency-reason" name="reason" required maxlength="500">'
@@ -628,7 +632,7 @@ def _emergency_form(token: str, limits: Limits, site: str) -> str:
 def _request_form(token: str) -> str:
     return (
         '<form class="sg-form" method="post" action="/.socialguard/request">'
-        "<h2>Ask administration for access</h2>"
+        "<h3>Ask administration for access</h3>"
         f'<input type="hidden" name="token" value="{html.escape(token)}">'
         '<label for="sg-request-reason">Why do you need this site?'
         '<textarea id="sg-request-reason" name="reason" required maxlength="500">'

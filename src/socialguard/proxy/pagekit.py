@@ -42,7 +42,8 @@ STYLE = """
     outline: 3px solid #f0b400; outline-offset: 2px; }
   .ref { font-family: ui-monospace, Menlo, Consolas, monospace; font-weight: 700;
          white-space: nowrap; }
-  .choices h2 { font-size: 1.05rem; }
+  .choices h2 { font-size: 1.05rem; color: #3d4657; }
+  h3 { font-size: 1.1rem; margin: 0 0 .5rem; }
   .sg-form { margin: 0 0 1.25rem; }
   .sg-form p { margin: 0 0 .5rem; }
   label { display: block; margin: 0 0 .5rem; font-weight: 600; }
@@ -52,7 +53,7 @@ STYLE = """
   .note { background: #fff7e0; border-left: 4px solid #b07d00; padding: .6rem .8rem;
           margin: 0 0 1rem; }
   details { margin-top: .5rem; }
-  summary { min-height: 44px; display: flex; align-items: center; cursor: pointer;
+  summary { min-height: 44px; box-sizing: border-box; padding: .6rem 0; cursor: pointer;
             color: #3d4657; }
   dl { display: grid; grid-template-columns: max-content 1fr; gap: .3rem .9rem; margin: .5rem 0; }
   dt { color: #4d5666; }
