@@ -46,7 +46,7 @@ def test_an_emergency_declared_on_a_network_block_lifts_it(start_proxy: Any, ori
     proxy = start_proxy(NETWORK_RULES)
     page = curl(proxy, "http://203.0.113.7/feed", "-H", "Accept: text/html")
     assert page.status == 403
-    token = re.search(r'name="token" value="([^"]+)"', page.body)
+    token = re.search(r'action="/.socialguard/emergency".*?name="token" value="([^"]+)"', page.body)
     assert token, "the block page offers the emergency form"
     declared = curl(
         proxy, "http://203.0.113.7/.socialguard/emergency",

@@ -300,9 +300,12 @@ def test_chromium_declares_an_emergency_from_the_block_page(start_proxy: Any, br
     proxy = start_proxy(rules_text=RULES, at=datetime.now(UTC) + timedelta(minutes=1))
     page = browser(proxy)
     text = page.navigate("https://www.facebook.com/groups/pta")
-    assert "This is an emergency" in text and "Ask administration for access" in text
+    assert "I declare an emergency" in text and "Ask administration for access" in text
     submit = SUBMIT.format(form="emergency", reason=json.dumps("Lockdown notice"), tamper="")
-    landed = page.load(lambda: page.evaluate(submit))
+    confirmed = page.load(lambda: page.evaluate(submit))
+    assert "Emergency access until" in confirmed and "Continue to" in confirmed
+    go_on = "document.querySelector('a.tap[href=\"https://www.facebook.com/groups/pta\"]').click()"
+    landed = page.load(lambda: page.evaluate(go_on))
     assert "upstream ok" in landed
     assert "host=www.facebook.com" in landed and "path=/groups/pta" in landed
     assert page.evaluate("location.href") == "https://www.facebook.com/groups/pta"
@@ -327,7 +330,7 @@ def test_chromium_declares_an_emergency_from_the_block_page(start_proxy: Any, br
 def test_chromium_with_a_forged_token_is_refused(start_proxy: Any, browser: Any) -> None:
     proxy = start_proxy(rules_text=RULES, at=datetime.now(UTC) + timedelta(minutes=1))
     page = browser(proxy)
-    assert "This is an emergency" in page.navigate("https://www.instagram.com/")
+    assert "I declare an emergency" in page.navigate("https://www.instagram.com/")
     forge = "form.querySelector('input[name=token]').value = 'eyJmb3JnZWQiOnRydWV9.AAAA';"
     submit = SUBMIT.format(form="emergency", reason=json.dumps("x"), tamper=forge)
     assert "This form has expired" in page.load(lambda: page.evaluate(submit))

@@ -23,7 +23,9 @@ from socialguard.proxy.forms import (
     FormRequest,
     is_form_path,
 )
+from socialguard.proxy.pagekit import Brand
 
+BRAND = Brand("Example School District", "Help desk, (406) 555-0100, help@example.k12.mt.us")
 DENVER = ZoneInfo("America/Denver")
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=DENVER).astimezone(UTC)
 JDOE = Principal(
@@ -68,7 +70,9 @@ def refresher(store: SqliteStore, clock: FakeClock) -> SnapshotRefresher:
 
 @pytest.fixture
 def forms(store: SqliteStore, refresher: SnapshotRefresher, clock: FakeClock) -> BlockPageForms:
-    return BlockPageForms(store, lambda: LIMITS, refresher=refresher, clock=clock)
+    return BlockPageForms(
+        store, lambda: LIMITS, refresher=refresher, clock=clock, brand=lambda: BRAND
+    )
 
 
 def blocked(
@@ -134,12 +138,15 @@ def test_links_offer_only_what_the_rule_allows(
     assert set(tokens(forms.links(blocked(bypass), url=URL, decision_id="d-1"))) == expected
 
 
-def test_emergency_submit_opens_the_site_for_the_device_and_redirects(
+def test_emergency_submit_opens_the_site_and_confirms_until_when(
     forms: BlockPageForms, refresher: SnapshotRefresher, clock: FakeClock
 ) -> None:
     token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
     out = forms.handle(post(EMERGENCY_PATH, token))
-    assert out.status == 303 and out.headers["Location"] == URL
+    page = out.body.decode()
+    assert out.status == 200 and "Location" not in out.headers
+    assert "<h1>Emergency access until 10:30 MST</h1>" in page  # T0 is 10:00 in Denver
+    assert f'<a class="tap" href="{URL}">Continue to {URL}</a>' in page
     assert out.event["outcome"] == "emergency_declared" and out.event["decision_id"] == "d-1"
     # the snapshot was refreshed before answering: the redirect is already allowed
     e = refresher.current.emergency_for(JDOE, "www.facebook.com", {}, clock.now)
@@ -268,23 +275,75 @@ def test_cross_site_submissions_are_refused(
 def test_an_empty_reason_is_asked_again_without_spending_the_token(forms: BlockPageForms) -> None:
     token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
     assert forms.handle(post(EMERGENCY_PATH, token, reason="   ")).status == 400
-    assert forms.handle(post(EMERGENCY_PATH, token)).status == 303
+    assert forms.handle(post(EMERGENCY_PATH, token)).status == 200
 
 
 def test_past_the_daily_limit_the_form_says_so(
     forms: BlockPageForms, store: SqliteStore, clock: FakeClock
 ) -> None:
+    # three block pages loaded before any was used: the third form is refused when it comes back
+    pages = [tokens(forms.links(blocked(), url=URL, decision_id="d-1")) for _ in range(3)]
     statuses = []
-    for _ in range(3):
-        token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
-        out = forms.handle(post(EMERGENCY_PATH, token))
+    for page in pages:
+        out = forms.handle(post(EMERGENCY_PATH, page[EMERGENCY_PATH]))
         statuses.append(out.status)
-    assert statuses == [303, 303, 429]
+    assert statuses == [200, 200, 429]
     assert b"all 2 emergency accesses allowed today" in out.body
+    assert b"starts again at midnight (2 Dec, 00:00 MST)" in out.body
     assert len(store.pending_reviews()) == 2
     clock.now += timedelta(days=1)  # the next local day
     token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
-    assert forms.handle(post(EMERGENCY_PATH, token)).status == 303
+    assert forms.handle(post(EMERGENCY_PATH, token)).status == 200
+
+
+def test_a_used_up_allowance_is_not_offered_and_says_when_it_resets(
+    forms: BlockPageForms, clock: FakeClock
+) -> None:
+    for _ in range(2):
+        token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+        assert forms.handle(post(EMERGENCY_PATH, token)).status == 200
+    fragment = forms.links(blocked(), url=URL, decision_id="d-1")
+    assert set(tokens(fragment)) == {REQUEST_PATH}  # asking administration is still offered
+    assert "emergency accesses are used up (your allowance)" in fragment
+    assert "They start again at midnight (2 Dec, 00:00 MST)" in fragment
+
+
+def test_requests_used_up_are_not_offered_either(forms: BlockPageForms) -> None:
+    for _ in range(LIMITS.requests_per_day):
+        token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[REQUEST_PATH]
+        assert forms.handle(post(REQUEST_PATH, token)).status == 200
+    fragment = forms.links(blocked(), url=URL, decision_id="d-1")
+    assert set(tokens(fragment)) == {EMERGENCY_PATH}
+    assert "requests for access are used up" in fragment
+
+
+@pytest.mark.parametrize("outcome", ["sent", "limit", "expired"])
+def test_every_follow_up_page_names_the_district_contact_and_reference(
+    forms: BlockPageForms, outcome: str
+) -> None:
+    if outcome == "expired":
+        out = forms.handle(post(REQUEST_PATH, "forged.token"))
+    else:
+        n = 1 if outcome == "sent" else LIMITS.requests_per_day + 1
+        pages = [tokens(forms.links(blocked(), url=URL, decision_id="d-9")) for _ in range(n)]
+        for page in pages:
+            out = forms.handle(post(REQUEST_PATH, page[REQUEST_PATH]))
+    page_html = out.body.decode()
+    assert '<p class="district">Example School District</p>' in page_html
+    assert (
+        'href="tel:4065550100"' in page_html and 'href="mailto:help@example.k12.mt.us"' in page_html
+    )
+    reference = "d-9" if outcome != "expired" else out.event["decision_id"]
+    assert f'<span class="ref">{reference}</span>' in page_html
+    assert reference and out.event["decision_id"] == reference
+
+
+def test_the_emergency_form_is_a_declaration_after_the_request_form(forms: BlockPageForms) -> None:
+    fragment = forms.links(blocked(), url=URL, decision_id="d-1")
+    assert fragment.index(REQUEST_PATH) < fragment.index(EMERGENCY_PATH)
+    assert '<button type="submit">I declare an emergency</button>' in fragment
+    assert "This is an emergency" not in fragment
+    assert "for 30 minutes in an emergency (at most twice a day)" in fragment
 
 
 def test_get_is_not_a_submission(forms: BlockPageForms) -> None:

@@ -18,7 +18,7 @@ NOTICE = BlockNotice(
     rule="staff-social-school-hours",
     category="social",
     who="address 10.20.1.5 (staff)",
-    contact="helpdesk@example.k12.mt.us",
+    contact="the district technology office, (406) 555-0100, helpdesk@example.k12.mt.us",
     policy_url="https://www.example.k12.mt.us/board/policies/social-networking",
 )
 
@@ -106,10 +106,70 @@ def test_text_is_short() -> None:
 def test_a_service_is_named_on_the_page_in_json_and_in_text() -> None:
     notice = replace(NOTICE, host="static.xx.fbcdn.net", service="Facebook")
     page = render(notice, BlockFormat.HTML).body.decode()
-    assert "<h1>Facebook is blocked on the" in page and "<title>Blocked: Facebook</title>" in page
+    assert "<h1>Facebook is blocked on this network" in page
+    assert "<title>Blocked: Facebook — Example School District</title>" in page
     assert json.loads(render(notice, BlockFormat.JSON).body)["service"] == "Facebook"
     assert "Facebook (static.xx.fbcdn.net)" in render(notice, BlockFormat.TEXT).body.decode()
 
 
 def test_a_host_of_no_service_is_this_site() -> None:
-    assert "<h1>This site is blocked on the" in render(NOTICE, BlockFormat.HTML).body.decode()
+    assert (
+        "<h1>This site is blocked on this network" in render(NOTICE, BlockFormat.HTML).body.decode()
+    )
+
+
+def test_page_reads_district_site_why_contact_reference_then_choices_then_details() -> None:
+    with_forms = replace(NOTICE, service="Facebook", bypass_html='<form id="choice"></form>')
+    page = render(with_forms, BlockFormat.HTML).body.decode()
+    order = [
+        '<p class="district">Example School District</p>',
+        "<h1>Facebook is blocked",
+        "www.facebook.com</strong> was not opened",
+        "Individual use of social networking",
+        'href="tel:4065550100"',
+        'href="mailto:helpdesk@example.k12.mt.us"',
+        'Quote the reference <span class="ref">K7Q2-9XMD-4TRA</span>',
+        '<form id="choice">',
+        "<details>",
+        "staff-social-school-hours",
+    ]
+    at = [page.index(s) for s in order]
+    assert at == sorted(at), order
+
+
+def test_jargon_is_only_in_the_collapsed_technical_details() -> None:
+    page = render(NOTICE, BlockFormat.HTML).body.decode()
+    details = page.index("<details>")
+    assert "<details open" not in page
+    for jargon in ("staff-social-school-hours", "address 10.20.1.5 (staff)", "<dt>Category"):
+        assert page.index(jargon) > details
+
+
+def test_contact_is_tappable_phone_and_email_links() -> None:
+    page = render(NOTICE, BlockFormat.HTML).body.decode()
+    assert '<a class="tap" href="tel:4065550100">Call (406) 555-0100</a>' in page
+    assert (
+        '<a class="tap" href="mailto:helpdesk@example.k12.mt.us">'
+        "Email helpdesk@example.k12.mt.us</a>" in page
+    )
+    assert "Contact the district technology office." in page
+
+
+def test_a_contact_without_phone_or_email_is_said_in_words() -> None:
+    page = render(replace(NOTICE, contact=None), BlockFormat.HTML).body.decode()
+    assert "Contact your school&#x27;s administration." in page
+    assert "tel:" not in page and "mailto:" not in page
+
+
+def test_touch_targets_are_44px_and_inputs_16px() -> None:
+    """The sizes the stylesheet promises (the screenshots in tests/ui show them laid out)."""
+    from socialguard.proxy.pagekit import STYLE
+
+    rules = {
+        sel.strip(): body
+        for sel, body in (chunk.split("{", 1) for chunk in STYLE.split("}") if "{" in chunk)
+    }
+    tap = rules["a.tap, button"]
+    assert "min-height: 44px" in tap and "min-width: 44px" in tap and "font-size: 1rem" in tap
+    assert "font-size: 16px" in rules["textarea"]
+    assert "min-height: 44px" in rules["summary"]

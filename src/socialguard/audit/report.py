@@ -8,10 +8,15 @@ scripts, no external fonts, styles or images.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import html
+import secrets
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,6 +24,10 @@ from socialguard.text import clip, printable
 
 from .reader import Found, local_time, outcome
 from .schema import TYPE_ADMIN, TYPE_DECISION
+
+TYPE_FORM = "form"  # the block page's forms, as the proxy writes them (proxy/addon.py)
+# A form's outcomes that gave the person nothing: the board sees these as refused submissions
+_REFUSED_OUTCOMES = frozenset({"refused", "limit_reached", "invalid", "bad_method", "not_found"})
 
 TOP = 15
 
@@ -33,6 +42,54 @@ class AdminEntry:
     target: str
     reason: str
     details: dict[str, Any]
+
+
+@dataclass(slots=True)
+class RequestRow:
+    """One access request from the block page, and its answer if it had one."""
+
+    id: str
+    filed: datetime
+    who: str
+    site: str
+    reason: str
+    status: str = "pending"
+    answered: datetime | None = None
+    answered_by: str = ""
+    grant_id: str = ""
+
+    @property
+    def time_to_answer(self) -> str:
+        if self.answered is None:
+            return ""
+        minutes = int((self.answered - self.filed).total_seconds() // 60)
+        return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+@dataclass(slots=True)
+class EmergencyRow:
+    """One emergency, from start to end and review: a self-declared one or one an administrator
+    started."""
+
+    id: str
+    start: str
+    who: str
+    scope: str
+    reason: str
+    self_declared: bool
+    site: str = ""
+    end: str = ""
+    review: str = ""
+
+
+@dataclass(slots=True)
+class RefusedForm:
+    when: str
+    form: str
+    outcome: str
+    why: str
+    who: str
+    site: str
 
 
 @dataclass(slots=True)
@@ -63,6 +120,10 @@ class Summary:
     blocked_visits_by_service: Counter[str] = field(default_factory=Counter)
     blocked_requests_by_service: Counter[str] = field(default_factory=Counter)
     blocked_visits_by_person: Counter[str] = field(default_factory=Counter)
+    requests: dict[str, RequestRow] = field(default_factory=dict)
+    emergency_rows: dict[str, EmergencyRow] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    refused_forms: list[RefusedForm] = field(default_factory=list)
 
     def services_by_visits(self, n: int = TOP) -> list[tuple[str, int, int]]:
         """(service, blocked visits, blocked requests), most visits first (then requests)."""
@@ -99,7 +160,64 @@ def summarise(
             _add_decision(s, r, tz)
         elif kind == TYPE_ADMIN:
             _add_admin(s, r, tz)
+            _add_admin_rows(s, r, tz)
+        elif kind == TYPE_FORM and r.get("outcome") in _REFUSED_OUTCOMES:
+            s.refused_forms.append(
+                RefusedForm(
+                    when=_minute(r, tz),
+                    form=str(r.get("form") or ""),
+                    outcome=str(r.get("outcome")),
+                    why=str(r.get("why") or r.get("limit") or ""),
+                    who=f"ip:{r.get('client')}",
+                    site=str(r.get("site") or ""),
+                )
+            )
     return s
+
+
+def _minute(r: dict[str, Any], tz: ZoneInfo) -> str:
+    return local_time(str(r.get("ts")), tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _add_admin_rows(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
+    """Fold request and emergency events into one row each (filed → answered, start → end)."""
+    action, target = str(r.get("action")), str(r.get("target"))
+    d = dict(r.get("details") or {})
+    when = local_time(str(r.get("ts")), tz)
+    if action == "access_requested":
+        s.requests[target] = RequestRow(
+            target, when, str(d.get("who") or r.get("by")), str(d.get("site") or ""),
+            str(r.get("reason") or ""),
+        )  # fmt: skip
+    elif action in ("access_approved", "access_denied") and target in s.requests:
+        row = s.requests[target]
+        row.status = "approved" if action == "access_approved" else "denied"
+        row.answered, row.answered_by = when, str(r.get("by"))
+        row.grant_id = str(d.get("grant_id") or "")
+    elif action == "grant_revoked":
+        s.revoked.add(target)
+    elif action in ("emergency_self_declared", "emergency_started"):
+        ends = d.get("ends")
+        s.emergency_rows[target] = EmergencyRow(
+            id=target,
+            start=when.strftime("%Y-%m-%d %H:%M"),
+            who=str(r.get("by")),
+            scope=str(d.get("scope") or "everyone"),
+            reason=str(r.get("reason") or ""),
+            self_declared=action == "emergency_self_declared",
+            site=str(d.get("site") or ""),
+            end=local_time(str(ends), tz).strftime("%Y-%m-%d %H:%M") if ends else "until stopped",
+            review="awaiting review" if action == "emergency_self_declared" else "",
+        )
+    elif action == "emergency_stopped" and target in s.emergency_rows:
+        stopped = s.emergency_rows[target]
+        stopped.end = f"{when:%Y-%m-%d %H:%M} (stopped by {r.get('by')})"
+    elif action == "emergency_acknowledged" and target in s.emergency_rows:
+        note = str(r.get("reason") or "")
+        reviewed = s.emergency_rows[target]
+        reviewed.review = f"reviewed {when:%Y-%m-%d %H:%M} by {r.get('by')}" + (
+            f": {note}" if note else ""
+        )
 
 
 def _add_decision(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
@@ -291,14 +409,22 @@ def _bar_chart(title: str, items: list[tuple[str, int]], *, vertical: bool = Fal
     return f"{_svg_open(title, width, height)}{''.join(bars)}</svg>"
 
 
-def _rows(headers: list[str], rows: Iterable[list[Any]]) -> str:
+def _rows(headers: list[str], rows: Iterable[list[Any]], *, when: tuple[int, ...] = ()) -> str:
+    """A table; the columns in `when` hold times, kept on one line."""
     esc = _esc
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    head = "".join(
+        f'<th class="when">{esc(h)}</th>' if i in when else f"<th>{esc(h)}</th>"
+        for i, h in enumerate(headers)
+    )
     body = []
     for r in rows:
         cells = "".join(
-            f'<td class="n">{v}</td>' if isinstance(v, int) else f"<td>{esc(str(v))}</td>"
-            for v in r
+            f'<td class="n">{v}</td>'
+            if isinstance(v, int)
+            else f'<td class="when">{esc(str(v))}</td>'
+            if i in when
+            else f"<td>{esc(str(v))}</td>"
+            for i, v in enumerate(r)
         )
         body.append(f"<tr>{cells}</tr>")
     if not body:
@@ -310,83 +436,238 @@ def _kpi(value: int, label: str) -> str:
     return f"<div>{value}<span>{html.escape(label)}</span></div>"
 
 
-def render_html(s: Summary, *, district: str = "") -> str:
-    """One self-contained HTML page: figures, inline SVG charts, tables. No scripts, no links
-    out."""
+# -- people ----------------------------------------------------------------------------------------
+
+# Who a record is about, by the prefix of its key: these are pseudonymised. Groups and
+# administrators (acting in their office) are shown as they are.
+_PERSON_PREFIXES = ("user:", "device:", "ip:")
+
+
+def pseudonymiser(key: bytes | None) -> Callable[[str], str]:
+    """A stable short code per person ("Person 7KQ2MD"): HMAC-SHA256 of the person's key under
+    `key`, so the same person has the same code in every report made with that key, and nobody
+    without it can turn a code back into a name (even an address, which a bare hash would not
+    hide: there are only so many). None: a key for this report alone."""
+    secret = key if key is not None else secrets.token_bytes(32)
+
+    def code(person: str) -> str:
+        if not person.startswith(_PERSON_PREFIXES):
+            return person
+        digest = hmac.new(secret, person.encode(), hashlib.sha256).digest()
+        return "Person " + base64.b32encode(digest).decode()[:6]
+
+    return code
+
+
+def show_names(person: str) -> str:
+    return person
+
+
+def _scope(scope: str, show: Callable[[str], str]) -> str:
+    """An emergency's scope in words: everyone, a group, or one person's device or address."""
+    if scope in ("", "all", "everyone", "None"):
+        return "everyone"
+    if scope.startswith("group:"):
+        return "group " + scope.removeprefix("group:")
+    if show is show_names:
+        return scope
+    # the declarer's own device or address: its code would be a second one for the same person
+    return "one device" if scope.startswith("device:") else "one address"
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+
+_PRINT_CSS = """
+@page{size:%s;margin:14mm 12mm}
+@media print{body{margin:0;max-width:none;font-size:10.5pt}h2{break-after:avoid}
+tr,.kpi,svg{break-inside:avoid}thead{display:table-header-group}.chart{max-width:100%%;height:auto}}
+td.when,th.when{white-space:nowrap}
+.integrity{border-left:4px solid #3b6ea8;padding:.4rem .8rem;background:#f3f6fb}
+.integrity.bad{border-color:#a3261b;background:#fbf1f0}
+dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}
+dl.meta dt{color:#444}dl.meta dd{margin:0}
+.note{color:#333;font-size:.95rem}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Integrity:
+    """What `audit verify` found, in the words a board reads."""
+
+    verdict: str  # anchored | self-consistent | incomplete | broken
+    statement: str
+
+
+def render_html(
+    s: Summary,
+    *,
+    district: str = "",
+    generated_at: str | None = None,
+    integrity: Integrity | None = None,
+    people: Callable[[str], str] | None = None,
+    paper: str = "Letter",
+) -> str:
+    """One self-contained page (no scripts, no links out), laid out to print on `paper`
+    (Letter or A4). `people` names each person (default: a pseudonym per person, for this report
+    alone; `show_names` shows them)."""
     esc = _esc
+    show = people or pseudonymiser(None)
+    named = people is show_names
     period = f"{s.since or 'the beginning'} to {s.until or 'now'}"
-    hours = [(f"{h:02d}", s.blocked_by_hour[h]) for h in range(24)]
-    if not s.blocked:
-        hours = []
+    hours = [(f"{h:02d}", s.blocked_by_hour[h]) for h in range(24)] if s.blocked else []
+    reqs = list(s.requests.values())
+    counts = Counter(r.status for r in reqs)
+    grant_ids = sorted(set(s.grants_used) | set(s.grants))
+    unused = [g for g in s.grants if not s.grants_used.get(g)]
+    emergencies = list(s.emergency_rows.values())
+    title = (
+        f"{district + ': ' if district else ''}Staff use of social networking: decision log report"
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        f"<title>socialguard decision log report {esc(period)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{esc(district + ': ' if district else '')}"
-        "Social networking policy: decision log report</h1>",
-        f"<p>Period: {esc(period)}. Times in {esc(s.zone)}.</p>",
+        f"<title>{esc(title)} ({esc(period)})</title>",
+        f"<style>{_CSS}{_PRINT_CSS % ('A4' if paper.upper() == 'A4' else 'Letter')}</style>",
+        "</head><body><main>",
+        f"<h1>{esc(title)}</h1>",
+        '<dl class="meta">',
+        f"<dt>District</dt><dd>{esc(district or '(not named)')}</dd>",
+        f"<dt>Period</dt><dd>{esc(period)} (times in {esc(s.zone)})</dd>",
+        f"<dt>Generated at</dt><dd>{esc(generated_at or 'not stated')}</dd>",
+        "</dl>",
+        _integrity_html(integrity),
+        '<p class="note">'
+        + (
+            "People are named (this copy was made with <code>--names</code>)."
+            if named
+            else "People are shown as codes (Person 7KQ2MD): one code is one person throughout "
+            "this report. The district can match a code to a name; the report does not."
+        )
+        + " Administrators are named where they acted.</p>",
         '<div class="kpi">',
-        f"<div>{s.decisions}<span>decisions</span></div>",
-        f"<div>{s.blocked}<span>blocked attempts</span></div>",
-        f"<div>{sum(s.grants_used.values())}<span>requests allowed by grants</span></div>",
-        _kpi(sum(s.emergencies_used.values()), "requests allowed in emergencies"),
-        _kpi(len(s.awaiting_review), "self-declared emergencies awaiting review"),
+        _kpi(s.blocked_visits, "blocked visits (pages opened)"),
+        _kpi(len(reqs), "access requests"),
+        _kpi(len(s.grants), "grants issued"),
+        _kpi(len(emergencies), "emergencies"),
+        _kpi(len(s.refused_forms), "refused form submissions"),
         "</div>",
-        "<h2>Blocked attempts by day</h2>",
-        _bar_chart("Blocked attempts by day", sorted(s.blocked_by_day.items())),
-        "<h2>Blocked attempts by hour of day</h2>",
-        _bar_chart("Blocked attempts by hour of day", hours, vertical=True),
-        "<h2>Blocked attempts by group</h2>",
-        _bar_chart("Blocked attempts by group", s.blocked_by_group.most_common(TOP)),
-        "<h2>Blocked attempts by person</h2>",
-        _bar_chart("Blocked attempts by person", s.blocked_by_person.most_common(TOP)),
-        "<h2>Top blocked destinations</h2>",
-        _bar_chart("Top blocked destinations", s.blocked_destinations.most_common(TOP)),
         "<h2>Blocked visits by service</h2>",
-        f"<p>A visit is a page opened; its images, scripts and polls are requests. "
-        f"{s.blocked_visits} blocked visits in all.</p>",
+        "<p>A visit is a page a person opened; the images, scripts and polls a page makes are "
+        f"requests, counted beside it. {s.blocked_visits} blocked visits, {s.blocked} blocked "
+        "requests in all.</p>",
         _rows(["service", "visits", "requests"], ([k, v, n] for k, v, n in s.services_by_visits())),
         "<h2>Blocked visits by person</h2>",
-        _bar_chart("Blocked visits by person", s.blocked_visits_by_person.most_common(TOP)),
-        "<h2>Grants used</h2>",
+        _bar_chart(
+            "Blocked visits by person",
+            [(show(k), v) for k, v in s.blocked_visits_by_person.most_common(TOP)],
+        ),
+        "<h2>Access requests</h2>",
+        f"<p>{len(reqs)} filed: {counts['approved']} approved, {counts['denied']} denied, "
+        f"{counts['pending']} not answered.</p>",
         _rows(
-            ["grant", "for", "by", "reason", "requests allowed"],
+            ["filed", "who", "site", "reason", "answer", "answered by", "time to answer"],
+            (
+                [
+                    r.filed.strftime("%Y-%m-%d %H:%M"),
+                    show(r.who),
+                    r.site,
+                    r.reason,
+                    r.status,
+                    r.answered_by,
+                    r.time_to_answer,
+                ]
+                for r in reqs
+            ),
+            when=(0,),
+        ),
+        "<h2>Grants</h2>",
+        f"<p>{len(s.grants)} issued in the period, {len(unused)} never used.</p>",
+        _rows(
+            ["grant", "for", "sites", "ends", "by", "reason", "requests allowed", "use"],
             (
                 [
                     gid,
-                    str(g.details.get("who", "")) if g else "",
+                    show(str(g.details.get("who", ""))) if g else "",
+                    ", ".join(map(str, g.details.get("sites") or ())) if g else "",
+                    str(g.details.get("ends", ""))[:16].replace("T", " ") if g else "",
                     g.by if g else "",
                     g.reason if g else "",
                     s.grants_used[gid],
+                    _grant_use(gid, s),
                 ]
-                for gid in sorted(set(s.grants_used) | set(s.grants))
+                for gid in grant_ids
                 for g in [s.grants.get(gid)]
             ),
         ),
         "<h2>Emergencies</h2>",
         _rows(
-            ["when", "what", "id", "by", "reason", "requests allowed"],
-            (
-                [e.when, e.action, e.target, e.by, e.reason, s.emergencies_used.get(e.target, 0)]
-                for e in s.emergencies
-            ),
-        ),
-        "<h2>Self-declared emergencies awaiting review</h2>",
-        _rows(
-            ["when", "id", "who", "site", "reason"],
+            [
+                "start",
+                "end",
+                "scope",
+                "declared by",
+                "site",
+                "reason",
+                "requests allowed",
+                "review",
+            ],
             (
                 [
-                    e.when,
-                    eid,
-                    str(e.details.get("scope") or e.by),
-                    str(e.details.get("site", "")),
+                    e.start,
+                    e.end,
+                    _scope(e.scope, show),
+                    show(e.who) if e.self_declared else e.who,
+                    e.site or ("all sites" if not e.self_declared else ""),
                     e.reason,
+                    s.emergencies_used.get(e.id, 0),
+                    e.review or ("—" if not e.self_declared else "awaiting review"),
                 ]
-                for eid, e in s.awaiting_review
+                for e in emergencies
             ),
+            when=(0, 1),
         ),
-        "</body></html>",
+        "<h2>Refused form submissions</h2>",
+        "<p>Block-page forms that gave nothing: expired, replayed or forged tokens, daily limits "
+        "reached, empty reasons.</p>",
+        _rows(
+            ["when", "form", "outcome", "why", "from", "site"],
+            ([f.when, f.form, f.outcome, f.why, show(f.who), f.site] for f in s.refused_forms),
+            when=(0,),
+        ),
+        "<h2>Blocked requests by day</h2>",
+        _bar_chart("Blocked requests by day", sorted(s.blocked_by_day.items())),
+        "<h2>Blocked requests by hour of day</h2>",
+        _bar_chart("Blocked requests by hour of day", hours, vertical=True),
+        "<h2>Blocked requests by group</h2>",
+        "<p>A person in several groups is counted in each.</p>",
+        _bar_chart("Blocked requests by group", s.blocked_by_group.most_common(TOP)),
+        "<h2>Top blocked destinations</h2>",
+        _bar_chart("Top blocked destinations", s.blocked_destinations.most_common(TOP)),
+        "<h2>Blocked requests by person</h2>",
+        _bar_chart(
+            "Blocked requests by person",
+            [(show(k), v) for k, v in s.blocked_by_person.most_common(TOP)],
+        ),
+        "</main></body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _grant_use(gid: str, s: Summary) -> str:
+    if gid in s.revoked:
+        return "revoked" + (" (used)" if s.grants_used.get(gid) else "")
+    return "used" if s.grants_used.get(gid) else "never used"
+
+
+def _integrity_html(i: Integrity | None) -> str:
+    if i is None:
+        return (
+            '<p class="integrity bad"><strong>Log integrity: not checked.</strong> '
+            "Run <code>socialguard audit verify</code> to say whether this log is intact.</p>"
+        )
+    bad = " bad" if i.verdict in ("broken", "incomplete") else ""
+    return (
+        f'<p class="integrity{bad}"><strong>Log integrity: {_esc(i.verdict)}.</strong> '
+        f"{_esc(i.statement)}</p>"
+    )

@@ -355,36 +355,133 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
     ] = None,
+    pdf_file: Annotated[
+        Path | None,
+        typer.Option("--pdf", help="Also write the report as PDF here (needs Chromium)."),
+    ] = None,
+    paper: Annotated[
+        str, typer.Option("--paper", help="Page size of the print layout and PDF: letter or a4.")
+    ] = "letter",
+    names: Annotated[
+        bool,
+        typer.Option(
+            "--names", help="Name people in the HTML/PDF report [default: a code per person]."
+        ),
+    ] = False,
     as_json: JsonOption = False,
     tz: TzOption = None,
     rules: RulesOption = None,
     log_dir: LogDirOption = None,
     state: StateOption = None,
 ) -> None:
-    """Summarise a period: blocked attempts by day, hour, group and person; grants used;
-    emergencies and their reasons; self-declared emergencies awaiting review; top blocked sites.
+    """Summarise a period: blocked visits and requests by service, person, day, hour and group;
+    access requests and their answers; grants used and unused; emergencies; refused forms.
 
-    Example: socialguard audit report --since 2026-11-01 --until 2026-11-30 --html november.html
+    The HTML and PDF report states the district, the period, when it was made and what
+    `audit verify` says of the log, and shows each person as a stable code unless --names.
+
+    Example: socialguard audit report --since 2026-11-01 --until 2026-11-30 --pdf november.pdf
     """
     from socialguard.audit.reader import search as run_search
-    from socialguard.audit.report import render_html, render_text, summarise
+    from socialguard.audit.report import render_text, summarise
 
+    if paper.lower() not in ("letter", "a4"):
+        raise typer.BadParameter("--paper must be letter or a4", param_hint="--paper")
     with domain_errors():
         zone = _zone(tz, rules)
         flt = _filter(zone, since=since, until=until)
-        summary = summarise(
-            run_search(_log_dir(log_dir, state), flt), zone, since=since, until=until
-        )
+        where = _log_dir(log_dir, state)
+        summary = summarise(run_search(where, flt), zone, since=since, until=until)
         if as_json:
             typer.echo(json.dumps(_summary_json(summary), indent=2, sort_keys=True))
         else:
             typer.echo(render_text(summary), nl=False)
+        if html_file is None and pdf_file is None:
+            return
+        page = _board_html(summary, zone, where, rules=rules, state=state, names=names, paper=paper)
         if html_file is not None:
             try:
-                html_file.write_text(render_html(summary), encoding="utf-8")
+                html_file.write_text(page, encoding="utf-8")
             except OSError as e:
                 raise ConfigError(f"{html_file}: cannot write: {e.strerror}") from e
             typer.echo(f"wrote {html_file}", err=True)
+        if pdf_file is not None:
+            from socialguard.audit.pdf import print_pdf
+
+            print_pdf(page, pdf_file)
+            typer.echo(f"wrote {pdf_file}", err=True)
+
+
+def _board_html(
+    summary: Any,
+    zone: ZoneInfo,
+    where: Path,
+    *,
+    rules: Path | None,
+    state: Path | None,
+    names: bool,
+    paper: str,
+) -> str:
+    """The report for a board: district, when made, the log's integrity, people as codes."""
+    from socialguard.audit.report import Integrity, pseudonymiser, render_html
+    from socialguard.audit.report import show_names as real_names
+    from socialguard.audit.verify import VERDICT_LINES, verdict, verify_log
+
+    default = paths.checkpoint_dir(None, state)
+    result = verify_log(where, checkpoints=default if default.is_dir() else None)
+    found = verdict(result)
+    people = real_names if names else pseudonymiser(_pseudonym_key(state))
+    return render_html(
+        summary,
+        district=_district_name(rules) or "",
+        generated_at=datetime.now(zone).strftime("%Y-%m-%d %H:%M %Z"),
+        integrity=Integrity(found.value, VERDICT_LINES[found]),
+        people=people,
+        paper=paper,
+    )
+
+
+def _district_name(rules: Path | None) -> str | None:
+    """`district.name` of the top-level rules file, if there is one."""
+    import yaml
+
+    path = paths.rules_path(rules)
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the district's name: {e}") from e
+    district = data.get("district") if isinstance(data, dict) else None
+    name = district.get("name") if isinstance(district, dict) else None
+    return str(name) if name else None
+
+
+def _pseudonym_key(state: Path | None) -> bytes | None:
+    """The key that makes a person's code the same in every report: `<state>/report.key`,
+    made on first use (mode 0600). None (codes for this report alone) if it cannot be kept."""
+    import os
+    import secrets
+
+    path = paths.state_dir(state) / "report.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        typer.echo(f"warning: {path}: {e.strerror}; codes are for this report only", err=True)
+        return None
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+    except FileExistsError:
+        return path.read_bytes()
+    except OSError as e:
+        typer.echo(f"warning: {path}: {e.strerror}; codes are for this report only", err=True)
+        return None
+    return key
 
 
 def _summary_json(s: Any) -> dict[str, Any]:

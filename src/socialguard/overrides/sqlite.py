@@ -1138,6 +1138,21 @@ class SqliteStore:
             )
         return _request_from_row(row)
 
+    def allowance_left(self, kind: str, spends: Sequence[Allowance], day_start: datetime) -> bool:
+        """Whether each of `spends` has room today for one more `kind` ("emergency" or
+        "requests"): read only, so the block page offers no form the store would refuse. The
+        write still checks again in its own transaction."""
+        counted = _SELF_EMERGENCIES_SINCE if kind == "emergency" else _REQUESTS_SINCE
+
+        def room(conn: sqlite3.Connection) -> bool:
+            try:
+                _check_allowances(conn, counted, spends, day_start)
+            except LimitReachedError:
+                return False
+            return True
+
+        return self._read(room)
+
     def list_requests(self, *, include_all: bool = False) -> list[AccessRequest]:
         where = "" if include_all else "WHERE status = 'pending'"
         return self._read(

@@ -504,11 +504,16 @@ class SocialGuard:
         from socialguard.overrides import Limits
 
         from .forms import BlockPageForms
+        from .pagekit import Brand
 
         def limits() -> Limits:
             return Limits.from_policy(self._require_policy().policy)
 
-        return BlockPageForms(store, limits, refresher=refresher, clock=self.clock.now)
+        def brand() -> Brand:
+            district = self._require_policy().policy.district
+            return Brand(district.name, district.contact, district.policy_url)
+
+        return BlockPageForms(store, limits, refresher=refresher, clock=self.clock.now, brand=brand)
 
     def _stop_pump(self) -> None:
         pump, self._pump = self._pump, None

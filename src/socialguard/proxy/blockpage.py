@@ -18,6 +18,8 @@ from functools import cache
 from importlib import resources
 from string import Template
 
+from .pagekit import STYLE, Brand, contact_block
+
 BLOCK_STATUS = 403
 
 # Sec-Fetch-Dest values that load a whole document a person will look at.
@@ -131,10 +133,15 @@ def _html(n: BlockNotice) -> str:
     if n.policy_url and n.policy_url.startswith(("https://", "http://")):
         policy_link = f'<a href="{e(n.policy_url)}">Read the board policy</a>'
     else:
-        policy_link = (
-            "See the district's board policy on electronic resources and social networking."
-        )
+        policy_link = "See the district's board policy on social networking."
+    choices = (
+        '<div class="card choices"><h2>Other choices</h2>' + n.bypass_html + "</div>"
+        if n.bypass_html
+        else ""
+    )
+    brand = Brand(n.district, n.contact, n.policy_url)
     return _template().substitute(
+        style=STYLE,
         what=e(n.service) if n.service else "This site",
         host=e(n.host),
         district=e(n.district),
@@ -144,7 +151,7 @@ def _html(n: BlockNotice) -> str:
         time=e(n.time),
         reference=e(n.reference),
         who=e(n.who),
-        contact=e(n.contact or "your school's administration"),
+        contact_block=contact_block(brand, n.reference, heading="Whom to contact"),
         policy_link=policy_link,
-        bypass=n.bypass_html,
+        choices=choices,
     )

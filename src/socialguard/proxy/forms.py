@@ -33,8 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from socialguard.audit.schema import MAX_PATH, cap_field
-from socialguard.engine.limits import allowances, person_key
+from socialguard.audit.schema import MAX_PATH, cap_field, new_decision_id
+from socialguard.engine.limits import Allowance, allowances, person_key
 from socialguard.engine.model import Bypass, Decision, Principal
 from socialguard.errors import SocialGuardError
 from socialguard.overrides import (
@@ -48,6 +48,7 @@ from socialguard.overrides import (
 from socialguard.overrides.store import FormToken, LimitReachedError, TokenUsedError
 
 from .answers import guarded
+from .pagekit import Brand, follow_up_page
 
 log = structlog.get_logger(__name__)
 
@@ -206,9 +207,11 @@ class BlockPageForms:
         secret: bytes | None = None,
         clock: Callable[[], datetime] = utc_now,
         ttl: timedelta = TOKEN_TTL,
+        brand: Callable[[], Brand] | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
+        self.brand = brand or (lambda: Brand("district"))
         self.refresher = refresher
         self.signer = TokenSigner(secret or _store_secret(store), ttl)
         self._clock = clock
@@ -231,6 +234,21 @@ class BlockPageForms:
         }
         parts = []
         p = decision.principal
+        resets = _resets_at(now, limits)
+        if Bypass.GRANT in decision.bypass and _has_allowance(
+            p, limits.requests_per_day, limits.requests_per_day_unidentified, "requests"
+        ):
+            spends = allowances(
+                p,
+                per_person=limits.requests_per_day,
+                per_unidentified=limits.requests_per_day_unidentified,
+                what="requests",
+            )
+            if self._room_today("requests", spends, _day_start(now, limits)):
+                token = self.signer.issue({**fields, "kind": "request"}, now)
+                parts.append(_request_form(token))
+            else:
+                parts.append(_used_up("requests for access", spends, resets))
         if (
             Bypass.EMERGENCY in decision.bypass
             and limits.emergency_minutes > 0
@@ -238,14 +256,35 @@ class BlockPageForms:
                 p, limits.emergency_per_day, limits.emergency_per_day_unidentified, "emergency"
             )
         ):
-            token = self.signer.issue({**fields, "kind": "emergency"}, now)
-            parts.append(_emergency_form(token, limits))
-        if Bypass.GRANT in decision.bypass and _has_allowance(
-            p, limits.requests_per_day, limits.requests_per_day_unidentified, "requests"
-        ):
-            token = self.signer.issue({**fields, "kind": "request"}, now)
-            parts.append(_request_form(token))
+            spends = allowances(
+                p,
+                per_person=limits.emergency_per_day,
+                per_unidentified=limits.emergency_per_day_unidentified,
+                what="emergency",
+            )
+            if self._room_today("emergency", spends, _day_start(now, limits)):
+                token = self.signer.issue({**fields, "kind": "emergency"}, now)
+                label = (
+                    limits.service_label(decision.matched_domain or decision.host)
+                    if limits.service_label
+                    else None
+                )
+                parts.append(_emergency_form(token, limits, label or "this site"))
+            else:
+                parts.append(_used_up("emergency accesses", spends, resets))
         return "\n".join(parts)
+
+    def _room_today(self, kind: str, spends: tuple[Allowance, ...], day_start: datetime) -> bool:
+        """Is any of today's allowance left? A form the store would refuse is not offered. A
+        store that cannot say (or fails to) gets the form: the store still has the last word."""
+        room = getattr(self.store, "allowance_left", None)
+        if room is None:
+            return True
+        try:
+            return bool(room(kind, spends, day_start))
+        except SocialGuardError as e:
+            log.warning("allowance_check_failed", kind=kind, error=str(e))
+            return True
 
     # -- the POST side --------------------------------------------------------------------------
 
@@ -264,11 +303,11 @@ class BlockPageForms:
         }
         if kind is None:
             cap_field(base, "form", MAX_PATH)  # the path the client chose
-            return _page(
+            return self._page(
                 404, "Not found", "There is nothing here.", {**base, "outcome": "not_found"}
             )
         if req.method.upper() != "POST":
-            return _page(
+            return self._page(
                 405,
                 "Use the form",
                 "Open the page again and use the form on it.",
@@ -291,11 +330,12 @@ class BlockPageForms:
             return self._refused(req, base, e.why)
         reason = " ".join(fields.get("reason", "").split())[:MAX_REASON]
         if not reason:
-            return _page(
+            return self._page(
                 400,
                 "Please say why",
                 "A reason is required. Go back, fill it in and send the form again.",
                 {**base, "outcome": "invalid", "why": "empty_reason"},
+                reference=ticket.decision_id,
             )
         try:
             self.signer.consume(ticket, now)
@@ -320,12 +360,13 @@ class BlockPageForms:
             client=req.principal.client_ip,
             user=req.principal.user,
         )
-        return _page(
+        return self._page(
             403,
             "This form has expired",
             "This form was already used, has expired, or did not come from this page. "
             "Reload the page you were trying to reach to get a fresh one.",
             {**base, "outcome": "refused", "why": why},
+            reference=base.get("decision_id"),
         )
 
     def _declare(
@@ -365,14 +406,25 @@ class BlockPageForms:
             person=person,
             site=ticket.site,
         )
+        ends = record.emergency.ends
+        until = _local_time(ends, limits) if ends else "the end of the emergency"
+        label = limits.service_label(ticket.site) if limits.service_label else None
+        url = html.escape(ticket.url)
+        body = (
+            f"<p>You declared an emergency. {html.escape(label or ticket.site)} is open on this "
+            f"device until <strong>{html.escape(until)}</strong>.</p>"
+            "<p>Administration will review it; your reason was recorded.</p>"
+            f'<p><a class="tap" href="{url}">Continue to {html.escape(_short(ticket.url))}</a></p>'
+        )
         return FormResponse(
-            303,
-            {**SECURITY_HEADERS, "Location": ticket.url},
-            _html(
-                "Emergency access granted",
-                f'<p>Continue to <a href="{html.escape(ticket.url)}">'
-                f"{html.escape(ticket.url)}</a>. "
-                "Administration will review this emergency.</p>",
+            200,
+            dict(SECURITY_HEADERS),
+            follow_up_page(
+                f"Emergency access until {until}",
+                body,
+                self.brand(),
+                ticket.decision_id,
+                tone="ok",
             ),
             {
                 **base,
@@ -400,11 +452,13 @@ class BlockPageForms:
                 f"You have used all {per_day} {what} allowed today. "
                 "Please contact administration directly."
             )
-        return _page(
+        resets = _resets_at(self._clock(), self.limits())
+        return self._page(
             429,
             "Daily limit reached",
-            text,
+            f"{text} The limit starts again at {resets}.",
             {**base, "outcome": "limit_reached", "limit": a.name if a is not None else None},
+            reference=base.get("decision_id"),
         )
 
     def _file_request(
@@ -418,12 +472,39 @@ class BlockPageForms:
         except LimitReachedError as e:
             return self._limit_reached(base, who, e, "requests for access")
         log.info("access_requested", request_id=r.id, who=who, site=ticket.site)
-        return _page(
+        return self._page(
             200,
             "Request sent",
             f"Your request ({r.id}) for {ticket.site} was sent to administration. "
             "You will be able to reach the site once it is approved.",
             {**base, "outcome": "access_requested", "request_id": r.id},
+            reference=ticket.decision_id,
+            tone="ok",
+        )
+
+    def _page(
+        self,
+        status: int,
+        title: str,
+        text: str,
+        event: dict[str, Any],
+        extra: dict[str, str] | None = None,
+        *,
+        reference: str | None = None,
+        tone: str = "error",
+    ) -> FormResponse:
+        """A follow-up page, branded with the district, whom to contact and a reference: the
+        blocked decision's when the form was genuine, else a new one written with the event."""
+        if reference is None:
+            reference = new_decision_id()
+            event = {**event, "decision_id": reference}
+        return FormResponse(
+            status,
+            {**SECURITY_HEADERS, **(extra or {})},
+            follow_up_page(
+                title, f"<p>{html.escape(text)}</p>", self.brand(), reference, tone=tone
+            ),
+            event,
         )
 
     def _file(self, req: FormRequest, ticket: Ticket, reason: str, who: str) -> AccessRequest:
@@ -500,48 +581,61 @@ def _form_fields(req: FormRequest) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items() if v}
 
 
-def _emergency_form(token: str, limits: Limits) -> str:
+def _resets_at(now: datetime, limits: Limits) -> str:
+    """When today's allowances start again, as the person reads a clock: midnight, local."""
+    nxt = _day_start(now, limits) + timedelta(days=1)
+    return "midnight (" + nxt.strftime("%-d %b, 00:00 %Z") + ")"
+
+
+def _local_time(when: datetime, limits: Limits) -> str:
+    return when.astimezone(limits.timezone).strftime("%H:%M %Z")
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 60 else url[:57] + "..."
+
+
+def _used_up(what: str, spends: tuple[Allowance, ...], resets: str) -> str:
+    """Said instead of a form the store would refuse: whose allowance is used and when it is
+    back."""
+    shared = next((a for a in spends if a.shared), None)
+    whose = (
+        "the allowance shared by everyone this network cannot identify"
+        if shared is not None
+        else "your allowance"
+    )
+    return (
+        f'<p class="note">Today\'s {html.escape(what)} are used up ({whose}). '
+        f"They start again at {html.escape(resets)}. Please contact administration directly.</p>"
+    )
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def _emergency_form(token: str, limits: Limits, site: str) -> str:
     return (
         '<form class="sg-form" method="post" action="/.socialguard/emergency">'
-        "<h2>This is an emergency</h2>"
-        f"<p>The policy allows access in an emergency: this device may reach this site for "
-        f"{limits.emergency_minutes} minutes (at most {limits.emergency_per_day} times a day). "
-        "Administration will review it.</p>"
+        "<h3>If you have an emergency</h3>"
+        f"<p>The board policy lets you open {html.escape(site)} on this device for "
+        f"{limits.emergency_minutes} minutes in an emergency (at most "
+        f"{_times(limits.emergency_per_day)} a day). Administration reviews every emergency.</p>"
         f'<input type="hidden" name="token" value="{html.escape(token)}">'
-        '<label>What is the emergency? <textarea name="reason" required maxlength="500">'
+        '<label for="sg-emergency-reason">I declare an emergency. What is happening?'
+        '<textarea id="sg-emergency-reason" name="reason" required maxlength="500">'
         "</textarea></label>"
-        '<button type="submit">Continue: this is an emergency</button></form>'
+        '<button type="submit">I declare an emergency</button></form>'
     )
 
 
 def _request_form(token: str) -> str:
     return (
         '<form class="sg-form" method="post" action="/.socialguard/request">'
-        "<h2>Ask administration for access</h2>"
+        "<h3>Ask administration for access</h3>"
         f'<input type="hidden" name="token" value="{html.escape(token)}">'
-        '<label>Why do you need this site? <textarea name="reason" required maxlength="500">'
+        '<label for="sg-request-reason">Why do you need this site?'
+        '<textarea id="sg-request-reason" name="reason" required maxlength="500">'
         "</textarea></label>"
         '<button type="submit">Send the request</button></form>'
-    )
-
-
-def _html(title: str, body_html: str) -> bytes:
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em}"
-        "</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body_html}</body></html>"
-    ).encode()
-
-
-def _page(
-    status: int, title: str, text: str, event: dict[str, Any], extra: dict[str, str] | None = None
-) -> FormResponse:
-    return FormResponse(
-        status,
-        {**SECURITY_HEADERS, **(extra or {})},
-        _html(title, f"<p>{html.escape(text)}</p>"),
-        event,
     )

@@ -1,0 +1,270 @@
+"""The report a board is handed (`audit report --html/--pdf`): who made it, for when, whether the
+log is intact, people as codes, visits first, requests, grants, emergencies and refused forms."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit_helpers import DENVER, make_decision
+from typer.testing import CliRunner
+
+from socialguard.audit import decision_event, new_decision_id
+from socialguard.audit.reader import Filter, search
+from socialguard.audit.report import (
+    Integrity,
+    pseudonymiser,
+    render_html,
+    show_names,
+    summarise,
+)
+from socialguard.audit.schema import admin_event
+from socialguard.cli import app
+
+RULES = """
+district:
+  name: Example School District
+  timezone: America/Denver
+"""
+
+
+def _visit(host: str, service: str, user: str, **kw: Any) -> dict[str, Any]:
+    d = replace(make_decision(host, user=user), service=service)
+    return decision_event(
+        d, decision_id=new_decision_id(), stage="request", client=d.principal.client_ip, **kw
+    )
+
+
+def _fill(open_log: Any, clock: Any) -> Path:
+    """A month in small: visits, a request approved after 90 minutes, one denied, a grant never
+    used, a self-declared emergency reviewed, an administrator's emergency, refused forms."""
+    log = open_log("n1-w0")
+    log.write(_visit("www.facebook.com", "facebook", "jdoe", visit=True))
+    log.write(_visit("static.xx.fbcdn.net", "facebook", "jdoe"))
+    log.write(_visit("www.tiktok.com", "tiktok", "bwong", visit=True))
+    req = {"who": "user:jdoe", "site": "facebook.com", "url": "https://www.facebook.com/"}
+    log.write(
+        admin_event("access_requested", by="user:jdoe", source="10.0.0.5", target="r-1",
+                    reason="PTA page", details=req)
+    )  # fmt: skip
+    log.write(
+        admin_event("access_requested", by="user:bwong", source="10.0.0.6", target="r-2",
+                    reason="Watch videos", details={**req, "who": "user:bwong"})
+    )  # fmt: skip
+    clock.advance(90 * 60)
+    log.write(
+        admin_event("access_approved", by="principal", source="cli@gw", target="r-1",
+                    reason="ok", details={"who": "user:jdoe", "site": "facebook.com",
+                                          "grant_id": "g-1", "ends": "2026-12-01T20:00:00Z"})
+    )  # fmt: skip
+    log.write(
+        admin_event("access_denied", by="principal", source="cli@gw", target="r-2",
+                    reason="not for school", details={"who": "user:bwong", "site": "tiktok.com"})
+    )  # fmt: skip
+    log.write(
+        admin_event("grant_added", by="principal", source="cli@gw", target="g-1", reason="ok",
+                    details={"who": "user:jdoe", "sites": ["facebook.com"],
+                             "ends": "2026-12-01T20:00:00Z"})
+    )  # fmt: skip
+    log.write(
+        admin_event("emergency_self_declared", by="user:jdoe", source="10.0.0.5", target="e-1",
+                    reason="Lockdown notice", details={"scope": "device:laptop-17",
+                                                       "site": "facebook.com",
+                                                       "ends": "2026-12-01T19:30:00Z"})
+    )  # fmt: skip
+    log.write(
+        admin_event("emergency_acknowledged", by="principal", source="cli@gw", target="e-1",
+                    reason="genuine", details={"person": "user:jdoe"})
+    )  # fmt: skip
+    log.write(
+        admin_event("emergency_started", by="principal", source="cli@gw", target="e-2",
+                    reason="Storm closure", details={"scope": "all", "ends": None})
+    )  # fmt: skip
+    log.write(
+        {"type": "form", "decision_id": new_decision_id(), "event": "block_page_form",
+         "form": "emergency", "client": "10.0.0.9", "outcome": "refused", "why": "forged"}
+    )  # fmt: skip
+    log.close()
+
+
+@pytest.fixture
+def logdir(tmp_path: Path, open_log: Any, clock: Any) -> Path:
+    _fill(open_log, clock)
+    return tmp_path / "log"
+
+
+def report(logdir: Path, **kw: Any) -> str:
+    kw.setdefault("district", "Example School District")
+    kw.setdefault("generated_at", "2026-12-07 04:00 MST")
+    kw.setdefault("integrity", Integrity("self-consistent", "OK, SELF-CONSISTENT ONLY: ..."))
+    return render_html(summarise(search(logdir, Filter()), DENVER), **kw)
+
+
+def test_the_header_says_district_period_when_made_and_integrity(logdir: Path) -> None:
+    page = report(logdir)
+    for fact in (
+        "<dt>District</dt><dd>Example School District</dd>",
+        "<dt>Period</dt><dd>the beginning to now (times in America/Denver)</dd>",
+        "<dt>Generated at</dt><dd>2026-12-07 04:00 MST</dd>",
+        "<strong>Log integrity: self-consistent.</strong> OK, SELF-CONSISTENT ONLY",
+    ):
+        assert fact in page
+
+
+def test_an_unverified_log_says_so(logdir: Path) -> None:
+    assert "Log integrity: not checked." in report(logdir, integrity=None)
+
+
+def test_people_are_codes_by_default_and_stable_under_one_key(logdir: Path) -> None:
+    key = b"k" * 32
+    page = report(logdir, people=pseudonymiser(key))
+    for who in ("jdoe", "bwong", "10.0.0.5", "10.0.0.9", "laptop-17"):
+        assert who not in page, who
+    jdoe = pseudonymiser(key)("user:jdoe")
+    assert re.fullmatch(r"Person [A-Z2-7]{6}", jdoe)
+    assert page.count(jdoe) >= 4  # visits, request, grant, emergency: one code throughout
+    assert jdoe != pseudonymiser(b"x" * 32)("user:jdoe")
+    assert "principal" in page  # administrators are named where they acted
+
+
+def test_names_shows_people(logdir: Path) -> None:
+    page = report(logdir, people=show_names)
+    assert "user:jdoe" in page and "Person " not in page.split("</h1>", 1)[1].split("</p>", 2)[2]
+
+
+def test_sections_visits_first_then_requests_grants_emergencies_refused(logdir: Path) -> None:
+    page = report(logdir)
+    order = [
+        "<h2>Blocked visits by service</h2>",
+        "<h2>Blocked visits by person</h2>",
+        "<h2>Access requests</h2>",
+        "<h2>Grants</h2>",
+        "<h2>Emergencies</h2>",
+        "<h2>Refused form submissions</h2>",
+        "<h2>Blocked requests by day</h2>",
+    ]
+    at = [page.index(h) for h in order]
+    assert at == sorted(at)
+
+
+def test_access_requests_show_answer_and_time_to_answer(logdir: Path) -> None:
+    page = report(logdir)
+    assert "<p>2 filed: 1 approved, 1 denied, 0 not answered.</p>" in page
+    assert "<td>approved</td><td>principal</td><td>1 h 30 min</td>" in page
+    assert "<td>denied</td><td>principal</td><td>1 h 30 min</td>" in page
+
+
+def test_grants_say_used_or_never_used(logdir: Path) -> None:
+    page = report(logdir)
+    assert "1 issued in the period, 1 never used." in page
+    assert "<td>never used</td>" in page
+
+
+def test_each_emergency_is_one_row_with_scope_site_and_review(logdir: Path) -> None:
+    page = report(logdir)
+    section = page.split("<h2>Emergencies</h2>", 1)[1].split("<h2>", 1)[0]
+    assert section.count("<tr>") == 3  # the header and two emergencies
+    assert "Lockdown notice" in section and "facebook.com" in section
+    assert "reviewed" in section and "by principal: genuine" in section
+    assert "<td>everyone</td>" in section and "until stopped" in section
+    assert "<td>one device</td>" in section  # the declarer's device, not a second code
+
+
+def test_refused_forms_are_listed(logdir: Path) -> None:
+    section = report(logdir).split("<h2>Refused form submissions</h2>", 1)[1]
+    assert "<td>emergency</td><td>refused</td><td>forged</td>" in section
+
+
+@pytest.mark.parametrize(("paper", "size"), [("letter", "Letter"), ("a4", "A4")])
+def test_the_print_layout_sets_the_paper(logdir: Path, paper: str, size: str) -> None:
+    assert f"@page{{size:{size};" in report(logdir, paper=paper)
+
+
+def cli(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    return path
+
+
+def test_cli_html_names_the_district_and_keeps_codes_stable(
+    logdir: Path, rules: Path, tmp_path: Path
+) -> None:
+    base = ["audit", "report", "--log-dir", str(logdir), "--rules", str(rules)]
+    base += ["--state", str(tmp_path / "state")]
+    (tmp_path / "state").mkdir()
+    first, second = tmp_path / "a.html", tmp_path / "b.html"
+    assert cli(*base, "--html", str(first)).exit_code == 0
+    assert cli(*base, "--html", str(second)).exit_code == 0
+    a, b = first.read_text(), second.read_text()
+    assert "<dd>Example School District</dd>" in a and "Log integrity: " in a
+    codes = sorted(set(re.findall(r"Person [A-Z2-7]{6}", a)))
+    assert codes and codes == sorted(set(re.findall(r"Person [A-Z2-7]{6}", b)))
+    assert (tmp_path / "state" / "report.key").stat().st_mode & 0o777 == 0o600
+    named = tmp_path / "n.html"
+    assert cli(*base, "--names", "--html", str(named)).exit_code == 0
+    assert "user:jdoe" in named.read_text()
+
+
+PDFTOTEXT = shutil.which("pdftotext")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(PDFTOTEXT is None, reason="pdftotext is not installed (apt-get poppler-utils)")
+@pytest.mark.parametrize("paper", ["letter", "a4"])
+def test_cli_pdf_has_the_pages_and_text(
+    logdir: Path, rules: Path, tmp_path: Path, paper: str
+) -> None:
+    from socialguard.audit.pdf import find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    out = tmp_path / "report.pdf"
+    args = ["audit", "report", "--log-dir", str(logdir), "--rules", str(rules)]
+    args += ["--state", str(tmp_path), "--pdf", str(out), "--paper", paper]
+    assert cli(*args).exit_code == 0
+    assert out.read_bytes()[:5] == b"%PDF-"
+    info = subprocess.run(["pdfinfo", str(out)], capture_output=True, text=True, check=True)
+    pages = int(re.search(r"Pages:\s+(\d+)", info.stdout).group(1))  # type: ignore[union-attr]
+    width = float(re.search(r"Page size:\s+([\d.]+)", info.stdout).group(1))  # type: ignore[union-attr]
+    assert 1 <= pages <= 4
+    assert round(width) == (612 if paper == "letter" else 595)  # Letter 8.5 in, A4 210 mm
+    text = subprocess.run(
+        [PDFTOTEXT, "-layout", str(out), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    for fact in (
+        "Example School District",
+        "Generated at",
+        "Log integrity",
+        "Blocked visits by service",
+        "Access requests",
+        "Emergencies",
+        "Refused form submissions",
+        "Lockdown",  # a table cell: its words may wrap onto lines of their own
+    ):
+        assert fact in text, fact
+    assert "jdoe" not in text
+
+
+def test_cli_pdf_without_chromium_says_how(
+    logdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = CliRunner().invoke(
+        app,
+        ["audit", "report", "--log-dir", str(logdir), "--tz", "America/Denver",
+         "--state", str(tmp_path), "--pdf", str(tmp_path / "r.pdf")],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "--pdf needs Chromium, which is not installed (apt-get install chromium)" in (
+        result.stderr + result.stdout
+    )
