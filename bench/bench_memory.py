@@ -72,6 +72,9 @@ rules:
     action: block
     bypass: [grant, emergency]
 default: allow
+# the bench's origins stand on this machine's loopback for remote ones (the proxy's own port
+# stays refused whatever this lists)
+gateway_services: ["127.0.0.0/8"]
 """
 
 

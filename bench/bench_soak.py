@@ -64,6 +64,9 @@ rules:
     action: block
     bypass: [grant]
 default: allow
+# the bench's origins stand on this machine's loopback for remote ones (the proxy's own port
+# stays refused whatever this lists)
+gateway_services: ["127.0.0.0/8"]
 tests:
   - {{url: "http://www.facebook.com/", client: 127.0.0.1, at: "2026-12-01T10:00", expect: block}}
   - {{url: "http://127.0.0.2/", client: 127.0.0.1, at: "2026-12-01T10:00", expect: block}}
