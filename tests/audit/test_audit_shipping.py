@@ -4,6 +4,7 @@ are written (RFC 5424 over TCP), an outage is retried without blocking or losing
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -16,6 +17,7 @@ import pytest
 from audit_helpers import DENVER, Clock, event
 
 from socialguard.audit import AuditLog
+from socialguard.audit.files import iter_lines, list_log_files
 from socialguard.audit.verify import Verdict, verdict, verify_log
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
@@ -75,6 +77,20 @@ class Collector:
         except FileNotFoundError:
             return []
         return list(dict.fromkeys(ln.strip() for ln in lines if '"type":"checkpoint"' in ln))
+
+    def records(self) -> list[str]:
+        """Decision-log records received, in order, each once (a resent batch repeats some)."""
+        try:
+            lines = self.out.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return list(dict.fromkeys(ln.strip() for ln in lines if '{"v":1,"seq":' in ln))
+
+    def wait_for_records(self, n: int, seconds: float = 90) -> list[str]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and len(self.records()) < n:
+            time.sleep(0.05)
+        return self.records()
 
     def wait_for(self, n: int, seconds: float = 90) -> list[str]:
         deadline = time.monotonic() + seconds
@@ -153,6 +169,48 @@ def test_an_outage_blocks_nothing_loses_nothing_and_is_retried(
     assert collector.wait_for(len(local)) == local
     log.close()
     assert collector.wait_for(len(_local(cp))) == _local(cp)
+
+
+def _local_records(log_dir: Path) -> list[str]:
+    """Every record of the log, in chain order, across its files (plain and gzipped)."""
+    out = []
+    for lf in sorted(list_log_files(log_dir), key=lambda f: f.index):
+        out += [raw.decode().strip() for _, raw in iter_lines(lf.path)]
+    return out
+
+
+def test_every_record_is_shipped_in_order_across_rotations_and_a_collector_restart(
+    tmp_path: Path, clock: Clock, collector: Collector
+) -> None:
+    log_dir = tmp_path / "log"
+    log = AuditLog(
+        log_dir, "n1", checkpoint_dir=tmp_path / "checkpoints", clock=clock, timezone=DENVER,
+        max_bytes=4096, ship_to=("127.0.0.1", collector.port), ship_records=True,
+    )  # fmt: skip
+    for i in range(20):  # several files: rotation by size, closed files gzipped
+        clock.advance(5)
+        log.write(event(f"h{i}.example"))
+    local = _local_records(log_dir)
+    assert len(list_log_files(log_dir)) >= 3
+    assert collector.wait_for_records(len(local)) == local
+    collector.stop()
+    shipper = log.record_shipper
+    assert shipper is not None
+    for i in range(30):  # the collector is down: local logging goes on, and rotates
+        clock.advance(5)
+        log.write(event(f"down{i}.example"))
+    log.checkpoint()  # wakes the shippers
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and shipper.stats.failures == 0:
+        time.sleep(0.05)
+    assert shipper.stats.failures > 0 and shipper.stats.backlog_bytes > 0
+    collector.start()  # back: the backlog goes, from where it stopped, in order
+    log.close()
+    local = _local_records(log_dir)
+    assert any(lf.gz for lf in list_log_files(log_dir))
+    got = collector.wait_for_records(len(local))
+    assert got == local
+    assert [json.loads(r)["seq"] for r in got] == list(range(1, len(local) + 1))
 
 
 def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
