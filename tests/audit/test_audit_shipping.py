@@ -213,9 +213,11 @@ def test_every_record_is_shipped_in_order_across_rotations_and_a_collector_resta
     assert [json.loads(r)["seq"] for r in got] == list(range(1, len(local) + 1))
 
 
+@pytest.mark.parametrize("records", [False, True], ids=["checkpoints", "every-record"])
 def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
-    tmp_path: Path, collector: Collector
+    tmp_path: Path, collector: Collector, records: bool
 ) -> None:
+    """With --audit-syslog-records every record goes too, and /metrics shows both shippers."""
     import sys
     import urllib.request
 
@@ -229,12 +231,16 @@ def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
         "--listen", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{admin}",
         "--state", str(tmp_path / "state"), "--certs", str(tmp_path / "certs"), "--node", "ship",
         "--audit-syslog", f"127.0.0.1:{collector.port}",
+        *(["--audit-syslog-records"] if records else []),
     ]  # fmt: skip
+    wanted = ["socialguard_audit_shipping_shipped "]
+    if records:
+        wanted.append("socialguard_audit_record_shipping_shipped ")
     with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         try:
-            shipped = 0.0
+            shipped = {name: 0.0 for name in wanted}
             deadline = time.monotonic() + 90  # the first checkpoint comes once the proxy is idle
-            while time.monotonic() < deadline and shipped < 1 and proc.poll() is None:
+            while time.monotonic() < deadline and min(shipped.values()) < 1 and proc.poll() is None:
                 time.sleep(0.2)
                 try:
                     with urllib.request.urlopen(
@@ -244,9 +250,9 @@ def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
                 except OSError:
                     continue
                 for line in text.splitlines():
-                    if line.startswith("socialguard_audit_shipping_shipped "):
-                        shipped = float(line.split()[1])
-            assert shipped >= 1
+                    if line.startswith(tuple(wanted)):
+                        shipped[line.split()[0] + " "] = float(line.split()[1])
+            assert min(shipped.values()) >= 1, shipped
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
@@ -258,3 +264,8 @@ def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert r.returncode == 0 and "OK, ANCHORED" in r.stdout, r.stdout + r.stderr
+    local_records = _local_records(tmp_path / "state" / "log")
+    if records:
+        assert collector.wait_for_records(len(local_records)) == local_records
+    else:
+        assert collector.records() == []
