@@ -27,8 +27,9 @@ pytestmark = pytest.mark.skipif(not Path(RSYSLOGD).exists(), reason="rsyslog is 
 class Collector:
     """rsyslogd in the foreground, receiving TCP syslog on a loopback port into one file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tls: bool = False) -> None:
         self.root = root
+        self.tls = tls
         self.out = root / "received.log"
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -39,10 +40,17 @@ class Collector:
         work = self.root / "work"
         work.mkdir(exist_ok=True)
         conf = self.root / "rsyslog.conf"
+        tls = (
+            f'global(DefaultNetstreamDriverCAFile="{self.root / "ca.pem"}" '
+            f'DefaultNetstreamDriverCertFile="{self.root / "cert.pem"}" '
+            f'DefaultNetstreamDriverKeyFile="{self.root / "key.pem"}")\n'
+            'module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" '
+            'StreamDriver.AuthMode="anon")\n'
+        )
         conf.write_text(
             f'global(workDirectory="{work}")\n'
-            'module(load="imtcp")\n'
-            f'input(type="imtcp" address="127.0.0.1" port="{self.port}")\n'
+            + (tls if self.tls else 'module(load="imtcp")\n')
+            + f'input(type="imtcp" address="127.0.0.1" port="{self.port}")\n'
             'template(name="msgonly" type="string" string="%msg%\\n")\n'
             f'*.* action(type="omfile" file="{self.out}" template="msgonly")\n'
         )
@@ -182,10 +190,72 @@ def _local_records(log_dir: Path) -> list[str]:
 def test_every_record_is_shipped_in_order_across_rotations_and_a_collector_restart(
     tmp_path: Path, clock: Clock, collector: Collector
 ) -> None:
+    _ship_every_record(tmp_path, clock, collector, None)
+
+
+def _tls_files(root: Path) -> None:
+    """A CA and a certificate for 127.0.0.1 it signed: ca.pem, cert.pem, key.pem in `root`."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test collector CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    pem = serialization.Encoding.PEM
+    (root / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (root / "cert.pem").write_bytes(cert.public_bytes(pem))
+    (root / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+_OSSL = any(Path("/usr/lib").glob("*/rsyslog/lmnsd_ossl.so"))
+
+
+@pytest.mark.skipif(not _OSSL, reason="rsyslog-openssl is not installed")
+def test_every_record_is_shipped_over_tls_verified_against_the_collector_ca(
+    tmp_path: Path, clock: Clock
+) -> None:
+    from socialguard.audit.shipping import tls_context
+
+    c = Collector(tmp_path / "collector", tls=True)
+    c.root.mkdir()
+    _tls_files(c.root)
+    c.start()
+    try:
+        _ship_every_record(tmp_path, clock, c, tls_context(str(c.root / "ca.pem")))
+    finally:
+        c.stop()
+
+
+def _ship_every_record(tmp_path: Path, clock: Clock, collector: Collector, tls: object) -> None:
     log_dir = tmp_path / "log"
     log = AuditLog(
         log_dir, "n1", checkpoint_dir=tmp_path / "checkpoints", clock=clock, timezone=DENVER,
-        max_bytes=4096, ship_to=("127.0.0.1", collector.port), ship_records=True,
+        max_bytes=4096, ship_to=("127.0.0.1", collector.port), ship_records=True, ship_tls=tls,
     )  # fmt: skip
     for i in range(20):  # several files: rotation by size, closed files gzipped
         clock.advance(5)

@@ -189,7 +189,7 @@ class CheckpointShipper:
             if not readable:
                 return False
             if isinstance(sock, ssl.SSLSocket):
-                return True  # a TLS collector sends nothing either: anything readable ends it
+                return _tls_closed(sock)
             return sock.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):
             return True
@@ -370,6 +370,21 @@ def _size(f: files.LogFile) -> int:
         return f.path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _tls_closed(sock: ssl.SSLSocket) -> bool:
+    """Whether a readable TLS connection was closed by the collector. Readable is not closed:
+    a TLS 1.3 server sends its session tickets after the handshake. Those must be read, too —
+    closing a socket with unread bytes sends a reset, and the collector then drops what it had
+    not yet read (found shipping over TLS to rsyslog: a batch lost at each reconnect)."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(4096) == b""  # a collector that writes anything is not closed
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return False  # only TLS records of its own (session tickets)
+    finally:
+        sock.settimeout(timeout)
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
