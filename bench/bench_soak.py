@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 RSS_BUDGET_MB_PER_10_MIN = 1.0
 
 RULES = """\
+gateway_services: ["127.0.0.0/8"]  # the origins are loopback addresses
 district:
   name: Soak District
   timezone: America/Denver
@@ -309,7 +310,8 @@ def main() -> int:  # noqa: PLR0915 - one straight script: set up, soak, report
             ):
                 traffic.errors.append(f"proxy log: {line[:300]}")
     verify = subprocess.run(
-        [sys.executable, "-m", "socialguard", "audit", "verify", str(state / "log")],
+        [sys.executable, "-m", "socialguard", "audit", "verify", "--state", str(state),
+         "--key", str(state / "audit-signing.pub")],
         capture_output=True, text=True, timeout=300, check=False, env=env,
     )  # fmt: skip
     if verify.returncode != 0:
