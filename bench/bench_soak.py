@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 RSS_BUDGET_MB_PER_10_MIN = 1.0
 
 RULES = """\
+gateway_services: ["127.0.0.0/8"]  # the origins are loopback addresses
 district:
   name: Soak District
   timezone: America/Denver
@@ -64,9 +65,6 @@ rules:
     action: block
     bypass: [grant]
 default: allow
-# the bench's origins stand on this machine's loopback for remote ones (the proxy's own port
-# stays refused whatever this lists)
-gateway_services: ["127.0.0.0/8"]
 tests:
   - {{url: "http://www.facebook.com/", client: 127.0.0.1, at: "2026-12-01T10:00", expect: block}}
   - {{url: "http://127.0.0.2/", client: 127.0.0.1, at: "2026-12-01T10:00", expect: block}}
@@ -312,7 +310,8 @@ def main() -> int:  # noqa: PLR0915 - one straight script: set up, soak, report
             ):
                 traffic.errors.append(f"proxy log: {line[:300]}")
     verify = subprocess.run(
-        [sys.executable, "-m", "socialguard", "audit", "verify", str(state / "log")],
+        [sys.executable, "-m", "socialguard", "audit", "verify", "--state", str(state),
+         "--key", str(state / "audit-signing.pub")],
         capture_output=True, text=True, timeout=300, check=False, env=env,
     )  # fmt: skip
     if verify.returncode != 0:

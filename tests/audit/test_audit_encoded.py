@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from audit_helpers import lines_of, make_decision
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from socialguard.audit.chain import encode_event
 from socialguard.audit.files import list_log_files
 from socialguard.audit.schema import EncodedDecisions
 from socialguard.audit.verify import verify_log
+from socialguard.engine.model import Action, Basis
 
 _SHARED = EncodedDecisions()  # one cache across every example: shapes must not bleed together
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
@@ -71,6 +73,22 @@ def test_the_encoded_members_equal_encoding_the_event(  # noqa: PLR0917 - hypoth
             decision, decision_id=decision_id, path=path, sni=sni, **shape, extra=facts
         )
         assert shared == expected
+
+
+@pytest.mark.parametrize("basis", [Basis.GRANT, Basis.EMERGENCY, Basis.ERROR, Basis.AMBIGUOUS])
+def test_decisions_that_cannot_repeat_are_encoded_but_not_remembered(basis: Basis) -> None:
+    """Each request under a grant is a new Decision: the cache must not fill with them (issue 19's
+    soak grew by them), and what is written is still exactly the event's encoding."""
+    encoded = EncodedDecisions()
+    repeating = make_decision()
+    encoded.fields(repeating, decision_id="AAAA-BBBB-0000", stage="request", client="10.0.0.5")
+    for i in range(200):
+        granted = make_decision(
+            action=Action.ALLOW, basis=basis, override_id=f"g{i}", client_ip=f"10.0.1.{i}"
+        )
+        args = {"decision_id": f"AAAA-BBBB-{i:04}", "stage": "request", "client": f"10.0.1.{i}"}
+        assert encoded.fields(granted, **args) == encode_event(decision_event(granted, **args))
+    assert len(encoded) == 1  # only the decision the engine hands out again
 
 
 def test_a_user_named_like_the_slot_does_not_move_the_id() -> None:

@@ -4,6 +4,7 @@ are written (RFC 5424 over TCP), an outage is retried without blocking or losing
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -16,6 +17,7 @@ import pytest
 from audit_helpers import DENVER, Clock, event
 
 from socialguard.audit import AuditLog
+from socialguard.audit.files import iter_lines, list_log_files
 from socialguard.audit.verify import Verdict, verdict, verify_log
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
@@ -25,8 +27,9 @@ pytestmark = pytest.mark.skipif(not Path(RSYSLOGD).exists(), reason="rsyslog is 
 class Collector:
     """rsyslogd in the foreground, receiving TCP syslog on a loopback port into one file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tls: bool = False) -> None:
         self.root = root
+        self.tls = tls
         self.out = root / "received.log"
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -37,10 +40,17 @@ class Collector:
         work = self.root / "work"
         work.mkdir(exist_ok=True)
         conf = self.root / "rsyslog.conf"
+        tls = (
+            f'global(DefaultNetstreamDriverCAFile="{self.root / "ca.pem"}" '
+            f'DefaultNetstreamDriverCertFile="{self.root / "cert.pem"}" '
+            f'DefaultNetstreamDriverKeyFile="{self.root / "key.pem"}")\n'
+            'module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" '
+            'StreamDriver.AuthMode="anon")\n'
+        )
         conf.write_text(
             f'global(workDirectory="{work}")\n'
-            'module(load="imtcp")\n'
-            f'input(type="imtcp" address="127.0.0.1" port="{self.port}")\n'
+            + (tls if self.tls else 'module(load="imtcp")\n')
+            + f'input(type="imtcp" address="127.0.0.1" port="{self.port}")\n'
             'template(name="msgonly" type="string" string="%msg%\\n")\n'
             f'*.* action(type="omfile" file="{self.out}" template="msgonly")\n'
         )
@@ -75,6 +85,20 @@ class Collector:
         except FileNotFoundError:
             return []
         return list(dict.fromkeys(ln.strip() for ln in lines if '"type":"checkpoint"' in ln))
+
+    def records(self) -> list[str]:
+        """Decision-log records received, in order, each once (a resent batch repeats some)."""
+        try:
+            lines = self.out.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return list(dict.fromkeys(ln.strip() for ln in lines if '{"v":1,"seq":' in ln))
+
+    def wait_for_records(self, n: int, seconds: float = 90) -> list[str]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and len(self.records()) < n:
+            time.sleep(0.05)
+        return self.records()
 
     def wait_for(self, n: int, seconds: float = 90) -> list[str]:
         deadline = time.monotonic() + seconds
@@ -155,9 +179,115 @@ def test_an_outage_blocks_nothing_loses_nothing_and_is_retried(
     assert collector.wait_for(len(_local(cp))) == _local(cp)
 
 
-def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
-    tmp_path: Path, collector: Collector
+def _local_records(log_dir: Path) -> list[str]:
+    """Every record of the log, in chain order, across its files (plain and gzipped)."""
+    out = []
+    for lf in sorted(list_log_files(log_dir), key=lambda f: f.index):
+        out += [raw.decode().strip() for _, raw in iter_lines(lf.path)]
+    return out
+
+
+def test_every_record_is_shipped_in_order_across_rotations_and_a_collector_restart(
+    tmp_path: Path, clock: Clock, collector: Collector
 ) -> None:
+    _ship_every_record(tmp_path, clock, collector, None)
+
+
+def _tls_files(root: Path) -> None:
+    """A CA and a certificate for 127.0.0.1 it signed: ca.pem, cert.pem, key.pem in `root`."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test collector CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    pem = serialization.Encoding.PEM
+    (root / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (root / "cert.pem").write_bytes(cert.public_bytes(pem))
+    (root / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+_OSSL = any(Path("/usr/lib").glob("*/rsyslog/lmnsd_ossl.so"))
+
+
+@pytest.mark.skipif(not _OSSL, reason="rsyslog-openssl is not installed")
+def test_every_record_is_shipped_over_tls_verified_against_the_collector_ca(
+    tmp_path: Path, clock: Clock
+) -> None:
+    from socialguard.audit.shipping import tls_context
+
+    c = Collector(tmp_path / "collector", tls=True)
+    c.root.mkdir()
+    _tls_files(c.root)
+    c.start()
+    try:
+        _ship_every_record(tmp_path, clock, c, tls_context(str(c.root / "ca.pem")))
+    finally:
+        c.stop()
+
+
+def _ship_every_record(tmp_path: Path, clock: Clock, collector: Collector, tls: object) -> None:
+    log_dir = tmp_path / "log"
+    log = AuditLog(
+        log_dir, "n1", checkpoint_dir=tmp_path / "checkpoints", clock=clock, timezone=DENVER,
+        max_bytes=4096, ship_to=("127.0.0.1", collector.port), ship_records=True, ship_tls=tls,
+    )  # fmt: skip
+    for i in range(20):  # several files: rotation by size, closed files gzipped
+        clock.advance(5)
+        log.write(event(f"h{i}.example"))
+    local = _local_records(log_dir)
+    assert len(list_log_files(log_dir)) >= 3
+    assert collector.wait_for_records(len(local)) == local
+    collector.stop()
+    shipper = log.record_shipper
+    assert shipper is not None
+    for i in range(30):  # the collector is down: local logging goes on, and rotates
+        clock.advance(5)
+        log.write(event(f"down{i}.example"))
+    log.checkpoint()  # wakes the shippers
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and shipper.stats.failures == 0:
+        time.sleep(0.05)
+    assert shipper.stats.failures > 0 and shipper.stats.backlog_bytes > 0
+    collector.start()  # back: the backlog goes, from where it stopped, in order
+    log.close()
+    local = _local_records(log_dir)
+    assert any(lf.gz for lf in list_log_files(log_dir))
+    got = collector.wait_for_records(len(local))
+    assert got == local
+    assert [json.loads(r)["seq"] for r in got] == list(range(1, len(local) + 1))
+
+
+@pytest.mark.parametrize("records", [False, True], ids=["checkpoints", "every-record"])
+def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
+    tmp_path: Path, collector: Collector, records: bool
+) -> None:
+    """With --audit-syslog-records every record goes too, and /metrics shows both shippers."""
     import sys
     import urllib.request
 
@@ -171,12 +301,16 @@ def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
         "--listen", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{admin}",
         "--state", str(tmp_path / "state"), "--certs", str(tmp_path / "certs"), "--node", "ship",
         "--audit-syslog", f"127.0.0.1:{collector.port}",
+        *(["--audit-syslog-records"] if records else []),
     ]  # fmt: skip
+    wanted = ["socialguard_audit_shipping_shipped "]
+    if records:
+        wanted.append("socialguard_audit_record_shipping_shipped ")
     with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         try:
-            shipped = 0.0
+            shipped = {name: 0.0 for name in wanted}
             deadline = time.monotonic() + 90  # the first checkpoint comes once the proxy is idle
-            while time.monotonic() < deadline and shipped < 1 and proc.poll() is None:
+            while time.monotonic() < deadline and min(shipped.values()) < 1 and proc.poll() is None:
                 time.sleep(0.2)
                 try:
                     with urllib.request.urlopen(
@@ -186,9 +320,9 @@ def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
                 except OSError:
                     continue
                 for line in text.splitlines():
-                    if line.startswith("socialguard_audit_shipping_shipped "):
-                        shipped = float(line.split()[1])
-            assert shipped >= 1
+                    if line.startswith(tuple(wanted)):
+                        shipped[line.split()[0] + " "] = float(line.split()[1])
+            assert min(shipped.values()) >= 1, shipped
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
@@ -200,3 +334,8 @@ def test_socialguard_run_ships_its_checkpoints_and_shows_shipping_in_metrics(
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert r.returncode == 0 and "OK, ANCHORED" in r.stdout, r.stdout + r.stderr
+    local_records = _local_records(tmp_path / "state" / "log")
+    if records:
+        assert collector.wait_for_records(len(local_records)) == local_records
+    else:
+        assert collector.records() == []

@@ -390,3 +390,55 @@ def test_the_fast_layout_reader_agrees_with_the_full_parser_on_every_line(
             edited = raw.replace(b'"action":"block"', b'"action":"allow"')
             assert _writer_layout(edited, marker, "n1-w0")[2] != f_stored  # type: ignore[index]
     assert fast_lines == 60
+
+
+def _renumber(line: bytes) -> bytes:
+    r = json.loads(line)
+    r["seq"] += 1
+    return line.replace(f'"seq":{r["seq"] - 1},'.encode(), f'"seq":{r["seq"]},'.encode(), 1)
+
+
+def _other_node(line: bytes) -> bytes:
+    """Another node's record, sealed so its own hash holds (and its prev links)."""
+    r = json.loads(line)
+    del r["h"]
+    r["node"] = "n2-w0"
+    return seal(json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode())[0]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda ln: ln.replace(b'"action":"block"', b'"action":"allow"'), "hash mismatch"),
+        (lambda ln: ln.replace(b'"action":"block"', b'"action" :"block"'), "hash mismatch"),
+        (_renumber, "expected seq"),
+        (_other_node, "node 'n2-w0' in n1-w0's chain"),
+        (lambda ln: ln[:-20] + b"\n", "unreadable record"),
+    ],
+)
+def test_tampering_deep_in_a_large_file_is_found_at_its_line(  # noqa: PLR0917 - fixtures + params
+    tmp_path: Path, open_log, clock: Clock, compress: bool, edit, message: str
+) -> None:
+    """Verify reads files in blocks of 1 MiB with a straight path for the writer's lines: an edit
+    in a later block, of each kind, is named at its line, and the records before it are counted."""
+    log = open_log(max_bytes=64 * 1024 * 1024, compress=False)
+    for i in range(6000):
+        clock.advance(1)
+        log.write(event(f"h{i}.example"))
+    log.close()
+    [target] = log_files(tmp_path)
+    lines = target.read_bytes().splitlines(keepends=True)
+    assert sum(len(ln) for ln in lines[:4001]) > 1 << 20  # line 4001 is past the first block
+    lines[4000] = edit(lines[4000])
+    if compress:
+        gz = target.with_name(target.name + ".gz")
+        gz.write_bytes(gzip.compress(b"".join(lines)))
+        target.unlink()
+        target = gz
+    else:
+        target.write_bytes(b"".join(lines))
+    result = verify(tmp_path)
+    problem = only_problem(result)
+    assert problem.startswith(f"{target}:4001: ") and message in problem
+    assert result.chains["n1-w0"].last_seq == 4000

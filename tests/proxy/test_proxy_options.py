@@ -132,3 +132,17 @@ def test_settings_refuse_state_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("")
     with pytest.raises(ValueError, match=r"socialguard_state: .* is not a directory"):
         parse_settings(**_settings(tmp_path))  # type: ignore[arg-type]
+
+
+def test_shipping_every_record_needs_a_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "rules.yaml").write_text("x: 1\n")
+    monkeypatch.delenv("SOCIALGUARD_AUDIT_SYSLOG", raising=False)
+    with pytest.raises(ValueError, match="socialguard_audit_syslog_records: no collector"):
+        parse_settings(**_settings(tmp_path), audit_syslog_records=True)  # type: ignore[arg-type]
+    s = parse_settings(
+        **_settings(tmp_path, audit_syslog="127.0.0.1:6514"),  # type: ignore[arg-type]
+        audit_syslog_records=True,
+    )
+    assert s.audit_syslog == ("127.0.0.1", 6514) and s.audit_syslog_records

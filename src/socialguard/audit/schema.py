@@ -16,7 +16,7 @@ import os
 from collections.abc import Hashable
 from typing import Any
 
-from socialguard.engine.model import Decision
+from socialguard.engine.model import Basis, Decision
 
 from .chain import encode_event
 
@@ -199,6 +199,11 @@ def decision_event(
 
 _ID_SLOT = "@decision-id@"  # never a decision id (those are base32 digits and dashes)
 _ENCODED_MAX = 4096
+# The bases whose Decision objects the engine hands out again (its cache holds decisions without
+# overrides). A decision under a grant or an emergency, or an error or ambiguity refused, is a new
+# object each time: remembering it would only fill the cache (the soak of issue 19 grew 5 MB in
+# 10 minutes that way) and push out the decisions that do repeat.
+_REPEATING = frozenset({Basis.RULE, Basis.DEFAULT})
 
 
 class EncodedDecisions:
@@ -210,11 +215,16 @@ class EncodedDecisions:
     kept with a slot for the id, and a repeat costs one string join instead of building the event
     dict and encoding it. The text is exactly what the uncached path writes (a test holds them
     equal), so nothing downstream can tell. The entry holds the decision, so its id() is not
-    reused while the entry lives; the identity check is a second guard.
+    reused while the entry lives; the identity check is a second guard. Only decisions that can
+    repeat are remembered (see `_REPEATING`); the others are encoded each time.
     """
 
     def __init__(self) -> None:
         self._known: dict[tuple[object, ...], tuple[Decision, str, str]] = {}
+
+    def __len__(self) -> int:
+        """How many encodings are remembered."""
+        return len(self._known)
 
     def fields(
         self,
@@ -249,6 +259,8 @@ class EncodedDecisions:
             # decision_id is the second member: the first occurrence of the slot is its value
             before, _, after = text.partition(_ID_SLOT)
             known = (decision, before, after)
+            if decision.basis not in _REPEATING:
+                return before + decision_id + after
             if len(self._known) >= _ENCODED_MAX:
                 self._known.clear()
             self._known[key] = known

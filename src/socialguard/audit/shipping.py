@@ -23,6 +23,8 @@ from typing import Any
 
 import structlog
 
+from . import files
+
 log = structlog.get_logger(__name__)
 
 FACILITY_LOCAL0 = 16
@@ -41,10 +43,10 @@ def parse_address(raw: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def rfc5424(body: str, *, hostname: str, timestamp: str) -> bytes:
+def rfc5424(body: str, *, hostname: str, timestamp: str, msgid: str = MSGID) -> bytes:
     """One RFC 5424 message (PRI local0.info, version 1), octet-counted for TCP (RFC 6587)."""
     pri = FACILITY_LOCAL0 * 8 + SEVERITY_INFO
-    msg = f"<{pri}>1 {timestamp or '-'} {hostname or '-'} {APP_NAME} - {MSGID} - {body}"
+    msg = f"<{pri}>1 {timestamp or '-'} {hostname or '-'} {APP_NAME} - {msgid} - {body}"
     data = msg.encode("utf-8")
     return str(len(data)).encode("ascii") + b" " + data
 
@@ -131,6 +133,8 @@ class CheckpointShipper:
             f.seek(self._offset)
             data = f.read(size - self._offset)
         end = data.rfind(b"\n") + 1
+        if end == 0:
+            return len(data) == RECORD_BATCH
         start = self._offset
         try:
             sock = self._connect()
@@ -163,7 +167,7 @@ class CheckpointShipper:
             ts = str(json.loads(text).get("ts") or "")
         except (ValueError, AttributeError):
             ts = ""
-        return rfc5424(text, hostname=self.hostname, timestamp=ts)
+        return rfc5424(text, hostname=self.hostname, timestamp=ts, msgid=MSGID)
 
     def _connect(self) -> socket.socket:
         if self._sock is not None and self._peer_closed(self._sock):
@@ -185,7 +189,7 @@ class CheckpointShipper:
             if not readable:
                 return False
             if isinstance(sock, ssl.SSLSocket):
-                return True  # a TLS collector sends nothing either: anything readable ends it
+                return _tls_closed(sock)
             return sock.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):
             return True
@@ -209,6 +213,178 @@ class CheckpointShipper:
             os.replace(tmp, self._offset_file)
         except OSError as e:  # a full disk: shipped again after a restart, never lost
             log.warning("audit_shipping_offset_unsaved", error=str(e))
+
+
+RECORD_MSGID = "record"
+RECORD_BATCH = 1 << 20  # bytes read from a log file per send (bounded memory on a long backlog)
+_TS = b'"ts":"'
+
+
+class RecordShipper(CheckpointShipper):
+    """Ships every record of one node's decision log, as written, in chain order (when asked:
+    `--audit-syslog-records`), on its own thread like the checkpoints.
+
+    It follows the chain's files, not one file: its position is (file, byte offset in the file's
+    uncompressed text), saved beside the log. A file ends for the shipper with its `file_close`
+    line; it then goes on with the next file of the node. A closed file gzipped meanwhile is read
+    through gzip from the same offset. A first start begins with the newest file (the records
+    written from then on, not the whole history). The writer never waits for it: it reads the
+    files the writer has written, so an outage only grows the backlog (retried with backoff and
+    shown in /metrics), and a file pruned before it was shipped is skipped with a warning."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        node: str,
+        address: tuple[str, int],
+        *,
+        hostname: str,
+        tls: ssl.SSLContext | None = None,
+        interval_s: float = 0.5,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.log_dir = log_dir
+        self._node_name = files.safe_node(node)
+        self._file: str | None = None  # the base name of the file being shipped
+        super().__init__(
+            log_dir / f"records-{self._node_name}",  # names the position file only
+            address,
+            hostname=hostname,
+            tls=tls,
+            interval_s=interval_s,
+            timeout_s=timeout_s,
+        )
+        self._thread.name = "audit-shipping-records"
+
+    def _mine(self) -> list[files.LogFile]:
+        return [f for f in files.list_log_files(self.log_dir) if f.node_in_name == self._node_name]
+
+    def _ship_pending(self) -> bool:
+        """Ship what the files hold after the position; True if nothing is left."""
+        for _ in range(10_000):  # bounded: one file or one batch a turn
+            mine = self._mine()
+            if not mine:
+                self.stats.backlog_bytes = 0
+                return True
+            if self._file is None:
+                self._file, self._offset = mine[-1].base_name, 0
+            current = next((f for f in mine if f.base_name == self._file), None)
+            index = _index_of(self._file)
+            later = [f for f in mine if f.index > index]
+            self.stats.backlog_bytes = sum(_size(f) for f in later)
+            if current is None:  # removed (pruned) before it was shipped
+                if not later:
+                    return True
+                log.warning("audit_shipping_file_missing", file=self._file, next=later[0].path.name)
+                self._file, self._offset = later[0].base_name, 0
+                continue
+            full = self._ship_batch(current)
+            if full is None:
+                return False
+            # the writer opens a file only after closing the one before (or, after a crash,
+            # leaving it as it was): read to its end, the file is done
+            if not full and later:
+                self._file, self._offset = later[0].base_name, 0
+                self._save_offset()
+                continue
+            if not full:
+                return True
+        return True
+
+    def _ship_batch(self, current: files.LogFile) -> bool | None:
+        """Send the complete lines of one read; whether there may be more to read (None on a
+        failure to send)."""
+        try:
+            with files.open_lines(current.path) as f:
+                f.seek(self._offset)
+                data = f.read(RECORD_BATCH)
+        except (OSError, EOFError) as e:  # gzipped or pruned under us: next turn sees it
+            log.warning("audit_shipping_read_failed", file=str(current.path), error=str(e))
+            return False
+        if not current.gz:
+            self.stats.backlog_bytes += max(0, _size(current) - self._offset)
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return len(data) == RECORD_BATCH
+        start = self._offset
+        try:
+            sock = self._connect()
+            for line in data[:end].splitlines():
+                sock.sendall(self._message(line))
+                self._offset += len(line) + 1
+                self.stats.shipped += 1
+        except OSError as e:
+            self._offset = start  # sent again, whole (a repeated record is told by its seq)
+            self.stats.failures += 1
+            self.stats.connected = False
+            self._close()
+            log.warning(
+                "audit_shipping_failed",
+                collector=f"{self.address[0]}:{self.address[1]}",
+                error=str(e),
+                file=current.base_name,
+            )
+            return None
+        finally:
+            self._save_offset()
+        return len(data) == RECORD_BATCH
+
+    def _message(self, line: bytes) -> bytes:
+        at = line.find(_TS)
+        ts = line[at + 6 : line.find(b'"', at + 6)].decode("ascii", "replace") if at >= 0 else ""
+        return rfc5424(
+            line.decode("utf-8", "replace"),
+            hostname=self.hostname,
+            timestamp=ts,
+            msgid=RECORD_MSGID,
+        )
+
+    def _read_offset(self) -> int:
+        try:
+            name, _, offset = self._offset_file.read_text().strip().partition(" ")
+            if files.parse_name(Path(name)) is None:
+                return 0
+            self._file = name
+            return int(offset)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _save_offset(self) -> None:
+        if self._file is None:
+            return
+        tmp = self._offset_file.with_name(self._offset_file.name + ".tmp")
+        try:
+            tmp.write_text(f"{self._file} {self._offset}\n")
+            os.replace(tmp, self._offset_file)
+        except OSError as e:  # a full disk: shipped again after a restart, never lost
+            log.warning("audit_shipping_offset_unsaved", error=str(e))
+
+
+def _index_of(base_name: str) -> int:
+    parsed = files.parse_name(Path(base_name))
+    return parsed.index if parsed is not None else -1
+
+
+def _size(f: files.LogFile) -> int:
+    try:
+        return f.path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _tls_closed(sock: ssl.SSLSocket) -> bool:
+    """Whether a readable TLS connection was closed by the collector. Readable is not closed:
+    a TLS 1.3 server sends its session tickets after the handshake. Those must be read, too —
+    closing a socket with unread bytes sends a reset, and the collector then drops what it had
+    not yet read (found shipping over TLS to rsyslog: a batch lost at each reconnect)."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(4096) == b""  # a collector that writes anything is not closed
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return False  # only TLS records of its own (session tickets)
+    finally:
+        sock.settimeout(timeout)
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:

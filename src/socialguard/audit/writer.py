@@ -51,7 +51,7 @@ from .chain import (
 from .chains import chain_id_of, read_anchor
 from .checkpoints import CheckpointSink, last_checkpoint, load_private_key
 from .schema import CHAIN_FIELDS, SCHEMA_VERSION, TYPE_FILE_CLOSE, TYPE_FILE_OPEN
-from .shipping import CheckpointShipper
+from .shipping import CheckpointShipper, RecordShipper
 
 log = structlog.get_logger(__name__)
 
@@ -203,6 +203,7 @@ class AuditLog:
         syslog_address: str | tuple[str, int] | None = None,
         ship_to: tuple[str, int] | None = None,
         ship_tls: Any = None,
+        ship_records: bool = False,
         compress: bool = True,
         clock: Callable[[], float] = time.time,
         host: str | None = None,
@@ -233,7 +234,9 @@ class AuditLog:
             ) from e
         self._lock_fd = self._take_writer_lock()
         self._ship = (ship_to, ship_tls)
+        self._ship_records = ship_records
         self.shipper: CheckpointShipper | None = None
+        self.record_shipper: RecordShipper | None = None  # every record, when asked
         try:
             self._start(checkpoint_dir, signing_key, syslog_address)
         except BaseException:
@@ -263,6 +266,10 @@ class AuditLog:
             self.shipper = CheckpointShipper(
                 self._checkpoints.path, ship_to, hostname=self.host, tls=ship_tls
             ).start()
+            if self._ship_records:
+                self.record_shipper = RecordShipper(
+                    self.log_dir, node, ship_to, hostname=self.host, tls=ship_tls
+                )
         self._chain_id = ""
         self._log_dir_text = str(self.log_dir.resolve())
         self._drop = DropChainFields()
@@ -278,6 +285,8 @@ class AuditLog:
         self._file_day = self._local_day(self._last_write)
         index, prev_file, recovery = self._recover()
         self._open_file(self._clock(), index, prev_file, recovery)
+        if self.record_shipper is not None:  # after the file: a first start ships from it
+            self.record_shipper.start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._background, name=f"audit-{node}", daemon=True)
         self._thread.start()
@@ -362,6 +371,8 @@ class AuditLog:
         self._checkpoints.close()
         if self.shipper is not None:
             self.shipper.stop()
+        if self.record_shipper is not None:
+            self.record_shipper.stop()
         os.close(self._lock_fd)
 
     def __enter__(self) -> AuditLog:
@@ -604,6 +615,8 @@ class AuditLog:
         self._checkpoint_seq = st.seq
         if self.shipper is not None:
             self.shipper.wake()
+        if self.record_shipper is not None:
+            self.record_shipper.wake()
         return cp
 
     def _fsync_now(self) -> None:

@@ -109,6 +109,14 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     audit_syslog_ca: Annotated[
         str, typer.Option("--audit-syslog-ca", help="CA file verifying a tls:// collector.")
     ] = "",
+    audit_syslog_records: Annotated[
+        bool,
+        typer.Option(
+            "--audit-syslog-records",
+            help="Ship every decision-log record to the --audit-syslog collector as written, in "
+            "chain order, not only the checkpoints.",
+        ),
+    ] = False,
 ) -> None:
     """Start the proxy: enforce the rules on traffic through it, and log every decision.
 
@@ -165,6 +173,7 @@ def run(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         audit_key=key_path,
         audit_syslog=audit_syslog,
         audit_syslog_ca=audit_syslog_ca,
+        audit_syslog_records=audit_syslog_records,
         mode=proxy_mode,
         listen_host=host,
         listen_port=port,

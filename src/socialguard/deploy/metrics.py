@@ -133,9 +133,16 @@ class Metrics:
         self._grants.set_function(_counter(snapshot, "grants"))
         self._emergencies.set_function(_counter(snapshot, "emergencies"))
 
-    def track_audit_shipping(self, stats: Callable[[], Any]) -> None:
-        """Read the checkpoint shipping figures (`audit.shipping.ShippingStats`, or None when
-        nothing is shipped) at each scrape: an outage shows as a growing backlog and failures."""
+    def track_audit_shipping(self, stats: Callable[[], Any], what: str = "checkpoints") -> None:
+        """Read the shipping figures (`audit.shipping.ShippingStats`, or None when nothing is
+        shipped) at each scrape: an outage shows as a growing backlog and failures. `what`:
+        "checkpoints" (`socialguard_audit_shipping_*`) or "records", every decision-log record
+        (`socialguard_audit_record_shipping_*`)."""
+        prefix = (
+            "socialguard_audit_shipping"
+            if what == "checkpoints"
+            else ("socialguard_audit_record_shipping")
+        )
 
         def figure(name: str) -> Callable[[], float]:
             def read() -> float:
@@ -145,16 +152,14 @@ class Metrics:
             return read
 
         for metric, attr, text in (
-            ("socialguard_audit_shipping_backlog_bytes", "backlog_bytes",
-             "Bytes of checkpoints written locally but not yet shipped to the syslog collector."),
-            ("socialguard_audit_shipping_failures", "failures",
-             "Failed attempts to ship checkpoints to the syslog collector (each is retried)."),
-            ("socialguard_audit_shipping_shipped", "shipped",
-             "Checkpoints shipped to the syslog collector."),
-            ("socialguard_audit_shipping_connected", "connected",
-             "1 while connected to the syslog collector."),
+            ("backlog_bytes", "backlog_bytes",
+             f"Bytes of {what} written locally but not yet shipped to the syslog collector."),
+            ("failures", "failures",
+             f"Failed attempts to ship {what} to the syslog collector (each is retried)."),
+            ("shipped", "shipped", f"{what.capitalize()} shipped to the syslog collector."),
+            ("connected", "connected", f"1 while connected to the syslog collector ({what})."),
         ):  # fmt: skip
-            Gauge(metric, text, registry=self.registry).set_function(figure(attr))
+            Gauge(f"{prefix}_{metric}", text, registry=self.registry).set_function(figure(attr))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every figure in this registry."""

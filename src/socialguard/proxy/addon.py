@@ -94,6 +94,7 @@ OPTION_NAMES = (
     "socialguard_audit_key",
     "socialguard_audit_syslog",
     "socialguard_audit_syslog_ca",
+    "socialguard_audit_syslog_records",
     "socialguard_node",
     "socialguard_neighbours",
     "socialguard_reload_interval",
@@ -264,6 +265,13 @@ class SocialGuard:
             "CA file verifying a tls:// collector. Empty: the system's CAs.",
         )
         loader.add_option(
+            "socialguard_audit_syslog_records",
+            bool,
+            False,
+            "Ship every decision-log record to the syslog collector as written, in chain order, "
+            "not only the checkpoints (needs socialguard_audit_syslog).",
+        )
+        loader.add_option(
             "socialguard_node",
             str,
             "",
@@ -344,6 +352,7 @@ class SocialGuard:
                     audit_key=ctx.options.socialguard_audit_key,
                     audit_syslog=ctx.options.socialguard_audit_syslog,
                     audit_syslog_ca=ctx.options.socialguard_audit_syslog_ca,
+                    audit_syslog_records=ctx.options.socialguard_audit_syslog_records,
                     node=ctx.options.socialguard_node,
                     neighbours=ctx.options.socialguard_neighbours,
                     reload_interval=ctx.options.socialguard_reload_interval,
@@ -371,10 +380,11 @@ class SocialGuard:
             self._start_admin(settings)
         if old is None or (
             old.log_dir, old.node, old.checkpoint_dir, old.audit_key, old.audit_syslog,
-            old.audit_syslog_tls, old.audit_syslog_ca,
+            old.audit_syslog_tls, old.audit_syslog_ca, old.audit_syslog_records,
         ) != (
             settings.log_dir, settings.node, settings.checkpoint_dir, settings.audit_key,
             settings.audit_syslog, settings.audit_syslog_tls, settings.audit_syslog_ca,
+            settings.audit_syslog_records,
         ):  # fmt: skip
             self._stop_pump()
             self._open_audit(settings)
@@ -475,6 +485,7 @@ class SocialGuard:
             from socialguard.audit.shipping import tls_context
 
             kwargs["ship_to"] = settings.audit_syslog
+            kwargs["ship_records"] = settings.audit_syslog_records
             if settings.audit_syslog_tls:
                 ca = settings.audit_syslog_ca
                 kwargs["ship_tls"] = tls_context(str(ca) if ca else None)
@@ -539,6 +550,14 @@ class SocialGuard:
             self._metrics.track_overrides(lambda: self._refresher and self._refresher.current)
             self._metrics.track_audit_shipping(
                 lambda: self._audit.shipper.stats if self._audit and self._audit.shipper else None
+            )
+            self._metrics.track_audit_shipping(
+                lambda: (
+                    self._audit.record_shipper.stats
+                    if self._audit and self._audit.record_shipper
+                    else None
+                ),
+                what="records",
             )
         host, port = settings.admin
         checks = {

@@ -50,6 +50,7 @@ class Settings:
     audit_syslog: tuple[str, int] | None = None
     audit_syslog_tls: bool = False
     audit_syslog_ca: Path | None = None
+    audit_syslog_records: bool = False  # every record too, not only the checkpoints
 
 
 def parse_node(raw: str) -> str:
@@ -156,6 +157,7 @@ def parse_settings(
     upload_memory: str = DEFAULT_UPLOAD_MEMORY,
     audit_syslog: str = "",
     audit_syslog_ca: str = "",
+    audit_syslog_records: bool = False,
 ) -> Settings:
     """All options at once; empty paths fall back to the env var, then the shipped default."""
     rules_path = paths.rules_path(Path(rules) if rules.strip() else None)
@@ -176,13 +178,20 @@ def parse_settings(
     ):
         if p.exists() and not p.is_dir():
             raise ValueError(f"{what}: {p} exists and is not a directory")
+    syslog = parse_audit_syslog(audit_syslog, audit_syslog_ca)
+    if audit_syslog_records and not syslog:
+        raise ValueError(
+            "socialguard_audit_syslog_records: no collector to ship the records to "
+            f"(set socialguard_audit_syslog or ${ENV_AUDIT_SYSLOG})"
+        )
     return Settings(
         rules=rules_path,
         state=state_path,
         log_dir=log_path,
         checkpoint_dir=cp_path,
         audit_key=key_path,
-        **parse_audit_syslog(audit_syslog, audit_syslog_ca),
+        **syslog,
+        audit_syslog_records=audit_syslog_records,
         node=parse_node(node),
         neighbours=parse_neighbours(neighbours),
         reload_interval_s=parse_reload_interval(reload_interval),

@@ -106,6 +106,7 @@ class ProxyConfig:
     audit_key: Path | None = None  # None: $SOCIALGUARD_AUDIT_KEY, else <state>/audit-signing.key
     audit_syslog: str = ""  # HOST:PORT or tls://HOST:PORT; "": $SOCIALGUARD_AUDIT_SYSLOG, else none
     audit_syslog_ca: str = ""
+    audit_syslog_records: bool = False  # every record to the collector, not only checkpoints
     mode: ProxyMode = ProxyMode.REGULAR
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
@@ -273,6 +274,7 @@ async def serve(
         "socialguard_audit_key": str(config.audit_key or ""),
         "socialguard_audit_syslog": config.audit_syslog,
         "socialguard_audit_syslog_ca": config.audit_syslog_ca,
+        "socialguard_audit_syslog_records": config.audit_syslog_records,
         "socialguard_node": config.node,
         "socialguard_admin": config.admin,
         "socialguard_connect_timeout": config.connect_timeout,
