@@ -97,3 +97,42 @@ def test_an_approved_access_request_opens_the_whole_service(sg: Any, store: Sqli
     ).id  # fmt: skip
     out = sg("grant", "approve", rid, "--for", "1h").stdout.splitlines()
     assert out[1].startswith(f"approved {rid}: user:jdoe may reach facebook.com (all of Facebook)")
+
+
+def _start(sg: Any, *extra: str, code: int = 0) -> Any:
+    return sg("emergency", "start", "--reason", "Lockdown", *extra, code=code)
+
+
+def test_an_emergency_for_a_domain_says_it_opens_the_whole_service(
+    sg: Any, store: SqliteStore
+) -> None:
+    out = _start(sg, "--site", "www.facebook.com", "--for", "1h").stdout.splitlines()
+    assert out[1].startswith(
+        "emergency in force for all on www.facebook.com (all of Facebook) until"
+    )
+    (record,) = store.list_emergencies(datetime.now(UTC))
+    assert record.emergency.sites == ("www.facebook.com",)
+
+
+def test_an_emergency_for_a_domain_alone_and_for_a_service(sg: Any, store: SqliteStore) -> None:
+    out = _start(sg, "--site", "www.facebook.com", "--domain-only").stdout.splitlines()
+    assert out[1] == "emergency in force for all on domain:www.facebook.com, until stopped"
+    out = _start(sg, "--site", "service:TikTok").stdout.splitlines()
+    assert out[1] == "emergency in force for all on service:tiktok (all of TikTok), until stopped"
+    sites = {r.emergency.sites for r in store.list_emergencies(datetime.now(UTC))}
+    assert sites == {("domain:www.facebook.com",), ("service:tiktok",)}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--site", "service:tiktk"), "--site: unknown service 'tiktk' (did you mean 'tiktok'?)"),
+        (("--site", "category:nope"), "--site: unknown category 'nope'"),
+        (("--domain-only",), "--domain-only: give the domains with --site"),
+    ],
+)
+def test_a_bad_emergency_site_is_refused_and_nothing_is_written(
+    sg: Any, store: SqliteStore, extra: tuple[str, ...], message: str
+) -> None:
+    assert message in _start(sg, *extra, code=2).stderr
+    assert store.list_emergencies(datetime.now(UTC)) == []

@@ -23,7 +23,13 @@ from socialguard.cli.grant_cmd import (
 from socialguard.cli.helpfmt import HelpGroup
 from socialguard.errors import ConfigError
 from socialguard.overrides import EmergencyRecord, invoking_actor, utc_now
-from socialguard.overrides.parse import check_reason, check_scope
+from socialguard.overrides.parse import (
+    Limits,
+    check_reason,
+    check_scope,
+    check_sites,
+    domains_alone,
+)
 from socialguard.text import clip, printable
 
 app = typer.Typer(
@@ -94,6 +100,22 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     rules: RulesOption = None,
     state: StateOption = None,
     as_json: JsonOption = False,
+    site: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--site",
+            help="Only this site: a domain (opens its whole service: www.facebook.com opens all "
+            "of Facebook), service:ID, category:NAME or domain:DOMAIN (that domain alone); "
+            "repeatable. Default: every site a rule lets an emergency lift.",
+        ),
+    ] = None,
+    domain_only: Annotated[
+        bool,
+        typer.Option(
+            "--domain-only",
+            help="Open each --site domain (and its subdomains) alone, not its whole service.",
+        ),
+    ] = False,
 ) -> None:
     """Declare an emergency: lifts every rule whose bypass allows it, for its scope.
 
@@ -103,26 +125,42 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     Example:
 
         socialguard emergency start --reason "Lockdown: reach families via district pages" --for 3h
+
+    With --site it opens only those sites; a domain opens its whole service (like `grant add`):
+
+        socialguard emergency start --site www.facebook.com --for 2h \\
+            --reason "Lockdown: the district's Facebook page is how we reach families"
     """
     with domain_errors():
-        limits = load_limits(rules, required=scope.strip().lower() != "all")
+        if domain_only and not site:
+            raise ConfigError("--domain-only: give the domains with --site")
+        limits = load_limits(rules, required=scope.strip().lower() != "all" or bool(site))
         zone = zone_of(limits)
         why = check_reason(reason)
         where = check_scope(scope, limits)
+        sites = check_sites(tuple(site), limits) if site else ()
+        if domain_only:
+            sites = domains_alone(sites)
         now = utc_now()
         ends = resolve_end(for_, None, now=now, zone=zone)
         with state_store(state) as store:
-            e = store.start_emergency(where, ends, why, invoking_actor(by))
+            e = store.start_emergency(where, ends, why, invoking_actor(by), sites=sites)
             record = store.get_emergency(e.id)
     if as_json:
         print_json(emergency_as_dict(record, now))
         return
     typer.echo(e.id)
+    on = f" on {_describe(e.sites, limits)}" if e.sites else ""
     typer.echo(
-        f"emergency in force for {e.scope}, {show_time(e.ends, zone)}"
+        f"emergency in force for {e.scope}{on}, {show_time(e.ends, zone)}"
         if e.ends is None
-        else f"emergency in force for {e.scope} until {show_time(e.ends, zone)}"
+        else f"emergency in force for {e.scope}{on} until {show_time(e.ends, zone)}"
     )
+
+
+def _describe(sites: tuple[str, ...], limits: Limits | None) -> str:
+    """What the sites open, in the service's name where the policy is at hand."""
+    return limits.describe(sites) if limits is not None else ", ".join(sites)
 
 
 @app.command("stop")

@@ -36,6 +36,7 @@ from socialguard.overrides.parse import (
     check_reason,
     check_sites,
     check_who,
+    domains_alone,
 )
 from socialguard.text import clip, printable
 
@@ -242,7 +243,7 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         who_key = check_who(who, limits)
         sites = check_sites(tuple(site or ()), limits)
         if domain_only:
-            sites = tuple(s if ":" in s and not s.startswith("[") else f"domain:{s}" for s in sites)
+            sites = domains_alone(sites)
         ends = resolve_end(for_, until, now=now, zone=zone)
         if ends is None:
             raise ConfigError("--for / --until: say how long the grant lasts (e.g. --for 2h)")

@@ -223,6 +223,12 @@ def check_sites(sites: list[str] | tuple[str, ...], limits: Limits | None) -> tu
     return tuple(out)
 
 
+def domains_alone(sites: tuple[str, ...]) -> tuple[str, ...]:
+    """`--domain-only`: each plain domain becomes `domain:DOMAIN` (that domain and its subdomains,
+    not its whole service); `service:`, `category:` and `domain:` sites stay as they are."""
+    return tuple(s if ":" in s and not s.startswith("[") else f"domain:{s}" for s in sites)
+
+
 def check_grant_end(ends: datetime, *, now: datetime, limits: Limits | None, field: str) -> None:
     """A grant must end in the future and no later than the policy's maximum allows."""
     if ends <= now:
