@@ -136,3 +136,61 @@ def test_a_bad_emergency_site_is_refused_and_nothing_is_written(
 ) -> None:
     assert message in _start(sg, *extra, code=2).stderr
     assert store.list_emergencies(datetime.now(UTC)) == []
+
+
+# -- listings say what each site opens ------------------------------------------------------------
+
+
+def _file_request(store: SqliteStore, site: str = "facebook.com") -> str:
+    from socialguard.overrides import Actor
+
+    return store.file_request(
+        who="user:jdoe", site=site, url="https://www.facebook.com/groups/pta",
+        rule_id="staff-social-school-hours", decision_id="d-1", reason="PTA page update",
+        client_ip="10.20.1.5", actor=Actor(by="user:jdoe", source="10.20.1.5"),
+    ).id  # fmt: skip
+
+
+def _row(out: str, key: str) -> str:
+    (line,) = [x for x in out.splitlines() if x.startswith(key)]
+    return line
+
+
+def test_grant_list_and_show_name_the_service_a_site_opens(sg: Any) -> None:
+    gid = _add(sg, "www.facebook.com", "domain:fb.me", "service:tiktok").stdout.split()[0]
+    row = _row(sg("grant", "list").stdout, gid)
+    assert "www.facebook.com (all of Facebook),domain:fb.me,service:tiktok (all of TikTok)" in row
+    sites = _row(sg("grant", "show", gid).stdout, "sites:")
+    assert sites == (
+        "sites:         www.facebook.com (all of Facebook), domain:fb.me, "
+        "service:tiktok (all of TikTok)"
+    )
+
+
+def test_grant_requests_name_the_service_a_request_would_open(sg: Any, store: SqliteStore) -> None:
+    rid = _file_request(store)
+    assert "facebook.com (all of Facebook)" in _row(sg("grant", "requests").stdout, rid)
+
+
+def test_emergency_status_and_review_name_the_service(sg: Any, store: SqliteStore) -> None:
+    from socialguard.overrides import Actor
+
+    eid = _start(sg, "--site", "www.instagram.com").stdout.split()[0]
+    assert "www.instagram.com (all of Instagram)" in _row(sg("emergency", "status").stdout, eid)
+    self_declared = store.declare_self_emergency(
+        scope="device:laptop-17", person="user:jdoe", site="facebook.com",
+        url="https://www.facebook.com/", reason="Lockdown notice",
+        actor=Actor(by="user:jdoe", source="10.20.1.5"), minutes=30, per_day=2,
+        day_start=datetime.now(UTC).replace(hour=0, minute=0),
+    ).emergency.id  # fmt: skip
+    assert "facebook.com (all of Facebook)" in _row(sg("emergency", "review").stdout, self_declared)
+    assert "facebook.com (all of Facebook)" in _row(sg("emergency", "status").stdout, self_declared)
+
+
+def test_listings_without_readable_rules_show_the_sites_as_stored(
+    sg: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    gid = _add(sg, "www.facebook.com").stdout.split()[0]
+    env["SOCIALGUARD_RULES"] = str(tmp_path / "missing.yaml")
+    row = _row(sg("grant", "list").stdout, gid)
+    assert "www.facebook.com" in row and "(all of" not in row

@@ -13,6 +13,7 @@ from socialguard.cli.grant_cmd import (
     ByOption,
     ForOption,
     load_limits,
+    opens,
     print_json,
     print_table,
     resolve_end,
@@ -22,9 +23,8 @@ from socialguard.cli.grant_cmd import (
 )
 from socialguard.cli.helpfmt import HelpGroup
 from socialguard.errors import ConfigError
-from socialguard.overrides import EmergencyRecord, invoking_actor, utc_now
+from socialguard.overrides import EmergencyRecord, Limits, invoking_actor, utc_now
 from socialguard.overrides.parse import (
-    Limits,
     check_reason,
     check_scope,
     check_sites,
@@ -67,12 +67,13 @@ def emergency_as_dict(r: EmergencyRecord, now: datetime) -> dict[str, Any]:
     }
 
 
-def _rows(records: list[EmergencyRecord], now: datetime, zone: Any) -> list[list[str]]:
+def _rows(records: list[EmergencyRecord], now: datetime, limits: Limits | None) -> list[list[str]]:
+    zone = zone_of(limits)
     return [
         [
             r.emergency.id,
             r.emergency.scope,
-            ",".join(r.emergency.sites) or "(every site)",
+            opens(r.emergency.sites, limits, sep=",") or "(every site)",
             show_time(r.emergency.starts, zone),
             show_time(r.emergency.ends, zone),
             "self" if r.emergency.self_declared else "admin",
@@ -150,17 +151,12 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         print_json(emergency_as_dict(record, now))
         return
     typer.echo(e.id)
-    on = f" on {_describe(e.sites, limits)}" if e.sites else ""
+    on = f" on {opens(e.sites, limits)}" if e.sites else ""
     typer.echo(
         f"emergency in force for {e.scope}{on}, {show_time(e.ends, zone)}"
         if e.ends is None
         else f"emergency in force for {e.scope}{on} until {show_time(e.ends, zone)}"
     )
-
-
-def _describe(sites: tuple[str, ...], limits: Limits | None) -> str:
-    """What the sites open, in the service's name where the policy is at hand."""
-    return limits.describe(sites) if limits is not None else ", ".join(sites)
 
 
 @app.command("stop")
@@ -224,7 +220,7 @@ def status(
         socialguard emergency status --json
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
         now = utc_now()
         with state_store(state) as store:
             records = store.list_emergencies(now, include_all=all_)
@@ -234,7 +230,7 @@ def status(
     if not records:
         typer.echo("no emergency in force")
         return
-    print_table(HEADERS, _rows(records, now, zone))
+    print_table(HEADERS, _rows(records, now, limits))
 
 
 @app.command("review")
@@ -250,7 +246,8 @@ def review(
         socialguard emergency review
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
+        zone = zone_of(limits)
         now = utc_now()
         with state_store(state) as store:
             records = store.pending_reviews()
@@ -266,7 +263,7 @@ def review(
             [
                 r.emergency.id,
                 r.person or r.emergency.scope,
-                ",".join(r.emergency.sites),
+                opens(r.emergency.sites, limits, sep=","),
                 show_time(r.emergency.starts, zone),
                 show_time(r.emergency.ends, zone),
                 r.status(now),

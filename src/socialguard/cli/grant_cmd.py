@@ -133,6 +133,14 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
+def opens(sites: tuple[str, ...] | list[str], limits: Limits | None, sep: str = ", ") -> str:
+    """What the sites open, in the service's name where the policy is at hand:
+    `www.facebook.com (all of Facebook)`; the sites as stored when the rules cannot be read."""
+    if limits is None:
+        return sep.join(sites)
+    return sep.join(limits.describe((s,)) for s in sites)
+
+
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -257,8 +265,9 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         )
         return
     typer.echo(grant.id)
-    opens = limits.describe(grant.sites) if limits else ", ".join(grant.sites)
-    typer.echo(f"{grant.who} may reach {opens} until {show_time(grant.ends, zone)}")
+    typer.echo(
+        f"{grant.who} may reach {opens(grant.sites, limits)} until {show_time(grant.ends, zone)}"
+    )
 
 
 @app.command("list")
@@ -275,7 +284,8 @@ def list_(
         socialguard grant list --all --json
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
+        zone = zone_of(limits)
         now = utc_now()
         with state_store(state) as store:
             records = store.list_grants(now, include_all=all_)
@@ -288,7 +298,7 @@ def list_(
             [
                 r.grant.id,
                 r.grant.who,
-                ",".join(r.grant.sites),
+                opens(r.grant.sites, limits, sep=","),
                 show_time(r.grant.ends, zone),
                 r.status(now),
                 r.grant.by,
@@ -313,7 +323,8 @@ def show(
         socialguard grant show g-7k2m9qxa3b
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
+        zone = zone_of(limits)
         now = utc_now()
         with state_store(state) as store:
             record = store.get_grant(grant_id)
@@ -342,7 +353,7 @@ def show(
         if key in ("starts", "ends", "revoked_at"):
             value = show_time(datetime.fromisoformat(value), zone)
         elif key == "sites":
-            value = ", ".join(value)
+            value = opens(value, limits)
         typer.echo(f"{key + ':':15}{printable(str(value))}")
 
 
@@ -390,7 +401,8 @@ def requests(
         socialguard grant requests --json
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
+        zone = zone_of(limits)
         with state_store(state) as store:
             reqs = store.list_requests(include_all=all_)
     if as_json:
@@ -399,7 +411,14 @@ def requests(
     print_table(
         ["ID", "WHO", "SITE", "FILED", "STATUS", "REASON"],
         [
-            [r.id, r.who, r.site, show_time(r.created, zone), r.status, clip(r.reason, 40)]
+            [
+                r.id,
+                r.who,
+                opens((r.site,), limits),
+                show_time(r.created, zone),
+                r.status,
+                clip(r.reason, 40),
+            ]
             for r in reqs
         ],
     )
@@ -442,7 +461,7 @@ def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     typer.echo(grant.id)
     typer.echo(
         f"approved {req.id}: {grant.who} may reach "
-        f"{limits.describe(grant.sites) if limits else ', '.join(grant.sites)} until "
+        f"{opens(grant.sites, limits)} until "
         f"{show_time(grant.ends, zone)}"
     )
 
