@@ -108,7 +108,19 @@ def _filter(
 
 # -- search ---------------------------------------------------------------------------------------
 
-COLUMNS = ["time", "action", "basis", "who", "groups", "host", "category", "rule", "id", "node"]
+COLUMNS = [
+    "time",
+    "action",
+    "basis",
+    "who",
+    "groups",
+    "host",
+    "category",
+    "service",
+    "rule",
+    "id",
+    "node",
+]
 
 
 RECORD_KINDS = ("form", "admin")
@@ -187,6 +199,7 @@ def _cells(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
             "",
             str(r.get("target") or r.get("host") or ""),
             "",
+            "",
             str(r.get("reason") or ""),
             str(r.get("decision_id") or ""),
             str(r.get("node")),
@@ -202,6 +215,7 @@ def _cells(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
         ",".join(r.get("groups") or []),
         host,
         str(r.get("category") or ""),
+        str(r.get("service") or ""),
         str(r.get("rule") or ""),
         str(r.get("decision_id") or r.get("override_id") or ""),
         str(r.get("node") or ""),
