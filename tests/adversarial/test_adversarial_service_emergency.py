@@ -146,3 +146,78 @@ def test_an_emergency_for_a_site_opens_its_whole_service_and_nothing_else(
     if asset_opens:
         asset = last_request_record(proxy, ASSET)
         assert (asset["basis"], asset["override_id"]) == ("emergency", eid)
+
+
+FILE_REQUEST = """\
+import sys
+from socialguard.overrides import Actor, open_store
+db, who, site, url, reason = sys.argv[1:6]
+store = open_store(db)
+try:
+    print(store.file_request(
+        who=who, site=site, url=url, rule_id="staff-social", decision_id=None, reason=reason,
+        client_ip="127.0.0.1", actor=Actor(by=who, source="127.0.0.1"),
+    ).id)
+finally:
+    store.close()
+"""
+
+
+def file_request(proxy: Any, *, who: str, site: str, reason: str) -> str:
+    """What the block page's form files for a person blocked at www.facebook.com, in a process
+    of its own (as the proxy's form handler and the CLI are to each other)."""
+    db = proxy.rules.parent / "state" / "socialguard.db"
+    url = f"https://{PAGE}/groups/pta"
+    res = subprocess.run(
+        [sys.executable, "-c", FILE_REQUEST, str(db), who, site, url, reason],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def wait_for_admin_events(proxy: Any, *actions: str) -> None:
+    """Until the store's admin events reach the decision log through the outbox (bounded)."""
+    deadline = time.monotonic() + PICKUP_WAIT_S
+    while not set(actions) <= {
+        r.get("action") for r in proxy.records() if r.get("type") == "admin"
+    }:
+        assert time.monotonic() < deadline, f"{actions} not in the log after {PICKUP_WAIT_S} s"
+        time.sleep(0.1)
+
+
+def test_an_approved_access_request_opens_the_whole_service_and_the_report_names_it(
+    start_proxy: Any, origin: Any, tmp_path: Any
+) -> None:
+    proxy = start_proxy(rules_text=RULES, at=datetime.now(UTC) + timedelta(minutes=1))
+    assert status(proxy, f"https://{ASSET}/before.css") != 200
+    rid = file_request(proxy, who="ip:127.0.0.1", site="facebook.com", reason="PTA page update")
+    assert "facebook.com (all of Facebook)" in sg(proxy, "grant", "requests")
+    out = sg(proxy, "grant", "approve", rid, "--for", "1h")
+    assert f"approved {rid}: ip:127.0.0.1 may reach facebook.com (all of Facebook) until" in out
+    wait_until_open(proxy, PAGE)
+
+    assert status(proxy, f"https://{ASSET}/rsrc/app.css") == 200
+    assert status(proxy, f"https://{OTHER}/during") == 403
+    seen = targets(origin)
+    assert b"/rsrc/app.css" in seen and b"/before.css" not in seen and b"/during" not in seen
+    asset = last_request_record(proxy, ASSET)
+    assert (asset["basis"], asset["service"]) == ("grant", "facebook")
+
+    sg(proxy, "emergency", "start", "--site", "service:tiktok", "--reason", "Lockdown drill")
+    wait_for_admin_events(proxy, "access_requested", "access_approved", "emergency_started")
+    html = tmp_path / "report.html"
+    report = sg(proxy, "audit", "report", "--log-dir", str(proxy.log_dir), "--html", str(html))
+    (request_line,) = [x for x in report.splitlines() if f"  {rid}  " in x]
+    assert "ip:127.0.0.1 on facebook.com (all of Facebook): PTA page update  (approved by" in (
+        request_line
+    )
+    (emergency_line,) = [x for x in report.splitlines() if "emergency_started" in x]
+    assert " on service:tiktok (all of TikTok)  by " in emergency_line
+    page = html.read_text()
+    assert "<h2>Access requests</h2>" in page
+    assert page.count("facebook.com (all of Facebook)") >= 2  # the request and its grant
+    assert "service:tiktok (all of TikTok)" in page

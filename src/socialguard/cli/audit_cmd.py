@@ -387,7 +387,11 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         zone = _zone(tz, rules)
         flt = _filter(zone, since=since, until=until)
         summary = summarise(
-            run_search(_log_dir(log_dir, state), flt), zone, since=since, until=until
+            run_search(_log_dir(log_dir, state), flt),
+            zone,
+            since=since,
+            until=until,
+            describe=_describe_sites(rules),
         )
         if as_json:
             typer.echo(json.dumps(_summary_json(summary), indent=2, sort_keys=True))
@@ -399,6 +403,22 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             except OSError as e:
                 raise ConfigError(f"{html_file}: cannot write: {e.strerror}") from e
             typer.echo(f"wrote {html_file}", err=True)
+
+
+def _describe_sites(rules: Path | None) -> Any:
+    """What names a site's service in the report (`www.facebook.com (all of Facebook)`): the
+    current rules' catalogue; None (sites as recorded) when the rules cannot be loaded."""
+    from socialguard.errors import PolicyError
+    from socialguard.overrides import Limits
+    from socialguard.policy import load_policy
+
+    path = paths.rules_path(rules)
+    if not path.is_file():
+        return None
+    try:
+        return Limits.from_policy(load_policy(path)).describe
+    except PolicyError:
+        return None
 
 
 def _summary_json(s: Any) -> dict[str, Any]:
@@ -425,11 +445,16 @@ def _summary_json(s: Any) -> dict[str, Any]:
         "emergencies_used": dict(s.emergencies_used),
         "emergencies": [vars_of(e) for e in s.emergencies],
         "awaiting_review": [{"id": k, **vars_of(e)} for k, e in s.awaiting_review],
+        "access_requests": [
+            {"id": k, **vars_of(e), "answer": s.request_answers.get(k, "pending")}
+            for k, e in s.access_requests.items()
+        ],
     }
 
 
 def vars_of(e: Any) -> dict[str, Any]:
-    return {k: getattr(e, k) for k in ("when", "action", "by", "target", "reason", "details")}
+    keys = ("when", "action", "by", "target", "reason", "details", "opens")
+    return {k: getattr(e, k) for k in keys}
 
 
 # -- verify ---------------------------------------------------------------------------------------
