@@ -194,3 +194,14 @@ def test_listings_without_readable_rules_show_the_sites_as_stored(
     env["SOCIALGUARD_RULES"] = str(tmp_path / "missing.yaml")
     row = _row(sg("grant", "list").stdout, gid)
     assert "www.facebook.com" in row and "(all of" not in row
+
+
+def test_a_request_as_json_names_the_service_an_approval_opens(sg: Any, store: SqliteStore) -> None:
+    import json
+
+    rid = _file_request(store, site="facebook.com")
+    (listed,) = json.loads(sg("grant", "requests", "--json").stdout)
+    assert (listed["id"], listed["site"], listed["service"]) == (rid, "facebook.com", "facebook")
+    approved = json.loads(sg("grant", "approve", rid, "--for", "1h", "--json").stdout)
+    assert approved["request"]["service"] == "facebook"
+    assert approved["grant"]["sites"] == ["facebook.com"]  # the domain stands for its service

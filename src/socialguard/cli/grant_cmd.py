@@ -169,11 +169,14 @@ def grant_as_dict(r: GrantRecord, now: datetime) -> dict[str, Any]:
     }
 
 
-def request_as_dict(r: AccessRequest) -> dict[str, Any]:
+def request_as_dict(r: AccessRequest, limits: Limits | None = None) -> dict[str, Any]:
+    """A request as JSON; with the policy, `service` is the id of the service its site opens
+    (what an approval grants), else null."""
     return {
         "id": r.id,
         "who": r.who,
         "site": r.site,
+        "service": limits.service_of(r.site) if limits is not None else None,
         "url": r.url,
         "rule_id": r.rule_id,
         "decision_id": r.decision_id,
@@ -406,7 +409,7 @@ def requests(
         with state_store(state) as store:
             reqs = store.list_requests(include_all=all_)
     if as_json:
-        print_json([request_as_dict(r) for r in reqs])
+        print_json([request_as_dict(r, limits) for r in reqs])
         return
     print_table(
         ["ID", "WHO", "SITE", "FILED", "STATUS", "REASON"],
@@ -456,7 +459,9 @@ def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             req, grant = store.approve_request(request_id, ends, invoking_actor(by), note=text)
             record = store.get_grant(grant.id)
     if as_json:
-        print_json({"request": request_as_dict(req), "grant": grant_as_dict(record, utc_now())})
+        print_json(
+            {"request": request_as_dict(req, limits), "grant": grant_as_dict(record, utc_now())}
+        )
         return
     typer.echo(grant.id)
     typer.echo(
