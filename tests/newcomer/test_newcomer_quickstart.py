@@ -132,7 +132,7 @@ def test_make_run_blocks_social_sites_at_any_hour_and_stops_cleanly(
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches make and the proxy
         _, err = proc.communicate(timeout=60)
     assert text.status_code == 403 and text.headers["content-type"].startswith("text/plain")
-    assert "Blocked by Example School District: www.facebook.com" in text.text
+    assert "Blocked by Example School District: Facebook (www.facebook.com)" in text.text
     assert page.status_code == 403 and "<html" in page.text.lower()
     # make itself dies of the SIGINT it passes on, as in a terminal; the proxy stops cleanly
     assert proc.returncode in (0, -signal.SIGINT), err
