@@ -145,6 +145,7 @@ def test_a_host_with_terminal_escapes_is_shown_escaped_by_audit_tail_and_search(
         shown,
         "",
         "",
+        "",
         record["decision_id"],
         "test",
     ]
@@ -315,7 +316,7 @@ def test_audit_search_csv_cells_are_never_formulas(
     # the admin event carries the reason (the form's own record says only that it was filed)
     [requested] = [r for r in rows if r[1:3] == ["access_requested", "admin"]]
     assert (
-        requested[7] == '\'=HYPERLINK("http://evil.example/","Open the report")\\x1b]0;pwned\\x07'
+        requested[8] == '\'=HYPERLINK("http://evil.example/","Open the report")\\x1b]0;pwned\\x07'
     )
     for row in rows:
         for cell in row:

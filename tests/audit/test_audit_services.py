@@ -107,3 +107,33 @@ def test_audit_report_json_carries_visits(tmp_path: Path, open_log: Any) -> None
     out = json.loads(result.stdout)
     assert out["blocked_visits"] == 3
     assert out["blocked_visits_by_service"]["tiktok"] == {"visits": 1, "requests": 11}
+
+
+def _search(tmp_path: Path, *args: str) -> str:
+    result = CliRunner().invoke(
+        app,
+        ["audit", "search", *args, "--log-dir", str(tmp_path / "log"), "--tz", "America/Denver"],
+        env={"COLUMNS": "200", "NO_COLOR": "1"},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+def test_audit_search_table_and_csv_have_a_service_column(tmp_path: Path, open_log: Any) -> None:
+    import csv
+    import io
+
+    _sample(open_log)
+    rows = list(csv.DictReader(io.StringIO(_search(tmp_path, "--csv"))))
+    assert [(r["host"], r["service"]) for r in rows] == [
+        ("www.facebook.com", "facebook"),
+        ("static.xx.fbcdn.net", "facebook"),
+        ("www.tiktok.com", "tiktok"),
+        ("www.example.org", ""),
+    ]
+    header, *lines = _search(tmp_path).splitlines()
+    assert header.split()[6:8] == ["CATEGORY", "SERVICE"]
+    at = header.index("SERVICE")
+    fbcdn = next(x for x in lines if "static.xx.fbcdn.net" in x)
+    assert fbcdn[at:].split()[0] == "facebook"

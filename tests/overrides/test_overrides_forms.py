@@ -397,3 +397,16 @@ def test_a_form_whose_daily_allowance_is_zero_is_not_offered(
     anonymous = Principal(client_ip="10.20.1.9", groups=frozenset({"staff"}))
     assert set(tokens(forms.links(blocked(), url=URL, decision_id="d-1"))) == {EMERGENCY_PATH}
     assert tokens(forms.links(blocked(principal=anonymous), url=URL, decision_id="d-2")) == {}
+
+
+def test_the_request_page_says_the_request_opens_the_whole_service(
+    store: SqliteStore, refresher: SnapshotRefresher, clock: FakeClock
+) -> None:
+    from dataclasses import replace
+
+    limits = replace(LIMITS, service_label=lambda site: "Facebook" if "facebook" in site else None)
+    forms = BlockPageForms(store, lambda: limits, refresher=refresher, clock=clock)
+    token = tokens(forms.links(blocked(), url=URL, decision_id="d-2"))[REQUEST_PATH]
+    out = forms.handle(post(REQUEST_PATH, token, reason="Update the PTA page"))
+    assert out.status == 200
+    assert b"for facebook.com (all of Facebook) was sent to administration" in out.body

@@ -14,7 +14,7 @@ import hmac
 import html
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,9 @@ class AdminEntry:
     target: str
     reason: str
     details: dict[str, Any]
+    # the sites it concerns as people read them (`www.facebook.com (all of Facebook)`), or
+    # `every site` for an emergency without sites; "" for an event that names none
+    opens: str = ""
 
 
 @dataclass(slots=True)
@@ -114,6 +117,9 @@ class Summary:
     emergencies: list[AdminEntry] = field(default_factory=list)
     self_declared: dict[str, AdminEntry] = field(default_factory=dict)
     acknowledged: set[str] = field(default_factory=set)
+    # access requests from the block page, and what administration answered (by request id)
+    access_requests: dict[str, AdminEntry] = field(default_factory=dict)
+    request_answers: dict[str, str] = field(default_factory=dict)
     # Visits (proxy/visits.py: a page opened, `visit: true`) blocked, by service (its id, or the
     # host for one of no service) and by person; the blocked requests per service beside them
     blocked_visits: int = 0
@@ -148,10 +154,20 @@ def person_of(r: dict[str, Any]) -> str:
     return f"ip:{r.get('client')}"
 
 
+Describe = Callable[[Sequence[str]], str]
+
+
 def summarise(
-    found: Iterable[Found], tz: ZoneInfo, *, since: str | None = None, until: str | None = None
+    found: Iterable[Found],
+    tz: ZoneInfo,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    describe: Describe | None = None,
 ) -> Summary:
-    """Fold records into a Summary (one pass)."""
+    """Fold records into a Summary (one pass). `describe` names the service each granted,
+    declared or requested site opens (overrides.Limits.describe, from the current rules); without
+    it the sites are shown as recorded."""
     s = Summary(zone=tz.key, since=since, until=until)
     for f in found:
         r = f.record
@@ -159,8 +175,8 @@ def summarise(
         if kind == TYPE_DECISION:
             _add_decision(s, r, tz)
         elif kind == TYPE_ADMIN:
-            _add_admin(s, r, tz)
-            _add_admin_rows(s, r, tz)
+            _add_admin(s, r, tz, describe)
+            _add_admin_rows(s, r, tz, describe)
         elif kind == TYPE_FORM and r.get("outcome") in _REFUSED_OUTCOMES:
             s.refused_forms.append(
                 RefusedForm(
@@ -179,14 +195,17 @@ def _minute(r: dict[str, Any], tz: ZoneInfo) -> str:
     return local_time(str(r.get("ts")), tz).strftime("%Y-%m-%d %H:%M")
 
 
-def _add_admin_rows(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
-    """Fold request and emergency events into one row each (filed → answered, start → end)."""
+def _add_admin_rows(
+    s: Summary, r: dict[str, Any], tz: ZoneInfo, describe: Describe | None = None
+) -> None:
+    """Fold request and emergency events into one row each (filed → answered, start → end);
+    sites say what they open, as `describe` names them (see summarise)."""
     action, target = str(r.get("action")), str(r.get("target"))
     d = dict(r.get("details") or {})
     when = local_time(str(r.get("ts")), tz)
     if action == "access_requested":
         s.requests[target] = RequestRow(
-            target, when, str(d.get("who") or r.get("by")), str(d.get("site") or ""),
+            target, when, str(d.get("who") or r.get("by")), _opens(action, d, describe),
             str(r.get("reason") or ""),
         )  # fmt: skip
     elif action in ("access_approved", "access_denied") and target in s.requests:
@@ -205,7 +224,9 @@ def _add_admin_rows(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
             scope=str(d.get("scope") or "everyone"),
             reason=str(r.get("reason") or ""),
             self_declared=action == "emergency_self_declared",
-            site=str(d.get("site") or ""),
+            site=""
+            if action == "emergency_started" and not d.get("sites")
+            else _opens(action, d, describe),
             end=local_time(str(ends), tz).strftime("%Y-%m-%d %H:%M") if ends else "until stopped",
             review="awaiting review" if action == "emergency_self_declared" else "",
         )
@@ -255,16 +276,35 @@ def _add_blocked_visit(s: Summary, r: dict[str, Any]) -> None:
         s.blocked_visits_by_person[person_of(r)] += 1
 
 
-def _add_admin(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
+def _opens(action: str, details: dict[str, Any], describe: Describe | None) -> str:
+    """The sites an admin event concerns, as people read them."""
+    raw = details.get("sites")
+    sites = [str(x) for x in raw] if isinstance(raw, list) else []
+    if not sites and details.get("site"):
+        sites = [str(details["site"])]
+    if not sites:
+        return "every site" if action == "emergency_started" else ""
+    return describe(sites) if describe is not None else ", ".join(sites)
+
+
+def _add_admin(s: Summary, r: dict[str, Any], tz: ZoneInfo, describe: Describe | None) -> None:
+    details = dict(r.get("details") or {})
+    action = str(r.get("action"))
     entry = AdminEntry(
         when=local_time(str(r.get("ts")), tz).strftime("%Y-%m-%d %H:%M"),
-        action=str(r.get("action")),
+        action=action,
         by=str(r.get("by")),
         target=str(r.get("target")),
         reason=str(r.get("reason") or ""),
-        details=dict(r.get("details") or {}),
+        details=details,
+        opens=_opens(action, details, describe),
     )
-    if entry.action == "grant_added":
+    if entry.action == "access_requested":
+        s.access_requests[entry.target] = entry
+    elif entry.action in ("access_approved", "access_denied"):
+        answer = "approved" if entry.action == "access_approved" else "denied"
+        s.request_answers[entry.target] = f"{answer} by {entry.by}"
+    elif entry.action == "grant_added":
         s.grants[entry.target] = entry
     elif entry.action.startswith("emergency_") and entry.action != "emergency_acknowledged":
         s.emergencies.append(entry)
@@ -312,13 +352,21 @@ def render_text(s: Summary) -> str:
     width = max((len(k) for k, _, _ in rows), default=0)
     out.extend(f"  {k:<{width}}  {v:>8} visits  {n:>8} requests" for k, v, n in rows)
     table("Blocked visits by person", s.blocked_visits_by_person.most_common(TOP))
+    out.extend(_overrides_text(s))
+    return "\n".join(map(printable, out)) + "\n"
+
+
+def _overrides_text(s: Summary) -> list[str]:
+    """The exceptions part of the text report: grants, emergencies, access requests, reviews;
+    each names the sites it concerns and what they open."""
+    out: list[str] = []
     out.append("")
     out.append("Grants used")
     if not s.grants_used and not s.grants:
         out.append("  (none)")
     for gid in sorted(set(s.grants_used) | set(s.grants)):
         g = s.grants.get(gid)
-        about = f" for {g.details.get('who')} by {g.by}: {g.reason}" if g else ""
+        about = f" for {g.details.get('who')} on {g.opens} by {g.by}: {g.reason}" if g else ""
         out.append(f"  {gid}{about}  ({s.grants_used[gid]} requests allowed)")
     out.append("")
     out.append("Emergencies")
@@ -326,7 +374,18 @@ def render_text(s: Summary) -> str:
         out.append("  (none)")
     for e in s.emergencies:
         used = s.emergencies_used.get(e.target, 0)
-        out.append(f"  {e.when}  {e.action}  {e.target}  by {e.by}: {e.reason}  ({used} requests)")
+        on = f" on {e.opens}" if e.opens else ""
+        out.append(
+            f"  {e.when}  {e.action}  {e.target}{on}  by {e.by}: {e.reason}  ({used} requests)"
+        )
+    out.append("")
+    out.append("Access requests")
+    if not s.access_requests:
+        out.append("  (none)")
+    for rid, a in s.access_requests.items():
+        answer = s.request_answers.get(rid, "pending")
+        who = a.details.get("who") or a.by
+        out.append(f"  {a.when}  {rid}  {who} on {a.opens}: {a.reason}  ({answer})")
     out.append("")
     out.append("Self-declared emergencies awaiting review")
     pending = s.awaiting_review
@@ -334,8 +393,8 @@ def render_text(s: Summary) -> str:
         out.append("  (none)")
     for eid, e in pending:
         who = e.details.get("scope") or e.by
-        out.append(f"  {e.when}  {eid}  {who} {e.details.get('site', '')}: {e.reason}")
-    return "\n".join(map(printable, out)) + "\n"
+        out.append(f"  {e.when}  {eid}  {who} on {e.opens}: {e.reason}")
+    return out
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -589,7 +648,7 @@ def render_html(
                 [
                     gid,
                     show(str(g.details.get("who", ""))) if g else "",
-                    ", ".join(map(str, g.details.get("sites") or ())) if g else "",
+                    g.opens if g else "",
                     str(g.details.get("ends", ""))[:16].replace("T", " ") if g else "",
                     g.by if g else "",
                     g.reason if g else "",

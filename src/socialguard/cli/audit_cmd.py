@@ -108,7 +108,19 @@ def _filter(
 
 # -- search ---------------------------------------------------------------------------------------
 
-COLUMNS = ["time", "action", "basis", "who", "groups", "host", "category", "rule", "id", "node"]
+COLUMNS = [
+    "time",
+    "action",
+    "basis",
+    "who",
+    "groups",
+    "host",
+    "category",
+    "service",
+    "rule",
+    "id",
+    "node",
+]
 
 
 RECORD_KINDS = ("form", "admin")
@@ -187,6 +199,7 @@ def _cells(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
             "",
             str(r.get("target") or r.get("host") or ""),
             "",
+            "",
             str(r.get("reason") or ""),
             str(r.get("decision_id") or ""),
             str(r.get("node")),
@@ -202,6 +215,7 @@ def _cells(r: dict[str, Any], tz: ZoneInfo) -> list[str]:
         ",".join(r.get("groups") or []),
         host,
         str(r.get("category") or ""),
+        str(r.get("service") or ""),
         str(r.get("rule") or ""),
         str(r.get("decision_id") or r.get("override_id") or ""),
         str(r.get("node") or ""),
@@ -391,7 +405,13 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         zone = _zone(tz, rules)
         flt = _filter(zone, since=since, until=until)
         where = _log_dir(log_dir, state)
-        summary = summarise(run_search(where, flt), zone, since=since, until=until)
+        summary = summarise(
+            run_search(where, flt),
+            zone,
+            since=since,
+            until=until,
+            describe=_describe_sites(rules),
+        )
         if as_json:
             typer.echo(json.dumps(_summary_json(summary), indent=2, sort_keys=True))
         else:
@@ -484,6 +504,22 @@ def _pseudonym_key(state: Path | None) -> bytes | None:
     return key
 
 
+def _describe_sites(rules: Path | None) -> Any:
+    """What names a site's service in the report (`www.facebook.com (all of Facebook)`): the
+    current rules' catalogue; None (sites as recorded) when the rules cannot be loaded."""
+    from socialguard.errors import PolicyError
+    from socialguard.overrides import Limits
+    from socialguard.policy import load_policy
+
+    path = paths.rules_path(rules)
+    if not path.is_file():
+        return None
+    try:
+        return Limits.from_policy(load_policy(path)).describe
+    except PolicyError:
+        return None
+
+
 def _summary_json(s: Any) -> dict[str, Any]:
     return {
         "zone": s.zone,
@@ -508,11 +544,16 @@ def _summary_json(s: Any) -> dict[str, Any]:
         "emergencies_used": dict(s.emergencies_used),
         "emergencies": [vars_of(e) for e in s.emergencies],
         "awaiting_review": [{"id": k, **vars_of(e)} for k, e in s.awaiting_review],
+        "access_requests": [
+            {"id": k, **vars_of(e), "answer": s.request_answers.get(k, "pending")}
+            for k, e in s.access_requests.items()
+        ],
     }
 
 
 def vars_of(e: Any) -> dict[str, Any]:
-    return {k: getattr(e, k) for k in ("when", "action", "by", "target", "reason", "details")}
+    keys = ("when", "action", "by", "target", "reason", "details", "opens")
+    return {k: getattr(e, k) for k in keys}
 
 
 # -- verify ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from socialguard.cli.grant_cmd import (
     ByOption,
     ForOption,
     load_limits,
+    opens,
     print_json,
     print_table,
     resolve_end,
@@ -22,8 +23,13 @@ from socialguard.cli.grant_cmd import (
 )
 from socialguard.cli.helpfmt import HelpGroup
 from socialguard.errors import ConfigError
-from socialguard.overrides import EmergencyRecord, invoking_actor, utc_now
-from socialguard.overrides.parse import check_reason, check_scope
+from socialguard.overrides import EmergencyRecord, Limits, invoking_actor, utc_now
+from socialguard.overrides.parse import (
+    check_reason,
+    check_scope,
+    check_sites,
+    domains_alone,
+)
 from socialguard.text import clip, printable
 
 app = typer.Typer(
@@ -61,12 +67,13 @@ def emergency_as_dict(r: EmergencyRecord, now: datetime) -> dict[str, Any]:
     }
 
 
-def _rows(records: list[EmergencyRecord], now: datetime, zone: Any) -> list[list[str]]:
+def _rows(records: list[EmergencyRecord], now: datetime, limits: Limits | None) -> list[list[str]]:
+    zone = zone_of(limits)
     return [
         [
             r.emergency.id,
             r.emergency.scope,
-            ",".join(r.emergency.sites) or "(every site)",
+            opens(r.emergency.sites, limits, sep=",") or "(every site)",
             show_time(r.emergency.starts, zone),
             show_time(r.emergency.ends, zone),
             "self" if r.emergency.self_declared else "admin",
@@ -94,6 +101,22 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     rules: RulesOption = None,
     state: StateOption = None,
     as_json: JsonOption = False,
+    site: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--site",
+            help="Only this site: a domain (opens its whole service: www.facebook.com opens all "
+            "of Facebook), service:ID, category:NAME or domain:DOMAIN (that domain alone); "
+            "repeatable. Default: every site a rule lets an emergency lift.",
+        ),
+    ] = None,
+    domain_only: Annotated[
+        bool,
+        typer.Option(
+            "--domain-only",
+            help="Open each --site domain (and its subdomains) alone, not its whole service.",
+        ),
+    ] = False,
 ) -> None:
     """Declare an emergency: lifts every rule whose bypass allows it, for its scope.
 
@@ -103,25 +126,36 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     Example:
 
         socialguard emergency start --reason "Lockdown: reach families via district pages" --for 3h
+
+    With --site it opens only those sites; a domain opens its whole service (like `grant add`):
+
+        socialguard emergency start --site www.facebook.com --for 2h \\
+            --reason "Lockdown: the district's Facebook page is how we reach families"
     """
     with domain_errors():
-        limits = load_limits(rules, required=scope.strip().lower() != "all")
+        if domain_only and not site:
+            raise ConfigError("--domain-only: give the domains with --site")
+        limits = load_limits(rules, required=scope.strip().lower() != "all" or bool(site))
         zone = zone_of(limits)
         why = check_reason(reason)
         where = check_scope(scope, limits)
+        sites = check_sites(tuple(site), limits) if site else ()
+        if domain_only:
+            sites = domains_alone(sites)
         now = utc_now()
         ends = resolve_end(for_, None, now=now, zone=zone)
         with state_store(state) as store:
-            e = store.start_emergency(where, ends, why, invoking_actor(by))
+            e = store.start_emergency(where, ends, why, invoking_actor(by), sites=sites)
             record = store.get_emergency(e.id)
     if as_json:
         print_json(emergency_as_dict(record, now))
         return
     typer.echo(e.id)
+    on = f" on {opens(e.sites, limits)}" if e.sites else ""
     typer.echo(
-        f"emergency in force for {e.scope}, {show_time(e.ends, zone)}"
+        f"emergency in force for {e.scope}{on}, {show_time(e.ends, zone)}"
         if e.ends is None
-        else f"emergency in force for {e.scope} until {show_time(e.ends, zone)}"
+        else f"emergency in force for {e.scope}{on} until {show_time(e.ends, zone)}"
     )
 
 
@@ -186,7 +220,7 @@ def status(
         socialguard emergency status --json
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
         now = utc_now()
         with state_store(state) as store:
             records = store.list_emergencies(now, include_all=all_)
@@ -196,7 +230,7 @@ def status(
     if not records:
         typer.echo("no emergency in force")
         return
-    print_table(HEADERS, _rows(records, now, zone))
+    print_table(HEADERS, _rows(records, now, limits))
 
 
 @app.command("review")
@@ -212,7 +246,8 @@ def review(
         socialguard emergency review
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
+        zone = zone_of(limits)
         now = utc_now()
         with state_store(state) as store:
             records = store.pending_reviews()
@@ -228,7 +263,7 @@ def review(
             [
                 r.emergency.id,
                 r.person or r.emergency.scope,
-                ",".join(r.emergency.sites),
+                opens(r.emergency.sites, limits, sep=","),
                 show_time(r.emergency.starts, zone),
                 show_time(r.emergency.ends, zone),
                 r.status(now),

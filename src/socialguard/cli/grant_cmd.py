@@ -36,6 +36,7 @@ from socialguard.overrides.parse import (
     check_reason,
     check_sites,
     check_who,
+    domains_alone,
 )
 from socialguard.text import clip, printable
 
@@ -132,6 +133,14 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
+def opens(sites: tuple[str, ...] | list[str], limits: Limits | None, sep: str = ", ") -> str:
+    """What the sites open, in the service's name where the policy is at hand:
+    `www.facebook.com (all of Facebook)`; the sites as stored when the rules cannot be read."""
+    if limits is None:
+        return sep.join(sites)
+    return sep.join(limits.describe((s,)) for s in sites)
+
+
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -160,11 +169,14 @@ def grant_as_dict(r: GrantRecord, now: datetime) -> dict[str, Any]:
     }
 
 
-def request_as_dict(r: AccessRequest) -> dict[str, Any]:
+def request_as_dict(r: AccessRequest, limits: Limits | None = None) -> dict[str, Any]:
+    """A request as JSON; with the policy, `service` is the id of the service its site opens
+    (what an approval grants), else null."""
     return {
         "id": r.id,
         "who": r.who,
         "site": r.site,
+        "service": limits.service_of(r.site) if limits is not None else None,
         "url": r.url,
         "rule_id": r.rule_id,
         "decision_id": r.decision_id,
@@ -242,7 +254,7 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         who_key = check_who(who, limits)
         sites = check_sites(tuple(site or ()), limits)
         if domain_only:
-            sites = tuple(s if ":" in s and not s.startswith("[") else f"domain:{s}" for s in sites)
+            sites = domains_alone(sites)
         ends = resolve_end(for_, until, now=now, zone=zone)
         if ends is None:
             raise ConfigError("--for / --until: say how long the grant lasts (e.g. --for 2h)")
@@ -256,8 +268,9 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         )
         return
     typer.echo(grant.id)
-    opens = limits.describe(grant.sites) if limits else ", ".join(grant.sites)
-    typer.echo(f"{grant.who} may reach {opens} until {show_time(grant.ends, zone)}")
+    typer.echo(
+        f"{grant.who} may reach {opens(grant.sites, limits)} until {show_time(grant.ends, zone)}"
+    )
 
 
 @app.command("list")
@@ -274,7 +287,8 @@ def list_(
         socialguard grant list --all --json
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
+        zone = zone_of(limits)
         now = utc_now()
         with state_store(state) as store:
             records = store.list_grants(now, include_all=all_)
@@ -287,7 +301,7 @@ def list_(
             [
                 r.grant.id,
                 r.grant.who,
-                ",".join(r.grant.sites),
+                opens(r.grant.sites, limits, sep=","),
                 show_time(r.grant.ends, zone),
                 r.status(now),
                 r.grant.by,
@@ -312,7 +326,8 @@ def show(
         socialguard grant show g-7k2m9qxa3b
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
+        zone = zone_of(limits)
         now = utc_now()
         with state_store(state) as store:
             record = store.get_grant(grant_id)
@@ -341,7 +356,7 @@ def show(
         if key in ("starts", "ends", "revoked_at"):
             value = show_time(datetime.fromisoformat(value), zone)
         elif key == "sites":
-            value = ", ".join(value)
+            value = opens(value, limits)
         typer.echo(f"{key + ':':15}{printable(str(value))}")
 
 
@@ -389,16 +404,24 @@ def requests(
         socialguard grant requests --json
     """
     with domain_errors():
-        zone = zone_of(load_limits(rules, required=False))
+        limits = load_limits(rules, required=False)
+        zone = zone_of(limits)
         with state_store(state) as store:
             reqs = store.list_requests(include_all=all_)
     if as_json:
-        print_json([request_as_dict(r) for r in reqs])
+        print_json([request_as_dict(r, limits) for r in reqs])
         return
     print_table(
         ["ID", "WHO", "SITE", "FILED", "STATUS", "REASON"],
         [
-            [r.id, r.who, r.site, show_time(r.created, zone), r.status, clip(r.reason, 40)]
+            [
+                r.id,
+                r.who,
+                opens((r.site,), limits),
+                show_time(r.created, zone),
+                r.status,
+                clip(r.reason, 40),
+            ]
             for r in reqs
         ],
     )
@@ -436,12 +459,14 @@ def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             req, grant = store.approve_request(request_id, ends, invoking_actor(by), note=text)
             record = store.get_grant(grant.id)
     if as_json:
-        print_json({"request": request_as_dict(req), "grant": grant_as_dict(record, utc_now())})
+        print_json(
+            {"request": request_as_dict(req, limits), "grant": grant_as_dict(record, utc_now())}
+        )
         return
     typer.echo(grant.id)
     typer.echo(
         f"approved {req.id}: {grant.who} may reach "
-        f"{limits.describe(grant.sites) if limits else ', '.join(grant.sites)} until "
+        f"{opens(grant.sites, limits)} until "
         f"{show_time(grant.ends, zone)}"
     )
 

@@ -49,6 +49,8 @@ class Limits:
     # A checked site → the name of the service it opens ("Facebook"), or None: a domain stands
     # for its whole service (engine/services.py), so messages say what a grant really opens.
     service_label: Callable[[str], str | None] | None = None
+    # A checked site → the id of the service it opens (`facebook`), or None, for records
+    service_id: Callable[[str], str | None] | None = None
 
     @classmethod
     def from_policy(cls, policy: Any) -> Limits:
@@ -66,6 +68,7 @@ class Limits:
             requests_per_day_unidentified=int(policy.overrides.requests_per_day_unidentified),
             service_names=frozenset(policy.services.services),
             service_label=lambda site: _service_label(policy, site),
+            service_id=lambda site: _service_id(policy, site),
         )
 
     def describe(self, sites: tuple[str, ...] | list[str]) -> str:
@@ -76,13 +79,23 @@ class Limits:
             out.append(f"{site} (all of {name})" if name else site)
         return ", ".join(out)
 
+    def service_of(self, site: str) -> str | None:
+        """The id of the service a site opens (`facebook` for www.facebook.com), or None."""
+        return self.service_id(site) if self.service_id is not None else None
 
-def _service_label(policy: Any, site: str) -> str | None:
+
+def _service_id(policy: Any, site: str) -> str | None:
     if site.startswith("service:"):
-        return str(policy.services.name_of(site.removeprefix("service:")))
+        return site.removeprefix("service:")
     if site.startswith(("category:", "domain:")):
         return None
-    name: str | None = policy.services.name_of(policy.service_of(site))
+    found: str | None = policy.service_of(site)
+    return found
+
+
+def _service_label(policy: Any, site: str) -> str | None:
+    service = _service_id(policy, site)
+    name: str | None = policy.services.name_of(service) if service else None
     return name
 
 
@@ -221,6 +234,12 @@ def check_sites(sites: list[str] | tuple[str, ...], limits: Limits | None) -> tu
         if norm not in out:
             out.append(norm)
     return tuple(out)
+
+
+def domains_alone(sites: tuple[str, ...]) -> tuple[str, ...]:
+    """`--domain-only`: each plain domain becomes `domain:DOMAIN` (that domain and its subdomains,
+    not its whole service); `service:`, `category:` and `domain:` sites stay as they are."""
+    return tuple(s if ":" in s and not s.startswith("[") else f"domain:{s}" for s in sites)
 
 
 def check_grant_end(ends: datetime, *, now: datetime, limits: Limits | None, field: str) -> None:

@@ -823,8 +823,16 @@ class SqliteStore:
     # -- emergencies ----------------------------------------------------------------------------
 
     def start_emergency(
-        self, scope: str, ends: datetime | None, reason: str, actor: Actor
+        self,
+        scope: str,
+        ends: datetime | None,
+        reason: str,
+        actor: Actor,
+        *,
+        sites: tuple[str, ...] = (),
     ) -> Emergency:
+        """An administrator's emergency for `scope`; `sites` (checked by overrides.parse) limits
+        it to those sites, each domain standing for its whole service; empty means every site."""
         now = self._clock()
         emergency = Emergency(
             id=new_id("e"),
@@ -833,18 +841,15 @@ class SqliteStore:
             ends=None if ends is None else ends.astimezone(UTC),
             reason=reason,
             by=actor.by,
+            sites=tuple(sites),
         )
 
         def body(conn: sqlite3.Connection) -> Emergency:
             self._insert_emergency(conn, emergency, actor)
-            self._event(
-                conn,
-                "emergency_started",
-                actor,
-                emergency.id,
-                reason,
-                {"scope": scope, "ends": None if ends is None else _ts(ends)},
-            )
+            details: dict[str, Any] = {"scope": scope, "ends": None if ends is None else _ts(ends)}
+            if sites:
+                details["sites"] = list(sites)
+            self._event(conn, "emergency_started", actor, emergency.id, reason, details)
             return emergency
 
         return self._write(body)

@@ -85,7 +85,13 @@ class Store(Protocol):
 
     # emergencies
     def start_emergency(
-        self, scope: str, ends: datetime | None, reason: str, actor: Actor
+        self,
+        scope: str,
+        ends: datetime | None,
+        reason: str,
+        actor: Actor,
+        *,
+        sites: tuple[str, ...] = (),
     ) -> Emergency: ...
 
     def stop_emergencies(

@@ -475,8 +475,8 @@ class BlockPageForms:
         return self._page(
             200,
             "Request sent",
-            f"Your request ({r.id}) for {ticket.site} was sent to administration. "
-            "You will be able to reach the site once it is approved.",
+            f"Your request ({r.id}) for {self.limits().describe((ticket.site,))} was sent to "
+            "administration. You will be able to reach the site once it is approved.",
             {**base, "outcome": "access_requested", "request_id": r.id},
             reference=ticket.decision_id,
             tone="ok",
