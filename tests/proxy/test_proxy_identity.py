@@ -1,0 +1,144 @@
+"""Identity through the real proxy: a RADIUS Accounting-Start makes the person the principal of
+the very next request (on the same keep-alive connection), and the Stop takes them away again."""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import TEST_RULES  # type: ignore[import-not-found]
+from socialguard.identity import IdentityService
+
+pytestmark = pytest.mark.skipif(shutil.which("radclient") is None, reason="needs radclient")
+
+SECRET = "s3cret-for-tests"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def identity_rules(tmp_path: Path, port: int, unidentified: str = "unknown") -> str:
+    secret = tmp_path / "radius.secret"
+    secret.write_text(SECRET + "\n")
+    identity = f"""\
+identity:
+  radius:
+    listen: 127.0.0.1:{port}
+    secret_file: {secret}
+  groups:
+    staff: [staff]
+  networks: [127.0.0.0/8]
+  unidentified: {unidentified}
+"""
+    return TEST_RULES.split("tests:")[0] + identity
+
+
+def radclient(port: int, attrs: str, secret: str = SECRET) -> int:
+    done = subprocess.run(
+        ["radclient", "-r", "1", "-t", "2", "-q", f"127.0.0.1:{port}", "acct", secret],
+        input=attrs,
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    )
+    return done.returncode
+
+
+JDOE = (
+    'User-Name = "jdoe", Acct-Status-Type = {status}, Framed-IP-Address = 127.0.0.1, '
+    'Class = "staff", Acct-Session-Id = "sess-1"'
+)
+
+
+def ask(conn: http.client.HTTPConnection) -> int:
+    """One request for Facebook on the kept-alive connection to the proxy."""
+    conn.request("GET", "http://www.facebook.com/", headers={"Host": "www.facebook.com"})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status
+
+
+def last_request_record(proxy: Any) -> dict[str, Any]:
+    found = [r for r in proxy.records() if r.get("host") == "www.facebook.com"]
+    assert found, "no decision record for the request"
+    return found[-1]
+
+
+def test_a_radius_start_makes_the_person_the_principal_until_stop(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    proxy = start_proxy(identity_rules(tmp_path, port))
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
+    try:
+        # unidentified on the staff network, and the policy says that is unknown: not staff
+        assert ask(conn) == 200
+        before = last_request_record(proxy)
+        assert (before["user"], before["groups"], before["action"]) == (None, [], "allow")
+        assert "identified_by" not in before
+
+        assert radclient(port, JDOE.format(status="Start")) == 0
+        assert ask(conn) == 403  # the next request, on the same connection
+        during = last_request_record(proxy)
+        assert during["user"] == "jdoe"
+        assert during["identified_by"] == "radius"
+        assert during["groups"] == ["staff"]
+        assert during["action"] == "block"
+
+        assert radclient(port, JDOE.format(status="Stop")) == 0
+        assert ask(conn) == 200
+        after = last_request_record(proxy)
+        assert (after["user"], after["groups"]) == (None, [])
+        assert "identified_by" not in after
+    finally:
+        conn.close()
+
+
+def test_a_packet_with_the_wrong_secret_binds_no_one(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    proxy = start_proxy(identity_rules(tmp_path, port))
+    assert radclient(port, JDOE.format(status="Start"), secret="guessed") != 0
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
+    try:
+        assert ask(conn) == 200
+        assert last_request_record(proxy)["user"] is None
+    finally:
+        conn.close()
+    assert proxy.addon.identity.counters()["refused"] == {"bad_secret": 1}
+
+
+def test_a_restarted_identity_service_keeps_the_people_bound_until_their_stop(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    proxy = start_proxy(identity_rules(tmp_path, port))
+    assert radclient(port, JDOE.format(status="Start")) == 0
+    spec = proxy.addon.policy.identity.spec
+    other = free_udp_port()
+    radius = spec.radius.model_copy(update={"listen": f"127.0.0.1:{other}"})
+    restarted = IdentityService()
+    restarted.configure(
+        spec.model_copy(update={"radius": radius}), proxy.rules.parent, proxy.rules.parent / "state"
+    )
+    try:
+        person = restarted.person("127.0.0.1")
+        assert person is not None
+        assert (person.user, person.source) == ("jdoe", "radius")
+        # and the restored session's Stop still ends it
+        assert radclient(other, JDOE.format(status="Stop")) == 0
+        assert restarted.person("127.0.0.1") is None
+    finally:
+        restarted.stop()
