@@ -4,9 +4,11 @@ the very next request (on the same keep-alive connection), and the Stop takes th
 from __future__ import annotations
 
 import http.client
+import json
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -142,3 +144,23 @@ def test_a_restarted_identity_service_keeps_the_people_bound_until_their_stop(
         assert restarted.person("127.0.0.1") is None
     finally:
         restarted.stop()
+
+
+def test_who_shows_what_the_running_proxy_was_told(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    proxy = start_proxy(identity_rules(tmp_path, port))
+    assert radclient(port, JDOE.format(status="Start")) == 0
+    cmd = [
+        sys.executable, "-m", "socialguard", "who", "127.0.0.1", "--json",
+        "--rules", str(proxy.rules), "--state", str(proxy.rules.parent / "state"),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["user"], out["source"], out["groups"]) == ("jdoe", "radius", ["staff"])
+    assert radclient(port, JDOE.format(status="Stop")) == 0
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["user"] is None
