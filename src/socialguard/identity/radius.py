@@ -332,6 +332,7 @@ class RadiusListener:
             self._ready.set()
             loop.close()
             return
+        self.port = transport.get_extra_info("sockname")[1]  # the kernel's choice for port 0
         self._ready.set()
         try:
             loop.run_forever()
