@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,3 +166,38 @@ def test_who_shows_what_the_running_proxy_was_told(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert json.loads(done.stdout)["user"] is None
+
+
+def test_a_dhcp_lease_gives_the_device_inventory_its_mac_until_it_expires(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The inventory knows laptop-17 by MAC only; the lease file says 127.0.0.1 has that MAC."""
+    devices = tmp_path / "devices.csv"
+    devices.write_text("device,mac,ip,owner\nlaptop-17,AA-BB-CC-DD-EE-01,,ms-smith\n")
+    leases = tmp_path / "dnsmasq.leases"
+    leases.write_text(f"{int(time.time()) + 3600} aa:bb:cc:dd:ee:01 127.0.0.1 laptop-17 *\n")
+    rules = (
+        TEST_RULES.split("tests:")[0].replace(
+            'networks: [127.0.0.0/8, "::1/128"]', f"devices: {devices}"
+        )
+        + f"identity:\n  dhcp:\n    - {{leases: {leases}, format: dnsmasq}}\n"
+    )
+    proxy = start_proxy(rules)
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
+    try:
+        assert ask(conn) == 403  # staff by its device, during school hours
+        rec = last_request_record(proxy)
+        assert (rec["device"], rec["user"], rec["groups"]) == ("laptop-17", "ms-smith", ["staff"])
+        # the lease expires (dnsmasq rewrites the file): the address is no one's device now
+        new = tmp_path / "dnsmasq.leases.new"
+        new.write_text(f"{int(time.time()) - 1} aa:bb:cc:dd:ee:01 127.0.0.1 laptop-17 *\n")
+        os.replace(new, leases)
+        for _ in range(100):  # the watcher re-reads within its interval; wait for it, bounded
+            if proxy.addon.identity.lease_mac("127.0.0.1") is None:
+                break
+            time.sleep(0.1)
+        assert ask(conn) == 200  # the next request, on the same connection
+        rec = last_request_record(proxy)
+        assert (rec["device"], rec["groups"]) == (None, [])
+    finally:
+        conn.close()

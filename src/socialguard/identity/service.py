@@ -56,6 +56,13 @@ class IdentityService:
     def person(self, address: str) -> Binding | None:
         return self.bindings.person(address, self.clock())
 
+    def lookup(self, address: str) -> tuple[Binding | None, Binding | None]:
+        """The person and the DHCP lease on `address` now: what a kept-alive connection's
+        principal rests on (the proxy re-resolves it when either changed)."""
+        now = self.clock()
+        b = self.bindings
+        return b.person(address, now), b.lease(address, now)
+
     def lease_mac(self, address: str) -> str | None:
         lease = self.bindings.lease(address, self.clock())
         return lease.mac if lease is not None else None

@@ -173,8 +173,8 @@ class _Peer:
         # names (the very tuple `hosts` held) that no rule of the policy concerns, with the
         # engine's answer for them, which depends on nothing else (engine.decided_by_host)
         self.by_host: tuple[tuple[str, ...], Decision] | None = None
-        # the identity binding (engine/identity.py) the principal was built from
-        self.binding: Binding | None = None
+        # the identity bindings (person, DHCP lease; engine/identity.py) the principal rests on
+        self.binding: tuple[Binding | None, Binding | None] | None = None
 
 
 class SocialGuard:
@@ -1077,11 +1077,13 @@ class SocialGuard:
             and peer.loaded is loaded
             and peer.user == user
             and (neighbours is None or neighbours.lookup(peer.client_ip) == peer.mac)
-            and (not identity.active or identity.person(peer.client_ip) is peer.binding)
+            and (not identity.active or identity.lookup(peer.client_ip) == peer.binding)
         ):
             return peer
         ip = _client_ip(client)
         raw_sni = client.sni
+        # read before the principal is built: a change in between re-resolves the next request
+        seen = identity.lookup(ip) if identity.active else None
         peer = _Peer(
             loaded,
             user,
@@ -1092,8 +1094,7 @@ class SocialGuard:
             _is_explicit(client),
             _logs_paths(loaded),
         )
-        if identity.active:
-            peer.binding = identity.person(ip)
+        peer.binding = seen
         if len(self._peers) >= PRINCIPAL_CACHE_SIZE:  # a backstop: client_disconnected drops them
             self._peers.clear()
         self._peers[client] = peer
