@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conftest import TEST_RULES  # type: ignore[import-not-found]
@@ -113,7 +114,7 @@ def test_a_packet_with_the_wrong_secret_binds_no_one(
     start_proxy: Callable[..., Any], tmp_path: Path
 ) -> None:
     port = free_udp_port()
-    proxy = start_proxy(identity_rules(tmp_path, port))
+    proxy = start_proxy(identity_rules(tmp_path, port), socialguard_admin="127.0.0.1:0")
     assert radclient(port, JDOE.format(status="Start"), secret="guessed") != 0
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
     try:
@@ -122,6 +123,11 @@ def test_a_packet_with_the_wrong_secret_binds_no_one(
     finally:
         conn.close()
     assert proxy.addon.identity.counters()["refused"] == {"bad_secret": 1}
+    host, admin_port = proxy.addon._admin.address[:2]
+    metrics = httpx.get(f"http://{host}:{admin_port}/metrics", timeout=10).text
+    assert 'socialguard_radius_packets_total{result="bad_secret"} 1.0' in metrics
+    assert 'socialguard_radius_packets_total{result="accepted"} 0.0' in metrics
+    assert "socialguard_identity_bindings 0.0" in metrics
 
 
 def test_a_restarted_identity_service_keeps_the_people_bound_until_their_stop(

@@ -156,11 +156,13 @@ class IdentityService:
     # ----------------------------------------------------------------- shutdown
 
     def counters(self) -> dict[str, Any]:
-        """Packets accepted and refused by reason, for /metrics."""
+        """Packets accepted and refused by reason, and people bound, for /metrics (read at a
+        scrape: counting the bindings walks the snapshot)."""
+        people = len(self.bindings) if self.active else 0
         if self.radius is None:
-            return {"accepted": 0, "refused": {}}
+            return {"accepted": 0, "refused": {}, "bindings": people}
         c = self.radius.counters
-        return {"accepted": c.accepted, "refused": dict(c.refused)}
+        return {"accepted": c.accepted, "refused": dict(c.refused), "bindings": people}
 
     def _stop_radius(self) -> None:
         if self.radius is not None:

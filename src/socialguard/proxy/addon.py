@@ -554,6 +554,7 @@ class SocialGuard:
             self._metrics = Metrics()
             self._metrics.policy_loaded(self._loaded is not None)
             self._metrics.track_overrides(lambda: self._refresher and self._refresher.current)
+            self._metrics.track_identity(self.identity.counters)
             self._metrics.track_audit_shipping(
                 lambda: self._audit.shipper.stats if self._audit and self._audit.shipper else None
             )
