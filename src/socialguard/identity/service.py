@@ -83,7 +83,14 @@ class IdentityService:
         if old is None or old.radius != spec.radius or self.radius is None:
             self._stop_radius()
             if spec.radius is not None:
-                self._start_radius(spec, rules_dir, state)
+                try:
+                    self._start_radius(spec, rules_dir, state)
+                except BaseException:
+                    # Not in force: the same spec given again tries again. Without a listener no
+                    # Stop can arrive, so no one stays bound (the store keeps them for a restart).
+                    self._spec = None
+                    self._set_people_empty()
+                    raise
             else:
                 self._set_people_empty()
         if old is None or old.dhcp != spec.dhcp:

@@ -48,11 +48,16 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
 class BindingStore:
     """The bindings table, written by the sources' threads, read by the CLI and at start."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        self._lock = threading.Lock()
+        if read_only:  # the CLI: never creates, migrates or writes what the proxy owns
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
@@ -79,7 +84,7 @@ class BindingStore:
         """The store as the CLI reads it, or None if no proxy has written one there."""
         if not path.is_file():
             return None
-        return cls(path)
+        return cls(path, read_only=True)
 
     def write(
         self,
