@@ -159,6 +159,10 @@ def decision_event(
         "groups": sorted(principal.groups),
         "host": cap(decision.host, MAX_HOST, "host", cut),
     }
+    if principal.source is not None:
+        # the identity source that named the person (engine/identity.py): added within schema
+        # v1, present only when one did
+        event["identified_by"] = principal.source
     if sni and sni != decision.host:
         event["sni"] = cap(sni, MAX_HOST, "sni", cut)
     if scheme is not None:

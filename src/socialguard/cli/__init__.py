@@ -21,6 +21,7 @@ from . import (
     init_cmd,
     rules_cmd,
     run_cmd,
+    who_cmd,
 )
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app = typer.Typer(
 app.command("init")(init_cmd.init)
 app.command("run")(run_cmd.run)
 app.command("check")(check_cmd.check)
+app.command("who")(who_cmd.who)
 app.add_typer(rules_cmd.app, name="rules")
 app.add_typer(grant_cmd.app, name="grant")
 app.add_typer(emergency_cmd.app, name="emergency")

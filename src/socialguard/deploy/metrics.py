@@ -22,7 +22,12 @@ from typing import Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -161,9 +166,50 @@ class Metrics:
         ):  # fmt: skip
             Gauge(f"{prefix}_{metric}", text, registry=self.registry).set_function(figure(attr))
 
+    def track_identity(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        """Read the identity sources' figures at each scrape (`IdentityService.counters()`):
+        RADIUS packets by result (accepted, bad_secret, malformed, not_accounting) and the
+        bindings in force. The listener keeps plain integers; nothing runs per packet here."""
+        self.registry.register(_IdentityCounts(stats))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every figure in this registry."""
         return generate_latest(self.registry)
+
+
+class _IdentityCounts(Collector):
+    """`socialguard_radius_packets_total{result}` and `socialguard_identity_bindings`."""
+
+    RESULTS = ("accepted", "bad_secret", "malformed", "not_accounting")
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats()
+        packets = CounterMetricFamily(
+            "socialguard_radius_packets",
+            "RADIUS accounting packets, by result: accepted, or refused (bad_secret, malformed, "
+            "not_accounting).",
+            labels=["result"],
+        )
+        refused = dict(s.get("refused", {}))
+        for result in self.RESULTS:
+            n = s.get("accepted", 0) if result == "accepted" else refused.pop(result, 0)
+            packets.add_metric([result], n)
+        for result, n in refused.items():
+            packets.add_metric([result], n)
+        yield packets
+        bindings = GaugeMetricFamily(
+            "socialguard_identity_bindings",
+            "People bound to an address by an identity source, in the proxy's snapshot.",
+        )
+        bindings.add_metric([], s.get("bindings", 0))
+        yield bindings
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("socialguard_radius_packets", "", labels=["result"])
+        yield GaugeMetricFamily("socialguard_identity_bindings", "")
 
 
 class _DecisionCounts(Collector):

@@ -22,6 +22,7 @@ from .doh import is_doh_request
 from .domains import DomainIndex, NetworkIndex
 from .gateway import GatewayService
 from .hosts import is_ip_literal
+from .identity import IdentitySettings
 from .model import Action, Bypass, Decision, Principal, Request, TraceStep
 from .paths import readings
 from .schedule import Schedule
@@ -445,6 +446,8 @@ class CompiledPolicy:
     # `uploads:` (policy/uploads.py): what counts as an upload
     uploads: UploadRules = field(default_factory=UploadRules)
     accounts: AccountsSpec | None = None  # `accounts:` (engine/accounts.py): sign-in restrictions
+    # `identity:` (engine/identity.py): identity sources, group mapping, the unidentified
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     # `gateway_services:` (engine/gateway.py): the gateway's own services clients may reach
     gateway_services: tuple[GatewayService, ...] = ()
     # `services:` (engine/services.py): what each service needs to work, tagged in `index`

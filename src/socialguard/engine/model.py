@@ -124,6 +124,9 @@ class Principal:
     user: str | None = None
     device: str | None = None
     mac: str | None = None
+    # the identity source that bound the address to `user` (radius, dhcp, ...); None: the
+    # address, the device inventory or proxy authentication
+    source: str | None = None
 
     def keys(self) -> tuple[str, ...]:
         """The `who` keys an override can name: user:NAME, device:ID, ip:ADDR, group:NAME."""

@@ -40,6 +40,7 @@ from socialguard.engine.compiled import (
 from socialguard.engine.domains import DomainIndexBuilder, NetworkIndex
 from socialguard.engine.gateway import parse_gateway_service
 from socialguard.engine.hosts import is_ip_literal, normalise_host
+from socialguard.engine.identity import IdentitySettings
 from socialguard.engine.model import Action, Bypass, TraceStep
 from socialguard.engine.paths import request_target
 from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
@@ -805,6 +806,7 @@ def compile_policy(
                 )
             )
     uploads = _uploads(main, spec, c)
+    _check_identity(main, spec, c)
     if c.problems:
         return None, c.problems
     index = builder.build()
@@ -843,6 +845,30 @@ def compile_policy(
         disabled_rules=tuple(c.disabled),
         uploads=uploads,
         accounts=spec.accounts,
+        identity=IdentitySettings.compile(spec.identity),
         services=services,
     )
     return policy, []
+
+
+def _check_identity(main: SourceFile, spec: PolicyFile, c: _Compiler) -> None:
+    """`identity:` names policy groups that exist, and files that do (engine/identity.py)."""
+    ident = spec.identity
+    for source_group, targets in ident.groups.items():
+        for j, target in enumerate(targets):
+            if target not in c.group_specs:
+                c.problems.append(
+                    main.problem(
+                        ("identity", "groups", source_group, j),
+                        f"unknown group {target!r}{_suggest(target, c.group_specs)}",
+                    )
+                )
+    if ident.radius is not None:
+        secret = main.path.parent / ident.radius.secret_file
+        if not secret.is_file():
+            c.problems.append(
+                main.problem(
+                    ("identity", "radius", "secret_file"),
+                    f"RADIUS secret file {ident.radius.secret_file!r} not found",
+                )
+            )

@@ -30,6 +30,7 @@ import traceback
 import weakref
 from collections.abc import Awaitable, Hashable, MutableMapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import structlog
@@ -44,6 +45,7 @@ from socialguard.audit import schema as audit_schema
 from socialguard.engine import gateway as engine_gateway
 from socialguard.engine.accounts import is_sign_in_host
 from socialguard.engine.compiled import CompiledPolicy
+from socialguard.engine.identity import Binding
 from socialguard.engine.model import (
     Action,
     Basis,
@@ -55,6 +57,7 @@ from socialguard.engine.model import (
 )
 from socialguard.engine.paths import AmbiguousPath, request_target
 from socialguard.fsmode import state_dir
+from socialguard.identity import IdentityService
 
 from . import (
     blockpage,
@@ -131,6 +134,7 @@ class _Peer:
     """
 
     __slots__ = (
+        "binding",
         "by_host",
         "client_ip",
         "explicit",
@@ -170,6 +174,8 @@ class _Peer:
         # names (the very tuple `hosts` held) that no rule of the policy concerns, with the
         # engine's answer for them, which depends on nothing else (engine.decided_by_host)
         self.by_host: tuple[tuple[str, ...], Decision] | None = None
+        # the identity bindings (person, DHCP lease; engine/identity.py) the principal rests on
+        self.binding: tuple[Binding | None, Binding | None] | None = None
 
 
 class SocialGuard:
@@ -197,7 +203,7 @@ class SocialGuard:
         self._proved_users = False
         self._pump: AdminEventPump | None = None
         self._loading = False
-        self._principals: dict[tuple[str, str, str | None, str | None], Principal] = {}
+        self._principals: dict[tuple[object, ...], Principal] = {}
         # Open client connections' facts (see _Peer); client_disconnected drops an entry.
         self._peers: dict[connection.Client, _Peer] = {}
         self._encoded = audit_schema.EncodedDecisions()
@@ -207,6 +213,7 @@ class SocialGuard:
         # tls_clienthello has nothing more to decide for them.
         self._decided_early: weakref.WeakSet[connection.Client] = weakref.WeakSet()
         self._held = budget.UploadBudget(budget.parse_upload_memory(budget.DEFAULT_UPLOAD_MEMORY))
+        self.identity = IdentityService()  # identity sources' bindings (socialguard.identity)
 
     # ----------------------------------------------------------------- options and lifecycle
 
@@ -407,6 +414,7 @@ class SocialGuard:
             return  # never configured, or already stopped
         steps: list[tuple[str, Any]] = [
             ("rules_watcher", self._watcher and self._watcher.stop),
+            ("identity", self.identity.stop),
             ("overrides_refresher", self._refresher and self._refresher.stop),
             ("admin_events", self._stop_pump),
             ("neighbours", self._neighbours and self._neighbours.stop),
@@ -441,6 +449,10 @@ class SocialGuard:
             ) from e
         if self._watcher is not None:
             self._watcher.stop()
+        try:
+            self._configure_identity(loaded, settings.state)
+        except (OSError, ValueError) as e:
+            raise exceptions.OptionsError(f"identity: {e}") from e
         self._install_policy(loaded, reloaded=False)
         self._watcher = RulesWatcher(
             settings.rules,
@@ -467,7 +479,17 @@ class SocialGuard:
                 self._metrics.policy_loaded(True)
 
     def _install_reloaded(self, loaded: LoadedPolicy) -> None:
+        if self._settings is not None:
+            try:
+                self._configure_identity(loaded, self._settings.state)
+            except (OSError, ValueError) as e:  # the new rules run; the source stays down
+                log.error("identity_source_failed", error=str(e))
         self._install_policy(loaded, reloaded=True)
+
+    def _configure_identity(self, loaded: LoadedPolicy, state: Path) -> None:
+        """Start or restart the identity sources the rules' `identity:` section names."""
+        policy = loaded.policy
+        self.identity.configure(policy.identity.spec, policy.source_files[0].parent, state)
 
     def _reject_reload(self, errors: list[str]) -> None:
         current = self._loaded.policy.version if self._loaded else None
@@ -548,6 +570,7 @@ class SocialGuard:
             self._metrics = Metrics()
             self._metrics.policy_loaded(self._loaded is not None)
             self._metrics.track_overrides(lambda: self._refresher and self._refresher.current)
+            self._metrics.track_identity(self.identity.counters)
             self._metrics.track_audit_shipping(
                 lambda: self._audit.shipper.stats if self._audit and self._audit.shipper else None
             )
@@ -1073,15 +1096,19 @@ class SocialGuard:
         """This connection's standing facts (see _Peer), worked out again when one changed."""
         peer = self._peers.get(client)
         neighbours = self._neighbours
+        identity = self.identity
         if (
             peer is not None
             and peer.loaded is loaded
             and peer.user == user
             and (neighbours is None or neighbours.lookup(peer.client_ip) == peer.mac)
+            and (not identity.active or identity.lookup(peer.client_ip) == peer.binding)
         ):
             return peer
         ip = _client_ip(client)
         raw_sni = client.sni
+        # read before the principal is built: a change in between re-resolves the next request
+        seen = identity.lookup(ip) if identity.active else None
         peer = _Peer(
             loaded,
             user,
@@ -1092,6 +1119,7 @@ class SocialGuard:
             _is_explicit(client),
             _logs_paths(loaded),
         )
+        peer.binding = seen
         if len(self._peers) >= PRINCIPAL_CACHE_SIZE:  # a backstop: client_disconnected drops them
             self._peers.clear()
         self._peers[client] = peer
@@ -1214,13 +1242,24 @@ class SocialGuard:
         if user is None and look_up_user and self._proved_users:
             user = self._users.get(client)
         mac = self._neighbours.lookup(ip) if self._neighbours is not None else None
+        binding = None
         # The same few thousand clients ask all day: remember who they are for this policy.
-        key = (loaded.policy.version, ip, user, mac)
+        key: tuple[object, ...] = (loaded.policy.version, ip, user, mac)
+        if self.identity.active:  # who an identity source says holds the address (and its MAC)
+            binding = self.identity.person(ip)
+            if mac is None:
+                mac = self.identity.lease_mac(ip)
+            if binding is not None:
+                key = (*key, mac, binding.user, binding.source, binding.groups)
+            else:
+                key = (*key, mac)
         principal = self._principals.get(key)
         if principal is None:
             if len(self._principals) >= PRINCIPAL_CACHE_SIZE:
                 self._principals.clear()
-            principal = engine.resolve_principal(loaded.policy, ip, user=user, mac=mac)
+            principal = engine.resolve_principal(
+                loaded.policy, ip, user=user, mac=mac, binding=binding
+            )
             self._principals[key] = principal
         return principal
 

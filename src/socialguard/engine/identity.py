@@ -1,0 +1,269 @@
+"""Who a person is, from identity sources: bindings of an address (and MAC) to a person.
+
+An address is not a person: DHCP gives it to someone else tomorrow. Identity sources (RADIUS
+accounting from the staff Wi-Fi, DHCP leases, later directory sign-in) say who holds an address
+*now* and until when; a binding ends when its source says so (Accounting-Stop, lease expiry,
+session end), so a reassigned address never carries a person's grant to the next holder.
+
+The proxy holds a `Bindings` snapshot, immutable like the overrides snapshot, and swaps it
+atomically when a source reports a change; the engine only reads it. Pure: no I/O, no clock
+(`now` is an argument, seconds since the epoch).
+
+The rules file's `identity:` section (`IdentitySpec`) configures the sources and says what an
+unidentified device on a network the sources cover is: `staff` (its network's groups, as before)
+or `unknown` (no network group). `sign-in` is reserved for the sign-in page.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Binding",
+    "Bindings",
+    "DhcpSpec",
+    "IdentitySettings",
+    "IdentitySpec",
+    "RadiusSpec",
+    "lifetime_seconds",
+    "policy_groups",
+]
+
+# Sources, by the name a decision record gives them
+SOURCE_RADIUS = "radius"
+SOURCE_DHCP = "dhcp"
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """An address held by a person (or, for a DHCP lease, by a device) from `start` until `until`.
+
+    `user` is None for a lease (MAC ↔ address only). `groups` are the groups as the source named
+    them (RADIUS Class / Filter-Id), mapped onto policy groups by `policy_groups`. `until` None:
+    until the source ends it.
+    """
+
+    address: str
+    source: str
+    user: str | None = None
+    groups: frozenset[str] = frozenset()
+    mac: str | None = None
+    start: float = 0.0
+    until: float | None = None
+
+    def live(self, now: float) -> bool:
+        """Still in force at `now`?"""
+        return self.until is None or now < self.until
+
+
+_GONE = Binding(address="", source="")  # a delta entry saying "the base's binding ended"
+_DELTA_MAX = 512
+
+
+class Bindings:
+    """An immutable snapshot of who holds which address: people (users) and leases (MACs).
+
+    Lookups are one or two dict reads. A change makes a new snapshot that shares the large base
+    with the old one and carries the recent changes in a small delta; when the delta grows past
+    `_DELTA_MAX` it is folded into a new base. So a source may publish after every packet (a
+    RADIUS burst of thousands a second) without copying 20,000 bindings each time, and a
+    reader holding the old snapshot keeps a consistent view.
+    """
+
+    __slots__ = ("_base", "_delta", "_leases")
+
+    EMPTY: Bindings
+
+    def __init__(
+        self,
+        base: Mapping[str, Binding] | None = None,
+        delta: Mapping[str, Binding] | None = None,
+        leases: Mapping[str, Binding] | None = None,
+    ) -> None:
+        self._base: Mapping[str, Binding] = base if base is not None else {}
+        self._delta: Mapping[str, Binding] = delta if delta is not None else {}
+        self._leases: Mapping[str, Binding] = leases if leases is not None else {}
+
+    def person(self, address: str, now: float) -> Binding | None:
+        """The person holding `address` at `now`, if a source says so."""
+        b = self._delta.get(address)
+        if b is None:
+            b = self._base.get(address)
+        elif b is _GONE:
+            return None
+        if b is None or (b.until is not None and now >= b.until):
+            return None
+        return b
+
+    def lease(self, address: str, now: float) -> Binding | None:
+        """The DHCP lease (device MAC) on `address` at `now`."""
+        b = self._leases.get(address)
+        if b is None or (b.until is not None and now >= b.until):
+            return None
+        return b
+
+    def with_people(self, changes: Mapping[str, Binding | None]) -> Bindings:
+        """A new snapshot with `changes` applied: address → new binding, or None (ended)."""
+        delta = dict(self._delta)
+        for address, b in changes.items():
+            delta[address] = _GONE if b is None else b
+        if len(delta) <= _DELTA_MAX:
+            return Bindings(self._base, delta, self._leases)
+        base = dict(self._base)
+        for address, b in delta.items():
+            if b is _GONE:
+                base.pop(address, None)
+            else:
+                base[address] = b
+        return Bindings(base, None, self._leases)
+
+    def with_leases(self, leases: Iterable[Binding]) -> Bindings:
+        """A new snapshot whose leases are exactly `leases` (a lease file read whole)."""
+        return Bindings(self._base, self._delta, {b.address: b for b in leases})
+
+    def people(self, now: float) -> list[Binding]:
+        """Every person binding in force at `now` (for `socialguard who` and the store)."""
+        return [b for b in self._merged() if b.live(now)]
+
+    def _merged(self) -> list[Binding]:
+        merged = dict(self._base)
+        merged.update(self._delta)
+        return [b for b in merged.values() if b is not _GONE]
+
+    def leases(self) -> list[Binding]:
+        """Every lease the snapshot holds, expired or not (a source re-publishing keeps them)."""
+        return list(self._leases.values())
+
+    def __len__(self) -> int:
+        return len(self._merged())
+
+
+Bindings.EMPTY = Bindings()
+
+
+def policy_groups(
+    source_groups: frozenset[str], group_map: Mapping[str, tuple[str, ...]]
+) -> set[str]:
+    """Source groups (as RADIUS or a directory names them) → the policy groups they map onto.
+
+    A source group counts only through `identity.groups` in the rules file: an operator decides
+    which directory group makes someone staff, never the spelling of a name on the wire.
+    """
+    out: set[str] = set()
+    for g in source_groups:
+        out.update(group_map.get(g, ()))
+    return out
+
+
+# ---------------------------------------------------------------------------- the rules' section
+
+
+_LIFETIME = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
+
+
+def lifetime_seconds(text: str) -> float:
+    """`12h`, `1d`, `90m`, `1h30m` → seconds; ValueError otherwise."""
+    m = _LIFETIME.match(text.strip())
+    if not text.strip() or m is None or not any(m.groups()):
+        raise ValueError(f"{text!r} is not a lifetime like 12h, 90m or 1d")
+    days, hours, minutes = (int(g or 0) for g in m.groups())
+    return float(days * 86400 + hours * 3600 + minutes * 60)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _check_address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:1813)")
+    ipaddress.ip_address(host.strip("[]"))
+    return text
+
+
+class RadiusSpec(_Spec):
+    """RADIUS accounting (RFC 2866) from the Wi-Fi controllers or the RADIUS server."""
+
+    listen: str = "127.0.0.1:1813"
+    # the shared secret, in a file of its own (relative to the rules file): a rules file is
+    # readable by more people than a secret should be
+    secret_file: str
+    # the attribute carrying the person's groups: Class (25) or Filter-Id (11)
+    groups_from: Literal["class", "filter-id"] = "class"
+    # how long a binding lasts without an Interim-Update or Stop (a controller that died)
+    lifetime: str = "12h"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return _check_address(v)
+
+    @field_validator("lifetime")
+    @classmethod
+    def _lifetime(cls, v: str) -> str:
+        lifetime_seconds(v)
+        return v
+
+
+class DhcpSpec(_Spec):
+    """A DHCP server's lease file: MAC ↔ address for the device inventory."""
+
+    leases: str  # path, relative to the rules file
+    format: Literal["dnsmasq", "kea"] = "dnsmasq"
+
+
+class IdentitySpec(_Spec):
+    """The rules file's `identity:` section."""
+
+    radius: RadiusSpec | None = None
+    dhcp: list[DhcpSpec] = Field(default_factory=list)
+    # source group → policy group(s)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    # the networks the sources cover (where `unidentified` applies); empty: every address
+    networks: list[str] = Field(default_factory=list)
+    # an address the sources cover with no person bound: its network's groups (staff), or none
+    unidentified: Literal["staff", "unknown", "sign-in"] = "staff"
+
+    @field_validator("unidentified")
+    @classmethod
+    def _unidentified(cls, v: str) -> str:
+        if v == "sign-in":
+            raise ValueError("'sign-in' is reserved for the sign-in page, which is not built yet")
+        return v
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for text in v:
+            ipaddress.ip_network(text, strict=False)
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """`IdentitySpec` compiled for the hot path."""
+
+    spec: IdentitySpec = field(default_factory=IdentitySpec)
+    group_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def compile(cls, spec: IdentitySpec) -> IdentitySettings:
+        return cls(
+            spec,
+            {k: tuple(v) for k, v in spec.groups.items()},
+            tuple(ipaddress.ip_network(n, strict=False) for n in spec.networks),
+        )
+
+    def covers(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Is `address` on a network the identity sources cover?"""
+        if not self.networks:
+            return True
+        return any(address.version == n.version and address in n for n in self.networks)
