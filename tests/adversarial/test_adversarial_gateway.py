@@ -86,7 +86,11 @@ def test_a_connect_to_a_gateway_service_is_refused(start_proxy: Any, origin: Any
             pass
     assert origin.count() == 0
     assert proxy.steer.connected == []
-    assert [(r["stage"], r["action"]) for r in _decisions(proxy)] == [("connection", "block")]
+    # mitmproxy may read the GET sent after the refused CONNECT as a request of its own (then
+    # also refused and recorded) or close first: which one is a race, the refusals are not
+    decisions = [(r["stage"], r["action"]) for r in _decisions(proxy)]
+    assert decisions[0] == ("connection", "block"), decisions
+    assert {action for _, action in decisions} == {"block"}, decisions
 
 
 def test_a_gateway_service_the_policy_lists_is_reachable(start_proxy: Any, origin: Any) -> None:
