@@ -135,31 +135,41 @@ class CheckpointShipper:
         end = data.rfind(b"\n") + 1
         if end == 0:
             return len(data) == RECORD_BATCH
-        start = self._offset
         try:
-            sock = self._connect()
-            for line in data[:end].splitlines():
-                sock.sendall(self._message(line))
-                self._offset += len(line) + 1
-                self.stats.shipped += 1
-        except OSError as e:
-            # Plain TCP has no acknowledgement: what this batch handed to a dying connection may
-            # be lost. Send the whole batch again (a repeated checkpoint is harmless to verify).
-            self._offset = start
-            self.stats.failures += 1
-            self.stats.connected = False
-            self._close()
-            log.warning(
-                "audit_shipping_failed",
-                collector=f"{self.address[0]}:{self.address[1]}",
-                error=str(e),
-                backlog_bytes=size - self._offset,
-            )
-            return False
+            error = self._send_lines(data[:end])
+            if error is not None:
+                log.warning(
+                    "audit_shipping_failed",
+                    collector=f"{self.address[0]}:{self.address[1]}",
+                    error=str(error),
+                    backlog_bytes=size - self._offset,
+                )
+                return False
         finally:
             self._save_offset()
             self.stats.backlog_bytes = size - self._offset
         return True
+
+    def _send_lines(self, data: bytes) -> OSError | None:
+        """Send each whole line of `data`, advancing the offset past each one sent; on a failure
+        the offset goes back to where the batch began and the error is returned.
+
+        Plain TCP has no acknowledgement: what a batch handed to a dying connection may be lost,
+        so the whole batch is sent again (a repeated checkpoint or record is told by its seq)."""
+        start = self._offset
+        try:
+            sock = self._connect()
+            for line in data.splitlines():
+                sock.sendall(self._message(line))
+                self._offset += len(line) + 1
+                self.stats.shipped += 1
+        except OSError as e:
+            self._offset = start
+            self.stats.failures += 1
+            self.stats.connected = False
+            self._close()
+            return e
+        return None
 
     def _message(self, line: bytes) -> bytes:
         text = line.decode("utf-8", "replace")
@@ -306,25 +316,16 @@ class RecordShipper(CheckpointShipper):
         end = data.rfind(b"\n") + 1
         if end == 0:
             return len(data) == RECORD_BATCH
-        start = self._offset
         try:
-            sock = self._connect()
-            for line in data[:end].splitlines():
-                sock.sendall(self._message(line))
-                self._offset += len(line) + 1
-                self.stats.shipped += 1
-        except OSError as e:
-            self._offset = start  # sent again, whole (a repeated record is told by its seq)
-            self.stats.failures += 1
-            self.stats.connected = False
-            self._close()
-            log.warning(
-                "audit_shipping_failed",
-                collector=f"{self.address[0]}:{self.address[1]}",
-                error=str(e),
-                file=current.base_name,
-            )
-            return None
+            error = self._send_lines(data[:end])
+            if error is not None:
+                log.warning(
+                    "audit_shipping_failed",
+                    collector=f"{self.address[0]}:{self.address[1]}",
+                    error=str(error),
+                    file=current.base_name,
+                )
+                return None
         finally:
             self._save_offset()
         return len(data) == RECORD_BATCH
