@@ -63,7 +63,26 @@ def _read_only_except(writable: list[str]) -> None:
         if mp in writable or mp.startswith(("/proc", "/sys", "/dev")):
             continue
         subprocess.run(["mount", "-o", "remount,bind,ro", mp], check=False)
-    sh("mount", "-t", "tmpfs", "privatetmp", "/tmp")  # PrivateTmp=yes
+    _private_tmp()
+
+
+def _private_tmp() -> None:
+    """PrivateTmp=yes. A checkout under /tmp (a CI clone may be one) is carried into the new /tmp
+    at its own path: it stands for /opt/socialguard, which the real unit and image see."""
+    checkout = Path(__file__).resolve().parents[2]
+    if not checkout.is_relative_to("/tmp"):
+        sh("mount", "-t", "tmpfs", "privatetmp", "/tmp")
+        return
+    hold = Path("/dev/shm") / f"socialguard-checkout-{os.getpid()}"  # /dev stays writable
+    hold.mkdir()
+    sh("mount", "--bind", str(checkout), str(hold))
+    sh("mount", "-t", "tmpfs", "-o", "mode=1777", "privatetmp", "/tmp")
+    checkout.mkdir(parents=True)
+    for parent in checkout.relative_to("/tmp").parents:  # traversable by the service user
+        (Path("/tmp") / parent).chmod(0o755 if parent != Path(".") else 0o1777)
+    sh("mount", "--bind", str(hold), str(checkout))  # read-only, as the host's mounts now are
+    sh("umount", str(hold))
+    hold.rmdir()
 
 
 def _setup(spec: dict[str, Any], scratch: Path) -> None:
