@@ -28,22 +28,9 @@ from typing import Any
 
 import pytest
 
-_HARNESS = Path(__file__).resolve().parent.parent / "proxy" / "conftest.py"
+from proxy_harness import load_proxy_harness  # tests/proxy_harness.py
 
-
-def _load_harness() -> Any:
-    name = "socialguard_proxy_harness"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _HARNESS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load_harness()
+harness = load_proxy_harness()
 
 
 def _load_netns() -> Any:

@@ -7,27 +7,9 @@ forwarded undecided (the steering addon lists every upstream connection), nothin
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from typing import Any
+from proxy_harness import load_proxy_harness  # tests/proxy_harness.py
 
-_HARNESS = Path(__file__).resolve().parent.parent / "proxy" / "conftest.py"
-
-
-def _load_harness() -> Any:
-    name = "socialguard_proxy_harness"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _HARNESS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load_harness()
+harness = load_proxy_harness()
 # Everything the harness defines, under this module too: tests/proxy's modules `from conftest import
 # ...`, and in a run that collects this directory first, `conftest` is this module.
 globals().update({k: v for k, v in vars(harness).items() if not k.startswith("__")})
