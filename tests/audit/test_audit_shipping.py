@@ -18,6 +18,7 @@ from audit_helpers import DENVER, Clock, event
 
 from socialguard.audit import AuditLog
 from socialguard.audit.files import iter_lines, list_log_files
+from socialguard.audit.shipping import CheckpointShipper
 from socialguard.audit.verify import Verdict, verdict, verify_log
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
@@ -149,6 +150,35 @@ def test_checkpoints_reach_the_collector_and_verify_anchors_on_its_copy(
         Verdict.BROKEN,
         Verdict.INCOMPLETE,
     )
+
+
+class _StoppedMidPass(CheckpointShipper):
+    """A shipper whose first pass is overtaken by the writer: while the pass is under way (its
+    view of the file already taken), one more line is written and stop() is called."""
+
+    overtaken = False
+
+    def _ship_pending(self) -> bool:
+        ok = super()._ship_pending()
+        if not self.overtaken:
+            self.overtaken = True
+            with self.source.open("a") as f:
+                f.write('{"type":"checkpoint","seq":2,"reason":"shutdown"}\n')
+            self._stop.set()
+            self._wake.set()
+        return ok
+
+
+def test_a_line_written_while_a_pass_is_under_way_is_shipped_before_stop_returns(
+    tmp_path: Path, collector: Collector
+) -> None:
+    source = tmp_path / "checkpoints-n1.jsonl"
+    source.write_text('{"type":"checkpoint","seq":1,"reason":"requested"}\n')
+    shipper = _StoppedMidPass(source, ("127.0.0.1", collector.port), hostname="vm")
+    shipper.start()
+    shipper._thread.join(timeout=30)
+    shipper.stop()
+    assert [json.loads(x)["seq"] for x in collector.wait_for(2, seconds=30)] == [1, 2]
 
 
 def test_an_outage_blocks_nothing_loses_nothing_and_is_retried(

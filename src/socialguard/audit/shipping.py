@@ -107,16 +107,17 @@ class CheckpointShipper:
 
     def _run(self) -> None:
         failures_in_row = 0
-        while True:
+        while not self._stop.is_set():
             ok = self._ship_pending()
             failures_in_row = 0 if ok else failures_in_row + 1
-            if self._stop.is_set():
-                if ok or failures_in_row > 2:
-                    return
-                continue
             wait = self._interval if ok else min(MAX_BACKOFF_S, 0.5 * 2**failures_in_row)
             self._wake.wait(wait)
             self._wake.clear()
+        # The last passes begin after stop() was called, so they see every line written before
+        # it (a pass already under way when it was called may have read the file too early).
+        for _ in range(3):
+            if self._ship_pending():
+                return
 
     def _ship_pending(self) -> bool:
         """Send every complete line after the offset; True if nothing is left (or all went)."""
