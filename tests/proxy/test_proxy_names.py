@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.http import Headers
 from mitmproxy.proxy import mode_specs
 from mitmproxy.test import taddons, tflow, tutils
 
@@ -113,5 +114,5 @@ def test_request_names_are_every_name_the_request_carries(  # noqa: PLR0917 - th
     expected: tuple[str, ...],
 ) -> None:
     data = tutils.treq(host=dest, authority=authority).data
-    head = {b"host": hosts} if hosts else {}
-    assert request_names(head, data, explicit=explicit, sni=sni) == expected
+    headers = Headers([(b"Host", h) for h in hosts])
+    assert request_names(headers, data, explicit=explicit, sni=sni) == expected

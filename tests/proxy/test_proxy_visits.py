@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from mitmproxy.http import Headers
 
 from socialguard.proxy.visits import is_visit
 
@@ -10,8 +11,8 @@ NAVIGATE = {"sec-fetch-mode": "navigate", "sec-fetch-dest": "document",
             "accept": "text/html,application/xhtml+xml"}  # fmt: skip
 
 
-def head(headers: dict[str, str]) -> dict[bytes, list[bytes]]:
-    return {k.encode(): [v.encode()] for k, v in headers.items()}
+def head(headers: dict[str, str]) -> Headers:
+    return Headers(**{k.replace("-", "_"): v for k, v in headers.items()})
 
 
 @pytest.mark.parametrize(

@@ -949,34 +949,34 @@ class SocialGuard:
             return
         metrics = self._metrics
         started = time.perf_counter() if metrics is not None else 0.0
-        head = _scan_headers(data.headers.fields)
-        hosts = self._request_hosts(flow, head, peer)
+        headers = req.headers
+        hosts = self._request_hosts(flow, headers, peer)
         sni = peer.sni  # the connection's, worked out once
         policy = loaded.policy
         # Read once for the record: the text of the few methods and schemes there are, else
         # mitmproxy's decoding (what its properties give).
         scheme = _SCHEMES.get(data.scheme) or req.scheme
         method = _METHODS.get(data.method) or req.method
-        decision, now = self._request_decision(flow, loaded, peer, hosts, head)
-        extra = _request_extra(hosts, decision, head)
+        decision, now = self._request_decision(flow, loaded, peer, hosts, headers)
+        extra = _request_extra(hosts, decision, headers)
         if decision.action is Action.ALLOW:  # issue 7: sign-in headers, uploads (proxy/uploads.py)
             if policy.accounts is not None and any(map(_is_sign_in_host, hosts)):
                 extra.update(uploads.restrict_sign_in(flow, policy.accounts, hosts))
-            if uploads.may_carry_body(head, data.http_version, method):
-                plan = self._plan_upload(flow, peer, policy, hosts, head, decision, extra)
+            if uploads.may_carry_body(headers, data.http_version, method):
+                plan = self._plan_upload(flow, peer, policy, hosts, headers, decision, extra)
                 if plan.held is not None:
                     flow.metadata[uploads.HELD_KEY] = plan.held  # decided in `request`
                     return
                 decision, extra = plan.decision, dict(plan.extra)
         refused = decision.action is Action.BLOCK and _refused_unread(req, extra)
-        if extra or b"upgrade" in head:
+        if extra or "upgrade" in headers:
             decision_id = self._record_request(
                 flow,
                 decision,
                 loaded,
                 sni,
                 extra,
-                upgrade=_header_text(head, b"upgrade") or "",
+                upgrade=headers.get("upgrade", ""),
                 scheme=scheme,
                 method=method,
                 peer=peer,
@@ -989,7 +989,7 @@ class SocialGuard:
             decision_id, decision.action, decision.basis, decision.rule_id, hosts
         )
         if decision.action is Action.BLOCK:
-            self._answer_block(flow, decision, decision_id, now, loaded, head, refused=refused)
+            self._answer_block(flow, decision, decision_id, now, loaded, headers, refused=refused)
         if metrics is not None:
             _count_request(metrics, decision, extra, started)
 
@@ -999,7 +999,7 @@ class SocialGuard:
         loaded: LoadedPolicy,
         peer: _Peer,
         hosts: tuple[str, ...],
-        head: dict[bytes, list[bytes]],
+        headers: http.Headers,
     ) -> tuple[Decision, datetime | None]:
         """The request's decision, and the time it was read at (None: no clock was needed).
 
@@ -1017,9 +1017,9 @@ class SocialGuard:
             return kept[1], None
         now = self.clock.now()
         _forward_decided_path(flow.request, policy, hosts)
-        decision = self._decision(peer, policy, hosts, flow.request, head, now)
+        decision = self._decision(peer, policy, hosts, flow.request, headers, now)
         if by_network:
-            dest = _facts(flow.request, _normalised(data.host), peer.sni, head, upload=False)
+            dest = _facts(flow.request, _normalised(data.host), peer.sni, headers, upload=False)
             network = engine.decide_network(policy, dest, peer.principal, now, self._overrides())
             if network is not None:
                 decision = _strictest([decision, network])
@@ -1032,7 +1032,7 @@ class SocialGuard:
         decision_id: str,
         now: datetime | None,
         loaded: LoadedPolicy,
-        head: dict[bytes, list[bytes]],
+        headers: http.Headers,
         *,
         refused: bool,
     ) -> None:
@@ -1041,7 +1041,7 @@ class SocialGuard:
             bodies.close_unread(flow, bodies.ANSWERED_BODY_LIMIT)
             return
         flow.response = self._block_response(
-            flow, decision, decision_id, now or self.clock.now(), loaded, head=head
+            flow, decision, decision_id, now or self.clock.now(), loaded, headers=headers
         )
         flow.request.stream = False  # answered after its small body: mitmproxy cannot stream it
 
@@ -1051,12 +1051,12 @@ class SocialGuard:
         peer: _Peer,
         policy: CompiledPolicy,
         hosts: tuple[str, ...],
-        head: dict[bytes, list[bytes]],
+        headers: http.Headers,
         decision: Decision,
         extra: dict[str, Any],
     ) -> uploads.HeadersPlan:
         """An allowed request that may carry a body, put to the policy's upload rules."""
-        upload = _facts(flow.request, hosts[0], peer.sni, head, upload=True)
+        upload = _facts(flow.request, hosts[0], peer.sni, headers, upload=True)
         now, overrides = self.clock.now(), self._overrides()
         return uploads.plan_request(
             flow,
@@ -1076,14 +1076,14 @@ class SocialGuard:
         policy: CompiledPolicy,
         hosts: tuple[str, ...],
         req: http.Request,
-        head: dict[bytes, list[bytes]],
+        headers: http.Headers,
         now: datetime,
     ) -> Decision:
         """The engine's answer for the request's names, the strictest of them. Where no rule
         concerns the one name, the answer is kept on the connection (`_Peer.by_host`): it depends
         on nothing else (engine.decided_by_host), and most of a connection's requests go to one
         host, so those need neither the engine nor the request's other facts."""
-        facts = _facts(req, hosts[0], peer.sni, head, upload=False)
+        facts = _facts(req, hosts[0], peer.sni, headers, upload=False)
         overrides = self._overrides()
         if len(hosts) == 1:
             decision = engine.decide(policy, facts, peer.principal, now, overrides)
@@ -1138,24 +1138,24 @@ class SocialGuard:
     def _request_hosts(
         self,
         flow: http.HTTPFlow,
-        head: dict[bytes, list[bytes]] | None = None,
+        headers: http.Headers | None = None,
         peer: _Peer | None = None,
     ) -> tuple[str, ...]:
         """Every name this request is addressed to, normalised, Host/:authority first.
 
         In transparent mode `request.host` is only the original destination IP (where DNS pointed),
         decided at connection level; with an explicit proxy it is the name the client asked for.
-        `head` is the request's headers as `_scan_headers` gives them (read again when not given);
+        `headers` are the request's (read again when not given);
         `peer` the connection's facts (worked out here when not given). The names are remembered
         on the peer with what they were read from, and a request read from the same Host header,
         :authority, target and HTTP version gets them again without normalising them again.
         """
         req = flow.request
-        if head is None:
-            head = _scan_headers(req.data.headers.fields)
+        if headers is None:
+            headers = req.headers
         data = req.data
         # Everything the names are read from besides the connection's standing facts.
-        source = (head.get(b"host"), data.authority, data.host, data.http_version)
+        source = (headers.get_all("host"), data.authority, data.host, data.http_version)
         if peer is not None and peer.hosts_from == source:
             return peer.hosts
         client = flow.client_conn
@@ -1164,7 +1164,7 @@ class SocialGuard:
             sni = _normalised(client.sni) if client.sni else None
         else:
             explicit, sni = peer.explicit, peer.sni
-        hosts = names.request_names(head, data, explicit=explicit, sni=sni)
+        hosts = names.request_names(headers, data, explicit=explicit, sni=sni)
         if peer is not None:
             peer.hosts, peer.hosts_from = hosts, source
         return hosts
@@ -1423,16 +1423,16 @@ class SocialGuard:
         now: datetime,
         loaded: LoadedPolicy | None,
         *,
-        head: dict[bytes, list[bytes]] | None = None,
+        headers: http.Headers | None = None,
     ) -> http.Response:
-        """The block page (or short 403) for this request; `head` as `_scan_headers` gives it."""
-        if head is None:
-            head = _scan_headers(flow.request.data.headers.fields)
+        """The block page (or short 403) for this request."""
+        if headers is None:
+            headers = flow.request.headers
         fmt = blockpage.choose_format(
-            accept=_header_text(head, b"accept") or "",
-            sec_fetch_dest=_header_text(head, b"sec-fetch-dest") or "",
-            sec_fetch_mode=_header_text(head, b"sec-fetch-mode") or "",
-            upgrade=_header_text(head, b"upgrade") or "",
+            accept=headers.get("accept", ""),
+            sec_fetch_dest=headers.get("sec-fetch-dest", ""),
+            sec_fetch_mode=headers.get("sec-fetch-mode", ""),
+            upgrade=headers.get("upgrade", ""),
         )
         bypass_html = ""
         if fmt is blockpage.BlockFormat.HTML and decision.bypass and self.forms is not None:
@@ -1583,13 +1583,13 @@ def _ask(  # noqa: PLR0917 - the engine's arguments, with the names to ask about
 
 
 def _facts(
-    req: http.Request, host: str, sni: str | None, head: dict[bytes, list[bytes]], *, upload: bool
+    req: http.Request, host: str, sni: str | None, headers: http.Headers, *, upload: bool
 ) -> Request:
     """The request as the engine sees it, for one of its names; `upload`: asked about as an
     upload (the policy's upload rules apply to it)."""
     return Request(
         host, req.scheme, req.method, req.path or "/", req.port, sni, upload,
-        _header_text(head, b"content-type"), _header_text(head, b"accept"),
+        headers.get("content-type"), headers.get("accept"),
     )  # fmt: skip
 
 
@@ -1665,12 +1665,12 @@ def _is_explicit(client: connection.Client) -> bool:
 
 
 def _request_extra(
-    hosts: tuple[str, ...], decision: Decision, head: dict[bytes, list[bytes]]
+    hosts: tuple[str, ...], decision: Decision, headers: http.Headers
 ) -> dict[str, Any]:
     """The record's facts beyond the decision: names that disagree, and whether the request
     opened a page (a visit, which reports count: proxy/visits.py)."""
     extra: dict[str, Any] = {} if len(hosts) == 1 else _mismatch(hosts, decision)
-    if is_visit(head):
+    if is_visit(headers):
         extra["visit"] = True
     return extra
 
@@ -1680,33 +1680,6 @@ def _count_request(metrics: Any, decision: Decision, extra: dict[str, Any], star
     metrics.decision(str(decision.action), str(decision.basis), time.perf_counter() - started)
     if decision.service is not None:
         metrics.service(decision.service, str(decision.action), "visit" in extra)
-
-
-def _scan_headers(fields: tuple[tuple[bytes, bytes], ...]) -> dict[bytes, list[bytes]]:
-    """The request's header fields by lower-cased name, in one pass.
-
-    mitmproxy's `Headers.get` walks and lower-cases every field on each call; the request hook
-    needs several headers, so it reads them all once.
-    """
-    out: dict[bytes, list[bytes]] = {}
-    for raw_name, value in fields:  # one line a field: a browser sends a dozen
-        out.setdefault(raw_name.lower(), []).append(value)
-    return out
-
-
-def _header_text(head: dict[bytes, list[bytes]], name: bytes) -> str | None:
-    """One header as `Headers.get` gives it: repeated fields folded with ", ", or None."""
-    values = head.get(name)
-    if values is None:
-        return None
-    if len(values) == 1:
-        return _native(values[0])
-    return ", ".join(_native(v) for v in values)
-
-
-def _native(raw: bytes) -> str:
-    """Header bytes as mitmproxy's `Headers` decodes them."""
-    return raw.decode("utf-8", "surrogateescape")
 
 
 def _check_basic(value: str, htpasswd: Any) -> str | None:

@@ -15,23 +15,25 @@ import functools
 import ipaddress
 from typing import Any
 
+from mitmproxy.http import Headers
+
 from socialguard.engine import normalise_host
 
 __all__ = ["is_ip", "normalised", "request_names"]
 
 
 def request_names(
-    head: dict[bytes, list[bytes]], data: Any, *, explicit: bool, sni: str | None
+    headers: Headers, data: Any, *, explicit: bool, sni: str | None
 ) -> tuple[str, ...]:
     """The request's names, normalised, the request line's authority or Host first.
 
-    `head` is the request's header fields by lower-cased name, `data` its mitmproxy RequestData.
+    `headers` are the request's (every Host field counts), `data` its mitmproxy RequestData.
     Raises ValueError when a name cannot be normalised, or when there is none.
     """
     names: list[str] = []
     if data.authority:
         names.append(normalised(_text(data.authority)))
-    names.extend(normalised(_text(host)) for host in head.get(b"host", ()))
+    names.extend(normalised(host) for host in headers.get_all("host"))
     dest = data.host
     if dest and (explicit or not is_ip(dest) or not names):
         names.append(normalised(dest))

@@ -92,13 +92,13 @@ class HeadersPlan:
     held: HeldUpload | None = None
 
 
-def may_carry_body(head: Mapping[bytes, Any], http_version: bytes, method: str) -> bool:
+def may_carry_body(headers: http.Headers, http_version: bytes, method: str) -> bool:
     """False exactly when `declared_length` would say 0 without reading a length: the request
-    hook's shortcut past upload planning. `head` is the headers by lower-cased name.
+    hook's shortcut past upload planning.
 
     A declared length (even 0) or a Transfer-Encoding is left to `plan_request`, which reads it.
     """
-    if b"content-length" in head or b"transfer-encoding" in head:
+    if "content-length" in headers or "transfer-encoding" in headers:
         return True
     return not _bodiless_unless_declared(http_version, method)
 

@@ -10,22 +10,22 @@ per person with requests as the secondary figure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from mitmproxy.http import Headers
 
 __all__ = ["is_visit"]
 
 
-def _first(head: Mapping[bytes, list[bytes]], name: bytes) -> bytes | None:
-    values = head.get(name)
+def _first(headers: Headers, name: str) -> str | None:
+    values = headers.get_all(name)
     return values[0].strip().lower() if values else None
 
 
-def is_visit(head: Mapping[bytes, list[bytes]]) -> bool:
-    """True for a page navigation. `head` is the request's header fields by lower-cased name."""
-    mode = _first(head, b"sec-fetch-mode")
-    dest = _first(head, b"sec-fetch-dest")
+def is_visit(headers: Headers) -> bool:
+    """True for a page navigation."""
+    mode = _first(headers, "sec-fetch-mode")
+    dest = _first(headers, "sec-fetch-dest")
     if dest is not None:  # an iframe inside a page, an image, a fetch(): not a visit
-        return dest == b"document" and mode in (None, b"navigate")
+        return dest == "document" and mode in (None, "navigate")
     if mode is not None:
-        return mode == b"navigate"
-    return any(b"text/html" in a.lower() for a in head.get(b"accept", ()))
+        return mode == "navigate"
+    return any("text/html" in a.lower() for a in headers.get_all("accept"))
