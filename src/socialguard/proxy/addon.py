@@ -125,57 +125,33 @@ class Verdict(NamedTuple):
     hosts: tuple[str, ...]
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class _Peer:
     """What stays true of one client connection under one policy: who it is, its SNI, its mode.
 
     Worked out at the connection's first request and kept until the connection closes (or the
-    policy, the proxy-auth user or the device's MAC address changes), so that the requests after
-    it do not resolve the client again: every request's own facts are still read from the request.
+    policy, the proxy-auth user, the device's MAC address or its identity binding changes), so
+    that the requests after it do not resolve the client again: every request's own facts are
+    still read from the request.
     """
 
-    __slots__ = (
-        "binding",
-        "by_host",
-        "client_ip",
-        "explicit",
-        "hosts",
-        "hosts_from",
-        "loaded",
-        "log_paths",
-        "mac",
-        "principal",
-        "sni",
-        "user",
-    )
-
-    def __init__(  # noqa: PLR0917 - a record of eight facts
-        self,
-        loaded: LoadedPolicy,
-        user: str | None,
-        mac: str | None,
-        client_ip: str,
-        principal: Principal,
-        sni: str | None,
-        explicit: bool,
-        log_paths: bool,
-    ) -> None:
-        self.loaded = loaded
-        self.user = user
-        self.mac = mac
-        self.client_ip = client_ip
-        self.principal = principal
-        self.sni = sni
-        self.explicit = explicit
-        self.log_paths = log_paths
-        # the names the last request was addressed to, and what they were read from (see
-        # _request_hosts): the requests of one connection nearly always name the same host
-        self.hosts: tuple[str, ...] = ()
-        self.hosts_from: tuple[object, ...] | None = None
-        # names (the very tuple `hosts` held) that no rule of the policy concerns, with the
-        # engine's answer for them, which depends on nothing else (engine.decided_by_host)
-        self.by_host: tuple[tuple[str, ...], Decision] | None = None
-        # the identity bindings (person, DHCP lease; engine/identity.py) the principal rests on
-        self.binding: tuple[Binding | None, Binding | None] | None = None
+    loaded: LoadedPolicy
+    user: str | None
+    mac: str | None
+    client_ip: str
+    principal: Principal
+    sni: str | None
+    explicit: bool
+    log_paths: bool
+    # the identity bindings (person, DHCP lease; engine/identity.py) the principal rests on
+    binding: tuple[Binding | None, Binding | None] | None
+    # the names the last request was addressed to, and what they were read from (see
+    # _request_hosts): the requests of one connection nearly always name the same host
+    hosts: tuple[str, ...] = ()
+    hosts_from: tuple[object, ...] | None = None
+    # names (the very tuple `hosts` held) that no rule of the policy concerns, with the
+    # engine's answer for them, which depends on nothing else (engine.decided_by_host)
+    by_host: tuple[tuple[str, ...], Decision] | None = None
 
 
 class SocialGuard:
@@ -1118,8 +1094,8 @@ class SocialGuard:
             _normalised(raw_sni) if raw_sni else None,
             _is_explicit(client),
             _logs_paths(loaded),
+            seen,
         )
-        peer.binding = seen
         if len(self._peers) >= PRINCIPAL_CACHE_SIZE:  # a backstop: client_disconnected drops them
             self._peers.clear()
         self._peers[client] = peer
