@@ -23,6 +23,7 @@ Traps this module closes, each with a test in tests/identity/test_identity_direc
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
 import threading
 from collections import Counter
@@ -232,15 +233,19 @@ class Directory:
             self._server,
             user=dn,
             password=password,
-            receive_timeout=self.spec.timeout,
+            # whole seconds: ldap3 packs it into SO_RCVTIMEO as an integer
+            receive_timeout=math.ceil(self.spec.timeout),
             auto_bind=False,
             raise_exceptions=False,
             read_only=True,
         )
-        conn.open()
-        if self.spec.starttls and not conn.start_tls():
-            conn.unbind()
-            raise _StartTlsRefused(str(conn.result.get("description", "refused")))
+        try:
+            conn.open()
+            if self.spec.starttls and not conn.start_tls():
+                raise _StartTlsRefused(str((conn.result or {}).get("description", "refused")))
+        except BaseException:
+            _close(conn)
+            raise
         return conn
 
     def _service(self) -> _Bound:
@@ -254,11 +259,11 @@ class Directory:
         try:
             ok = conn.bind()
         except (LDAPException, OSError) as e:
-            conn.unbind()
+            _close(conn)
             raise self._fail("unreachable", f"url: {self.url}: {e}") from e
         if not ok:
             why = conn.result.get("description", "refused") if conn.result else "refused"
-            conn.unbind()
+            _close(conn)
             raise self._fail(
                 "service_bind", f"bind_dn: {self.spec.bind_dn!r} cannot bind to {self.url}: {why}"
             )
@@ -291,7 +296,7 @@ class Directory:
         except (LDAPException, OSError) as e:
             raise self._fail("unreachable", f"url: {self.url}: {e}") from e
         finally:
-            conn.unbind()
+            _close(conn)
 
     def _user(self, conn: Connection, dn: str, attrs: dict[str, Any]) -> DirectoryUser:
         spec = self.spec
@@ -420,8 +425,17 @@ class _Bound:
         return self.conn
 
     def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(LDAPException, OSError):
-            self.conn.unbind()
+        _close(self.conn)
+
+
+def _close(conn: Connection) -> None:
+    """Unbind and close, whatever state the connection is in (a failed open leaves a socket)."""
+    with contextlib.suppress(Exception):
+        conn.unbind()
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _values(value: Any) -> list[Any]:
