@@ -46,6 +46,8 @@ PEOPLE = f"ou=people,{SUFFIX}"
 GROUPS = f"ou=groups,{SUFFIX}"
 SERVICE_DN = f"cn=socialguard,ou=services,{SUFFIX}"
 SERVICE_PASSWORD = "service-pw-for-tests"
+MANAGER_DN = f"cn=manager,{SUFFIX}"  # the tree's root: a test changes the directory as it
+MANAGER_PASSWORD = "manager-pw-for-tests"
 PASSWORDS = {
     "alice": "alice-pw",
     "bob": "bob-pw",
@@ -162,7 +164,8 @@ allow bind_anon_dn
 database mdb
 maxsize 10485760
 suffix "{SUFFIX}"
-rootdn "cn=manager,{SUFFIX}"
+rootdn "{MANAGER_DN}"
+rootpw {MANAGER_PASSWORD}
 directory {tmp}/db
 access to attrs=userPassword
   by anonymous auth
@@ -173,6 +176,18 @@ access to *
   by anonymous auth
   by * none
 """
+
+
+def ldapmodify(server: Slapd, ldif: str) -> None:
+    """Change the running directory as its manager (ldap-utils' ldapmodify)."""
+    subprocess.run(
+        ["ldapmodify", "-x", "-H", server.ldap_url, "-D", MANAGER_DN, "-w", MANAGER_PASSWORD],
+        input=ldif,
+        text=True,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
 
 
 def make_ca(directory: Path, name: str = "Test District CA") -> tuple[Path, Path, Path]:
