@@ -33,7 +33,10 @@ from slapd_district import (  # tests/slapd_district.py
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("radclient") is None, reason="needs radclient"),
-    pytest.mark.skipif(SLAPD is None, reason="needs slapd (apt-get install slapd ldap-utils)"),
+    pytest.mark.skipif(
+        SLAPD is None or shutil.which("ldapmodify") is None,
+        reason="needs slapd (apt-get install slapd ldap-utils)",
+    ),
 ]
 
 SECRET = "s3cret-for-tests"
