@@ -272,8 +272,9 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> N
     raise RuntimeError(f"slapd did not listen on 127.0.0.1:{port}: {log.read_text()[-2000:]}")
 
 
-def start_slapd(tmp: Path) -> Slapd:
-    """Start slapd with the district tree in `tmp` (a fresh directory). The caller stops it."""
+def start_slapd(tmp: Path, extra_ldif: str = "") -> Slapd:
+    """Start slapd with the district tree (and `extra_ldif`, entries a test adds) in `tmp`, a
+    fresh directory. The caller stops it."""
     assert SLAPD is not None and SLAPADD is not None, "slapd and slapadd are needed"
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "db").mkdir()
@@ -281,7 +282,7 @@ def start_slapd(tmp: Path) -> Slapd:
     conf = tmp / "slapd.conf"
     conf.write_text(_slapd_conf(tmp, cert, key, ca))
     ldif = tmp / "district.ldif"
-    ldif.write_text(district_ldif())
+    ldif.write_text(district_ldif() + ("\n" + extra_ldif if extra_ldif else ""))
     subprocess.run(
         [SLAPADD, "-f", str(conf), "-l", str(ldif)],
         check=True,

@@ -3,6 +3,7 @@ sign-in by bind, nested groups, and the ways an attacker or a broken directory t
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from slapd_district import (  # tests/slapd_district.py
     SERVICE_PASSWORD,
     Slapd,
     make_ca,
+    start_slapd,
 )
 from socialguard.engine.identity import DirectorySpec
 from socialguard.identity.directory import (
@@ -324,3 +326,65 @@ def test_a_directory_certificate_from_another_ca_is_refused(
         d.check()
     with pytest.raises(DirectoryError):
         d.authenticate("alice", PASSWORDS["alice"])
+
+
+# ---------------------------------------------------------------- referrals
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP port that records every byte sent to it (and answers nothing)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1)
+                got.append(b"<connected>")
+                with contextlib.suppress(OSError):
+                    got.append(conn.recv(65536))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield server.getsockname()[1], got
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        server.close()
+
+
+def test_a_referral_is_not_followed_with_the_service_accounts_password(
+    listener: tuple[int, list[bytes]], tmp_path: Path
+) -> None:
+    """A referral in the people tree (planted, or left from a migration) must not make the proxy
+    connect elsewhere and bind there with the service account's password."""
+    port, got = listener
+    referral = (
+        f"dn: ou=elsewhere,{PEOPLE}\nobjectClass: referral\nobjectClass: extensibleObject\n"
+        f"ou: elsewhere\nref: ldap://127.0.0.1:{port}/ou=people,dc=elsewhere\n"
+    )
+    server = start_slapd(tmp_path / "slapd", extra_ldif=referral)
+    try:
+        # the referral below the people base comes back as a continuation reference
+        d = directory(server, tmp_path)
+        assert d.lookup("mallory") is None
+        assert d.authenticate("alice", PASSWORDS["alice"]) is not None
+        # and a base that is itself a referral answers "referral" (result 10)
+        moved = directory(server, tmp_path, user_base=f"ou=elsewhere,{PEOPLE}")
+        with pytest.raises(DirectoryError, match="search in 'ou=elsewhere"):
+            moved.lookup("alice")
+    finally:
+        server.stop()
+    assert got == []  # nothing, and no password, went to the referral's host

@@ -17,7 +17,9 @@ Traps this module closes, each with a test in tests/identity/test_identity_direc
 - the user name is escaped into the search filter (RFC 4515: `*`, `(`, `)`, `\\`, NUL), so
   `*` or `alice)(uid=*` matches no one rather than everyone;
 - a name matching no entry or more than one is refused (never "the first");
-- nested groups are followed breadth-first with a cycle guard and a depth bound.
+- nested groups are followed breadth-first with a cycle guard and a depth bound;
+- referrals are never followed (ldap3 would bind to the host a referral names with the service
+  account's password).
 """
 
 from __future__ import annotations
@@ -238,6 +240,10 @@ class Directory:
             auto_bind=False,
             raise_exceptions=False,
             read_only=True,
+            # ldap3 follows a referral by binding to the host it names with these credentials
+            # (by default to any host, over any transport): a planted or stale referral would
+            # hand it the service account's password. A referral is an error here instead.
+            auto_referrals=False,
         )
         try:
             conn.open()
