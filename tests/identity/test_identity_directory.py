@@ -66,6 +66,31 @@ def test_a_teacher_signs_in_with_her_password_and_gets_her_nested_groups(
     )
 
 
+def test_the_name_is_the_directorys_spelling_not_the_one_typed(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    user = directory(slapd, tmp_path).authenticate("ALICE", PASSWORDS["alice"])
+    assert user is not None and user.username == "alice"
+
+
+def test_sign_ins_on_several_threads_at_once_each_get_their_own_answer(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    d = directory(slapd, tmp_path)
+    people = ["alice", "bob", "carol", "sam"] * 3
+    answers: dict[int, DirectoryUser | None] = {}
+
+    def sign_in(i: int, name: str) -> None:
+        answers[i] = d.authenticate(name, PASSWORDS[name])
+
+    threads = [threading.Thread(target=sign_in, args=(i, n)) for i, n in enumerate(people)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [a.username if a else None for _, a in sorted(answers.items())] == people
+
+
 def test_a_wrong_password_signs_no_one_in(slapd: Slapd, tmp_path: Path) -> None:
     d = directory(slapd, tmp_path)
     assert d.authenticate("alice", PASSWORDS["bob"]) is None

@@ -135,14 +135,7 @@ class Directory:
             )
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             tls = _VerifyingTls(context, host)
-        self._server = Server(
-            host,
-            port=port,
-            use_ssl=scheme == "ldaps",
-            tls=tls,
-            connect_timeout=spec.timeout,
-            get_info=None,
-        )
+        self._host, self._port, self._ssl, self._tls = host, port, scheme == "ldaps", tls
         self._lock = threading.Lock()
         # failures by reason (unreachable, service_bind, search, ambiguous) and answers given
         self.failures: Counter[str] = Counter()
@@ -231,8 +224,18 @@ class Directory:
     def _connect(self, dn: str, password: str) -> Connection:
         """An open connection (TLS in force where configured), bound as `dn`. Raises
         LDAPException; an invalid password shows as `bind()` returning False."""
+        # a Server per connection: ldap3 keeps per-server state (the address in use, its
+        # availability) that concurrent sign-ins on several threads would share
+        server = Server(
+            self._host,
+            port=self._port,
+            use_ssl=self._ssl,
+            tls=self._tls,
+            connect_timeout=self.spec.timeout,
+            get_info=None,
+        )
         conn = Connection(
-            self._server,
+            server,
             user=dn,
             password=password,
             # whole seconds: ldap3 packs it into SO_RCVTIMEO as an integer
