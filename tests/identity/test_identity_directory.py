@@ -203,6 +203,18 @@ def test_nested_groups_are_followed_to_the_depth_bound_and_no_further(
     assert deep.groups == frozenset(f"chain-{i}" for i in range(1, CHAIN + 1))
 
 
+def test_groups_a_member_of_attribute_names_count_when_configured(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    """erin is in no group's member list; her memberOf names teachers (⊂ staff, followed on)
+    and a group outside the group base, which is not the district's to map."""
+    without = directory(slapd, tmp_path).lookup("erin")
+    assert without is not None and without.groups == frozenset()
+    erin = directory(slapd, tmp_path, member_of_attribute="memberOf").lookup("erin")
+    assert erin is not None
+    assert erin.groups == frozenset({"teachers", "staff"})
+
+
 # ---------------------------------------------------------------- a directory that cannot be used
 
 
