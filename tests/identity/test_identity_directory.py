@@ -29,6 +29,7 @@ from socialguard.identity.directory import (
     Directory,
     DirectoryError,
     DirectoryUser,
+    dn_under,
     escape_filter_value,
     open_directory,
 )
@@ -149,6 +150,22 @@ def test_a_name_with_filter_characters_in_the_directory_signs_in(
 
 def test_escape_filter_value_escapes_what_rfc_4515_names() -> None:
     assert escape_filter_value("a*(b)\\c\x00") == "a\\2a\\28b\\29\\5cc\\00"
+
+
+@pytest.mark.parametrize(
+    ("dn", "under"),
+    [
+        ("cn=x,ou=groups,dc=district,dc=example", True),
+        ("CN=x, OU=Groups,DC=District,dc=example", True),
+        ("ou=groups,dc=district,dc=example", True),
+        ("cn=x\\,ou=groups,dc=district,dc=example", False),  # one RDN, under dc=district
+        ("cn=x,ou=notgroups,dc=district,dc=example", False),
+        ("cn=x,ou=groups,dc=other,dc=example", False),
+        ("dc=example", False),
+    ],
+)
+def test_dn_under_compares_rdns_not_string_suffixes(dn: str, under: bool) -> None:
+    assert dn_under(dn, "ou=groups,dc=district,dc=example") is under
 
 
 def test_a_name_two_entries_share_is_refused_even_with_the_right_password(

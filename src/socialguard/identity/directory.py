@@ -45,6 +45,7 @@ __all__ = [
     "Directory",
     "DirectoryError",
     "DirectoryUser",
+    "dn_under",
     "escape_filter_value",
     "open_directory",
 ]
@@ -86,6 +87,39 @@ def escape_filter_value(value: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _rdns(dn: str) -> list[str]:
+    """A DN's RDNs, compared as LDAP compares these names: split on unescaped commas, attribute
+    and value trimmed and case-folded (`OU=Groups, dc=x` is `ou=groups,dc=x`)."""
+    parts: list[str] = []
+    cur: list[str] = []
+    i = 0
+    while i < len(dn):
+        c = dn[i]
+        if c == "\\" and i + 1 < len(dn):
+            cur.append(dn[i : i + 2])
+            i += 2
+            continue
+        if c == ",":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    out = []
+    for part in parts:
+        attr, _, value = part.partition("=")
+        out.append(f"{attr.strip().casefold()}={value.strip().casefold()}")
+    return out
+
+
+def dn_under(dn: str, base: str) -> bool:
+    """Is `dn` the entry `base` or below it? By RDNs, not by string suffix: an escaped comma
+    (`cn=x\\,ou=groups,…`) makes one RDN, not an entry below ou=groups."""
+    d, b = _rdns(dn), _rdns(base)
+    return len(d) >= len(b) and d[len(d) - len(b) :] == b
 
 
 def _read_password(path: Path) -> str:
@@ -373,10 +407,9 @@ class Directory:
         self, conn: Connection, dns: Iterable[str]
     ) -> list[tuple[str, dict[str, Any]]]:
         """The groups a memberOf attribute names, if they are under `group_base`."""
-        base = self.spec.group_base.lower()
         out: list[tuple[str, dict[str, Any]]] = []
         for gdn in list(dns)[:_MAX_GROUPS]:
-            if not gdn.lower().endswith(base):
+            if not dn_under(gdn, self.spec.group_base):
                 continue  # a group outside the configured base is not the district's to map
             out.extend(
                 self._search(conn, gdn, "(objectClass=*)", BASE, [self.spec.group_name_attribute])
