@@ -234,3 +234,28 @@ def test_a_failing_directory_keeps_the_last_answer(slapd: Slapd, tmp_path: Path)
         assert len(answers.got) == 1
     finally:
         dg.stop()
+
+
+def test_adding_and_removing_the_directory_on_reload_adds_and_removes_the_groups(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    if shutil.which("radclient") is None:
+        pytest.skip("needs radclient (freeradius-utils)")
+    (tmp_path / "bind.pw").write_text(SERVICE_PASSWORD + "\n")
+    (tmp_path / "radius.secret").write_text(SECRET + "\n")
+    port = free_udp_port()
+    radius = RadiusSpec(listen=f"127.0.0.1:{port}", secret_file="radius.secret")
+    svc = IdentityService()
+    try:
+        svc.configure(IdentitySpec(radius=radius), tmp_path, tmp_path / "state")
+        radclient(port, "alice", "10.20.0.20")
+        assert groups_of(svc, "10.20.0.20") == frozenset({"staff-wifi"})
+        with_directory = IdentitySpec(radius=radius, directory=directory_spec(slapd))
+        svc.configure(with_directory, tmp_path, tmp_path / "state")
+        assert svc.radius is not None and svc.radius.port == port  # RADIUS not restarted
+        wait_for(lambda: "teachers" in (groups_of(svc, "10.20.0.20") or ()))
+        svc.configure(IdentitySpec(radius=radius), tmp_path, tmp_path / "state")
+        assert groups_of(svc, "10.20.0.20") == frozenset({"staff-wifi"})
+        assert svc.directory is None
+    finally:
+        svc.stop()
