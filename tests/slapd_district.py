@@ -9,7 +9,8 @@ killed at the end. Nothing of the system's slapd (its config, its database, its 
 The tree (dc=district,dc=example):
 - ou=people: alice and bob (teachers), carol (an administrator), sam (a student), dave (at the
   bottom of a long chain of nested groups), `lab(1)` (a name with filter characters in it), and
-  two entries named `pat` (one under ou=contractors): an ambiguous name.
+  two entries named `pat` (one under ou=contractors): an ambiguous name; zed, whose entry has a
+  second uid, aaa-admin.
 - ou=groups (groupOfNames, `member`): teachers ⊂ staff (nested), admins, students, a cycle
   loop-a ⊂ loop-b ⊂ loop-a (sam is in loop-a), and chain-1 ⊂ chain-2 ⊂ … ⊂ chain-12 (dave in
   chain-1).
@@ -59,6 +60,7 @@ PASSWORDS = {
     "lab(1)": "lab-pw",
     "pat": "pat-pw",
     "erin": "erin-pw",
+    "zed": "zed-pw",
 }
 CHAIN = 12  # chain-1 ⊂ … ⊂ chain-12
 
@@ -143,6 +145,7 @@ def district_ldif() -> str:
         _person("sam", "Sam Student", mail=False),
         _person("dave", "Dave Deep"),
         _person("lab(1)", "Lab One"),
+        _person("zed", "Zed Two-Names").replace("uid: zed\n", "uid: zed\nuid: aaa-admin\n"),
         _person("pat", "Pat Person"),
         _person("pat", "Pat Other", ou=f"ou=contractors,{PEOPLE}"),
         _person("erin", "Erin Member")

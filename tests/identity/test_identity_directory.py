@@ -74,6 +74,15 @@ def test_the_name_is_the_directorys_spelling_not_the_one_typed(
     assert user is not None and user.username == "alice"
 
 
+def test_an_entry_with_two_names_is_the_person_by_the_name_they_used(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    d = directory(slapd, tmp_path)
+    for name in ("zed", "aaa-admin"):
+        user = d.authenticate(name, PASSWORDS["zed"])
+        assert user is not None and user.username == name
+
+
 def test_sign_ins_on_several_threads_at_once_each_get_their_own_answer(
     slapd: Slapd, tmp_path: Path
 ) -> None:

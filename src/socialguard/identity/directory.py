@@ -195,7 +195,7 @@ class Directory:
             if not self._password_ok(dn, password):
                 self._count_result("refused")
                 return None
-            user = self._user(conn, dn, attrs)
+            user = self._user(conn, dn, attrs, username)
         self._count_result("authenticated")
         return user
 
@@ -210,7 +210,7 @@ class Directory:
             if found is None:
                 self._count_result("unknown")
                 return None
-            user = self._user(conn, *found)
+            user = self._user(conn, *found, username)
         self._count_result("found")
         return user
 
@@ -341,10 +341,10 @@ class Directory:
         finally:
             _close(conn)
 
-    def _user(self, conn: Connection, dn: str, attrs: dict[str, Any]) -> DirectoryUser:
+    def _user(self, conn: Connection, dn: str, attrs: dict[str, Any], asked: str) -> DirectoryUser:
         spec = self.spec
         return DirectoryUser(
-            username=_first(attrs.get(spec.user_attribute)) or "",
+            username=_matching(attrs.get(spec.user_attribute), asked),
             display_name=_first(attrs.get(spec.display_name_attribute)),
             email=_first(attrs.get(spec.mail_attribute)),
             groups=self._groups(conn, dn, attrs),
@@ -494,6 +494,18 @@ def _first(value: Any) -> str | None:
         return None
     v = vals[0]
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _matching(value: Any, asked: str) -> str:
+    """The entry's value of the user attribute that the name asked for matched (the directory's
+    spelling of it): an entry with several (uid: alice, uid: admin) is the one it was found by,
+    never whichever the server lists first."""
+    wanted = asked.casefold()
+    for v in _values(value):
+        text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+        if text.casefold() == wanted:
+            return text
+    return asked
 
 
 def open_directory(spec: DirectorySpec, rules_dir: Path) -> Directory:
