@@ -42,7 +42,10 @@ def test_a_directory_over_ldaps_loads(make_policy: MakePolicy) -> None:
 
 
 def test_starttls_over_ldap_loads(make_policy: MakePolicy) -> None:
-    extra = "    starttls: true\n    user_attribute: sAMAccountName\n    member_of_attribute: memberOf\n"
+    extra = (
+        "    starttls: true\n    user_attribute: sAMAccountName\n"
+        "    member_of_attribute: memberOf\n"
+    )
     policy = make_policy(
         directory("ldap://dc1.district.example:389", extra), files={"bind.pw": "pw"}
     )
