@@ -17,7 +17,14 @@ from typing import Any
 
 import structlog
 
-from socialguard.engine.identity import Binding, Bindings, IdentitySpec, lifetime_seconds
+from socialguard.engine.identity import (
+    SOURCE_RADIUS,
+    SOURCE_SIGN_IN,
+    Binding,
+    Bindings,
+    IdentitySpec,
+    lifetime_seconds,
+)
 
 from .dhcp import LeaseWatcher
 from .radius import Accounting, RadiusListener
@@ -93,6 +100,8 @@ class IdentityService:
                     raise
             else:
                 self._set_people_empty()
+        if old is None or old.sign_in != spec.sign_in or old.radius != spec.radius:
+            self._restore_sign_ins(spec, state)
         if old is None or old.dhcp != spec.dhcp:
             self._stop_leases()
             if spec.dhcp:
@@ -100,7 +109,7 @@ class IdentityService:
                 self.leases = LeaseWatcher(files, self._publish_leases).start()
             else:
                 self._publish_leases([])
-        self.active = spec.radius is not None or bool(spec.dhcp)
+        self.active = spec.radius is not None or bool(spec.dhcp) or spec.sign_in is not None
 
     def _open_store(self, state: Path) -> BindingStore:
         if self._store is None:
@@ -117,7 +126,9 @@ class IdentityService:
         )
         store = self._open_store(state)
         restored = store.load(self.clock())
-        accounting.load({b.address: (session, nas) for b, session, nas in restored})
+        accounting.load(
+            {b.address: (session, nas) for b, session, nas in restored if b.source == SOURCE_RADIUS}
+        )
         with self._swap:
             self.bindings = Bindings.EMPTY.with_leases(self._current_leases()).with_people(
                 {b.address: b for b, _, _ in restored}
@@ -125,6 +136,54 @@ class IdentityService:
         self.radius = RadiusListener(
             host.strip("[]"), int(port), secret, accounting, self._publish_people, self.clock
         ).start()
+
+    def _restore_sign_ins(self, spec: IdentitySpec, state: Path) -> None:
+        """The sign-in page's people, as the store kept them (a restart does not sign anyone
+        out); or, without a sign-in page, none of them any more."""
+        now = self.clock()
+        with self._swap:
+            current = self.bindings
+        mine = {b.address: None for b in current.people(now) if b.source == SOURCE_SIGN_IN}
+        changes: dict[str, Binding | None] = dict(mine)
+        if spec.sign_in is not None:
+            restored = self._open_store(state).load(now)
+            changes.update({b.address: b for b, _, _ in restored if b.source == SOURCE_SIGN_IN})
+        if changes:
+            with self._swap:
+                self.bindings = self.bindings.with_people(changes)
+
+    # ----------------------------------------------------------------- the sign-in page
+
+    def sign_in(self, binding: Binding) -> None:
+        """Bind an address to the person who signed in on it: in force for the next request,
+        then written to the store (for `who` and a restart). Blocking (SQLite): call it off the
+        event loop."""
+        self._publish_sign_in(binding.address, binding)
+
+    def sign_out(self, address: str) -> Binding | None:
+        """End the sign-in binding on `address` (sign-out); the binding ended, if there was one.
+        Blocking, like `sign_in`."""
+        current = self.bindings.person(address, self.clock())
+        if current is None or current.source != SOURCE_SIGN_IN:
+            return None
+        self._publish_sign_in(address, None)
+        return current
+
+    def _publish_sign_in(self, address: str, binding: Binding | None) -> None:
+        with self._swap:
+            self.bindings = self.bindings.with_people({address: binding})
+        log.info(
+            "identity_bound" if binding is not None else "identity_ended",
+            source=SOURCE_SIGN_IN,
+            address=address,
+            user=binding.user if binding is not None else None,
+        )
+        store = self._store
+        if store is not None:
+            try:
+                store.write({address: binding}, {})
+            except Exception as e:  # the snapshot is right; only `who` and a restart lag
+                log.error("identity_store_failed", error=str(e))
 
     def _current_leases(self) -> list[Binding]:
         return self.bindings.leases()
