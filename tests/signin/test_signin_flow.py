@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpcore
 import httpx
 
 from conftest import PORTAL, Provider, log_in_at_provider, sign_in_rules  # type: ignore[import-not-found]
@@ -18,10 +19,28 @@ from conftest import PORTAL, Provider, log_in_at_provider, sign_in_rules  # type
 StartProxy = Callable[..., Any]
 
 
+class _From(httpcore.SyncBackend):
+    """Every connection from one local address."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def connect_tcp(  # type: ignore[override]
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:  # fmt: skip
+        return super().connect_tcp(host, port, timeout, self.source, socket_options)
+
+
 def browser(proxy: Any, source: str = "127.0.0.1") -> httpx.Client:
     """A browser on the district network, through the proxy (trusting its CA)."""
     ctx = ssl.create_default_context(cafile=str(proxy.ca))
-    transport = httpx.HTTPTransport(proxy=proxy.url, verify=ctx, local_address=source)
+    transport = httpx.HTTPTransport(proxy=proxy.url, verify=ctx)
+    # httpx (and httpcore) drop `local_address` on the way through a proxy: connect from this
+    # client address (another device on the network) by a backend that binds it
+    transport._pool = httpcore.HTTPProxy(
+        proxy_url=httpcore.URL(proxy.url), ssl_context=ctx, network_backend=_From(source)
+    )
     return httpx.Client(
         transport=transport,
         follow_redirects=False,
