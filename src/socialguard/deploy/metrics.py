@@ -168,8 +168,9 @@ class Metrics:
 
     def track_identity(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         """Read the identity sources' figures at each scrape (`IdentityService.counters()`):
-        RADIUS packets by result (accepted, bad_secret, malformed, not_accounting) and the
-        bindings in force. The listener keeps plain integers; nothing runs per packet here."""
+        RADIUS packets by result (accepted, bad_secret, malformed, not_accounting), the
+        bindings in force, and the directory's answers and failures. The sources keep plain
+        integers; nothing runs per packet here."""
         self.registry.register(_IdentityCounts(stats))
 
     def render(self) -> bytes:
@@ -178,9 +179,13 @@ class Metrics:
 
 
 class _IdentityCounts(Collector):
-    """`socialguard_radius_packets_total{result}` and `socialguard_identity_bindings`."""
+    """`socialguard_radius_packets_total{result}`, `socialguard_identity_bindings`, and the
+    directory's `socialguard_directory_requests_total{result}` and
+    `socialguard_directory_failures_total{reason}`."""
 
     RESULTS = ("accepted", "bad_secret", "malformed", "not_accounting")
+    DIRECTORY_RESULTS = ("authenticated", "refused", "found", "unknown")
+    DIRECTORY_FAILURES = ("unreachable", "service_bind", "search", "ambiguous")
 
     def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         self._stats = stats
@@ -206,10 +211,46 @@ class _IdentityCounts(Collector):
         )
         bindings.add_metric([], s.get("bindings", 0))
         yield bindings
+        directory = s.get("directory") or {}
+        yield _labelled(
+            CounterMetricFamily(
+                "socialguard_directory_requests",
+                "Directory sign-ins and look-ups, by answer: authenticated, refused (wrong "
+                "password, unknown or ambiguous name), found, unknown.",
+                labels=["result"],
+            ),
+            self.DIRECTORY_RESULTS,
+            directory.get("results", {}),
+        )
+        yield _labelled(
+            CounterMetricFamily(
+                "socialguard_directory_failures",
+                "Directory failures, by reason: unreachable, service_bind (the service account "
+                "refused), search, ambiguous (a name matching more than one entry).",
+                labels=["reason"],
+            ),
+            self.DIRECTORY_FAILURES,
+            directory.get("failures", {}),
+        )
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily("socialguard_radius_packets", "", labels=["result"])
         yield GaugeMetricFamily("socialguard_identity_bindings", "")
+        yield CounterMetricFamily("socialguard_directory_requests", "", labels=["result"])
+        yield CounterMetricFamily("socialguard_directory_failures", "", labels=["reason"])
+
+
+def _labelled(
+    family: CounterMetricFamily, known: tuple[str, ...], counts: Mapping[str, int]
+) -> CounterMetricFamily:
+    """Every known label (zero included, so a dashboard has a series from the start), then any
+    other the source counted."""
+    rest = dict(counts)
+    for label in known:
+        family.add_metric([label], rest.pop(label, 0))
+    for label, n in rest.items():
+        family.add_metric([label], n)
+    return family
 
 
 class _DecisionCounts(Collector):

@@ -29,6 +29,7 @@ __all__ = [
     "Binding",
     "Bindings",
     "DhcpSpec",
+    "DirectorySpec",
     "IdentitySettings",
     "IdentitySpec",
     "OidcSpec",
@@ -42,6 +43,7 @@ __all__ = [
 SOURCE_RADIUS = "radius"
 SOURCE_DHCP = "dhcp"
 SOURCE_SIGN_IN = "sign-in"
+SOURCE_DIRECTORY = "directory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +272,8 @@ class SignInSpec(_Spec):
     # how long a sign-in binds the device's address to the person
     session: str = "8h"
     oidc: OidcSpec | None = None
+    # password sign-in against `identity.directory` (LDAP / Active Directory)
+    ldap: bool = False
 
     @field_validator("portal")
     @classmethod
@@ -286,11 +290,157 @@ class SignInSpec(_Spec):
         return v
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def _url_host(url: str) -> tuple[str, str, int | None]:
+    """`ldaps://dc1.district.example:636` → ("ldaps", "dc1.district.example", 636)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("ldap", "ldaps"):
+        raise ValueError(f"{url!r} is not an ldap:// or ldaps:// URL")
+    hostport = rest.split("/", 1)[0]
+    if not hostport or "@" in hostport:
+        raise ValueError(f"{url!r} names no host (ldaps://HOST[:PORT])")
+    port: int | None = None
+    host = hostport
+    if hostport.startswith("["):
+        host, _, tail = hostport[1:].partition("]")
+        if tail:
+            if not tail.startswith(":") or not tail[1:].isdigit():
+                raise ValueError(f"{url!r}: bad port")
+            port = int(tail[1:])
+    elif ":" in hostport:
+        host, _, p = hostport.rpartition(":")
+        if not p.isdigit():
+            raise ValueError(f"{url!r}: bad port {p!r}")
+        port = int(p)
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"{url!r}: port {port} out of range")
+    if not host:
+        raise ValueError(f"{url!r} names no host")
+    return scheme.lower(), host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class DirectorySpec(_Spec):
+    """An LDAP directory (OpenLDAP, Active Directory): password sign-in by bind, and the groups
+    (nested groups resolved) a person is in, mapped onto policy groups by `identity.groups`.
+
+    Passwords travel only over TLS: `ldaps://`, or `ldap://` with `starttls: true`. Plain
+    `ldap://` is refused unless `insecure_plaintext_on_loopback: true` *and* the host is a
+    loopback address (a directory on the proxy's own host, or a test): the flag's name says what
+    it costs, and it cannot reach a password across a network.
+    """
+
+    url: str
+    starttls: bool = False
+    insecure_plaintext_on_loopback: bool = False
+    # PEM file of the CA(s) that sign the directory's certificate (relative to the rules file);
+    # none: the system's trust store
+    ca_file: str | None = None
+    # the service account that searches for people and groups, and its password in a file of its
+    # own (relative to the rules file), like the RADIUS secret
+    bind_dn: str
+    bind_password_file: str
+    # where people are, and the attribute a user name is (uid for OpenLDAP, sAMAccountName for AD)
+    user_base: str
+    user_attribute: str = "uid"
+    # extra filter a person's entry must match, e.g. (objectClass=inetOrgPerson)
+    user_filter: str | None = None
+    # where groups are; a group's members in `group_member_attribute` (member, uniqueMember), its
+    # name (what `identity.groups` maps) in `group_name_attribute`
+    group_base: str
+    group_member_attribute: Literal["member", "uniqueMember"] = "member"
+    group_name_attribute: str = "cn"
+    # the user entry's attribute listing its groups, where the server keeps one (AD, OpenLDAP's
+    # memberof overlay): read as well as the groups' member lists
+    member_of_attribute: str | None = None
+    display_name_attribute: str = "displayName"
+    mail_attribute: str = "mail"
+    # seconds for each connect and each operation
+    timeout: float = 5.0
+    # how long a person's groups are believed before they are looked up again
+    group_cache: str = "15m"
+    # how deep nested groups are followed (a cycle is cut wherever it closes)
+    nesting_depth: int = Field(default=8, ge=1, le=64)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        _url_host(v)
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if not 0 < v <= 60:
+            raise ValueError(f"timeout {v} must be more than 0 and at most 60 seconds")
+        return v
+
+    @field_validator("group_cache")
+    @classmethod
+    def _group_cache(cls, v: str) -> str:
+        lifetime_seconds(v)
+        return v
+
+    @field_validator("bind_dn", "bind_password_file", "user_base", "group_base")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("user_attribute", "group_name_attribute", "member_of_attribute")
+    @classmethod
+    def _attribute(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", v):
+            raise ValueError(f"{v!r} is not an LDAP attribute name")
+        return v
+
+    @field_validator("user_filter")
+    @classmethod
+    def _user_filter(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("(") and v.endswith(")")):
+            raise ValueError(f"{v!r} is not an LDAP filter in parentheses")
+        return v
+
+    def model_post_init(self, _context: object) -> None:
+        scheme, host, _ = _url_host(self.url)
+        if scheme == "ldaps" and self.starttls:
+            raise ValueError("starttls: ldaps:// is TLS already; use ldap:// with starttls")
+        if scheme == "ldap" and not self.starttls:
+            if not self.insecure_plaintext_on_loopback:
+                raise ValueError(
+                    f"url: {self.url} would send passwords in the clear; use ldaps://, or "
+                    "starttls: true (insecure_plaintext_on_loopback: true allows a loopback "
+                    "directory only)"
+                )
+            if not _is_loopback(host):
+                raise ValueError(
+                    f"insecure_plaintext_on_loopback: {host} is not a loopback address; "
+                    "use ldaps:// or starttls: true"
+                )
+
+    @property
+    def tls(self) -> bool:
+        """Does the connection carry TLS (so a password may go over it)?"""
+        return self.starttls or self.url.lower().startswith("ldaps://")
+
+
 class IdentitySpec(_Spec):
     """The rules file's `identity:` section."""
 
     radius: RadiusSpec | None = None
     sign_in: SignInSpec | None = None
+    directory: DirectorySpec | None = None
     dhcp: list[DhcpSpec] = Field(default_factory=list)
     # source group → policy group(s)
     groups: dict[str, list[str]] = Field(default_factory=dict)
@@ -303,8 +453,10 @@ class IdentitySpec(_Spec):
     def _sign_in_page(self) -> IdentitySpec:
         if self.unidentified == "sign-in" and self.sign_in is None:
             raise ValueError("unidentified: sign-in needs a sign_in: section (the portal)")
-        if self.sign_in is not None and self.sign_in.oidc is None:
-            raise ValueError("sign_in: needs a sign-in method (oidc:)")
+        if self.sign_in is not None and self.sign_in.oidc is None and not self.sign_in.ldap:
+            raise ValueError("sign_in: needs a sign-in method (oidc:, or ldap: true)")
+        if self.sign_in is not None and self.sign_in.ldap and self.directory is None:
+            raise ValueError("sign_in.ldap: true needs a directory: section to check passwords")
         return self
 
     @field_validator("networks")

@@ -40,7 +40,7 @@ from socialguard.engine.compiled import (
 from socialguard.engine.domains import DomainIndexBuilder, NetworkIndex
 from socialguard.engine.gateway import parse_gateway_service
 from socialguard.engine.hosts import is_ip_literal, normalise_host
-from socialguard.engine.identity import IdentitySettings
+from socialguard.engine.identity import DirectorySpec, IdentitySettings
 from socialguard.engine.model import Action, Bypass, TraceStep
 from socialguard.engine.paths import request_target
 from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
@@ -870,5 +870,21 @@ def _check_identity(main: SourceFile, spec: PolicyFile, c: _Compiler) -> None:
                 main.problem(
                     ("identity", "radius", "secret_file"),
                     f"RADIUS secret file {ident.radius.secret_file!r} not found",
+                )
+            )
+    if ident.directory is not None:
+        _check_directory_files(main, ident.directory, c)
+
+
+def _check_directory_files(main: SourceFile, directory: DirectorySpec, c: _Compiler) -> None:
+    """The directory's password file and CA file exist (relative to the rules file)."""
+    files = [("bind_password_file", directory.bind_password_file)]
+    if directory.ca_file is not None:
+        files.append(("ca_file", directory.ca_file))
+    for name, value in files:
+        if not (main.path.parent / value).is_file():
+            c.problems.append(
+                main.problem(
+                    ("identity", "directory", name), f"directory {name} {value!r} not found"
                 )
             )

@@ -532,6 +532,7 @@ class SocialGuard:
             identity.person,
             brand,
             lambda: identity.clock(),  # noqa: PLW0108 - read late: the service's clock may change
+            (lambda: identity.directory) if spec.ldap else None,
         )
 
     def _reject_reload(self, errors: list[str]) -> None:

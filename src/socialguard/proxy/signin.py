@@ -40,6 +40,7 @@ import structlog
 from socialguard.engine.identity import SOURCE_SIGN_IN, Binding
 from socialguard.engine.model import Principal
 from socialguard.engine.signin import safe_next
+from socialguard.identity.directory import Directory, DirectoryError
 from socialguard.identity.oidc import OidcClient, OidcError, pkce_pair
 
 from .answers import guarded
@@ -58,6 +59,8 @@ log = structlog.get_logger(__name__)
 START_PATH = "/oidc/start"
 CALLBACK_PATH = "/oidc/callback"
 SIGN_OUT_PATH = "/sign-out"
+PASSWORD_PATH = "/password"
+MAX_USERNAME = 256
 STATE_TTL_S = 600.0  # from the sign-in button to the provider's answer
 MAX_PENDING = 4096  # sign-ins under way; the oldest is dropped past this
 TOKEN_TTL_S = 3600.0  # a sign-out form stays usable this long
@@ -125,8 +128,11 @@ class SignInPortal:
         person: Callable[[str], Binding | None],
         brand: Callable[[], Brand],
         clock: Callable[[], float],
+        directory: Callable[[], Directory | None] | None = None,
     ) -> None:
         self.portal = portal
+        # password sign-in: the identity service's directory (None: the page offers no form)
+        self._directory = directory
         self.session_s = session_s
         self.oidc = oidc
         self._bind = bind
@@ -161,6 +167,8 @@ class SignInPortal:
                 return self._callback(req, params)
         elif req.method == "POST" and path == SIGN_OUT_PATH:
             return self._sign_out(req)
+        elif req.method == "POST" and path == PASSWORD_PATH and self._directory is not None:
+            return self._password(req)
         return self._page(404, "Not found", "<p>There is no such page here.</p>", tone="error")
 
     def plain_http(self, req: PortalRequest) -> PortalResponse:
@@ -201,9 +209,6 @@ class SignInPortal:
         bound = self._person(req.client_ip)
         if bound is not None and bound.user is not None:
             return self._signed_in_page(req, bound, next_url)
-        if self.oidc is None:
-            return self._page(503, "Sign-in is not available", "<p>No sign-in method.</p>")
-        start = START_PATH + ("?" + urlencode({"next": next_url}) if next_url else "")
         going = (
             f"<p>Afterwards you go on to <strong>{html.escape(_site(next_url))}</strong>.</p>"
             if next_url
@@ -213,10 +218,34 @@ class SignInPortal:
             "<p>This network asks you to sign in with your district account before you use "
             "sites the district's policy covers, so that the rules for your account apply.</p>"
             f"{going}"
-            f'<p><a class="tap" href="{html.escape(start)}">'
-            f"{html.escape(self.oidc.spec.label)}</a></p>"
         )
+        if self.oidc is not None:
+            start = START_PATH + ("?" + urlencode({"next": next_url}) if next_url else "")
+            body += (
+                f'<p><a class="tap" href="{html.escape(start)}">'
+                f"{html.escape(self.oidc.spec.label)}</a></p>"
+            )
+        if self._directory is not None:
+            body += self._password_form(req.client_ip, next_url)
         return self._page(200, "Sign in to use this network", body)
+
+    def _password_form(self, client_ip: str, next_url: str | None) -> str:
+        """The user name and password form (posted over TLS to this page, CSRF-token bound to
+        the device's address)."""
+        token = self._issue_token(client_ip, kind="password")
+        keep = (
+            f'<input type="hidden" name="next" value="{html.escape(next_url)}">' if next_url else ""
+        )
+        return (
+            f'<form class="sg-form" method="post" action="{PASSWORD_PATH}">'
+            "<h2>Sign in with your district user name</h2>"
+            f'<input type="hidden" name="token" value="{html.escape(token)}">{keep}'
+            '<label for="sg-user">User name<input id="sg-user" name="username" type="text" '
+            'autocomplete="username" autocapitalize="none" spellcheck="false" required></label>'
+            '<label for="sg-pass">Password<input id="sg-pass" name="password" type="password" '
+            'autocomplete="current-password" required></label>'
+            '<button type="submit">Sign in</button></form>'
+        )
 
     def _signed_in_page(
         self, req: PortalRequest, bound: Binding, next_url: str | None
@@ -282,27 +311,8 @@ class SignInPortal:
             person = oidc.verify(id_token, pending.nonce, self._clock())
         except OidcError as e:
             return self._fail(req, e.why, detail=str(e))
-        now = self._clock()
-        binding = Binding(
-            req.client_ip,
-            SOURCE_SIGN_IN,
-            user=person.username,
-            groups=person.groups,
-            mac=req.mac,
-            start=now,
-            until=now + self.session_s,
-        )
-        self._bind(binding)
-        with self._lock:
-            self.counters["signed_in"] += 1
-            self._failures.pop(req.client_ip, None)
-        event = self._event("signed_in", req, user=person.username, method="oidc")
-        event["groups"] = sorted(person.groups)
-        log.info("signed_in", user=person.username, client=req.client_ip, method="oidc")
-        if pending.next_url:
-            return PortalResponse(303, guarded({"Location": pending.next_url}), b"", event)
-        page = self._signed_in_page(req, binding, None)
-        return PortalResponse(page.status, page.headers, page.body, event)
+        binding = self._bind_person(req, person.username, person.groups)
+        return self._signed_in(req, binding, pending.next_url, "oidc")
 
     def _take_pending(self, req: PortalRequest, state: str) -> _Pending | str:
         """The sign-in `state` names, used up; or why it is refused."""
@@ -318,18 +328,79 @@ class SignInPortal:
             return "expired_state"
         return pending
 
-    # ----------------------------------------------------------------- signing out
+    # ----------------------------------------------------------------- password sign-in
 
-    def _sign_out(self, req: PortalRequest) -> PortalResponse:
+    def _password(self, req: PortalRequest) -> PortalResponse:
+        """A user name and password, checked by a bind to the directory (identity/directory.py).
+        The password is never logged, stored or shown; only the user name tried is logged."""
+        directory = self._directory() if self._directory is not None else None
+        if directory is None:
+            return self._refuse(req, "no_directory", status=503)
+        fields = self._form_fields(req)
+        if isinstance(fields, PortalResponse):
+            return fields
+        if not self._check_token(fields.get("token", ""), req.client_ip, kind="password"):
+            return self._refuse(req, "bad_token")
+        if self._too_many_failures(req.client_ip):
+            return self._refuse(req, "rate_limited", status=429)
+        username = fields.get("username", "").strip()[:MAX_USERNAME]
+        password = fields.get("password", "")
+        try:
+            person = directory.authenticate(username, password)
+        except DirectoryError as e:
+            return self._fail(req, "unreachable", detail=str(e))
+        if person is None:
+            return self._fail(req, "bad_password", username=username)
+        binding = self._bind_person(req, person.username, person.groups)
+        return self._signed_in(req, binding, safe_next(fields.get("next")), "ldap")
+
+    def _form_fields(self, req: PortalRequest) -> dict[str, str] | PortalResponse:
+        """The posted form's fields, or the refusal of a cross-site or malformed post."""
         if not _same_origin(req, self.portal):
             return self._refuse(req, "cross_site")
         if req.content_type is None or not req.content_type.lower().startswith(
             "application/x-www-form-urlencoded"
         ):
             return self._refuse(req, "bad_form")
-        fields = parse_qs(req.body[:MAX_BODY].decode("utf-8", "replace"), max_num_fields=5)
-        token = (fields.get("token") or [""])[0]
-        if not self._check_token(token, req.client_ip):
+        parsed = parse_qs(req.body[:MAX_BODY].decode("utf-8", "replace"), max_num_fields=8)
+        return {k: v[0] for k, v in parsed.items() if v}
+
+    def _bind_person(self, req: PortalRequest, user: str, groups: frozenset[str]) -> Binding:
+        now = self._clock()
+        binding = Binding(
+            req.client_ip,
+            SOURCE_SIGN_IN,
+            user=user,
+            groups=groups,
+            mac=req.mac,
+            start=now,
+            until=now + self.session_s,
+        )
+        self._bind(binding)
+        with self._lock:
+            self.counters["signed_in"] += 1
+            self._failures.pop(req.client_ip, None)
+        return binding
+
+    def _signed_in(
+        self, req: PortalRequest, binding: Binding, next_url: str | None, method: str
+    ) -> PortalResponse:
+        """After a sign-in: on to where the person was going, or the signed-in page."""
+        event = self._event("signed_in", req, user=binding.user, method=method)
+        event["groups"] = sorted(binding.groups)
+        log.info("signed_in", user=binding.user, client=req.client_ip, method=method)
+        if next_url:
+            return PortalResponse(303, guarded({"Location": next_url}), b"", event)
+        page = self._signed_in_page(req, binding, None)
+        return PortalResponse(page.status, page.headers, page.body, event)
+
+    # ----------------------------------------------------------------- signing out
+
+    def _sign_out(self, req: PortalRequest) -> PortalResponse:
+        fields = self._form_fields(req)
+        if isinstance(fields, PortalResponse):
+            return fields
+        if not self._check_token(fields.get("token", ""), req.client_ip):
             return self._refuse(req, "bad_token")
         ended = self._unbind(req.client_ip)
         with self._lock:
@@ -346,21 +417,21 @@ class SignInPortal:
         )
         return PortalResponse(page.status, page.headers, page.body, event)
 
-    def _issue_token(self, client_ip: str) -> str:
+    def _issue_token(self, client_ip: str, kind: str = "sign-out") -> str:
         expires = int(self._clock() + TOKEN_TTL_S)
-        return f"{expires}.{self._mac(client_ip, expires)}"
+        return f"{expires}.{self._mac(client_ip, expires, kind)}"
 
-    def _check_token(self, token: str, client_ip: str) -> bool:
+    def _check_token(self, token: str, client_ip: str, kind: str = "sign-out") -> bool:
         expires_text, _, mac = token.partition(".")
         if not expires_text.isdigit() or not mac:
             return False
         expires = int(expires_text)
-        if not hmac.compare_digest(mac, self._mac(client_ip, expires)):
+        if not hmac.compare_digest(mac, self._mac(client_ip, expires, kind)):
             return False
         return self._clock() < expires
 
-    def _mac(self, client_ip: str, expires: int) -> str:
-        msg = f"sign-out|{client_ip}|{expires}".encode()
+    def _mac(self, client_ip: str, expires: int, kind: str) -> str:
+        msg = f"{kind}|{client_ip}|{expires}".encode()
         return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
 
     # ----------------------------------------------------------------- failures
@@ -386,17 +457,32 @@ class SignInPortal:
             while len(self._failures) > MAX_TRACKED:
                 self._failures.popitem(last=False)
 
-    def _fail(self, req: PortalRequest, why: str, *, detail: str | None = None) -> PortalResponse:
+    def _fail(
+        self,
+        req: PortalRequest,
+        why: str,
+        *,
+        detail: str | None = None,
+        username: str | None = None,
+    ) -> PortalResponse:
         """A failed sign-in: counted against the address, logged, and a page saying so."""
         self._note_failure(req.client_ip)
-        return self._refuse(req, why, detail=detail, status=403)
+        return self._refuse(req, why, detail=detail, status=403, username=username)
 
     def _refuse(
-        self, req: PortalRequest, why: str, *, detail: str | None = None, status: int = 403
+        self,
+        req: PortalRequest,
+        why: str,
+        *,
+        detail: str | None = None,
+        status: int = 403,
+        username: str | None = None,
     ) -> PortalResponse:
         self._count_refused(why)
-        log.warning("sign_in_refused", reason=why, client=req.client_ip, detail=detail)
-        event = self._event("refused", req, reason=why)
+        log.warning(
+            "sign_in_refused", reason=why, client=req.client_ip, detail=detail, username=username
+        )
+        event = self._event("refused", req, reason=why, username=username)
         again = (
             "<p>Too many failed sign-ins from this device: wait a few minutes.</p>"
             if why == "rate_limited"
