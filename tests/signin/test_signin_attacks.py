@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from test_signin_flow import (  # type: ignore[import-not-found]
     browser,
@@ -159,7 +160,7 @@ def test_next_is_never_an_open_redirect(
 def test_repeated_failures_are_rate_limited_per_address(
     start_proxy: StartProxy, provider: Provider, origin: Any, tmp_path: Path
 ) -> None:
-    proxy = start_proxy(sign_in_rules(provider, tmp_path))
+    proxy = start_proxy(sign_in_rules(provider, tmp_path), socialguard_admin="127.0.0.1:0")
     with browser(proxy) as b:
         for i in range(5):
             assert b.get(f"https://{PORTAL}/oidc/callback?code=x&state=s{i}").status_code == 403
@@ -169,6 +170,11 @@ def test_repeated_failures_are_rate_limited_per_address(
     reasons = [e["reason"] for e in events(proxy, "refused")]
     assert reasons == ["unknown_state"] * 5 + ["rate_limited"]
     assert proxy.addon.sign_in.refused == {"unknown_state": 5, "rate_limited": 1}
+    host, port = proxy.addon._admin.address[:2]
+    metrics = httpx.get(f"http://{host}:{port}/metrics", timeout=10).text
+    assert 'socialguard_sign_in_total{outcome="unknown_state"} 5.0' in metrics
+    assert 'socialguard_sign_in_total{outcome="rate_limited"} 1.0' in metrics
+    assert 'socialguard_sign_in_total{outcome="signed_in"} 0.0' in metrics
 
 
 BLOCK_EVERYTHING = """\

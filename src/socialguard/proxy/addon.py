@@ -614,7 +614,7 @@ class SocialGuard:
             self._metrics = Metrics()
             self._metrics.policy_loaded(self._loaded is not None)
             self._metrics.track_overrides(lambda: self._refresher and self._refresher.current)
-            self._metrics.track_identity(self.identity.counters)
+            self._metrics.track_identity(self._identity_counters)
             self._metrics.track_audit_shipping(
                 lambda: self._audit.shipper.stats if self._audit and self._audit.shipper else None
             )
@@ -635,6 +635,14 @@ class SocialGuard:
         self._admin = AdminServer(self._metrics, host=host, port=port, checks=checks)
         self._admin.start()
         log.info("admin_endpoint_listening", address=list(self._admin.address))
+
+    def _identity_counters(self) -> dict[str, Any]:
+        """The identity sources' figures and the sign-in page's, for /metrics."""
+        counts = dict(self.identity.counters())
+        portal = self.sign_in
+        if portal is not None:
+            counts["sign_in"] = {**portal.counters, **portal.refused}
+        return counts
 
     def _update_neighbours(self, mode: NeighbourMode, proxy_modes: list[str]) -> None:
         on = mode is NeighbourMode.ON or (
