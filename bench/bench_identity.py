@@ -3,7 +3,9 @@ bindings, and how many RADIUS Accounting-Requests one core handles.
 
 Budgets: the lookup adds <= 1 us to a decision with 20,000 bindings; RADIUS accounting >= 2,000
 packets/s on one core. (A binding change in force for the next request is tested functionally:
-tests/proxy/test_proxy_identity.py.)
+tests/proxy/test_proxy_identity.py.) With a directory configured the lookup is the same: the
+snapshot carries the directory groups, merged in off the request path; what the directory adds
+is on the publish path, printed as the cost per RADIUS change with and without them merged.
 
 The lookup is measured as the proxy's request path does it (IdentityService.person, a clock read
 and one or two dict reads), beside decide() alone, the baseline. RADIUS: a listener in its own
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import socket
 import struct
 import sys
@@ -29,10 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from benchlib import cpu_seconds, start
 
 from socialguard.engine import Request, decide, resolve_principal
 from socialguard.engine.identity import Binding, Bindings
+from socialguard.identity.directory_groups import DirectoryGroups, _Known
 from socialguard.identity.radius import Accounting, RadiusListener
 from socialguard.identity.service import IdentityService
 from socialguard.identity.store import BINDINGS_DB, BindingStore
@@ -123,6 +128,54 @@ def lookup_figure(tmp: Path) -> None:
     print(f"added by the lookup               {added:>10.3f} us   {budget}")
 
 
+class _NoDirectory:
+    """Stands in for a Directory: the publish figure reads only the cache, never LDAP."""
+
+    class spec:
+        timeout = 1.0
+
+    def lookup(self, username: str) -> None:
+        raise AssertionError("the publish path must not look anyone up")
+
+
+def publish_figure() -> None:
+    """IdentityService._publish_people per RADIUS change, bare and with directory groups merged
+    from a warm cache (every person looked up before: the steady state of a school day)."""
+    now = time.time()
+    changes: list[dict[str, Binding | None]] = [
+        {address(i): Binding(address(i), "radius", f"user{i}", frozenset({"Staff-WiFi"}), None,
+                             now, now + 3600)}
+        for i in range(5_000)
+    ]  # fmt: skip
+    bare = IdentityService()
+    merged = IdentityService()
+    dg = DirectoryGroups(_NoDirectory(), 3600.0, lambda u, g: None, lambda u: True)  # type: ignore[arg-type]
+    groups = frozenset({"teachers", "staff", "building-3", "grade-5", "all-staff"})
+    dg._known = {f"user{i}": _Known(groups, now) for i in range(5_000)}
+    merged.directory_groups = dg
+    k = [0]
+
+    def publish(svc: IdentityService) -> Callable[[], object]:
+        def one() -> object:
+            k[0] = (k[0] + 1) % len(changes)
+            svc._publish_people(changes[k[0]], {})
+            return None
+
+        return one
+
+    quiet_logs()
+    base, with_dir = per_call_us(publish(bare), publish(merged))
+    person = merged.person(address(7))
+    assert person is not None and "teachers" in person.groups
+    print(f"RADIUS change published (bare)    {base:>10.3f} us")
+    print(f"  with directory groups merged    {with_dir:>10.3f} us   ratio {with_dir / base:.2f}")
+
+
+def quiet_logs() -> None:
+    """The publish path logs each change; measure the path, not the console renderer."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+
+
 def _serve(state: str, send: Any) -> None:
     """The listener process: a RadiusListener with a real store; sends its port."""
     store = BindingStore(Path(state) / BINDINGS_DB)
@@ -197,6 +250,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lookup_figure(Path(tmp))
         radius_figure(Path(tmp))
+        publish_figure()
 
 
 if __name__ == "__main__":

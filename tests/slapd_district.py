@@ -13,6 +13,8 @@ The tree (dc=district,dc=example):
 - ou=groups (groupOfNames, `member`): teachers ⊂ staff (nested), admins, students, a cycle
   loop-a ⊂ loop-b ⊂ loop-a (sam is in loop-a), and chain-1 ⊂ chain-2 ⊂ … ⊂ chain-12 (dave in
   chain-1).
+- erin, whose groups only her own `memberOf` attribute names (as Active Directory keeps it):
+  teachers, and cn=outside in ou=other-groups, which is not under the group base.
 - ou=services: cn=socialguard, the service account (reads everything; people may only bind).
 
 The server is configured with `allow bind_anon_dn`, as some directories are: a bind with a DN and
@@ -56,6 +58,7 @@ PASSWORDS = {
     "dave": "dave-pw",
     "lab(1)": "lab-pw",
     "pat": "pat-pw",
+    "erin": "erin-pw",
 }
 CHAIN = 12  # chain-1 ⊂ … ⊂ chain-12
 
@@ -101,6 +104,15 @@ def _rdn(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("+", "\\+")
 
 
+# memberOf as Active Directory (or OpenLDAP's memberof overlay) keeps it, declared here so that
+# the tree can carry it without the overlay
+MEMBER_OF_SCHEMA = """\
+attributetype ( 1.3.6.1.4.1.4203.666.99.1 NAME 'memberOf'
+  EQUALITY distinguishedNameMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.12 )
+objectclass ( 1.3.6.1.4.1.4203.666.99.2 NAME 'districtMember' AUXILIARY MAY memberOf )
+"""
+
+
 def _group(cn: str, members: list[str]) -> str:
     lines = [f"dn: cn={cn},{GROUPS}", "objectClass: groupOfNames", f"cn: {cn}"]
     lines += [f"member: {m}" for m in members]
@@ -133,6 +145,13 @@ def district_ldif() -> str:
         _person("lab(1)", "Lab One"),
         _person("pat", "Pat Person"),
         _person("pat", "Pat Other", ou=f"ou=contractors,{PEOPLE}"),
+        _person("erin", "Erin Member")
+        + "objectClass: districtMember\n"
+        + f"memberOf: {group('teachers')}\n"
+        + f"memberOf: cn=outside,ou=other-groups,{SUFFIX}\n",
+        f"dn: ou=other-groups,{SUFFIX}\nobjectClass: organizationalUnit\nou: other-groups\n",
+        f"dn: cn=outside,ou=other-groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: outside\n"
+        f"member: {person('erin')}\n",
         _group("teachers", [person("alice"), person("bob")]),
         _group("staff", [group("teachers"), person("carol")]),
         _group("admins", [person("carol")]),
@@ -152,6 +171,7 @@ include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
+include {tmp}/memberof.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
 pidfile {tmp}/slapd.pid
@@ -272,16 +292,18 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> N
     raise RuntimeError(f"slapd did not listen on 127.0.0.1:{port}: {log.read_text()[-2000:]}")
 
 
-def start_slapd(tmp: Path) -> Slapd:
-    """Start slapd with the district tree in `tmp` (a fresh directory). The caller stops it."""
+def start_slapd(tmp: Path, extra_ldif: str = "") -> Slapd:
+    """Start slapd with the district tree (and `extra_ldif`, entries a test adds) in `tmp`, a
+    fresh directory. The caller stops it."""
     assert SLAPD is not None and SLAPADD is not None, "slapd and slapadd are needed"
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "db").mkdir()
     ca, cert, key = make_ca(tmp / "tls")
+    (tmp / "memberof.schema").write_text(MEMBER_OF_SCHEMA)
     conf = tmp / "slapd.conf"
     conf.write_text(_slapd_conf(tmp, cert, key, ca))
     ldif = tmp / "district.ldif"
-    ldif.write_text(district_ldif())
+    ldif.write_text(district_ldif() + ("\n" + extra_ldif if extra_ldif else ""))
     subprocess.run(
         [SLAPADD, "-f", str(conf), "-l", str(ldif)],
         check=True,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import http.client
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conftest import harness  # type: ignore[import-not-found]
@@ -31,7 +33,10 @@ from slapd_district import (  # tests/slapd_district.py
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("radclient") is None, reason="needs radclient"),
-    pytest.mark.skipif(SLAPD is None, reason="needs slapd (apt-get install slapd ldap-utils)"),
+    pytest.mark.skipif(
+        SLAPD is None or shutil.which("ldapmodify") is None,
+        reason="needs slapd (apt-get install slapd ldap-utils)",
+    ),
 ]
 
 SECRET = "s3cret-for-tests"
@@ -47,8 +52,6 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 
 
 def free_udp_port() -> int:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -173,3 +176,21 @@ def test_without_the_directory_the_teacher_is_not_staff(
     assert get(proxy, "127.0.0.1", "alice-again") == 200
     assert origin.saw(b"GET /alice-again HTTP/1.1")
     assert record_for(proxy, "127.0.0.1")["groups"] == []
+
+
+def test_directory_answers_and_failures_are_in_metrics(
+    start_proxy: Any, origin: Any, slapd: Slapd, tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    proxy = start_proxy(rules(tmp_path, slapd, port), socialguard_admin="127.0.0.1:0")
+    identity = proxy.addon.identity
+    radius_start(port, "carol", "127.0.0.1")
+    radius_start(port, "pat", "127.0.0.3")  # two entries share the name: refused, counted
+    wait_for(lambda: identity.counters()["directory"]["failures"].get("ambiguous") == 1)
+    wait_for(lambda: identity.counters()["directory"]["results"].get("found") == 1)
+    host, admin_port = proxy.addon._admin.address[:2]
+    metrics = httpx.get(f"http://{host}:{admin_port}/metrics", timeout=10).text
+    assert 'socialguard_directory_requests_total{result="found"} 1.0' in metrics
+    assert 'socialguard_directory_requests_total{result="unknown"} 1.0' in metrics
+    assert 'socialguard_directory_failures_total{reason="ambiguous"} 1.0' in metrics
+    assert 'socialguard_directory_failures_total{reason="unreachable"} 0.0' in metrics

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,7 @@ from slapd_district import SLAPD, Slapd, start_slapd  # tests/slapd_district.py
 
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    if SLAPD is None:
+    if SLAPD is None or shutil.which("ldapmodify") is None:
         pytest.skip("needs slapd (apt-get install slapd ldap-utils)")
     server = start_slapd(tmp_path_factory.mktemp("slapd"))
     try:

@@ -3,6 +3,7 @@ sign-in by bind, nested groups, and the ways an attacker or a broken directory t
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from slapd_district import (  # tests/slapd_district.py
     SERVICE_PASSWORD,
     Slapd,
     make_ca,
+    start_slapd,
 )
 from socialguard.engine.identity import DirectorySpec
 from socialguard.identity.directory import (
@@ -62,6 +64,31 @@ def test_a_teacher_signs_in_with_her_password_and_gets_her_nested_groups(
         email="alice@district.example",
         groups=frozenset({"teachers", "staff"}),  # staff through teachers ⊂ staff
     )
+
+
+def test_the_name_is_the_directorys_spelling_not_the_one_typed(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    user = directory(slapd, tmp_path).authenticate("ALICE", PASSWORDS["alice"])
+    assert user is not None and user.username == "alice"
+
+
+def test_sign_ins_on_several_threads_at_once_each_get_their_own_answer(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    d = directory(slapd, tmp_path)
+    people = ["alice", "bob", "carol", "sam"] * 3
+    answers: dict[int, DirectoryUser | None] = {}
+
+    def sign_in(i: int, name: str) -> None:
+        answers[i] = d.authenticate(name, PASSWORDS[name])
+
+    threads = [threading.Thread(target=sign_in, args=(i, n)) for i, n in enumerate(people)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [a.username if a else None for _, a in sorted(answers.items())] == people
 
 
 def test_a_wrong_password_signs_no_one_in(slapd: Slapd, tmp_path: Path) -> None:
@@ -174,6 +201,18 @@ def test_nested_groups_are_followed_to_the_depth_bound_and_no_further(
     deep = directory(slapd, tmp_path, nesting_depth=64).lookup("dave")
     assert deep is not None
     assert deep.groups == frozenset(f"chain-{i}" for i in range(1, CHAIN + 1))
+
+
+def test_groups_a_member_of_attribute_names_count_when_configured(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    """erin is in no group's member list; her memberOf names teachers (⊂ staff, followed on)
+    and a group outside the group base, which is not the district's to map."""
+    without = directory(slapd, tmp_path).lookup("erin")
+    assert without is not None and without.groups == frozenset()
+    erin = directory(slapd, tmp_path, member_of_attribute="memberOf").lookup("erin")
+    assert erin is not None
+    assert erin.groups == frozenset({"teachers", "staff"})
 
 
 # ---------------------------------------------------------------- a directory that cannot be used
@@ -324,3 +363,65 @@ def test_a_directory_certificate_from_another_ca_is_refused(
         d.check()
     with pytest.raises(DirectoryError):
         d.authenticate("alice", PASSWORDS["alice"])
+
+
+# ---------------------------------------------------------------- referrals
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP port that records every byte sent to it (and answers nothing)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1)
+                got.append(b"<connected>")
+                with contextlib.suppress(OSError):
+                    got.append(conn.recv(65536))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield server.getsockname()[1], got
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        server.close()
+
+
+def test_a_referral_is_not_followed_with_the_service_accounts_password(
+    listener: tuple[int, list[bytes]], tmp_path: Path
+) -> None:
+    """A referral in the people tree (planted, or left from a migration) must not make the proxy
+    connect elsewhere and bind there with the service account's password."""
+    port, got = listener
+    referral = (
+        f"dn: ou=elsewhere,{PEOPLE}\nobjectClass: referral\nobjectClass: extensibleObject\n"
+        f"ou: elsewhere\nref: ldap://127.0.0.1:{port}/ou=people,dc=elsewhere\n"
+    )
+    server = start_slapd(tmp_path / "slapd", extra_ldif=referral)
+    try:
+        # the referral below the people base comes back as a continuation reference
+        d = directory(server, tmp_path)
+        assert d.lookup("mallory") is None
+        assert d.authenticate("alice", PASSWORDS["alice"]) is not None
+        # and a base that is itself a referral answers "referral" (result 10)
+        moved = directory(server, tmp_path, user_base=f"ou=elsewhere,{PEOPLE}")
+        with pytest.raises(DirectoryError, match="search in 'ou=elsewhere"):
+            moved.lookup("alice")
+    finally:
+        server.stop()
+    assert got == []  # nothing, and no password, went to the referral's host

@@ -17,7 +17,9 @@ Traps this module closes, each with a test in tests/identity/test_identity_direc
 - the user name is escaped into the search filter (RFC 4515: `*`, `(`, `)`, `\\`, NUL), so
   `*` or `alice)(uid=*` matches no one rather than everyone;
 - a name matching no entry or more than one is refused (never "the first");
-- nested groups are followed breadth-first with a cycle guard and a depth bound.
+- nested groups are followed breadth-first with a cycle guard and a depth bound;
+- referrals are never followed (ldap3 would bind to the host a referral names with the service
+  account's password).
 """
 
 from __future__ import annotations
@@ -133,14 +135,7 @@ class Directory:
             )
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             tls = _VerifyingTls(context, host)
-        self._server = Server(
-            host,
-            port=port,
-            use_ssl=scheme == "ldaps",
-            tls=tls,
-            connect_timeout=spec.timeout,
-            get_info=None,
-        )
+        self._host, self._port, self._ssl, self._tls = host, port, scheme == "ldaps", tls
         self._lock = threading.Lock()
         # failures by reason (unreachable, service_bind, search, ambiguous) and answers given
         self.failures: Counter[str] = Counter()
@@ -229,8 +224,18 @@ class Directory:
     def _connect(self, dn: str, password: str) -> Connection:
         """An open connection (TLS in force where configured), bound as `dn`. Raises
         LDAPException; an invalid password shows as `bind()` returning False."""
+        # a Server per connection: ldap3 keeps per-server state (the address in use, its
+        # availability) that concurrent sign-ins on several threads would share
+        server = Server(
+            self._host,
+            port=self._port,
+            use_ssl=self._ssl,
+            tls=self._tls,
+            connect_timeout=self.spec.timeout,
+            get_info=None,
+        )
         conn = Connection(
-            self._server,
+            server,
             user=dn,
             password=password,
             # whole seconds: ldap3 packs it into SO_RCVTIMEO as an integer
@@ -238,6 +243,10 @@ class Directory:
             auto_bind=False,
             raise_exceptions=False,
             read_only=True,
+            # ldap3 follows a referral by binding to the host it names with these credentials
+            # (by default to any host, over any transport): a planted or stale referral would
+            # hand it the service account's password. A referral is an error here instead.
+            auto_referrals=False,
         )
         try:
             conn.open()
