@@ -4,8 +4,11 @@ must sign in reaches nothing a rule concerns until it has, and then its requests
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,6 +130,15 @@ def test_a_signed_in_person_is_the_principal_and_their_group_decides(
     assert [(e["user"], e["groups"], e["client"]) for e in signed] == [
         ("jdoe@district.example", ["District-Staff"], "127.0.0.1")
     ]
+    # `socialguard who` reads what the proxy wrote to <state>/identity.db
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "socialguard"), "who", "127.0.0.1", "--rules",
+         str(proxy.rules), "--state", str(proxy.rules.parent / "state"), "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    who = json.loads(shown.stdout)
+    assert (who["user"], who["source"]) == ("jdoe@district.example", "sign-in")
 
 
 def test_a_person_whose_group_may_use_the_site_reaches_it_after_signing_in(
