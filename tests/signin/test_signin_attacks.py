@@ -216,3 +216,18 @@ def test_the_portal_page_is_branded_self_contained_and_guarded(
     assert page.headers["x-frame-options"] == "DENY"
     link = urlsplit(start_link(page.text))
     assert parse_qs(link.query)["next"] == ["https://www.facebook.com/"]
+
+
+def test_an_answer_naming_another_issuer_is_refused(
+    start_proxy: StartProxy, provider: Provider, origin: Any, tmp_path: Path
+) -> None:
+    """RFC 9207: the provider names itself in its answer; an answer from another provider (a
+    mix-up) is refused before its code goes anywhere."""
+    proxy = start_proxy(sign_in_rules(provider, tmp_path))
+    callback = provider_answer(proxy, provider, "jdoe")
+    forged = callback.replace("iss=https%3A%2F%2F127.0.0.1", "iss=https%3A%2F%2Fevil.example")
+    assert forged != callback
+    with browser(proxy) as b:
+        assert b.get(forged).status_code == 403
+    assert [e["reason"] for e in events(proxy, "refused")] == ["wrong_issuer"]
+    assert signed_in_user(proxy) is None

@@ -303,6 +303,8 @@ class SignInPortal:
             return self._fail(req, pending)
         if "error" in params:
             return self._fail(req, "provider_refused", detail=params["error"][:80])
+        if "iss" in params and params["iss"].rstrip("/") != oidc.issuer:
+            return self._fail(req, "wrong_issuer")  # RFC 9207: an answer from another provider
         code = params.get("code", "")
         if not code:
             return self._fail(req, "no_code")
