@@ -446,7 +446,8 @@ class IdentitySpec(_Spec):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     # the networks the sources cover (where `unidentified` applies); empty: every address
     networks: list[str] = Field(default_factory=list)
-    # an address the sources cover with no person bound: its network's groups (staff), or none
+    # an address the sources cover with no person bound: its network's groups (staff), none
+    # (unknown), or none until the person signs in on the sign-in page (sign-in)
     unidentified: Literal["staff", "unknown", "sign-in"] = "staff"
 
     @model_validator(mode="after")
