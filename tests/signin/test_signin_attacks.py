@@ -231,3 +231,17 @@ def test_an_answer_naming_another_issuer_is_refused(
         assert b.get(forged).status_code == 403
     assert [e["reason"] for e in events(proxy, "refused")] == ["wrong_issuer"]
     assert signed_in_user(proxy) is None
+
+
+def test_a_post_to_the_portal_over_the_forms_limit_is_refused_unread(
+    start_proxy: StartProxy, provider: Provider, origin: Any, tmp_path: Path
+) -> None:
+    proxy = start_proxy(sign_in_rules(provider, tmp_path))
+    with browser(proxy) as b:
+        try:
+            status = b.post(f"https://{PORTAL}/sign-out", content=b"x" * 200_000).status_code
+        except httpx.TransportError:
+            status = 0  # closed while the client was still sending: the body was never read
+    assert status in (0, 413)
+    assert [e["reason"] for e in events(proxy, "refused")] == ["too_large"]
+    assert origin.count() == 0

@@ -1009,9 +1009,11 @@ class SocialGuard:
             sec_fetch_site=req.headers.get("sec-fetch-site"),
         )
         if req.scheme != "https" or not bodies.fits(req, bodies.FORM_BODY_LIMIT):
-            answer = self.sign_in.plain_http(portal_req)
-            if req.scheme == "https":  # a body over the limit: refused unread like a form's
-                answer = self.sign_in.send_to_sign_in(None, page=False)
+            # plain HTTP (nothing typed crosses in clear), or a body over the forms' limit
+            if req.scheme != "https":
+                answer = self.sign_in.plain_http(portal_req)
+            else:
+                answer = self.sign_in.too_large(portal_req)
             self._portal_response(flow, answer)
             bodies.refuse_unread(flow)
             return

@@ -190,6 +190,11 @@ class SignInPortal:
         )
         return PortalResponse(page.status, page.headers, page.body, event)
 
+    def too_large(self, req: PortalRequest) -> PortalResponse:
+        """A post whose body is over the forms' limit (or of no declared length): refused, its
+        body unread."""
+        return self._refuse(req, "too_large", status=413)
+
     def send_to_sign_in(self, next_url: str | None, *, page: bool) -> PortalResponse:
         """The answer to a request that must wait for a sign-in: a redirect for a page a person
         looks at, else 511 Network Authentication Required (RFC 6585) naming the page."""
