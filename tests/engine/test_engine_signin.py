@@ -147,6 +147,6 @@ def test_a_bad_sign_in_section_is_a_located_error(
 
 
 def test_a_sign_in_page_needs_a_method(make_policy: MakePolicy) -> None:
-    text = SIGN_IN.split("    oidc:")[0]
+    text = SIGN_IN.split("    oidc:", maxsplit=1)[0]
     with pytest.raises(PolicyError, match="needs a sign-in method"):
         make_policy(text)
