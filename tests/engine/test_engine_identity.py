@@ -125,8 +125,8 @@ def test_unknown_applies_only_on_the_networks_the_sources_cover(make_policy: Mak
     assert resolve_principal(policy, "10.10.5.7").groups == {"admins", "all-staff"}
 
 
-def test_sign_in_is_reserved(make_policy: MakePolicy) -> None:
-    with pytest.raises(PolicyError, match="reserved for the sign-in page"):
+def test_sign_in_needs_a_sign_in_page(make_policy: MakePolicy) -> None:
+    with pytest.raises(PolicyError, match="needs a sign_in: section"):
         make_policy(IDENTITY.format(unidentified="sign-in"))
 
 

@@ -186,6 +186,7 @@ class _IdentityCounts(Collector):
     RESULTS = ("accepted", "bad_secret", "malformed", "not_accounting")
     DIRECTORY_RESULTS = ("authenticated", "refused", "found", "unknown")
     DIRECTORY_FAILURES = ("unreachable", "service_bind", "search", "ambiguous")
+    SIGN_IN_OUTCOMES = ("signed_in", "signed_out")
 
     def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         self._stats = stats
@@ -233,7 +234,21 @@ class _IdentityCounts(Collector):
             directory.get("failures", {}),
         )
 
+        sign_in = s.get("sign_in") or {}
+        yield _labelled(
+            CounterMetricFamily(
+                "socialguard_sign_in",
+                "The sign-in page, by outcome: signed_in, signed_out, or the reason one was "
+                "refused (unknown_state, wrong_address, bad_password, bad_token, cross_site, "
+                "plain_http, rate_limited, unreachable, bad_signature, bad_claims, ...).",
+                labels=["outcome"],
+            ),
+            self.SIGN_IN_OUTCOMES,
+            sign_in,
+        )
+
     def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("socialguard_sign_in", "", labels=["outcome"])
         yield CounterMetricFamily("socialguard_radius_packets", "", labels=["result"])
         yield GaugeMetricFamily("socialguard_identity_bindings", "")
         yield CounterMetricFamily("socialguard_directory_requests", "", labels=["result"])

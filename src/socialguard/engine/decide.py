@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from . import signin
 from .accounts import account_headers
 from .compiled import CompiledPolicy, CompiledRule, Destination
 from .hosts import is_ip_literal
@@ -449,6 +450,11 @@ def decide_connection(
     (transparent mode's original destination, an explicit proxy's CONNECT to an address): a rule
     naming its network decides it too, and the stricter answer, with its own decision, wins.
     """
+    if sni and policy.identity.portal is not None and signin.is_portal(policy, sni):
+        # the sign-in page: answered by the proxy, whatever the rules say of the name
+        return ConnectionDecision(
+            ConnectionVerdict.INSPECT, signin.portal_decision(policy, principal, sni)
+        )
     if ech or not sni:
         host = sni or dest_ip or ""
         why = "encrypted client hello: the real destination is hidden" if ech else "no SNI"
@@ -463,6 +469,14 @@ def decide_connection(
         verdict = _connection_verdict(policy, sni, principal, tags, decision)
         if verdict is ConnectionVerdict.PASS and account_headers(policy.accounts, sni):
             # `accounts:` restricts sign-in by headers added to the requests: they must be seen.
+            verdict = ConnectionVerdict.INSPECT
+        if (
+            verdict is not ConnectionVerdict.INSPECT
+            and policy.identity.portal is not None
+            and signin.must_sign_in(policy, principal)
+            and signin.sign_in_concerns(policy, (sni,))
+        ):
+            # its requests are sent to the sign-in page: they must be seen to be answered
             verdict = ConnectionVerdict.INSPECT
         named = ConnectionDecision(verdict, decision)
     network = _network_decision(policy, dest_ip, principal, now, overrides)

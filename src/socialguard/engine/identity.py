@@ -11,7 +11,8 @@ atomically when a source reports a change; the engine only reads it. Pure: no I/
 
 The rules file's `identity:` section (`IdentitySpec`) configures the sources and says what an
 unidentified device on a network the sources cover is: `staff` (its network's groups, as before)
-or `unknown` (no network group). `sign-in` is reserved for the sign-in page.
+or `unknown` (no network group), or must `sign-in` on the proxy's sign-in page (`sign_in:`) before
+a request any rule concerns goes anywhere.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "Binding",
@@ -31,7 +32,9 @@ __all__ = [
     "DirectorySpec",
     "IdentitySettings",
     "IdentitySpec",
+    "OidcSpec",
     "RadiusSpec",
+    "SignInSpec",
     "lifetime_seconds",
     "policy_groups",
 ]
@@ -39,6 +42,7 @@ __all__ = [
 # Sources, by the name a decision record gives them
 SOURCE_RADIUS = "radius"
 SOURCE_DHCP = "dhcp"
+SOURCE_SIGN_IN = "sign-in"
 SOURCE_DIRECTORY = "directory"
 
 
@@ -221,6 +225,71 @@ class DhcpSpec(_Spec):
     format: Literal["dnsmasq", "kea"] = "dnsmasq"
 
 
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
+
+
+class OidcSpec(_Spec):
+    """Sign-in with the district's OpenID Connect provider (Google Workspace, Entra ID, ...):
+    authorization code with PKCE, the proxy being a confidential client."""
+
+    issuer: str  # https://accounts.google.com, https://login.microsoftonline.com/TENANT/v2.0
+    client_id: str
+    # the client secret, in a file of its own (relative to the rules file), like RADIUS's
+    client_secret_file: str
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    # the ID token claim listing the person's groups (Entra ID: groups; Google: none by default)
+    groups_claim: str = "groups"
+    # the claim naming the person as the rules' `user:` does
+    username_claim: str = "email"
+    # a CA bundle (relative to the rules file) for a provider behind the district's own CA;
+    # empty: the system's trusted CAs
+    ca_file: str | None = None
+    # what the sign-in page's button says
+    label: str = "Sign in with your district account"
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        if not v.startswith("https://") or len(v) <= len("https://"):
+            raise ValueError(f"{v!r}: the issuer must be an https:// URL")
+        return v
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        if "openid" not in v:
+            raise ValueError("the scopes must include openid")
+        return v
+
+
+class SignInSpec(_Spec):
+    """The sign-in page: served by the proxy itself under `portal`, for devices on
+    `identity.networks` that no source identifies when `identity.unidentified` is sign-in."""
+
+    # the page's host name, e.g. sign-in.district.example: never forwarded, never blocked
+    portal: str
+    # how long a sign-in binds the device's address to the person
+    session: str = "8h"
+    oidc: OidcSpec | None = None
+    # password sign-in against `identity.directory` (LDAP / Active Directory)
+    ldap: bool = False
+
+    @field_validator("portal")
+    @classmethod
+    def _portal(cls, v: str) -> str:
+        name = v.lower().rstrip(".")
+        if _HOST_NAME.match(name) is None:
+            raise ValueError(f"{v!r} is not a host name like sign-in.district.example")
+        return name
+
+    @field_validator("session")
+    @classmethod
+    def _session(cls, v: str) -> str:
+        lifetime_seconds(v)
+        return v
+
+
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -370,21 +439,26 @@ class IdentitySpec(_Spec):
     """The rules file's `identity:` section."""
 
     radius: RadiusSpec | None = None
+    sign_in: SignInSpec | None = None
     directory: DirectorySpec | None = None
     dhcp: list[DhcpSpec] = Field(default_factory=list)
     # source group → policy group(s)
     groups: dict[str, list[str]] = Field(default_factory=dict)
     # the networks the sources cover (where `unidentified` applies); empty: every address
     networks: list[str] = Field(default_factory=list)
-    # an address the sources cover with no person bound: its network's groups (staff), or none
+    # an address the sources cover with no person bound: its network's groups (staff), none
+    # (unknown), or none until the person signs in on the sign-in page (sign-in)
     unidentified: Literal["staff", "unknown", "sign-in"] = "staff"
 
-    @field_validator("unidentified")
-    @classmethod
-    def _unidentified(cls, v: str) -> str:
-        if v == "sign-in":
-            raise ValueError("'sign-in' is reserved for the sign-in page, which is not built yet")
-        return v
+    @model_validator(mode="after")
+    def _sign_in_page(self) -> IdentitySpec:
+        if self.unidentified == "sign-in" and self.sign_in is None:
+            raise ValueError("unidentified: sign-in needs a sign_in: section (the portal)")
+        if self.sign_in is not None and self.sign_in.oidc is None and not self.sign_in.ldap:
+            raise ValueError("sign_in: needs a sign-in method (oidc:, or ldap: true)")
+        if self.sign_in is not None and self.sign_in.ldap and self.directory is None:
+            raise ValueError("sign_in.ldap: true needs a directory: section to check passwords")
+        return self
 
     @field_validator("networks")
     @classmethod
@@ -401,6 +475,8 @@ class IdentitySettings:
     spec: IdentitySpec = field(default_factory=IdentitySpec)
     group_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # the sign-in page's host name (normalised: lower case), None without a sign-in page
+    portal: str | None = None
 
     @classmethod
     def compile(cls, spec: IdentitySpec) -> IdentitySettings:
@@ -408,6 +484,7 @@ class IdentitySettings:
             spec,
             {k: tuple(v) for k, v in spec.groups.items()},
             tuple(ipaddress.ip_network(n, strict=False) for n in spec.networks),
+            spec.sign_in.portal if spec.sign_in is not None else None,
         )
 
     def covers(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -39,6 +39,7 @@ class Basis(StrEnum):
     DEFAULT = "default"
     ERROR = "error"  # the engine or the proxy failed; the policy's failure mode applied
     AMBIGUOUS = "ambiguous"  # the request reads differently to different servers: refused
+    SIGN_IN = "sign_in"  # the sign-in page itself, or a device sent there to sign in first
 
 
 class Bypass(StrEnum):

@@ -22,6 +22,8 @@ from typing import Any
 import structlog
 
 from socialguard.engine.identity import (
+    SOURCE_RADIUS,
+    SOURCE_SIGN_IN,
     Binding,
     Bindings,
     DirectorySpec,
@@ -121,6 +123,8 @@ class IdentityService:
                     raise
             else:
                 self._set_people_empty()
+        if old is None or old.sign_in != spec.sign_in or old.radius != spec.radius:
+            self._restore_sign_ins(spec, state)
         if old is None or old.dhcp != spec.dhcp:
             self._stop_leases()
             if spec.dhcp:
@@ -130,7 +134,7 @@ class IdentityService:
                 self._publish_leases([])
         if directory_changed:
             self._republish_people()
-        self.active = spec.radius is not None or bool(spec.dhcp)
+        self.active = spec.radius is not None or bool(spec.dhcp) or spec.sign_in is not None
 
     # ----------------------------------------------------------------- the directory
 
@@ -222,7 +226,9 @@ class IdentityService:
         )
         store = self._open_store(state)
         restored = store.load(self.clock())
-        accounting.load({b.address: (session, nas) for b, session, nas in restored})
+        accounting.load(
+            {b.address: (session, nas) for b, session, nas in restored if b.source == SOURCE_RADIUS}
+        )
         with self._swap:
             self._raw.clear()
             self._addresses_of.clear()
@@ -234,6 +240,62 @@ class IdentityService:
         self.radius = RadiusListener(
             host.strip("[]"), int(port), secret, accounting, self._publish_people, self.clock
         ).start()
+
+    def _restore_sign_ins(self, spec: IdentitySpec, state: Path) -> None:
+        """The sign-in page's people, as the store kept them (a restart does not sign anyone
+        out); or, without a sign-in page, none of them any more."""
+        now = self.clock()
+        with self._swap:
+            current = self.bindings
+        mine = {b.address: None for b in current.people(now) if b.source == SOURCE_SIGN_IN}
+        changes: dict[str, Binding | None] = dict(mine)
+        if spec.sign_in is not None:
+            restored = self._open_store(state).load(now)
+            changes.update({b.address: b for b, _, _ in restored if b.source == SOURCE_SIGN_IN})
+        if changes:
+            with self._swap:
+                for address, b in changes.items():
+                    self._remember(address, b)
+                self.bindings = self.bindings.with_people(
+                    {a: self._with_directory_groups(b) if b else None for a, b in changes.items()}
+                )
+
+    # ----------------------------------------------------------------- the sign-in page
+
+    def sign_in(self, binding: Binding) -> None:
+        """Bind an address to the person who signed in on it: in force for the next request,
+        then written to the store (for `who` and a restart). Blocking (SQLite): call it off the
+        event loop."""
+        self._publish_sign_in(binding.address, binding)
+
+    def sign_out(self, address: str) -> Binding | None:
+        """End the sign-in binding on `address` (sign-out); the binding ended, if there was one.
+        Blocking, like `sign_in`."""
+        current = self.bindings.person(address, self.clock())
+        if current is None or current.source != SOURCE_SIGN_IN:
+            return None
+        self._publish_sign_in(address, None)
+        return current
+
+    def _publish_sign_in(self, address: str, binding: Binding | None) -> None:
+        """Into the snapshot (with the person's directory groups, where a directory is
+        configured), then into the store (what the sign-in said)."""
+        with self._swap:
+            self._remember(address, binding)
+            published = self._with_directory_groups(binding) if binding is not None else None
+            self.bindings = self.bindings.with_people({address: published})
+        log.info(
+            "identity_bound" if binding is not None else "identity_ended",
+            source=SOURCE_SIGN_IN,
+            address=address,
+            user=binding.user if binding is not None else None,
+        )
+        store = self._store
+        if store is not None:
+            try:
+                store.write({address: binding}, {})
+            except Exception as e:  # the snapshot is right; only `who` and a restart lag
+                log.error("identity_store_failed", error=str(e))
 
     def _current_leases(self) -> list[Binding]:
         return self.bindings.leases()

@@ -1,8 +1,8 @@
 """Who holds an address now, and which source says so: what `socialguard who` prints.
 
-It reads what the proxy reads: the RADIUS bindings in `<state>/identity.db` (which the proxy writes
-before it answers the packet) and the lease files the rules name, and resolves the principal with
-the same `resolve_principal` the proxy calls.
+It reads what the proxy reads: the RADIUS and sign-in page bindings in `<state>/identity.db`
+(which the proxy writes before it answers the packet or the sign-in) and the lease files the
+rules name, and resolves the principal with the same `resolve_principal` the proxy calls.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def who(policy: CompiledPolicy, address: str, state: Path, now: float) -> WhoAns
     address = normalise_client_ip(address)
     person = None
     spec = policy.identity.spec
-    if spec.radius is not None:
+    if spec.radius is not None or spec.sign_in is not None:
         store = BindingStore.open_read_only(state / BINDINGS_DB)
         if store is not None:
             try:

@@ -86,6 +86,7 @@ ECH_EXTENSION = 0xFE0D
 _ECH_TYPE_BYTES = ECH_EXTENSION.to_bytes(2, "big")
 METADATA_KEY = "socialguard"
 FORM_KEY = "socialguard_form"
+SIGN_IN_KEY = "socialguard_sign_in"  # a request to the sign-in page, answered in `request`
 REFUSED_MESSAGE = "refused by socialguard: the district's policy blocks this destination"
 AUTH_REALM = "socialguard"
 PRINCIPAL_CACHE_SIZE = 65536
@@ -190,6 +191,8 @@ class SocialGuard:
         self._decided_early: weakref.WeakSet[connection.Client] = weakref.WeakSet()
         self._held = budget.UploadBudget(budget.parse_upload_memory(budget.DEFAULT_UPLOAD_MEMORY))
         self.identity = IdentityService()  # identity sources' bindings (socialguard.identity)
+        self.sign_in: Any = None  # proxy.signin.SignInPortal, when the rules ask for one
+        self._sign_in_spec: Any = None
 
     # ----------------------------------------------------------------- options and lifecycle
 
@@ -463,9 +466,50 @@ class SocialGuard:
         self._install_policy(loaded, reloaded=True)
 
     def _configure_identity(self, loaded: LoadedPolicy, state: Path) -> None:
-        """Start or restart the identity sources the rules' `identity:` section names."""
+        """Start or restart the identity sources the rules' `identity:` section names, and the
+        sign-in page. Raises OSError or ValueError (a provider that cannot be discovered)."""
         policy = loaded.policy
-        self.identity.configure(policy.identity.spec, policy.source_files[0].parent, state)
+        rules_dir = policy.source_files[0].parent
+        self.identity.configure(policy.identity.spec, rules_dir, state)
+        spec = policy.identity.spec.sign_in
+        if spec == self._sign_in_spec:
+            return
+        self.sign_in = self._make_sign_in(spec, rules_dir) if spec is not None else None
+        self._sign_in_spec = spec
+
+    def _make_sign_in(self, spec: Any, rules_dir: Path) -> Any:
+        """The sign-in page for `spec`, its provider discovered (blocking, at start or on a
+        reload's thread): an unreachable provider is an error naming the issuer."""
+        from socialguard.engine.identity import lifetime_seconds
+        from socialguard.identity.oidc import OidcClient, OidcError
+
+        from .pagekit import Brand
+        from .signin import CALLBACK_PATH, SignInPortal
+
+        oidc = None
+        if spec.oidc is not None:
+            oidc = OidcClient(spec.oidc, rules_dir, f"https://{spec.portal}{CALLBACK_PATH}")
+            try:
+                oidc.discover()
+            except OidcError as e:
+                raise ValueError(f"sign_in.oidc: {e}") from e
+
+        def brand() -> Brand:
+            district = self._require_policy().policy.district
+            return Brand(district.name, district.contact, district.policy_url)
+
+        identity = self.identity
+        return SignInPortal(
+            spec.portal,
+            lifetime_seconds(spec.session),
+            oidc,
+            identity.sign_in,
+            identity.sign_out,
+            identity.person,
+            brand,
+            lambda: identity.clock(),  # noqa: PLW0108 - read late: the service's clock may change
+            (lambda: identity.directory) if spec.ldap else None,
+        )
 
     def _reject_reload(self, errors: list[str]) -> None:
         current = self._loaded.policy.version if self._loaded else None
@@ -546,7 +590,7 @@ class SocialGuard:
             self._metrics = Metrics()
             self._metrics.policy_loaded(self._loaded is not None)
             self._metrics.track_overrides(lambda: self._refresher and self._refresher.current)
-            self._metrics.track_identity(self.identity.counters)
+            self._metrics.track_identity(self._identity_counters)
             self._metrics.track_audit_shipping(
                 lambda: self._audit.shipper.stats if self._audit and self._audit.shipper else None
             )
@@ -567,6 +611,14 @@ class SocialGuard:
         self._admin = AdminServer(self._metrics, host=host, port=port, checks=checks)
         self._admin.start()
         log.info("admin_endpoint_listening", address=list(self._admin.address))
+
+    def _identity_counters(self) -> dict[str, Any]:
+        """The identity sources' figures and the sign-in page's, for /metrics."""
+        counts = dict(self.identity.counters())
+        portal = self.sign_in
+        if portal is not None:
+            counts["sign_in"] = {**portal.counters, **portal.refused}
+        return counts
 
     def _update_neighbours(self, mode: NeighbourMode, proxy_modes: list[str]) -> None:
         on = mode is NeighbourMode.ON or (
@@ -811,6 +863,8 @@ class SocialGuard:
             return None
         if FORM_KEY in flow.metadata or uploads.HELD_KEY in flow.metadata:
             return self._request_with_body(flow)
+        if SIGN_IN_KEY in flow.metadata:
+            return self._answer_portal(flow, flow.metadata.pop(SIGN_IN_KEY))
         if METADATA_KEY not in flow.metadata and self._fail_mode() == "closed":
             self._fail_request(flow, RuntimeError("request reached no decision"), hook="request")
         return None
@@ -863,6 +917,99 @@ class SocialGuard:
             self._write({"type": "form", "decision_id": new_decision_id(), **answer.event})
         flow.metadata[METADATA_KEY] = Verdict("form", "form", "form", None, (host,))
         flow.response = http.Response.make(answer.status, answer.body, guarded(answer.headers))
+
+    def _sign_in_first(self, flow: http.HTTPFlow, loaded: LoadedPolicy, peer: _Peer) -> bool:
+        """The sign-in page's requests, and requests of devices that must sign in first
+        (engine/signin.py): answered here, never forwarded. False: decide as usual."""
+        from socialguard.engine import signin
+
+        policy = loaded.policy
+        hosts = self._request_hosts(flow, None, peer)
+        to_portal = [signin.is_portal(policy, h) for h in hosts]
+        if all(to_portal):
+            self._take_portal(flow, loaded, peer, hosts)
+            return True
+        principal = peer.principal
+        if not any(to_portal) and not (
+            signin.must_sign_in(policy, principal) and signin.sign_in_concerns(policy, hosts)
+        ):
+            return False
+        # sent to sign in; or a request naming the sign-in page and another site at once
+        decision = signin.sign_in_decision(policy, principal, hosts[0])
+        req = flow.request
+        decision_id = self._record_request(
+            flow, decision, loaded, peer.sni, {"hosts": list(hosts)}, peer=peer
+        )
+        flow.metadata[METADATA_KEY] = Verdict(
+            decision_id, decision.action, decision.basis, None, hosts
+        )
+        page = (
+            req.method in ("GET", "HEAD")
+            and blockpage.choose_format(
+                accept=req.headers.get("accept", ""),
+                sec_fetch_dest=req.headers.get("sec-fetch-dest", ""),
+                sec_fetch_mode=req.headers.get("sec-fetch-mode", ""),
+                upgrade=req.headers.get("upgrade", ""),
+            )
+            is blockpage.BlockFormat.HTML
+        )
+        answer = self.sign_in.send_to_sign_in(_request_url(req, hosts[0]), page=page)
+        flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+        bodies.refuse_unread(flow)  # its body (credentials, an upload) is never read
+        return True
+
+    def _take_portal(
+        self, flow: http.HTTPFlow, loaded: LoadedPolicy, peer: _Peer, hosts: tuple[str, ...]
+    ) -> None:
+        """A request to the sign-in page: recorded, then answered in `request` (with its small
+        body), or at once when it is plain HTTP carrying a form (refused unread)."""
+        from socialguard.engine import signin
+
+        from .signin import PortalRequest
+
+        decision = signin.portal_decision(loaded.policy, peer.principal, hosts[0])
+        decision_id = self._record_request(flow, decision, loaded, peer.sni, {}, peer=peer)
+        flow.metadata[METADATA_KEY] = Verdict(
+            decision_id, decision.action, decision.basis, None, hosts
+        )
+        req = flow.request
+        portal_req = PortalRequest(
+            method=req.method,
+            scheme=req.scheme,
+            path=req.path,
+            client_ip=peer.client_ip,
+            principal=peer.principal,
+            mac=peer.principal.mac,
+            content_type=req.headers.get("content-type"),
+            origin=req.headers.get("origin"),
+            sec_fetch_site=req.headers.get("sec-fetch-site"),
+        )
+        if req.scheme != "https" or not bodies.fits(req, bodies.FORM_BODY_LIMIT):
+            # plain HTTP (nothing typed crosses in clear), or a body over the forms' limit
+            if req.scheme != "https":
+                answer = self.sign_in.plain_http(portal_req)
+            else:
+                answer = self.sign_in.too_large(portal_req)
+            self._portal_response(flow, answer)
+            bodies.refuse_unread(flow)
+            return
+        flow.metadata[SIGN_IN_KEY] = portal_req
+
+    async def _answer_portal(self, flow: http.HTTPFlow, portal_req: Any) -> None:
+        """The sign-in page's answer (the provider and the store are called off the loop)."""
+        try:
+            body = flow.request.get_content(strict=False) or b""
+            answer = await self.sign_in.handle_async(dataclasses.replace(portal_req, body=body))
+            self._portal_response(flow, answer)
+        except Exception as e:
+            self._fail_request(flow, e, hook="request")
+
+    def _portal_response(self, flow: http.HTTPFlow, answer: Any) -> None:
+        if answer.event:
+            from socialguard.audit import new_decision_id
+
+            self._write({"type": "sign_in", "decision_id": new_decision_id(), **answer.event})
+        flow.response = http.Response.make(answer.status, answer.body, answer.headers)
 
     def _take_form(self, flow: http.HTTPFlow, principal: Principal) -> None:
         """The block page's own forms: answered in `request` once the (small) body is in."""
@@ -920,6 +1067,8 @@ class SocialGuard:
                 return  # 407 already set
         peer = self._peer(loaded, client, user)
         data = req.data
+        if self.sign_in is not None and self._sign_in_first(flow, loaded, peer):
+            return
         if self.forms is not None and data.path.startswith(_FORM_PREFIX):
             self._take_form(flow, peer.principal)
             return
@@ -1609,6 +1758,18 @@ def _is_sign_in_host(host: str) -> bool:
 
 
 _is_ip = names.is_ip
+
+
+def _request_url(req: http.Request, host: str) -> str:
+    """The address the person asked for, by the name they used (transparent mode's `host` is
+    an address): where the sign-in page sends them back to."""
+    scheme = req.scheme
+    port = req.port
+    default = 443 if scheme == "https" else 80
+    authority = host if port == default else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        authority = f"[{host}]" if port == default else f"[{host}]:{port}"
+    return f"{scheme}://{authority}{req.path}"
 
 
 def _client_ip(client: connection.Client) -> str:

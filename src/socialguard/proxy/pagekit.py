@@ -47,6 +47,11 @@ STYLE = """
   .sg-form { margin: 0 0 1.25rem; }
   .sg-form p { margin: 0 0 .5rem; }
   label { display: block; margin: 0 0 .5rem; font-weight: 600; }
+  input[type=text], input[type=password] {
+    display: block; width: 100%; box-sizing: border-box; min-height: 44px; margin-top: .35rem;
+    padding: .5rem .6rem; font: inherit; font-size: 16px; border: 1px solid #8a93a3;
+    border-radius: .4rem; }
+  input:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
   textarea { display: block; width: 100%; box-sizing: border-box; min-height: 5.5rem;
              margin-top: .35rem; padding: .6rem; font: inherit; font-size: 16px;
              border: 1px solid #8a93a3; border-radius: .4rem; }
