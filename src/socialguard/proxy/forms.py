@@ -123,7 +123,11 @@ def principal_binding(p: Principal) -> str:
 
 def emergency_scope(p: Principal) -> str:
     """A self-declared emergency opens the site for this device (or this address), not for the user
-    everywhere."""
+    everywhere; but for a person an identity source names, for that person: the address is theirs
+    only until their source ends the binding, and the emergency must not pass to its next holder
+    (nor would it reach them: an address's overrides do not apply to a named person)."""
+    if p.source is not None and p.user:
+        return f"user:{p.user}"
     return f"device:{p.device}" if p.device else f"ip:{p.client_ip}"
 
 
