@@ -72,7 +72,7 @@ from . import (
 )
 from .admin_events import AdminEventPump
 from .answers import guarded
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, epoch_seconds
 from .forms import PREFIX as FORM_PREFIX
 from .forms import FormRequest
 from .neighbours import NeighbourTable
@@ -213,7 +213,8 @@ class SocialGuard:
         # tls_clienthello has nothing more to decide for them.
         self._decided_early: weakref.WeakSet[connection.Client] = weakref.WeakSet()
         self._held = budget.UploadBudget(budget.parse_upload_memory(budget.DEFAULT_UPLOAD_MEMORY))
-        self.identity = IdentityService()  # identity sources' bindings (socialguard.identity)
+        # identity sources' bindings (socialguard.identity), ending by the clock decisions use
+        self.identity = IdentityService(clock=epoch_seconds(self.clock))
 
     # ----------------------------------------------------------------- options and lifecycle
 

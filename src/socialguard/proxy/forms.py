@@ -415,8 +415,9 @@ class BlockPageForms:
         label = limits.service_label(ticket.site) if limits.service_label else None
         url = html.escape(ticket.url)
         body = (
-            f"<p>You declared an emergency. {html.escape(label or ticket.site)} is open on this "
-            f"device until <strong>{html.escape(until)}</strong>.</p>"
+            f"<p>You declared an emergency. {html.escape(label or ticket.site)} is open "
+            f"{'for you' if record.emergency.scope.startswith('user:') else 'on this device'} "
+            f"until <strong>{html.escape(until)}</strong>.</p>"
             "<p>Administration will review it; your reason was recorded.</p>"
             f'<p><a class="tap" href="{url}">Continue to {html.escape(_short(ticket.url))}</a></p>'
         )
