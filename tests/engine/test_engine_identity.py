@@ -168,3 +168,16 @@ def test_an_addresss_overrides_do_not_apply_to_a_person_a_source_names(
     assert "ip:10.20.3.4" not in named.keys()  # noqa: SIM118 - Principal.keys() is not a mapping's
     both = Overrides.build([by_address, by_person], [])
     assert both.grant_for(named, "facebook.com", {}, now) == by_person
+
+
+def test_an_ipv6_prefix_binds_every_address_in_it_through_folds_and_ends() -> None:
+    prefix = jdoe("2001:db8:1:2::/64")
+    b = Bindings.EMPTY.with_people({prefix.address: prefix})
+    assert b.person("2001:db8:1:2::9", 150.0) == prefix
+    assert b.person("2001:db8:1:3::9", 150.0) is None
+    for i in range(600):  # past the delta's limit: folded into a new base
+        b = b.with_people({f"10.1.{i // 256}.{i % 256}": jdoe(f"10.1.{i // 256}.{i % 256}")})
+    assert b.person("2001:db8:1:2::9", 150.0) == prefix
+    ended = b.with_people({prefix.address: None})
+    assert ended.person("2001:db8:1:2::9", 150.0) is None
+    assert b.person("2001:db8:1:2::9", 250.0) is None  # its lifetime is over
