@@ -227,3 +227,27 @@ def test_a_binding_ends_at_its_lifetime_on_the_proxys_clock(
         assert "identified_by" not in rec
     finally:
         conn.close()
+
+
+def test_the_block_page_says_who_the_person_was_identified_as_and_by_which_source(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    proxy = start_proxy(identity_rules(tmp_path, port))
+    assert radclient(port, JDOE.format(status="Start")) == 0
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
+    try:
+        conn.request(
+            "GET", "http://www.facebook.com/", headers={"Host": "www.facebook.com",
+                                                        "Accept": "text/html"},
+        )  # fmt: skip
+        resp = conn.getresponse()
+        page = resp.read().decode()
+    finally:
+        conn.close()
+    assert resp.status == 403
+    assert (
+        "<dd>jdoe, identified by RADIUS accounting (the Wi-Fi sign-in); address 127.0.0.1 (staff)"
+        "</dd>" in page
+    )
+    assert last_request_record(proxy)["identified_by"] == "radius"

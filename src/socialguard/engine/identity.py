@@ -31,6 +31,7 @@ __all__ = [
     "IdentitySettings",
     "IdentitySpec",
     "RadiusSpec",
+    "describe_source",
     "lifetime_seconds",
     "policy_groups",
 ]
@@ -38,6 +39,23 @@ __all__ = [
 # Sources, by the name a decision record gives them
 SOURCE_RADIUS = "radius"
 SOURCE_DHCP = "dhcp"
+
+# How a person meets each source's name (the block page); a source not listed shows its name
+_SOURCE_WORDS = {
+    SOURCE_RADIUS: "identified by RADIUS accounting (the Wi-Fi sign-in)",
+    SOURCE_DHCP: "identified by the DHCP lease of their device",
+    "ldap": "signed in with the district directory",
+    "directory": "signed in with the district directory",
+    "signin": "signed in on the sign-in page",
+    "sign-in": "signed in on the sign-in page",
+    "oidc": "signed in with the district's account provider",
+}
+
+
+def describe_source(source: str) -> str:
+    """`radius` → "identified by RADIUS accounting (the Wi-Fi sign-in)": what the block page
+    tells a person about how the proxy knows who they are."""
+    return _SOURCE_WORDS.get(source, f"identified by {source}")
 
 
 @dataclass(frozen=True, slots=True)

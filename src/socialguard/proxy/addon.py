@@ -45,7 +45,7 @@ from socialguard.audit import schema as audit_schema
 from socialguard.engine import gateway as engine_gateway
 from socialguard.engine.accounts import is_sign_in_host
 from socialguard.engine.compiled import CompiledPolicy
-from socialguard.engine.identity import Binding
+from socialguard.engine.identity import Binding, describe_source
 from socialguard.engine.model import (
     Action,
     Basis,
@@ -1502,7 +1502,11 @@ def make_response(status: int, body: bytes, headers: dict[str, str]) -> http.Res
 
 
 def describe_principal(p: Principal) -> str:
-    """Who the proxy took the person to be, in words for the block page."""
+    """Who the proxy took the person to be, in words for the block page: a person an identity
+    source named first, with how it knows them ("jdoe, identified by RADIUS accounting …")."""
+    if p.user and p.source:
+        named = f"{p.user}, {describe_source(p.source)}; "
+        return named + describe_principal(dataclasses.replace(p, user=None, source=None))
     parts = []
     if p.user:
         parts.append(f"user {p.user}")
