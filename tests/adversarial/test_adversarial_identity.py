@@ -10,6 +10,7 @@ about who each client was and which source said so.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -221,3 +222,49 @@ def test_an_address_grant_does_not_open_the_site_for_a_person_bound_to_that_addr
     assert b"/bob-page" not in targets(origin)
     last = request_records(proxy)[-1]
     assert (last["user"], last["identified_by"], last["action"]) == ("bob", "radius", "block")
+
+
+def open_page(proxy: Any, address: str) -> str:
+    """The block page from `address`: the token of its emergency form."""
+    page = curl(proxy, f"https://{PAGE}/blocked", *HTML, "--interface", address)
+    assert page.status == 403, address
+    token = re.search(
+        r'action="/\.socialguard/emergency".*?name="token" value="([^"]+)"', page.body, re.S
+    )
+    assert token, f"the block page offered {address} the emergency form"
+    return token.group(1)
+
+
+def test_one_person_on_ten_addresses_has_one_daily_emergency_allowance(
+    start_proxy: Any, origin: Any, tmp_path: Path
+) -> None:
+    """Ten addresses, all alice's (RADIUS says so): the daily allowance is hers, not theirs.
+    Every page is opened first, then every form posted: the store, not the page, must refuse."""
+    proxy, port = start(start_proxy, tmp_path)
+    addresses = [f"127.0.0.{n}" for n in range(2, 12)]
+    for n, address in enumerate(addresses):
+        accounting(port, "Start", "alice", f"sess-{n}", address)
+    tokens = [open_page(proxy, a) for a in addresses]
+    statuses = [
+        curl(
+            proxy,
+            f"https://{PAGE}/.socialguard/emergency",
+            "--data-urlencode", f"token={token}",
+            "--data-urlencode", "reason=Lockdown: reaching families",
+            "--interface", address,
+        ).status
+        for token, address in zip(tokens, addresses, strict=True)
+    ]  # fmt: skip
+    assert statuses == [200] * 2 + [429] * 8  # emergency_per_day: 2 by default
+    forms = [r for r in proxy.records() if r.get("type") == "form"]
+    assert [(r["outcome"], r["user"], r["identified_by"]) for r in forms] == [
+        ("emergency_declared", "alice", "radius")
+    ] * 2 + [("limit_reached", "alice", "radius")] * 8
+    assert {r["limit"] for r in forms if r["outcome"] == "limit_reached"} == {"emergency_per_day"}
+    # the auditor finds them by the person, not by ten addresses
+    found = sg(proxy, "audit", "search", "--who", "user:alice", "--basis", "form", "--json",
+               "--log-dir", str(proxy.log_dir))  # fmt: skip
+    rows = [json.loads(line) for line in found.splitlines() if line.strip()]
+    assert len(rows) == 10
+    # and nothing of the forms' own posts reached the origin
+    assert not origin.saw(b"/.socialguard/")

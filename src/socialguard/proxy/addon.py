@@ -74,7 +74,7 @@ from .admin_events import AdminEventPump
 from .answers import guarded
 from .clock import Clock, SystemClock, epoch_seconds
 from .forms import PREFIX as FORM_PREFIX
-from .forms import FormRequest
+from .forms import FormRequest, form_person
 from .neighbours import NeighbourTable
 from .options import NeighbourMode, Settings, parse_settings
 from .reload import LoadedPolicy, RulesWatcher, load_checked, rejection_errors
@@ -908,7 +908,7 @@ class SocialGuard:
                 "decision_id": new_decision_id(),
                 "event": "block_page_form",
                 "form": flow.request.path.split("?", 1)[0],
-                "client": principal.client_ip,
+                **form_person(principal),
                 "outcome": "body_too_large",
                 "declared": bodies.declared_length(flow.request),
                 "limit": bodies.FORM_BODY_LIMIT,

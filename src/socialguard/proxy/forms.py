@@ -121,6 +121,19 @@ def principal_binding(p: Principal) -> str:
     return f"{p.client_ip}|{p.user or ''}|{p.device or ''}"
 
 
+def form_person(p: Principal) -> dict[str, Any]:
+    """Who used a form, for its record: the address, and the person where known (with the
+    identity source that named them), so `audit search --who user:NAME` finds their forms."""
+    out: dict[str, Any] = {"client": p.client_ip}
+    if p.user:
+        out["user"] = p.user
+    if p.device:
+        out["device"] = p.device
+    if p.source:
+        out["identified_by"] = p.source
+    return out
+
+
 def emergency_scope(p: Principal) -> str:
     """A self-declared emergency opens the site for this device (or this address), not for the user
     everywhere; but for a person an identity source names, for that person: the address is theirs
@@ -303,7 +316,7 @@ class BlockPageForms:
         base: dict[str, Any] = {
             "event": "block_page_form",
             "form": kind or path,
-            "client": req.principal.client_ip,
+            **form_person(req.principal),
         }
         if kind is None:
             cap_field(base, "form", MAX_PATH)  # the path the client chose
