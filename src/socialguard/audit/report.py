@@ -184,7 +184,7 @@ def summarise(
                     form=str(r.get("form") or ""),
                     outcome=str(r.get("outcome")),
                     why=str(r.get("why") or r.get("limit") or ""),
-                    who=f"ip:{r.get('client')}",
+                    who=person_of(r),  # the person where the form's record names one
                     site=str(r.get("site") or ""),
                 )
             )
