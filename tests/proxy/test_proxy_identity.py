@@ -251,3 +251,26 @@ def test_the_block_page_says_who_the_person_was_identified_as_and_by_which_sourc
         "</dd>" in page
     )
     assert last_request_record(proxy)["identified_by"] == "radius"
+
+
+def test_metrics_count_the_people_bound_and_their_addresses_in_force(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A dual-stack phone is one person on two addresses; a binding whose lifetime is over (a
+    controller that died, no Stop) is no longer counted."""
+    port = free_udp_port()
+    proxy = start_proxy(identity_rules(tmp_path, port), socialguard_admin="127.0.0.1:0")
+    dual = JDOE.format(status="Start") + ", Framed-IPv6-Address = ::1, Session-Timeout = 600"
+    assert radclient(port, dual) == 0
+    host, admin_port = proxy.addon._admin.address[:2]
+
+    def scrape() -> str:
+        return httpx.get(f"http://{host}:{admin_port}/metrics", timeout=10).text
+
+    metrics = scrape()
+    assert "socialguard_identity_bindings 2.0" in metrics
+    assert "socialguard_identity_people 1.0" in metrics
+    proxy.clock.advance(timedelta(minutes=10))
+    metrics = scrape()
+    assert "socialguard_identity_bindings 0.0" in metrics
+    assert "socialguard_identity_people 0.0" in metrics

@@ -178,7 +178,8 @@ class Metrics:
 
 
 class _IdentityCounts(Collector):
-    """`socialguard_radius_packets_total{result}` and `socialguard_identity_bindings`."""
+    """`socialguard_radius_packets_total{result}`, `socialguard_identity_bindings` and
+    `socialguard_identity_people`."""
 
     RESULTS = ("accepted", "bad_secret", "malformed", "not_accounting")
 
@@ -202,14 +203,21 @@ class _IdentityCounts(Collector):
         yield packets
         bindings = GaugeMetricFamily(
             "socialguard_identity_bindings",
-            "People bound to an address by an identity source, in the proxy's snapshot.",
+            "Addresses (and IPv6 prefixes) an identity source binds to a person, in force now.",
         )
         bindings.add_metric([], s.get("bindings", 0))
         yield bindings
+        people = GaugeMetricFamily(
+            "socialguard_identity_people",
+            "Distinct people those bindings name (a dual-stack phone is one person on two).",
+        )
+        people.add_metric([], s.get("people", 0))
+        yield people
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily("socialguard_radius_packets", "", labels=["result"])
         yield GaugeMetricFamily("socialguard_identity_bindings", "")
+        yield GaugeMetricFamily("socialguard_identity_people", "")
 
 
 class _DecisionCounts(Collector):

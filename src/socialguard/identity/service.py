@@ -163,13 +163,14 @@ class IdentityService:
     # ----------------------------------------------------------------- shutdown
 
     def counters(self) -> dict[str, Any]:
-        """Packets accepted and refused by reason, and people bound, for /metrics (read at a
-        scrape: counting the bindings walks the snapshot)."""
-        people = len(self.bindings) if self.active else 0
+        """Packets accepted and refused by reason, the bindings in force and the people they
+        name, for /metrics (read at a scrape: counting walks the snapshot)."""
+        live = self.bindings.people(self.clock()) if self.active else []
+        bound = {"bindings": len(live), "people": len({b.user for b in live})}
         if self.radius is None:
-            return {"accepted": 0, "refused": {}, "bindings": people}
+            return {"accepted": 0, "refused": {}, **bound}
         c = self.radius.counters
-        return {"accepted": c.accepted, "refused": dict(c.refused), "bindings": people}
+        return {"accepted": c.accepted, "refused": dict(c.refused), **bound}
 
     def _stop_radius(self) -> None:
         if self.radius is not None:
