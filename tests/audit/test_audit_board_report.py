@@ -284,3 +284,11 @@ def test_a_refused_form_is_the_persons_where_the_record_names_one() -> None:
     raw = _json.dumps(record).encode()
     s = summarise([Found(raw, Path("x.jsonl"), 1, record)], DENVER)
     assert [f.who for f in s.refused_forms] == ["user:alice"]
+
+
+def test_an_emergency_scoped_to_a_person_is_one_person_in_the_report() -> None:
+    from socialguard.audit.report import _scope, pseudonymiser
+
+    code = pseudonymiser(b"k")
+    assert _scope("user:alice", code) == "one person"
+    assert _scope("ip:10.0.0.9", code) == "one address"
