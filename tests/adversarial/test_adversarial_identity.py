@@ -268,3 +268,37 @@ def test_one_person_on_ten_addresses_has_one_daily_emergency_allowance(
     assert len(rows) == 10
     # and nothing of the forms' own posts reached the origin
     assert not origin.saw(b"/.socialguard/")
+
+
+def test_an_access_request_names_the_person_and_its_grant_leaves_with_them(
+    start_proxy: Any, origin: Any, tmp_path: Path
+) -> None:
+    """The administrator sees who asked (user:alice, not ip:127.0.0.1); approving it grants
+    alice, and bob, who holds the address next, is still blocked."""
+    proxy, port = start(start_proxy, tmp_path)
+    accounting(port, "Start", "alice", "sess-a")
+    page = curl(proxy, f"https://{PAGE}/blocked", *HTML)
+    token = re.search(
+        r'action="/\.socialguard/request".*?name="token" value="([^"]+)"', page.body, re.S
+    )
+    assert page.status == 403 and token, "the block page offers the request form"
+    answer = curl(
+        proxy,
+        f"https://{PAGE}/.socialguard/request",
+        "--data-urlencode", f"token={token.group(1)}",
+        "--data-urlencode", "reason=The yearbook page",
+    )  # fmt: skip
+    assert answer.status == 200, answer.body
+    requests = json.loads(sg(proxy, "grant", "requests", "--json"))
+    assert [r["who"] for r in requests] == ["user:alice"]
+    sg(proxy, "grant", "approve", requests[0]["id"], "--for", "1h")
+    wait_until_open(proxy, "/alice-poll")
+    assert status(proxy, "/alice-page") == 200
+
+    accounting(port, "Stop", "alice", "sess-a")
+    accounting(port, "Start", "bob", "sess-b")
+    assert status(proxy, "/bob-page") == 403
+    seen = targets(origin)
+    assert b"/alice-page" in seen and b"/bob-page" not in seen
+    last = request_records(proxy)[-1]
+    assert (last["user"], last["identified_by"], last["action"]) == ("bob", "radius", "block")
