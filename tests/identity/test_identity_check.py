@@ -56,7 +56,8 @@ def setup(tmp_path: Path) -> None:
     now = time.time()
     b = Binding("10.20.3.4", "radius", "jdoe", frozenset({"Staff-WiFi"}), None, now, now + 600)
     ended = Binding("10.20.3.9", "radius", "asmith", frozenset(), None, now - 900, now - 300)
-    store.write({"10.20.3.4": b, "10.20.3.9": ended}, {})
+    officer = Binding("10.20.7.7", "radius", "asmith", frozenset(), None, now, now + 600)
+    store.write({"10.20.3.4": b, "10.20.3.9": ended, "10.20.7.7": officer}, {})
     store.close()
 
 
@@ -104,3 +105,15 @@ def test_check_with_a_user_given_asks_no_source(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert (out["user"], out["identified_by"], out["rule"]) == ("asmith", None, "officer-allowed")
+
+
+def test_a_rule_for_a_user_applies_to_the_person_a_source_bound(tmp_path: Path) -> None:
+    setup(tmp_path)
+    done = run_check(tmp_path, "--from", "10.20.7.7", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["user"], out["identified_by"], out["rule"]) == (
+        "asmith",
+        "radius",
+        "officer-allowed",
+    )
