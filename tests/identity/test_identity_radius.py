@@ -211,3 +211,17 @@ def test_a_late_stop_leaves_the_prefixs_new_holder_bound(
     b = got.bindings.person("2001:db8:1:2::77", NOW)
     assert b is not None
     assert b.user == "asmith"
+
+
+def test_a_stop_ends_every_address_its_session_bound_also_those_it_does_not_list(
+    listener: tuple[RadiusListener, Collected],
+) -> None:
+    """An Interim-Update brought a new DHCPv6 address; the Stop lists only the IPv4 one."""
+    li, got = listener
+    assert radclient(li, V6.format(status="Start", sid="s6")) == 0
+    moved = V6.replace("2001:db8::5", "2001:db8::6").format(status="Interim-Update", sid="s6")
+    assert radclient(li, moved) == 0
+    assert got.bindings.person("2001:db8::6", NOW) is not None
+    assert radclient(li, START.format(status="Stop", sid="s6")) == 0
+    for address in ("10.20.3.4", "2001:db8::5", "2001:db8::6", "2001:db8:1:2::1"):
+        assert got.bindings.person(address, NOW) is None, address

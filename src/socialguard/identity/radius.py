@@ -214,17 +214,34 @@ class Accounting:
     """Accounting-Requests → binding changes (address → Binding, or None for ended).
 
     Holds which session and controller made each binding, so a Stop ends only its own session's
-    binding, and Accounting-On/Off only its controller's.
+    bindings, and Accounting-On/Off only its controller's. A Stop ends every address its session
+    bound, also those it no longer lists (an Interim-Update that brought a new IPv6 address).
     """
 
     def __init__(self, *, lifetime_s: float, groups_from: str = "class") -> None:
         self.lifetime_s = lifetime_s
         self.groups_from = groups_from
         self._sessions: dict[str, tuple[str | None, str | None]] = {}  # address → (session, nas)
+        # (session, nas) → the addresses it bound: sessions with an Acct-Session-Id only
+        self._bound_by: dict[tuple[str | None, str | None], set[str]] = {}
 
     def load(self, bindings: Mapping[str, tuple[str | None, str | None]]) -> None:
         """Sessions of bindings restored from the store at start."""
-        self._sessions.update(bindings)
+        for address, session in bindings.items():
+            self._bind(address, session)
+
+    def _bind(self, address: str, session: tuple[str | None, str | None]) -> None:
+        self._unbind(address)
+        self._sessions[address] = session
+        if session[0] is not None:
+            self._bound_by.setdefault(session, set()).add(address)
+
+    def _unbind(self, address: str) -> None:
+        old = self._sessions.pop(address, None)
+        if old is not None and (addresses := self._bound_by.get(old)) is not None:
+            addresses.discard(address)
+            if not addresses:
+                del self._bound_by[old]
 
     def session_of(self, address: str) -> tuple[str | None, str | None] | None:
         return self._sessions.get(address)
@@ -234,20 +251,21 @@ class Accounting:
         if req.status in (ACCOUNTING_ON, ACCOUNTING_OFF):
             ended = [a for a, (_, nas) in self._sessions.items() if nas == req.nas]
             for a in ended:
-                del self._sessions[a]
+                self._unbind(a)
             return dict.fromkeys(ended)
         addresses = req.addresses or ((req.address,) if req.address else ())
         if not addresses:
             return {}
         if req.status == STOP:
             stopped: dict[str, Binding | None] = {}
-            for address in addresses:
+            also = self._bound_by.get((req.session, req.nas), ()) if req.session else ()
+            for address in (*addresses, *also):
                 known = self._sessions.get(address)
                 if known is None or (
                     req.session is not None and known[0] not in (None, req.session)
                 ):
                     continue  # a late Stop of an earlier session: the address has a new holder
-                del self._sessions[address]
+                self._unbind(address)
                 stopped[address] = None
             return stopped
         if req.status not in (START, INTERIM) or not req.user:
@@ -258,7 +276,7 @@ class Accounting:
             lifetime = min(lifetime, float(req.session_timeout))
         bound: dict[str, Binding | None] = {}
         for address in addresses:
-            self._sessions[address] = (req.session, req.nas)
+            self._bind(address, (req.session, req.nas))
             bound[address] = Binding(
                 address=address,
                 source=SOURCE_RADIUS,
