@@ -302,3 +302,36 @@ def test_an_access_request_names_the_person_and_its_grant_leaves_with_them(
     assert b"/alice-page" in seen and b"/bob-page" not in seen
     last = request_records(proxy)[-1]
     assert (last["user"], last["identified_by"], last["action"]) == ("bob", "radius", "block")
+
+
+def test_a_devices_emergency_ends_with_its_dhcp_lease(
+    start_proxy: Any, origin: Any, tmp_path: Path
+) -> None:
+    """The inventory knows laptop-17 by MAC; the DHCP lease says which address it holds. Its
+    self-declared emergency is the device's: once the lease has expired (by the proxy's clock),
+    whoever is on the address is not laptop-17, and the origin gets nothing from them."""
+    devices = tmp_path / "devices.csv"
+    devices.write_text("device,mac,ip,owner\nlaptop-17,AA-BB-CC-DD-EE-01,,ms-smith\n")
+    at = datetime.now(UTC) + timedelta(minutes=1)
+    leases = tmp_path / "dnsmasq.leases"
+    expiry = int((at + timedelta(minutes=10)).timestamp())
+    leases.write_text(f"{expiry} aa:bb:cc:dd:ee:01 127.0.0.1 laptop-17 *\n")
+    rules = RULES.split("identity:", maxsplit=1)[0] + (
+        f"identity:\n  dhcp:\n    - {{leases: {leases}, format: dnsmasq}}\n"
+    )
+    rules = rules.replace('networks: [127.0.0.0/8, "::1/128"]', f"devices: {devices}")
+    rules = rules.replace("    who: [staff]\n", "    who: [staff, unknown]\n")
+    rules = rules.replace("groups:\n", "groups:\n  unknown:\n    networks: [127.0.0.0/8]\n", 1)
+    proxy = start_proxy(rules_text=rules, at=at)
+    declare_emergency(proxy)
+    wait_until_open(proxy, "/laptop-poll")
+    assert status(proxy, "/laptop-page") == 200
+    opened = [r for r in request_records(proxy) if r["basis"] == "emergency"][-1]
+    assert opened["device"] == "laptop-17"
+
+    proxy.clock.advance(timedelta(minutes=10))  # the lease has expired; the emergency has not
+    assert status(proxy, "/after-lease-page") == 403
+    seen = targets(origin)
+    assert b"/laptop-page" in seen and b"/after-lease-page" not in seen
+    last = request_records(proxy)[-1]
+    assert (last["device"], last["action"], last["basis"]) == (None, "block", "rule")
