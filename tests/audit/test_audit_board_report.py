@@ -268,3 +268,27 @@ def test_cli_pdf_without_chromium_says_how(
     assert "--pdf needs Chromium, which is not installed (apt-get install chromium)" in (
         result.stderr + result.stdout
     )
+
+
+def test_a_refused_form_is_the_persons_where_the_record_names_one() -> None:
+    import json as _json
+
+    from socialguard.audit.reader import Found
+    from socialguard.audit.report import summarise
+
+    record = {
+        "type": "form", "ts": "2026-12-01T17:00:00.000Z", "form": "emergency",
+        "client": "10.20.3.4", "user": "alice", "identified_by": "radius",
+        "outcome": "limit_reached", "limit": "emergency_per_day",
+    }  # fmt: skip
+    raw = _json.dumps(record).encode()
+    s = summarise([Found(raw, Path("x.jsonl"), 1, record)], DENVER)
+    assert [f.who for f in s.refused_forms] == ["user:alice"]
+
+
+def test_an_emergency_scoped_to_a_person_is_one_person_in_the_report() -> None:
+    from socialguard.audit.report import _scope, pseudonymiser
+
+    code = pseudonymiser(b"k")
+    assert _scope("user:alice", code) == "one person"
+    assert _scope("ip:10.0.0.9", code) == "one address"

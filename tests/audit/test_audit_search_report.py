@@ -357,3 +357,12 @@ def test_block_search_finds_the_same_lines_and_numbers_as_reading_every_line(
     for p in [*paths, big]:
         expected = [(n, raw) for n, raw in iter_lines(p) if needle in raw]
         assert list(iter_lines_containing(p, needle)) == expected
+
+
+def test_search_by_user_finds_what_was_done_by_and_for_the_person(sample: Path) -> None:
+    """A self-declared emergency is filed as `by: user:NAME` (the block page's person key) and
+    scoped to the person; a grant names them in its `who`: `--who user:NAME` finds both."""
+    bwong = found(sample, who=Who.parse("user:bwong"), types=frozenset({"admin"}))
+    assert [r["target"] for r in bwong] == ["E-2"]
+    asmith = found(sample, who=Who.parse("user:asmith"), types=frozenset({"admin"}))
+    assert [r["target"] for r in asmith] == ["G-1"]

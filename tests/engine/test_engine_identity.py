@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from socialguard.engine import CompiledPolicy, resolve_principal
+from socialguard.engine import CompiledPolicy, Overrides, resolve_principal
 from socialguard.engine.identity import Binding, Bindings, lifetime_seconds, policy_groups
+from socialguard.engine.model import Grant
 from socialguard.errors import PolicyError
 
 MakePolicy = Callable[..., CompiledPolicy]
@@ -145,3 +147,37 @@ def test_a_bad_listen_address_is_a_located_error(make_policy: MakePolicy) -> Non
     extra = "identity:\n  radius:\n    listen: localhost\n    secret_file: s\n"
     with pytest.raises(PolicyError, match=r"policy.yaml:\d+.*HOST:PORT"):
         make_policy(extra, files={"s": "x"})
+
+
+def test_an_addresss_overrides_do_not_apply_to_a_person_a_source_names(
+    make_policy: MakePolicy,
+) -> None:
+    """Given to whoever held the address then: the next holder, named by RADIUS, gets none of it;
+    the person's own grant follows them."""
+    policy = make_policy(IDENTITY.format(unidentified="staff"))
+    start = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)
+    ends = start + timedelta(hours=1)
+    by_address = Grant("g-ip", "ip:10.20.3.4", ("facebook.com",), start, ends, "kiosk", "admin")
+    by_person = Grant("g-user", "user:jdoe", ("facebook.com",), start, ends, "page", "admin")
+    overrides = Overrides.build([by_address], [])
+    now = start + timedelta(minutes=1)
+    unidentified = resolve_principal(policy, "10.20.3.4")
+    named = resolve_principal(policy, "10.20.3.4", binding=jdoe())
+    assert overrides.grant_for(unidentified, "facebook.com", {}, now) == by_address
+    assert overrides.grant_for(named, "facebook.com", {}, now) is None
+    assert "ip:10.20.3.4" not in named.keys()  # noqa: SIM118 - Principal.keys() is not a mapping's
+    both = Overrides.build([by_address, by_person], [])
+    assert both.grant_for(named, "facebook.com", {}, now) == by_person
+
+
+def test_an_ipv6_prefix_binds_every_address_in_it_through_folds_and_ends() -> None:
+    prefix = jdoe("2001:db8:1:2::/64")
+    b = Bindings.EMPTY.with_people({prefix.address: prefix})
+    assert b.person("2001:db8:1:2::9", 150.0) == prefix
+    assert b.person("2001:db8:1:3::9", 150.0) is None
+    for i in range(600):  # past the delta's limit: folded into a new base
+        b = b.with_people({f"10.1.{i // 256}.{i % 256}": jdoe(f"10.1.{i // 256}.{i % 256}")})
+    assert b.person("2001:db8:1:2::9", 150.0) == prefix
+    ended = b.with_people({prefix.address: None})
+    assert ended.person("2001:db8:1:2::9", 150.0) is None
+    assert b.person("2001:db8:1:2::9", 250.0) is None  # its lifetime is over

@@ -173,3 +173,55 @@ def test_a_port_in_use_is_an_error_at_start() -> None:
         )
         with pytest.raises(OSError):
             li.start()
+
+
+V6 = (
+    'User-Name = "jdoe", Acct-Status-Type = {status}, Framed-IPv6-Address = 2001:db8::5, '
+    'Framed-IPv6-Prefix = 2001:db8:1:2::/64, Framed-IP-Address = 10.20.3.4, Class = "Staff-WiFi", '
+    'Acct-Session-Id = "{sid}", NAS-Identifier = "wlc-1"'
+)
+
+
+def test_ipv6_addresses_and_prefixes_are_bound_like_an_ipv4_address_until_stop(
+    listener: tuple[RadiusListener, Collected],
+) -> None:
+    """RFC 6911 Framed-IPv6-Address and RFC 3162 Framed-IPv6-Prefix (a dual-stack phone: an
+    IPv4 address, a DHCPv6 address, and the /64 its SLAAC addresses come from)."""
+    li, got = listener
+    assert radclient(li, V6.format(status="Start", sid="s6")) == 0
+    for address in ("10.20.3.4", "2001:db8::5", "2001:db8:1:2::1", "2001:db8:1:2:a:b:c:d"):
+        b = got.bindings.person(address, NOW)
+        assert b is not None, address
+        assert (b.user, b.source) == ("jdoe", "radius")
+    assert got.bindings.person("2001:db8::6", NOW) is None
+    assert got.bindings.person("2001:db8:1:3::1", NOW) is None  # outside the prefix
+    assert radclient(li, V6.format(status="Stop", sid="s6")) == 0
+    for address in ("10.20.3.4", "2001:db8::5", "2001:db8:1:2::1"):
+        assert got.bindings.person(address, NOW) is None, address
+
+
+def test_a_late_stop_leaves_the_prefixs_new_holder_bound(
+    listener: tuple[RadiusListener, Collected],
+) -> None:
+    li, got = listener
+    assert radclient(li, V6.format(status="Start", sid="old")) == 0
+    new = V6.replace('"jdoe"', '"asmith"').format(status="Start", sid="new")
+    assert radclient(li, new) == 0
+    assert radclient(li, V6.format(status="Stop", sid="old")) == 0
+    b = got.bindings.person("2001:db8:1:2::77", NOW)
+    assert b is not None
+    assert b.user == "asmith"
+
+
+def test_a_stop_ends_every_address_its_session_bound_also_those_it_does_not_list(
+    listener: tuple[RadiusListener, Collected],
+) -> None:
+    """An Interim-Update brought a new DHCPv6 address; the Stop lists only the IPv4 one."""
+    li, got = listener
+    assert radclient(li, V6.format(status="Start", sid="s6")) == 0
+    moved = V6.replace("2001:db8::5", "2001:db8::6").format(status="Interim-Update", sid="s6")
+    assert radclient(li, moved) == 0
+    assert got.bindings.person("2001:db8::6", NOW) is not None
+    assert radclient(li, START.format(status="Stop", sid="s6")) == 0
+    for address in ("10.20.3.4", "2001:db8::5", "2001:db8::6", "2001:db8:1:2::1"):
+        assert got.bindings.person(address, NOW) is None, address

@@ -76,3 +76,18 @@ def test_who_refuses_a_bad_address(tmp_path: Path) -> None:
     done = run_who(tmp_path, "10.20.3")
     assert done.returncode == 2
     assert "ADDRESS:" in done.stderr
+
+
+def test_who_finds_an_ipv6_address_in_a_bound_prefix(tmp_path: Path) -> None:
+    setup(tmp_path)
+    store = BindingStore(tmp_path / "state" / BINDINGS_DB)
+    now = time.time()
+    prefix = "2001:db8:1:2::/64"
+    b = Binding(prefix, "radius", "asmith", frozenset({"Staff-WiFi"}), None, now, now + 600)
+    store.write({prefix: b}, {prefix: ("s6", "wlc-1")})
+    store.close()
+    done = run_who(tmp_path, "2001:db8:1:2:aa:bb:cc:dd", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["user"], out["source"]) == ("asmith", "radius")
+    assert run_who(tmp_path, "2001:db8:1:3::1").returncode == 1

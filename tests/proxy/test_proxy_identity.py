@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import TEST_RULES  # type: ignore[import-not-found]
+from conftest import SCHOOL_HOURS, TEST_RULES  # type: ignore[import-not-found]
 from socialguard.identity import IdentityService
+from socialguard.proxy.clock import epoch_seconds
 
 pytestmark = pytest.mark.skipif(shutil.which("radclient") is None, reason="needs radclient")
 
@@ -139,7 +139,7 @@ def test_a_restarted_identity_service_keeps_the_people_bound_until_their_stop(
     spec = proxy.addon.policy.identity.spec
     other = free_udp_port()
     radius = spec.radius.model_copy(update={"listen": f"127.0.0.1:{other}"})
-    restarted = IdentityService()
+    restarted = IdentityService(clock=epoch_seconds(proxy.clock))
     restarted.configure(
         spec.model_copy(update={"radius": radius}), proxy.rules.parent, proxy.rules.parent / "state"
     )
@@ -158,7 +158,8 @@ def test_who_shows_what_the_running_proxy_was_told(
     start_proxy: Callable[..., Any], tmp_path: Path
 ) -> None:
     port = free_udp_port()
-    proxy = start_proxy(identity_rules(tmp_path, port))
+    # `who` reads the store at the wall clock's now: so does this proxy
+    proxy = start_proxy(identity_rules(tmp_path, port), at=datetime.now(UTC))
     assert radclient(port, JDOE.format(status="Start")) == 0
     cmd = [
         sys.executable, "-m", "socialguard", "who", "127.0.0.1", "--json",
@@ -181,7 +182,8 @@ def test_a_dhcp_lease_gives_the_device_inventory_its_mac_until_it_expires(
     devices = tmp_path / "devices.csv"
     devices.write_text("device,mac,ip,owner\nlaptop-17,AA-BB-CC-DD-EE-01,,ms-smith\n")
     leases = tmp_path / "dnsmasq.leases"
-    leases.write_text(f"{int(time.time()) + 3600} aa:bb:cc:dd:ee:01 127.0.0.1 laptop-17 *\n")
+    expiry = int(SCHOOL_HOURS.timestamp()) + 3600  # an hour after the proxy's clock
+    leases.write_text(f"{expiry} aa:bb:cc:dd:ee:01 127.0.0.1 laptop-17 *\n")
     rules = (
         TEST_RULES.split("tests:")[0].replace(
             'networks: [127.0.0.0/8, "::1/128"]', f"devices: {devices}"
@@ -194,16 +196,81 @@ def test_a_dhcp_lease_gives_the_device_inventory_its_mac_until_it_expires(
         assert ask(conn) == 403  # staff by its device, during school hours
         rec = last_request_record(proxy)
         assert (rec["device"], rec["user"], rec["groups"]) == ("laptop-17", "ms-smith", ["staff"])
-        # the lease expires (dnsmasq rewrites the file): the address is no one's device now
-        new = tmp_path / "dnsmasq.leases.new"
-        new.write_text(f"{int(time.time()) - 1} aa:bb:cc:dd:ee:01 127.0.0.1 laptop-17 *\n")
-        os.replace(new, leases)
-        for _ in range(100):  # the watcher re-reads within its interval; wait for it, bounded
-            if proxy.addon.identity.lease_mac("127.0.0.1") is None:
-                break
-            time.sleep(0.1)
+        # the lease expires, by the proxy's clock: the address is no one's device now
+        proxy.clock.advance(timedelta(minutes=59))
+        assert ask(conn) == 403
+        proxy.clock.advance(timedelta(minutes=1))
         assert ask(conn) == 200  # the next request, on the same connection
         rec = last_request_record(proxy)
         assert (rec["device"], rec["groups"]) == (None, [])
     finally:
         conn.close()
+
+
+def test_a_binding_ends_at_its_lifetime_on_the_proxys_clock(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A controller that died sends no Stop: the binding ends when its lifetime (here the
+    session's Session-Timeout, 10 minutes) is over, by the clock the proxy decides with."""
+    port = free_udp_port()
+    proxy = start_proxy(identity_rules(tmp_path, port))
+    assert radclient(port, JDOE.format(status="Start") + ", Session-Timeout = 600") == 0
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
+    try:
+        proxy.clock.advance(timedelta(minutes=9))
+        assert ask(conn) == 403
+        assert last_request_record(proxy)["user"] == "jdoe"
+        proxy.clock.advance(timedelta(minutes=1))
+        assert ask(conn) == 200  # the next request, on the same connection
+        rec = last_request_record(proxy)
+        assert (rec["user"], rec["groups"]) == (None, [])
+        assert "identified_by" not in rec
+    finally:
+        conn.close()
+
+
+def test_the_block_page_says_who_the_person_was_identified_as_and_by_which_source(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    proxy = start_proxy(identity_rules(tmp_path, port))
+    assert radclient(port, JDOE.format(status="Start")) == 0
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
+    try:
+        conn.request(
+            "GET", "http://www.facebook.com/", headers={"Host": "www.facebook.com",
+                                                        "Accept": "text/html"},
+        )  # fmt: skip
+        resp = conn.getresponse()
+        page = resp.read().decode()
+    finally:
+        conn.close()
+    assert resp.status == 403
+    assert (
+        "<dd>jdoe, identified by RADIUS accounting (the Wi-Fi sign-in); address 127.0.0.1 (staff)"
+        "</dd>" in page
+    )
+    assert last_request_record(proxy)["identified_by"] == "radius"
+
+
+def test_metrics_count_the_people_bound_and_their_addresses_in_force(
+    start_proxy: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A dual-stack phone is one person on two addresses; a binding whose lifetime is over (a
+    controller that died, no Stop) is no longer counted."""
+    port = free_udp_port()
+    proxy = start_proxy(identity_rules(tmp_path, port), socialguard_admin="127.0.0.1:0")
+    dual = JDOE.format(status="Start") + ", Framed-IPv6-Address = ::1, Session-Timeout = 600"
+    assert radclient(port, dual) == 0
+    host, admin_port = proxy.addon._admin.address[:2]
+
+    def scrape() -> str:
+        return httpx.get(f"http://{host}:{admin_port}/metrics", timeout=10).text
+
+    metrics = scrape()
+    assert "socialguard_identity_bindings 2.0" in metrics
+    assert "socialguard_identity_people 1.0" in metrics
+    proxy.clock.advance(timedelta(minutes=10))
+    metrics = scrape()
+    assert "socialguard_identity_bindings 0.0" in metrics
+    assert "socialguard_identity_people 0.0" in metrics

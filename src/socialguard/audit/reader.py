@@ -65,7 +65,7 @@ class Who:
 
     def matches(self, record: dict[str, Any]) -> bool:
         if self.kind == "user":
-            return record.get("user") == self.value or record.get("by") == self.value
+            return record.get("user") == self.value or self._user_in_admin_event(record)
         if self.kind == "device":
             return record.get("device") == self.value
         if self.kind == "group":
@@ -80,13 +80,25 @@ class Who:
         except ValueError:
             return False
 
+    def _user_in_admin_event(self, record: dict[str, Any]) -> bool:
+        """An administrators' change by the person (an administrator's name, or `user:NAME` for
+        what a person did on the block page) or for them (a grant's `who`, an emergency's
+        `scope`, an access request's `who`)."""
+        key = f"user:{self.value}"
+        if record.get("by") in (self.value, key):
+            return True
+        details = record.get("details")
+        return isinstance(details, dict) and key in (details.get("who"), details.get("scope"))
+
     def needle(self) -> bytes | None:
         """Bytes every matching line must contain (a pre-filter before parsing)."""
         if self.kind == "ip":
             return None if "/" in self.value else b'"client":' + _json_str(self.value)
         if self.kind == "device":
             return b'"device":' + _json_str(self.value)
-        return _json_str(self.value)  # user (also `by` of admin events), group (in a list)
+        if self.kind == "user":  # also `user:NAME` in an admin event: the name without quotes
+            return _json_str(self.value)[1:-1]
+        return _json_str(self.value)  # group (in a list)
 
 
 def _json_str(value: str) -> bytes:

@@ -184,7 +184,7 @@ def summarise(
                     form=str(r.get("form") or ""),
                     outcome=str(r.get("outcome")),
                     why=str(r.get("why") or r.get("limit") or ""),
-                    who=f"ip:{r.get('client')}",
+                    who=person_of(r),  # the person where the form's record names one
                     site=str(r.get("site") or ""),
                 )
             )
@@ -523,7 +523,8 @@ def show_names(person: str) -> str:
 
 
 def _scope(scope: str, show: Callable[[str], str]) -> str:
-    """An emergency's scope in words: everyone, a group, or one person's device or address."""
+    """An emergency's scope in words: everyone, a group, or one person (an identity source
+    named them), their device or their address."""
     if scope in ("", "all", "everyone", "None"):
         return "everyone"
     if scope.startswith("group:"):
@@ -531,6 +532,8 @@ def _scope(scope: str, show: Callable[[str], str]) -> str:
     if show is show_names:
         return scope
     # the declarer's own device or address: its code would be a second one for the same person
+    if scope.startswith("user:"):
+        return "one person"
     return "one device" if scope.startswith("device:") else "one address"
 
 

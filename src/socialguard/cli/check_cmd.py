@@ -40,7 +40,14 @@ def parse_at(text: str | None, zone: tzinfo) -> datetime:
 @handles_errors
 def check(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     url: Annotated[str, typer.Argument(help="The URL (http or https) to ask about.")],
-    client: Annotated[str, typer.Option("--client", help="The client's IP address.")],
+    client: Annotated[
+        str,
+        typer.Option(
+            "--client",
+            "--from",
+            help="The client's IP address; the identity sources say who holds it (see `who`).",
+        ),
+    ],
     user: Annotated[
         str | None, typer.Option("--user", help="Proxy-authenticated user name.")
     ] = None,
@@ -67,13 +74,16 @@ def check(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     Prints the action, its basis (rule, grant, emergency, default), the rule, the category, the
     policy's reason, the groups the client resolves to, the connection-level verdict and the
     trace. Grants and emergencies in force are read from the store in --state when it exists.
+    Without --user, the identity bindings in --state say who holds the address (as `socialguard
+    who` shows): that person is the principal and the answer names the source.
     Exit 0 when allowed, 1 when blocked, 2 on bad input (or invalid rules).
 
     Example:
 
         socialguard check https://www.facebook.com/ --client 10.20.1.5 --at 2026-12-01T10:00
+        socialguard check https://www.facebook.com/ --from 10.20.3.4 --state /var/lib/socialguard
     """
-    from socialguard.engine import Overrides, decide, decide_connection, resolve_principal
+    from socialguard.engine import Overrides, decide, decide_connection
     from socialguard.errors import PolicyError
     from socialguard.policy import load_policy, request_from_url
 
@@ -92,7 +102,7 @@ def check(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     except ValueError as e:
         raise fail(f"URL: {e}") from None
     try:
-        principal = resolve_principal(policy, client, user=user, mac=mac)
+        principal = _principal(policy, client, user=user, mac=mac, state=state, now=now)
     except ValueError as e:
         raise fail(f"--client/--mac: {e}") from None
     overrides = Overrides.EMPTY if no_overrides else _overrides(state, now)
@@ -112,6 +122,31 @@ def check(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     else:
         _print(out)
     raise typer.Exit(EXIT_OK if decision.action.value == "allow" else EXIT_FAIL)
+
+
+def _principal(
+    policy: Any,
+    client: str,
+    *,
+    user: str | None,
+    mac: str | None,
+    state: Path | None,
+    now: datetime,
+) -> Any:
+    """Who the proxy would take the client to be: without a --user, the person the identity
+    sources bound the address to at `now` (and the DHCP lease's MAC), as the proxy resolves it.
+    Raises ValueError on a bad address or MAC."""
+    from socialguard.engine import resolve_principal
+
+    spec = policy.identity.spec
+    if user is not None or (spec.radius is None and not spec.dhcp):
+        return resolve_principal(policy, client, user=user, mac=mac)
+    from socialguard.identity.who import who
+
+    answer = who(policy, client, paths.state_dir(state), now.timestamp())
+    if mac is None:
+        return answer.principal
+    return resolve_principal(policy, client, mac=mac, binding=answer.person)
 
 
 def _overrides(state: Path | None, now: datetime) -> Any:
@@ -152,6 +187,7 @@ def _as_dict(
         "host": d.host,
         "client": d.principal.client_ip,
         "user": d.principal.user,
+        "identified_by": d.principal.source,
         "device": d.principal.device,
         "groups": sorted(d.principal.groups),
         "at": now.astimezone(zone).isoformat(),
@@ -167,6 +203,7 @@ def _print(o: dict[str, Any]) -> None:
     who = (
         o["client"]
         + (f" user {o['user']}" if o["user"] else "")
+        + (f" (identified by {o['identified_by']})" if o["identified_by"] else "")
         + (f" device {o['device']}" if o["device"] else "")
     )
     typer.echo(f"  who:        {who} → groups: {', '.join(o['groups']) or '(none)'}")

@@ -179,9 +179,9 @@ class Metrics:
 
 
 class _IdentityCounts(Collector):
-    """`socialguard_radius_packets_total{result}`, `socialguard_identity_bindings`, and the
-    directory's `socialguard_directory_requests_total{result}` and
-    `socialguard_directory_failures_total{reason}`."""
+    """`socialguard_radius_packets_total{result}`, `socialguard_identity_bindings`,
+    `socialguard_identity_people`, the directory's `socialguard_directory_requests_total{result}`
+    and `socialguard_directory_failures_total{reason}`, and `socialguard_sign_in_total`."""
 
     RESULTS = ("accepted", "bad_secret", "malformed", "not_accounting")
     DIRECTORY_RESULTS = ("authenticated", "refused", "found", "unknown")
@@ -208,10 +208,17 @@ class _IdentityCounts(Collector):
         yield packets
         bindings = GaugeMetricFamily(
             "socialguard_identity_bindings",
-            "People bound to an address by an identity source, in the proxy's snapshot.",
+            "Addresses (and IPv6 prefixes) an identity source binds to a person, in force now.",
         )
         bindings.add_metric([], s.get("bindings", 0))
         yield bindings
+        people = GaugeMetricFamily(
+            "socialguard_identity_people",
+            "Distinct people those bindings name (a dual-stack phone is one person on two).",
+        )
+        people.add_metric([], s.get("people", 0))
+        yield people
+
         directory = s.get("directory") or {}
         yield _labelled(
             CounterMetricFamily(
@@ -251,6 +258,7 @@ class _IdentityCounts(Collector):
         yield CounterMetricFamily("socialguard_sign_in", "", labels=["outcome"])
         yield CounterMetricFamily("socialguard_radius_packets", "", labels=["result"])
         yield GaugeMetricFamily("socialguard_identity_bindings", "")
+        yield GaugeMetricFamily("socialguard_identity_people", "")
         yield CounterMetricFamily("socialguard_directory_requests", "", labels=["result"])
         yield CounterMetricFamily("socialguard_directory_failures", "", labels=["reason"])
 

@@ -35,6 +35,7 @@ __all__ = [
     "OidcSpec",
     "RadiusSpec",
     "SignInSpec",
+    "describe_source",
     "lifetime_seconds",
     "policy_groups",
 ]
@@ -44,6 +45,20 @@ SOURCE_RADIUS = "radius"
 SOURCE_DHCP = "dhcp"
 SOURCE_SIGN_IN = "sign-in"
 SOURCE_DIRECTORY = "directory"
+
+# How a person meets each source's name (the block page); a source not listed shows its name
+_SOURCE_WORDS = {
+    SOURCE_RADIUS: "identified by RADIUS accounting (the Wi-Fi sign-in)",
+    SOURCE_DHCP: "identified by the DHCP lease of their device",
+    SOURCE_SIGN_IN: "signed in on the sign-in page",
+    SOURCE_DIRECTORY: "signed in with the district directory",
+}
+
+
+def describe_source(source: str) -> str:
+    """`radius` → "identified by RADIUS accounting (the Wi-Fi sign-in)": what the block page
+    tells a person about how the proxy knows who they are."""
+    return _SOURCE_WORDS.get(source, f"identified by {source}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +97,7 @@ class Bindings:
     reader holding the old snapshot keeps a consistent view.
     """
 
-    __slots__ = ("_base", "_delta", "_leases")
+    __slots__ = ("_base", "_delta", "_leases", "_prefix_lengths")
 
     EMPTY: Bindings
 
@@ -91,21 +106,48 @@ class Bindings:
         base: Mapping[str, Binding] | None = None,
         delta: Mapping[str, Binding] | None = None,
         leases: Mapping[str, Binding] | None = None,
+        prefix_lengths: tuple[int, ...] | None = None,
     ) -> None:
         self._base: Mapping[str, Binding] = base if base is not None else {}
         self._delta: Mapping[str, Binding] = delta if delta is not None else {}
         self._leases: Mapping[str, Binding] = leases if leases is not None else {}
+        # the lengths of the IPv6 prefixes bound (RADIUS Framed-IPv6-Prefix), longest first: an
+        # IPv6 address no binding names exactly is looked up in each; empty, no extra work
+        self._prefix_lengths: tuple[int, ...] = (
+            prefix_lengths
+            if prefix_lengths is not None
+            else _prefix_lengths(self._base, self._delta)
+        )
 
     def person(self, address: str, now: float) -> Binding | None:
-        """The person holding `address` at `now`, if a source says so."""
+        """The person holding `address` at `now` (or the IPv6 prefix it is in), if a source says
+        so."""
         b = self._delta.get(address)
         if b is None:
             b = self._base.get(address)
+            if b is None and self._prefix_lengths and ":" in address:
+                b = self._in_prefix(address)
         elif b is _GONE:
             return None
-        if b is None or (b.until is not None and now >= b.until):
+        if b is None or b is _GONE or (b.until is not None and now >= b.until):
             return None
         return b
+
+    def _in_prefix(self, address: str) -> Binding | None:
+        """The binding of the longest bound prefix holding `address` (an IPv6 address)."""
+        try:
+            addr = int(ipaddress.IPv6Address(address))
+        except ValueError:
+            return None
+        for length in self._prefix_lengths:
+            mask = ((1 << length) - 1) << (128 - length) if length else 0
+            key = f"{ipaddress.IPv6Address(addr & mask)}/{length}"
+            b = self._delta.get(key)
+            if b is None:
+                b = self._base.get(key)
+            if b is not None:
+                return b  # _GONE: that prefix's binding ended (the caller says no one)
+        return None
 
     def lease(self, address: str, now: float) -> Binding | None:
         """The DHCP lease (device MAC) on `address` at `now`."""
@@ -117,21 +159,27 @@ class Bindings:
     def with_people(self, changes: Mapping[str, Binding | None]) -> Bindings:
         """A new snapshot with `changes` applied: address → new binding, or None (ended)."""
         delta = dict(self._delta)
+        lengths = set(self._prefix_lengths)
         for address, b in changes.items():
             delta[address] = _GONE if b is None else b
+            if b is not None and "/" in address:
+                lengths.add(int(address.rpartition("/")[2]))
+        prefix_lengths = tuple(sorted(lengths, reverse=True))
         if len(delta) <= _DELTA_MAX:
-            return Bindings(self._base, delta, self._leases)
+            return Bindings(self._base, delta, self._leases, prefix_lengths)
         base = dict(self._base)
         for address, b in delta.items():
             if b is _GONE:
                 base.pop(address, None)
             else:
                 base[address] = b
-        return Bindings(base, None, self._leases)
+        return Bindings(base, None, self._leases)  # prefix lengths worked out afresh
 
     def with_leases(self, leases: Iterable[Binding]) -> Bindings:
         """A new snapshot whose leases are exactly `leases` (a lease file read whole)."""
-        return Bindings(self._base, self._delta, {b.address: b for b in leases})
+        return Bindings(
+            self._base, self._delta, {b.address: b for b in leases}, self._prefix_lengths
+        )
 
     def people(self, now: float) -> list[Binding]:
         """Every person binding in force at `now` (for `socialguard who` and the store)."""
@@ -148,6 +196,16 @@ class Bindings:
 
     def __len__(self) -> int:
         return len(self._merged())
+
+
+def _prefix_lengths(*maps: Mapping[str, Binding]) -> tuple[int, ...]:
+    lengths = {
+        int(address.rpartition("/")[2])
+        for m in maps
+        for address, b in m.items()
+        if "/" in address and b is not _GONE
+    }
+    return tuple(sorted(lengths, reverse=True))
 
 
 Bindings.EMPTY = Bindings()

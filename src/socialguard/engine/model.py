@@ -130,8 +130,10 @@ class Principal:
     source: str | None = None
 
     def keys(self) -> tuple[str, ...]:
-        """The `who` keys an override can name: user:NAME, device:ID, ip:ADDR, group:NAME."""
-        out = [f"ip:{self.client_ip}"]
+        """The `who` keys an override can name: user:NAME, device:ID, ip:ADDR, group:NAME.
+        Not ip:ADDR for a person an identity source names (`source`): the address is not theirs
+        to keep, so what was given to the address is not given to them."""
+        out = [] if self.source is not None else [f"ip:{self.client_ip}"]
         if self.user:
             out.append(f"user:{self.user}")
         if self.device:

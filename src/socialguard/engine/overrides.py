@@ -246,11 +246,17 @@ def _matches[T](
     by_kind: Mapping[str, Mapping[str, tuple[T, ...]]], principal: Principal
 ) -> list[tuple[T, ...]]:
     """What is filed under the principal's keys, in Principal.keys() order (ip, user, device,
-    groups): a few dict probes, no strings built."""
+    groups): a few dict probes, no strings built. An address's overrides do not apply to a person
+    an identity source names (`principal.source`): they were given to whoever held the address
+    then, and a reassigned address must not carry them to the next holder."""
     out: list[tuple[T, ...]] = []
     if not by_kind:
         return out
-    if (m := by_kind.get("ip")) and (hit := m.get(principal.client_ip)):
+    if (
+        principal.source is None
+        and (m := by_kind.get("ip"))
+        and (hit := m.get(principal.client_ip))
+    ):
         out.append(hit)
     if principal.user and (m := by_kind.get("user")) and (hit := m.get(principal.user)):
         out.append(hit)

@@ -2,10 +2,11 @@
 
 The Wi-Fi controller (or the RADIUS server, proxying accounting) sends an Accounting-Request when a
 session starts, every interim interval, and when it stops. Start and Interim-Update bind
-`Framed-IP-Address` (and `Calling-Station-Id`, the device's MAC) to `User-Name` with the groups the
-server put in `Class` (or `Filter-Id`); Stop ends the binding, but only the binding of the session
-that stops, so a late Stop never unbinds the address's next holder. Accounting-On/Off (a controller
-restarting) end every binding that controller made.
+`Framed-IP-Address`, `Framed-IPv6-Address` (RFC 6911) and `Framed-IPv6-Prefix` (RFC 3162: the
+prefix the device's SLAAC addresses come from), and `Calling-Station-Id` (the device's MAC), to
+`User-Name` with the groups the server put in `Class` (or `Filter-Id`); Stop ends the binding,
+but only the binding of the session that stops, so a late Stop never unbinds the address's next
+holder. Accounting-On/Off (a controller restarting) end every binding that controller made.
 
 A packet is believed only if its Request Authenticator is right (§3: MD5 over the packet with 16
 zero octets in its place, then the shared secret); one that is not, or that does not parse, is
@@ -51,6 +52,8 @@ USER_NAME = 1
 NAS_IP_ADDRESS = 4
 FRAMED_IP_ADDRESS = 8
 FILTER_ID = 11
+FRAMED_IPV6_PREFIX = 97
+FRAMED_IPV6_ADDRESS = 168
 CLASS = 25
 SESSION_TIMEOUT = 27
 CALLING_STATION_ID = 31
@@ -88,6 +91,27 @@ class AccountingRequest:
     classes: tuple[str, ...] = ()
     filter_ids: tuple[str, ...] = ()
     session_timeout: int | None = None
+    # every address the session holds: IPv4, IPv6, and IPv6 prefixes as NETWORK/LENGTH; the
+    # first is `address`
+    addresses: tuple[str, ...] = ()
+
+
+def _ipv6_prefix(value: bytes) -> str | None:
+    """Framed-IPv6-Prefix (RFC 3162 §2.3): reserved, length, then the prefix's significant octets.
+    A /128 is an address. None when the value does not hold together."""
+    if len(value) < 2 or value[1] > 128 or len(value) - 2 > 16:
+        return None
+    length = value[1]
+    if len(value) - 2 < (length + 7) // 8:
+        return None
+    raw = value[2:].ljust(16, b"\x00")
+    try:
+        network = ipaddress.IPv6Network((raw, length), strict=False)
+    except ValueError:
+        return None
+    if length == 128:
+        return str(network.network_address)
+    return str(network)
 
 
 def _attributes(body: bytes) -> list[tuple[int, bytes]]:
@@ -124,6 +148,7 @@ def parse_accounting_request(packet: bytes, secret: bytes) -> AccountingRequest:
     facts: dict[str, object] = {}
     classes: list[str] = []
     filter_ids: list[str] = []
+    addresses: list[str] = []
     status = None
     for kind, value in _attributes(packet[20:]):
         if kind == ACCT_STATUS_TYPE and len(value) == 4:
@@ -131,7 +156,11 @@ def parse_accounting_request(packet: bytes, secret: bytes) -> AccountingRequest:
         elif kind == USER_NAME:
             facts["user"] = _text(value)
         elif kind == FRAMED_IP_ADDRESS and len(value) == 4:
-            facts["address"] = str(ipaddress.IPv4Address(value))
+            addresses.append(str(ipaddress.IPv4Address(value)))
+        elif kind == FRAMED_IPV6_ADDRESS and len(value) == 16:
+            addresses.append(str(ipaddress.IPv6Address(value)))
+        elif kind == FRAMED_IPV6_PREFIX and (prefix := _ipv6_prefix(value)) is not None:
+            addresses.append(prefix)
         elif kind == CALLING_STATION_ID:
             # a phone number or a name is not a MAC, so not one for the inventory
             with contextlib.suppress(ValueError):
@@ -150,10 +179,13 @@ def parse_accounting_request(packet: bytes, secret: bytes) -> AccountingRequest:
             facts["session_timeout"] = int.from_bytes(value, "big")
     if status is None:
         raise RadiusError("malformed", "no Acct-Status-Type")
+    unique = tuple(dict.fromkeys(addresses))
     return AccountingRequest(
         identifier,
         authenticator,
         status,
+        address=unique[0] if unique else None,
+        addresses=unique,
         classes=tuple(classes),
         filter_ids=tuple(filter_ids),
         **facts,  # type: ignore[arg-type]
@@ -182,17 +214,34 @@ class Accounting:
     """Accounting-Requests → binding changes (address → Binding, or None for ended).
 
     Holds which session and controller made each binding, so a Stop ends only its own session's
-    binding, and Accounting-On/Off only its controller's.
+    bindings, and Accounting-On/Off only its controller's. A Stop ends every address its session
+    bound, also those it no longer lists (an Interim-Update that brought a new IPv6 address).
     """
 
     def __init__(self, *, lifetime_s: float, groups_from: str = "class") -> None:
         self.lifetime_s = lifetime_s
         self.groups_from = groups_from
         self._sessions: dict[str, tuple[str | None, str | None]] = {}  # address → (session, nas)
+        # (session, nas) → the addresses it bound: sessions with an Acct-Session-Id only
+        self._bound_by: dict[tuple[str | None, str | None], set[str]] = {}
 
     def load(self, bindings: Mapping[str, tuple[str | None, str | None]]) -> None:
         """Sessions of bindings restored from the store at start."""
-        self._sessions.update(bindings)
+        for address, session in bindings.items():
+            self._bind(address, session)
+
+    def _bind(self, address: str, session: tuple[str | None, str | None]) -> None:
+        self._unbind(address)
+        self._sessions[address] = session
+        if session[0] is not None:
+            self._bound_by.setdefault(session, set()).add(address)
+
+    def _unbind(self, address: str) -> None:
+        old = self._sessions.pop(address, None)
+        if old is not None and (addresses := self._bound_by.get(old)) is not None:
+            addresses.discard(address)
+            if not addresses:
+                del self._bound_by[old]
 
     def session_of(self, address: str) -> tuple[str | None, str | None] | None:
         return self._sessions.get(address)
@@ -202,34 +251,42 @@ class Accounting:
         if req.status in (ACCOUNTING_ON, ACCOUNTING_OFF):
             ended = [a for a, (_, nas) in self._sessions.items() if nas == req.nas]
             for a in ended:
-                del self._sessions[a]
+                self._unbind(a)
             return dict.fromkeys(ended)
-        if req.address is None:
+        addresses = req.addresses or ((req.address,) if req.address else ())
+        if not addresses:
             return {}
         if req.status == STOP:
-            known = self._sessions.get(req.address)
-            if known is None or (req.session is not None and known[0] not in (None, req.session)):
-                return {}  # a late Stop of an earlier session: the address has a new holder
-            del self._sessions[req.address]
-            return {req.address: None}
+            stopped: dict[str, Binding | None] = {}
+            also = self._bound_by.get((req.session, req.nas), ()) if req.session else ()
+            for address in (*addresses, *also):
+                known = self._sessions.get(address)
+                if known is None or (
+                    req.session is not None and known[0] not in (None, req.session)
+                ):
+                    continue  # a late Stop of an earlier session: the address has a new holder
+                self._unbind(address)
+                stopped[address] = None
+            return stopped
         if req.status not in (START, INTERIM) or not req.user:
             return {}
-        groups = req.classes if self.groups_from == "class" else req.filter_ids
+        groups = frozenset(req.classes if self.groups_from == "class" else req.filter_ids)
         lifetime = self.lifetime_s
         if req.session_timeout:
             lifetime = min(lifetime, float(req.session_timeout))
-        self._sessions[req.address] = (req.session, req.nas)
-        return {
-            req.address: Binding(
-                address=req.address,
+        bound: dict[str, Binding | None] = {}
+        for address in addresses:
+            self._bind(address, (req.session, req.nas))
+            bound[address] = Binding(
+                address=address,
                 source=SOURCE_RADIUS,
                 user=req.user,
-                groups=frozenset(groups),
+                groups=groups,
                 mac=req.mac,
                 start=now,
                 until=now + lifetime,
             )
-        }
+        return bound
 
 
 Publish = Callable[[dict[str, Binding | None], dict[str, tuple[str | None, str | None]]], None]

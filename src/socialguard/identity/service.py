@@ -341,19 +341,16 @@ class IdentityService:
     # ----------------------------------------------------------------- shutdown
 
     def counters(self) -> dict[str, Any]:
-        """Packets accepted and refused by reason, and people bound, for /metrics (read at a
-        scrape: counting the bindings walks the snapshot)."""
-        people = len(self.bindings) if self.active else 0
+        """Packets accepted and refused by reason, the bindings in force and the people they
+        name, and the directory's counts, for /metrics (read at a scrape: counting walks the
+        snapshot)."""
+        live = self.bindings.people(self.clock()) if self.active else []
+        bound = {"bindings": len(live), "people": len({b.user for b in live})}
         directory = self.directory.counters() if self.directory is not None else None
         if self.radius is None:
-            return {"accepted": 0, "refused": {}, "bindings": people, "directory": directory}
+            return {"accepted": 0, "refused": {}, **bound, "directory": directory}
         c = self.radius.counters
-        return {
-            "accepted": c.accepted,
-            "refused": dict(c.refused),
-            "bindings": people,
-            "directory": directory,
-        }
+        return {"accepted": c.accepted, "refused": dict(c.refused), **bound, "directory": directory}
 
     def _stop_radius(self) -> None:
         if self.radius is not None:

@@ -13,11 +13,13 @@ come). DHCP leases are not stored here: the lease file is their store.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sqlite3
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from socialguard.engine.identity import Binding
 
@@ -143,12 +145,20 @@ class BindingStore:
         ]
 
     def find(self, address: str, now: float) -> Binding | None:
+        """The binding of `address` at `now`, or of the longest bound IPv6 prefix holding it."""
         with self._lock:
             row = self._db.execute(
                 "SELECT address, source, user, groups, mac, start, until FROM bindings "
                 "WHERE address = ? AND (until IS NULL OR until > ?)",
                 (address, now),
             ).fetchone()
+            if row is None and ":" in address:
+                prefixes = self._db.execute(
+                    "SELECT address, source, user, groups, mac, start, until FROM bindings "
+                    "WHERE address LIKE '%/%' AND (until IS NULL OR until > ?)",
+                    (now,),
+                ).fetchall()
+                row = _longest_prefix_holding(address, prefixes)
         if row is None:
             return None
         a, src, user, groups, mac, start, until = row
@@ -157,3 +167,19 @@ class BindingStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _longest_prefix_holding(address: str, rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    try:
+        addr = ipaddress.IPv6Address(address)
+    except ValueError:
+        return None
+    best: tuple[int, tuple[Any, ...]] | None = None
+    for row in rows:
+        try:
+            network = ipaddress.IPv6Network(row[0], strict=False)
+        except ValueError:
+            continue
+        if addr in network and (best is None or network.prefixlen > best[0]):
+            best = (network.prefixlen, row)
+    return best[1] if best is not None else None

@@ -45,7 +45,7 @@ from socialguard.audit import schema as audit_schema
 from socialguard.engine import gateway as engine_gateway
 from socialguard.engine.accounts import is_sign_in_host
 from socialguard.engine.compiled import CompiledPolicy
-from socialguard.engine.identity import Binding
+from socialguard.engine.identity import Binding, describe_source
 from socialguard.engine.model import (
     Action,
     Basis,
@@ -72,9 +72,9 @@ from . import (
 )
 from .admin_events import AdminEventPump
 from .answers import guarded
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, epoch_seconds
 from .forms import PREFIX as FORM_PREFIX
-from .forms import FormRequest
+from .forms import FormRequest, form_person
 from .neighbours import NeighbourTable
 from .options import NeighbourMode, Settings, parse_settings
 from .reload import LoadedPolicy, RulesWatcher, load_checked, rejection_errors
@@ -190,7 +190,8 @@ class SocialGuard:
         # tls_clienthello has nothing more to decide for them.
         self._decided_early: weakref.WeakSet[connection.Client] = weakref.WeakSet()
         self._held = budget.UploadBudget(budget.parse_upload_memory(budget.DEFAULT_UPLOAD_MEMORY))
-        self.identity = IdentityService()  # identity sources' bindings (socialguard.identity)
+        # identity sources' bindings (socialguard.identity), ending by the clock decisions use
+        self.identity = IdentityService(clock=epoch_seconds(self.clock))
         self.sign_in: Any = None  # proxy.signin.SignInPortal, when the rules ask for one
         self._sign_in_spec: Any = None
 
@@ -1030,7 +1031,7 @@ class SocialGuard:
                 "decision_id": new_decision_id(),
                 "event": "block_page_form",
                 "form": flow.request.path.split("?", 1)[0],
-                "client": principal.client_ip,
+                **form_person(principal),
                 "outcome": "body_too_large",
                 "declared": bodies.declared_length(flow.request),
                 "limit": bodies.FORM_BODY_LIMIT,
@@ -1626,7 +1627,11 @@ def make_response(status: int, body: bytes, headers: dict[str, str]) -> http.Res
 
 
 def describe_principal(p: Principal) -> str:
-    """Who the proxy took the person to be, in words for the block page."""
+    """Who the proxy took the person to be, in words for the block page: a person an identity
+    source named first, with how it knows them ("jdoe, identified by RADIUS accounting …")."""
+    if p.user and p.source:
+        named = f"{p.user}, {describe_source(p.source)}; "
+        return named + describe_principal(dataclasses.replace(p, user=None, source=None))
     parts = []
     if p.user:
         parts.append(f"user {p.user}")

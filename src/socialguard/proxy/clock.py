@@ -8,6 +8,8 @@ running proxy at 10:00 on a school day, then at 18:00, without touching the code
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -52,3 +54,12 @@ def _aware(at: datetime) -> datetime:
     if at.tzinfo is None:
         raise ValueError(f"clock time must be timezone-aware, got naive {at.isoformat()}")
     return at
+
+
+def epoch_seconds(clock: Clock) -> Callable[[], float]:
+    """`clock` as seconds since the epoch, for what keeps time in floats (identity bindings), so
+    a test's ManualClock moves them too. The system clock's is `time.time` itself: the request
+    path asks it on every request, and building a datetime there would cost for nothing."""
+    if isinstance(clock, SystemClock):
+        return time.time
+    return lambda: clock.now().timestamp()

@@ -121,9 +121,26 @@ def principal_binding(p: Principal) -> str:
     return f"{p.client_ip}|{p.user or ''}|{p.device or ''}"
 
 
+def form_person(p: Principal) -> dict[str, Any]:
+    """Who used a form, for its record: the address, and the person where known (with the
+    identity source that named them), so `audit search --who user:NAME` finds their forms."""
+    out: dict[str, Any] = {"client": p.client_ip}
+    if p.user:
+        out["user"] = p.user
+    if p.device:
+        out["device"] = p.device
+    if p.source:
+        out["identified_by"] = p.source
+    return out
+
+
 def emergency_scope(p: Principal) -> str:
     """A self-declared emergency opens the site for this device (or this address), not for the user
-    everywhere."""
+    everywhere; but for a person an identity source names, for that person: the address is theirs
+    only until their source ends the binding, and the emergency must not pass to its next holder
+    (nor would it reach them: an address's overrides do not apply to a named person)."""
+    if p.source is not None and p.user:
+        return f"user:{p.user}"
     return f"device:{p.device}" if p.device else f"ip:{p.client_ip}"
 
 
@@ -299,7 +316,7 @@ class BlockPageForms:
         base: dict[str, Any] = {
             "event": "block_page_form",
             "form": kind or path,
-            "client": req.principal.client_ip,
+            **form_person(req.principal),
         }
         if kind is None:
             cap_field(base, "form", MAX_PATH)  # the path the client chose
@@ -411,8 +428,9 @@ class BlockPageForms:
         label = limits.service_label(ticket.site) if limits.service_label else None
         url = html.escape(ticket.url)
         body = (
-            f"<p>You declared an emergency. {html.escape(label or ticket.site)} is open on this "
-            f"device until <strong>{html.escape(until)}</strong>.</p>"
+            f"<p>You declared an emergency. {html.escape(label or ticket.site)} is open "
+            f"{'for you' if record.emergency.scope.startswith('user:') else 'on this device'} "
+            f"until <strong>{html.escape(until)}</strong>.</p>"
             "<p>Administration will review it; your reason was recorded.</p>"
             f'<p><a class="tap" href="{url}">Continue to {html.escape(_short(ticket.url))}</a></p>'
         )
