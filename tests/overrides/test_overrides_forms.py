@@ -410,3 +410,60 @@ def test_the_request_page_says_the_request_opens_the_whole_service(
     out = forms.handle(post(REQUEST_PATH, token, reason="Update the PTA page"))
     assert out.status == 200
     assert b"for facebook.com (all of Facebook) was sent to administration" in out.body
+
+
+# -- where an emergency or a request applies: the person, or this device -----------------------
+
+RADIUS_JDOE = Principal(
+    client_ip="10.20.1.5", user="jdoe", groups=frozenset({"staff"}), source="radius"
+)
+BY_ADDRESS = Principal(client_ip="10.20.1.9", groups=frozenset({"staff"}))
+
+
+def test_a_person_named_by_an_identity_source_gets_the_emergency_wherever_identified(
+    forms: BlockPageForms, refresher: SnapshotRefresher, clock: FakeClock
+) -> None:
+    fragment = forms.links(blocked(principal=RADIUS_JDOE), url=URL, decision_id="d-1")
+    assert "wherever the network identifies you" in fragment and "this device" not in fragment
+    out = forms.handle(
+        post(EMERGENCY_PATH, tokens(fragment)[EMERGENCY_PATH], principal=RADIUS_JDOE)
+    )
+    page = out.body.decode()
+    assert out.status == 200
+    assert "open for you wherever the network identifies you" in page
+    assert "this device" not in page
+    # and it is true: the same person on another address the source binds to them
+    roaming = Principal(client_ip="10.20.7.70", user="jdoe", source="radius")
+    e = refresher.current.emergency_for(roaming, "www.facebook.com", {}, clock.now)
+    assert e is not None and e.scope == "user:jdoe"
+
+
+@pytest.mark.parametrize("who", [JDOE, BY_ADDRESS])
+def test_a_device_or_an_address_gets_the_emergency_on_this_device(
+    forms: BlockPageForms, refresher: SnapshotRefresher, clock: FakeClock, who: Principal
+) -> None:
+    fragment = forms.links(blocked(principal=who), url=URL, decision_id="d-1")
+    assert "on this device" in fragment and "wherever" not in fragment
+    out = forms.handle(post(EMERGENCY_PATH, tokens(fragment)[EMERGENCY_PATH], principal=who))
+    page = out.body.decode()
+    assert "open on this device until" in page and "wherever" not in page
+    other = Principal(client_ip="10.20.7.70", user=who.user, source="radius")
+    assert refresher.current.emergency_for(other, "www.facebook.com", {}, clock.now) is None
+
+
+@pytest.mark.parametrize(
+    ("who", "where"),
+    [
+        (RADIUS_JDOE, "wherever the network identifies you"),
+        (BY_ADDRESS, "on this device"),
+    ],
+)
+def test_the_request_page_says_where_an_approval_applies(
+    forms: BlockPageForms, who: Principal, where: str
+) -> None:
+    fragment = forms.links(blocked(principal=who), url=URL, decision_id="d-1")
+    out = forms.handle(post(REQUEST_PATH, tokens(fragment)[REQUEST_PATH], principal=who))
+    assert out.status == 200
+    page = out.body.decode()
+    assert where in page
+    assert ("this device" in page) is (where == "on this device")

@@ -122,9 +122,21 @@ def principal_binding(p: Principal) -> str:
 
 
 def emergency_scope(p: Principal) -> str:
-    """A self-declared emergency opens the site for this device (or this address), not for the user
-    everywhere."""
+    """Whom a self-declared emergency opens the site for: a person an identity source named
+    (directory sign-in, RADIUS, DHCP: `Principal.source`) wherever a source names them, since
+    their phone and laptop are one person in one emergency; anyone else on this device (or this
+    address) only, because a device owner's or an address's "person" is only a guess."""
+    if p.source is not None and p.user:
+        return f"user:{p.user}"
     return f"device:{p.device}" if p.device else f"ip:{p.client_ip}"
+
+
+def where_it_applies(key: str) -> str:
+    """Where an override for `key` (an emergency's scope, a request's person) lets them in, in
+    the words the confirmation and the form use."""
+    if key.startswith("user:"):
+        return "for you wherever the network identifies you"
+    return "on this device"
 
 
 def _b64(data: bytes) -> str:
@@ -269,7 +281,8 @@ class BlockPageForms:
                     if limits.service_label
                     else None
                 )
-                parts.append(_emergency_form(token, limits, label or "this site"))
+                where = where_it_applies(emergency_scope(p))
+                parts.append(_emergency_form(token, limits, label or "this site", where))
             else:
                 parts.append(_used_up("emergency accesses", spends, resets))
         return "\n".join(parts)
@@ -411,8 +424,9 @@ class BlockPageForms:
         label = limits.service_label(ticket.site) if limits.service_label else None
         url = html.escape(ticket.url)
         body = (
-            f"<p>You declared an emergency. {html.escape(label or ticket.site)} is open on this "
-            f"device until <strong>{html.escape(until)}</strong>.</p>"
+            f"<p>You declared an emergency. {html.escape(label or ticket.site)} is open "
+            f"{where_it_applies(record.emergency.scope)} until "
+            f"<strong>{html.escape(until)}</strong>.</p>"
             "<p>Administration will review it; your reason was recorded.</p>"
             f'<p><a class="tap" href="{url}">Continue to {html.escape(_short(ticket.url))}</a></p>'
         )
@@ -476,7 +490,8 @@ class BlockPageForms:
             200,
             "Request sent",
             f"Your request ({r.id}) for {self.limits().describe((ticket.site,))} was sent to "
-            "administration. You will be able to reach the site once it is approved.",
+            f"administration. Once it is approved you will be able to reach the site "
+            f"{where_it_applies(r.who)}.",
             {**base, "outcome": "access_requested", "request_id": r.id},
             reference=ticket.decision_id,
             tone="ok",
@@ -614,11 +629,11 @@ def _times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
-def _emergency_form(token: str, limits: Limits, site: str) -> str:
+def _emergency_form(token: str, limits: Limits, site: str, where: str) -> str:
     return (
         '<form class="sg-form" method="post" action="/.socialguard/emergency">'
         "<h3>If you have an emergency</h3>"
-        f"<p>The board policy lets you open {html.escape(site)} on this device for "
+        f"<p>The board policy lets you open {html.escape(site)} {where} for "
         f"{limits.emergency_minutes} minutes in an emergency (at most "
         f"{_times(limits.emergency_per_day)} a day). Administration reviews every emergency.</p>"
         f'<input type="hidden" name="token" value="{html.escape(token)}">'
