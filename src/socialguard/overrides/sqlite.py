@@ -44,12 +44,14 @@ from socialguard.errors import StoreError
 
 from . import handles
 from .records import (
+    USES_WINDOW_HOURS,
     AccessRequest,
     ActiveOverrides,
     Actor,
     AdminEvent,
     EmergencyRecord,
     GrantRecord,
+    RecentUses,
 )
 from .store import (
     Clock,
@@ -702,7 +704,12 @@ class SqliteStore:
                     (t,),
                 )
             )
-            return ActiveOverrides(grants, emergencies, _next_boundary(now, grants, emergencies))
+            return ActiveOverrides(
+                grants,
+                emergencies,
+                _next_boundary(now, grants, emergencies),
+                _recent_uses(conn, now - timedelta(hours=USES_WINDOW_HOURS)),
+            )
 
         return self._read(read)
 
@@ -1329,6 +1336,24 @@ _SELF_EMERGENCIES_SINCE = (
     "person",
 )
 _REQUESTS_SINCE = ("SELECT COUNT(*) FROM access_requests WHERE created >= ? AND ", "who")
+
+
+def _recent_uses(conn: sqlite3.Connection, since: datetime) -> RecentUses:
+    """Who used which block-page form since `since`, for the snapshot (see RecentUses): the
+    rows `_check_allowances` counts, read once per rebuild instead of once per block page."""
+    by_kind: dict[str, dict[str, list[datetime]]] = {"emergency": {}, "requests": {}}
+    queries = (
+        (
+            "emergency",
+            "SELECT person, starts FROM emergencies WHERE self_declared = 1 AND starts >= ?",
+        ),
+        ("requests", "SELECT who, created FROM access_requests WHERE created >= ?"),
+    )
+    for kind, sql in queries:
+        for key, when in conn.execute(sql, (_ts(since),)):
+            if key is not None:
+                by_kind[kind].setdefault(str(key), []).append(_req_dt(when))
+    return RecentUses({k: {p: tuple(ts) for p, ts in v.items()} for k, v in by_kind.items()})
 
 
 def _check_allowances(

@@ -288,8 +288,12 @@ class BlockPageForms:
         return "\n".join(parts)
 
     def _room_today(self, kind: str, spends: tuple[Allowance, ...], day_start: datetime) -> bool:
-        """Is any of today's allowance left? A form the store would refuse is not offered. A
-        store that cannot say (or fails to) gets the form: the store still has the last word."""
+        """Is any of today's allowance left? A form the store would refuse is not offered. With
+        a refresher this is read from its snapshot (memory: the block page is built on the event
+        loop); a use elsewhere is seen on its next poll. A store that cannot say (or fails to)
+        gets the form: the store still has the last word."""
+        if self.refresher is not None:
+            return self.refresher.uses.room(kind, spends, day_start)
         room = getattr(self.store, "allowance_left", None)
         if room is None:
             return True
@@ -485,6 +489,8 @@ class BlockPageForms:
             return self._refused(req, base, "replayed")
         except LimitReachedError as e:
             return self._limit_reached(base, who, e, "requests for access")
+        if self.refresher is not None:
+            self.refresher.refresh_now()  # the next block page counts this request already
         log.info("access_requested", request_id=r.id, who=who, site=ticket.site)
         return self._page(
             200,
