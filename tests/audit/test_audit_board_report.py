@@ -20,6 +20,7 @@ from socialguard.audit.report import (
     Integrity,
     pseudonymiser,
     render_html,
+    render_text,
     show_names,
     summarise,
 )
@@ -268,3 +269,44 @@ def test_cli_pdf_without_chromium_says_how(
     assert "--pdf needs Chromium, which is not installed (apt-get install chromium)" in (
         result.stderr + result.stdout
     )
+
+
+# -- the terminal report: people as the same codes ------------------------------------------------
+
+PEOPLE = ("jdoe", "bwong", "10.0.0.5", "10.0.0.9", "laptop-17")
+
+
+def test_the_text_report_shows_codes_by_default(logdir: Path) -> None:
+    key = b"k" * 32
+    text = render_text(summarise(search(logdir, Filter()), DENVER), pseudonymiser(key))
+    for who in PEOPLE:
+        assert who not in text, who
+    jdoe = pseudonymiser(key)("user:jdoe")
+    assert text.count(jdoe) >= 3  # visits, the access request, the grant
+    assert "by principal" in text  # administrators are named where they acted
+    assert "jdoe" not in render_text(summarise(search(logdir, Filter()), DENVER))
+
+
+def test_the_text_report_shows_names_when_asked(logdir: Path) -> None:
+    text = render_text(summarise(search(logdir, Filter()), DENVER), show_names)
+    assert "user:jdoe" in text and "Person " not in text
+
+
+def test_cli_text_uses_the_codes_of_the_html_report_and_names_on_request(
+    logdir: Path, rules: Path, tmp_path: Path
+) -> None:
+    base = ["audit", "report", "--log-dir", str(logdir), "--rules", str(rules)]
+    base += ["--state", str(tmp_path / "state")]
+    (tmp_path / "state").mkdir()
+    page = tmp_path / "a.html"
+    shown = cli(*base, "--html", str(page))
+    assert shown.exit_code == 0
+    for who in PEOPLE:
+        assert who not in shown.stdout, who
+    codes = set(re.findall(r"Person [A-Z2-7]{6}", shown.stdout))
+    assert codes and codes <= set(re.findall(r"Person [A-Z2-7]{6}", page.read_text()))
+    again = cli(*base)
+    assert set(re.findall(r"Person [A-Z2-7]{6}", again.stdout)) == codes  # <state>/report.key
+    named = cli(*base, "--names")
+    assert "user:jdoe" in named.stdout and "Person " not in named.stdout
+

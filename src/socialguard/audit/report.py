@@ -317,9 +317,12 @@ def _add_admin(s: Summary, r: dict[str, Any], tz: ZoneInfo, describe: Describe |
 # -- text ------------------------------------------------------------------------------------------
 
 
-def render_text(s: Summary) -> str:
+def render_text(s: Summary, people: Callable[[str], str] | None = None) -> str:
     """The summary as plain text for a terminal: every value `printable` (names, hosts and reasons
-    may come from the network)."""
+    may come from the network). `people` names each person as in `render_html` (default: a code
+    per person for this report alone; `show_names` shows them): a terminal report is read over
+    shoulders and pasted into mail as often as the board's copy."""
+    show = people or pseudonymiser(None)
     out: list[str] = []
     period = f"{s.since or 'the beginning'} to {s.until or 'now'}"
     out.append(f"Decision log report ({period}; times in {s.zone})")
@@ -341,7 +344,7 @@ def render_text(s: Summary) -> str:
         [(f"{h:02d}:00", s.blocked_by_hour[h]) for h in range(24) if s.blocked_by_hour[h]],
     )
     table("Blocked attempts by group", s.blocked_by_group.most_common(TOP))
-    table("Blocked attempts by person", s.blocked_by_person.most_common(TOP))
+    table("Blocked attempts by person", _people_rows(s.blocked_by_person, show))
     table("Top blocked destinations", s.blocked_destinations.most_common(TOP))
     out.append("")
     out.append(f"Blocked visits (pages opened): {s.blocked_visits}")
@@ -351,14 +354,19 @@ def render_text(s: Summary) -> str:
         out.append("  (none)")
     width = max((len(k) for k, _, _ in rows), default=0)
     out.extend(f"  {k:<{width}}  {v:>8} visits  {n:>8} requests" for k, v, n in rows)
-    table("Blocked visits by person", s.blocked_visits_by_person.most_common(TOP))
-    out.extend(_overrides_text(s))
+    table("Blocked visits by person", _people_rows(s.blocked_visits_by_person, show))
+    out.extend(_overrides_text(s, show))
     return "\n".join(map(printable, out)) + "\n"
 
 
-def _overrides_text(s: Summary) -> list[str]:
+def _people_rows(counts: Counter[str], show: Callable[[str], str]) -> list[tuple[str, int]]:
+    """The top people by count, each as `show` names them."""
+    return [(show(k), v) for k, v in counts.most_common(TOP)]
+
+
+def _overrides_text(s: Summary, show: Callable[[str], str]) -> list[str]:
     """The exceptions part of the text report: grants, emergencies, access requests, reviews;
-    each names the sites it concerns and what they open."""
+    each names the sites it concerns and what they open, and the people as `show` names them."""
     out: list[str] = []
     out.append("")
     out.append("Grants used")
@@ -366,7 +374,11 @@ def _overrides_text(s: Summary) -> list[str]:
         out.append("  (none)")
     for gid in sorted(set(s.grants_used) | set(s.grants)):
         g = s.grants.get(gid)
-        about = f" for {g.details.get('who')} on {g.opens} by {g.by}: {g.reason}" if g else ""
+        about = (
+            f" for {show(str(g.details.get('who')))} on {g.opens} by {g.by}: {g.reason}"
+            if g
+            else ""
+        )
         out.append(f"  {gid}{about}  ({s.grants_used[gid]} requests allowed)")
     out.append("")
     out.append("Emergencies")
@@ -375,8 +387,9 @@ def _overrides_text(s: Summary) -> list[str]:
     for e in s.emergencies:
         used = s.emergencies_used.get(e.target, 0)
         on = f" on {e.opens}" if e.opens else ""
+        by = show(e.by) if e.action == "emergency_self_declared" else e.by  # a person, or an admin
         out.append(
-            f"  {e.when}  {e.action}  {e.target}{on}  by {e.by}: {e.reason}  ({used} requests)"
+            f"  {e.when}  {e.action}  {e.target}{on}  by {by}: {e.reason}  ({used} requests)"
         )
     out.append("")
     out.append("Access requests")
@@ -384,7 +397,7 @@ def _overrides_text(s: Summary) -> list[str]:
         out.append("  (none)")
     for rid, a in s.access_requests.items():
         answer = s.request_answers.get(rid, "pending")
-        who = a.details.get("who") or a.by
+        who = show(str(a.details.get("who") or a.by))
         out.append(f"  {a.when}  {rid}  {who} on {a.opens}: {a.reason}  ({answer})")
     out.append("")
     out.append("Self-declared emergencies awaiting review")
@@ -392,7 +405,7 @@ def _overrides_text(s: Summary) -> list[str]:
     if not pending:
         out.append("  (none)")
     for eid, e in pending:
-        who = e.details.get("scope") or e.by
+        who = show(str(e.details.get("scope") or e.by))
         out.append(f"  {e.when}  {eid}  {who} on {e.opens}: {e.reason}")
     return out
 

@@ -379,7 +379,8 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     names: Annotated[
         bool,
         typer.Option(
-            "--names", help="Name people in the HTML/PDF report [default: a code per person]."
+            "--names",
+            help="Name people in the report (text, HTML, PDF) [default: a code per person].",
         ),
     ] = False,
     as_json: JsonOption = False,
@@ -392,12 +393,14 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     access requests and their answers; grants used and unused; emergencies; refused forms.
 
     The HTML and PDF report states the district, the period, when it was made and what
-    `audit verify` says of the log, and shows each person as a stable code unless --names.
+    `audit verify` says of the log. Every form (text, HTML, PDF) shows each person as a stable code
+    (the same in every report, keyed by `<state>/report.key`) unless --names; --json is the raw
+    figures for scripts and names people.
 
     Example: socialguard audit report --since 2026-11-01 --until 2026-11-30 --pdf november.pdf
     """
     from socialguard.audit.reader import search as run_search
-    from socialguard.audit.report import render_text, summarise
+    from socialguard.audit.report import pseudonymiser, render_text, show_names, summarise
 
     if paper.lower() not in ("letter", "a4"):
         raise typer.BadParameter("--paper must be letter or a4", param_hint="--paper")
@@ -414,11 +417,17 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         )
         if as_json:
             typer.echo(json.dumps(_summary_json(summary), indent=2, sort_keys=True))
-        else:
-            typer.echo(render_text(summary), nl=False)
+            if html_file is None and pdf_file is None:
+                return
+        # one naming for the text and the board's copy: the same codes (`<state>/report.key`)
+        people = show_names if names else pseudonymiser(_pseudonym_key(state))
+        if not as_json:
+            typer.echo(render_text(summary, people), nl=False)
         if html_file is None and pdf_file is None:
             return
-        page = _board_html(summary, zone, where, rules=rules, state=state, names=names, paper=paper)
+        page = _board_html(
+            summary, zone, where, rules=rules, state=state, people=people, paper=paper
+        )
         if html_file is not None:
             try:
                 html_file.write_text(page, encoding="utf-8")
@@ -439,18 +448,17 @@ def _board_html(
     *,
     rules: Path | None,
     state: Path | None,
-    names: bool,
+    people: Any,
     paper: str,
 ) -> str:
-    """The report for a board: district, when made, the log's integrity, people as codes."""
-    from socialguard.audit.report import Integrity, pseudonymiser, render_html
-    from socialguard.audit.report import show_names as real_names
+    """The report for a board: district, when made, the log's integrity, people as `people`
+    names them (codes unless --names)."""
+    from socialguard.audit.report import Integrity, render_html
     from socialguard.audit.verify import VERDICT_LINES, verdict, verify_log
 
     default = paths.checkpoint_dir(None, state)
     result = verify_log(where, checkpoints=default if default.is_dir() else None)
     found = verdict(result)
-    people = real_names if names else pseudonymiser(_pseudonym_key(state))
     return render_html(
         summary,
         district=_district_name(rules) or "",
