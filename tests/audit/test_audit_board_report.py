@@ -310,3 +310,16 @@ def test_cli_text_uses_the_codes_of_the_html_report_and_names_on_request(
     named = cli(*base, "--names")
     assert "user:jdoe" in named.stdout and "Person " not in named.stdout
 
+
+def test_an_emergency_for_a_person_wherever_identified_says_so(
+    tmp_path: Path, open_log: Any
+) -> None:
+    log = open_log("n1-w0")
+    log.write(
+        admin_event("emergency_self_declared", by="user:kpark", source="10.0.0.7", target="e-7",
+                    reason="Bus crash", details={"scope": "user:kpark", "site": "facebook.com",
+                                                 "ends": "2026-12-01T19:30:00Z"})
+    )  # fmt: skip
+    log.close()
+    page = report(tmp_path / "log")
+    assert "<td>the person, wherever identified</td>" in page and "kpark" not in page

@@ -544,6 +544,8 @@ def _scope(scope: str, show: Callable[[str], str]) -> str:
     if show is show_names:
         return scope
     # the declarer's own device or address: its code would be a second one for the same person
+    if scope.startswith("user:"):
+        return "the person, wherever identified"
     return "one device" if scope.startswith("device:") else "one address"
 
 
