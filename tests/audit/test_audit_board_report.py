@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_helpers import DENVER, make_decision
+from audit_helpers import DENVER, event, make_decision
 from typer.testing import CliRunner
 
 from socialguard.audit import decision_event, new_decision_id
@@ -323,3 +323,61 @@ def test_an_emergency_for_a_person_wherever_identified_says_so(
     log.close()
     page = report(tmp_path / "log")
     assert "<td>the person, wherever identified</td>" in page and "kpark" not in page
+
+
+# -- nested groups: each attempt once, under the most specific group ---------------------------
+
+NESTED_RULES = """
+district:
+  name: Example School District
+  timezone: America/Denver
+groups:
+  all-staff:
+    include: [teachers]
+    networks: [10.10.0.0/16]
+  teachers:
+    networks: [10.20.0.0/16]
+  coaches:
+    users: [kpark]
+categories:
+  social: {domains: [facebook.com]}
+rules: []
+default: allow
+"""
+
+
+def _nested_log(open_log: Any) -> None:
+    """3 by a teacher (teachers, in all-staff), 2 by other staff, 1 by a teacher who coaches."""
+    log = open_log("n1-w0")
+    for _ in range(3):
+        log.write(event(user="jdoe", groups=frozenset({"all-staff", "teachers"})))
+    for _ in range(2):
+        log.write(event(user="office", groups=frozenset({"all-staff"})))
+    log.write(event(user="kpark", groups=frozenset({"all-staff", "teachers", "coaches"})))
+    log.close()
+
+
+def test_nested_groups_count_each_attempt_once_and_show_the_nesting(
+    tmp_path: Path, open_log: Any
+) -> None:
+    _nested_log(open_log)
+    rules = tmp_path / "nested.yaml"
+    rules.write_text(NESTED_RULES, encoding="utf-8")
+    (tmp_path / "state").mkdir()
+    base = ["audit", "report", "--log-dir", str(tmp_path / "log"), "--rules", str(rules)]
+    page = tmp_path / "board.html"
+    out = cli(*base, "--state", str(tmp_path / "state"), "--html", str(page))
+    assert out.exit_code == 0, out.stdout
+    text = out.stdout.split("Blocked attempts by group", 1)[1].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^  (.+?)\s{2,}(\d+)$", text, re.M))
+    assert rows == {
+        "teachers (in all-staff)": "3",
+        "all-staff": "2",
+        "coaches + teachers (in all-staff)": "1",
+    }
+    assert sum(map(int, rows.values())) == 6  # the board's rows add up to the blocked requests
+    section = page.read_text().split("<h2>Blocked requests by group</h2>", 1)[1].split("<h2>")[0]
+    assert "The rows add up to the 6 blocked requests." in section
+    assert "<title>teachers (in all-staff): 3</title>" in section
+    assert "<title>all-staff: 2</title>" in section
+    assert "all-staff: 6" not in section  # the parent no longer repeats its members' attempts

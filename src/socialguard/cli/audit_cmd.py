@@ -408,12 +408,14 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         zone = _zone(tz, rules)
         flt = _filter(zone, since=since, until=until)
         where = _log_dir(log_dir, state)
+        policy = _report_policy(rules)
         summary = summarise(
             run_search(where, flt),
             zone,
             since=since,
             until=until,
-            describe=_describe_sites(rules),
+            describe=_describe_sites(policy),
+            group_parents=dict(policy.group_parents) if policy is not None else None,
         )
         if as_json:
             typer.echo(json.dumps(_summary_json(summary), indent=2, sort_keys=True))
@@ -512,20 +514,27 @@ def _pseudonym_key(state: Path | None) -> bytes | None:
     return key
 
 
-def _describe_sites(rules: Path | None) -> Any:
-    """What names a site's service in the report (`www.facebook.com (all of Facebook)`): the
-    current rules' catalogue; None (sites as recorded) when the rules cannot be loaded."""
+def _report_policy(rules: Path | None) -> Any:
+    """The current rules, compiled, for what the report names from them (services, the groups'
+    nesting); None when they cannot be loaded (the report then shows what was recorded)."""
     from socialguard.errors import PolicyError
-    from socialguard.overrides import Limits
     from socialguard.policy import load_policy
 
     path = paths.rules_path(rules)
     if not path.is_file():
         return None
     try:
-        return Limits.from_policy(load_policy(path)).describe
+        return load_policy(path)
     except PolicyError:
         return None
+
+
+def _describe_sites(policy: Any) -> Any:
+    """What names a site's service in the report (`www.facebook.com (all of Facebook)`): the
+    current rules' catalogue; None (sites as recorded) without rules."""
+    from socialguard.overrides import Limits
+
+    return Limits.from_policy(policy).describe if policy is not None else None
 
 
 def _summary_json(s: Any) -> dict[str, Any]:
@@ -538,7 +547,11 @@ def _summary_json(s: Any) -> dict[str, Any]:
         "blocked": s.blocked,
         "blocked_by_day": dict(sorted(s.blocked_by_day.items())),
         "blocked_by_hour": {f"{h:02d}": n for h, n in sorted(s.blocked_by_hour.items())},
-        "blocked_by_group": dict(s.blocked_by_group.most_common()),
+        "blocked_by_group": dict(s.blocked_by_group.most_common()),  # in each group listed
+        "blocked_by_group_once": {  # each once, under the most specific group(s)
+            label: {"requests": n, "part_of": s.part_of(label)}
+            for label, n in s.blocked_by_own_group.most_common()
+        },
         "blocked_by_person": dict(s.blocked_by_person.most_common()),
         "top_blocked_destinations": dict(s.blocked_destinations.most_common(15)),
         "blocked_visits": s.blocked_visits,
