@@ -10,6 +10,7 @@ id, TikTok's page never does.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -212,9 +213,12 @@ def test_an_approved_access_request_opens_the_whole_service_and_the_report_names
     html = tmp_path / "report.html"
     report = sg(proxy, "audit", "report", "--log-dir", str(proxy.log_dir), "--html", str(html))
     (request_line,) = [x for x in report.splitlines() if f"  {rid}  " in x]
-    assert "ip:127.0.0.1 on facebook.com (all of Facebook): PTA page update  (approved by" in (
-        request_line
-    )
+    # the person as the report's code (issue 23: people pseudonymised unless --names)
+    assert re.search(
+        r"  Person [A-Z2-7]{6} on facebook\.com \(all of Facebook\): "
+        r"PTA page update  \(approved by",
+        request_line,
+    ), request_line
     (emergency_line,) = [x for x in report.splitlines() if "emergency_started" in x]
     assert " on service:tiktok (all of TikTok)  by " in emergency_line
     page = html.read_text()

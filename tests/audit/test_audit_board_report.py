@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_helpers import DENVER, make_decision
+from audit_helpers import DENVER, event, make_decision
 from typer.testing import CliRunner
 
 from socialguard.audit import decision_event, new_decision_id
@@ -20,6 +20,7 @@ from socialguard.audit.report import (
     Integrity,
     pseudonymiser,
     render_html,
+    render_text,
     show_names,
     summarise,
 )
@@ -286,9 +287,121 @@ def test_a_refused_form_is_the_persons_where_the_record_names_one() -> None:
     assert [f.who for f in s.refused_forms] == ["user:alice"]
 
 
-def test_an_emergency_scoped_to_a_person_is_one_person_in_the_report() -> None:
+def test_an_emergency_scoped_to_a_person_is_the_person_in_the_report() -> None:
     from socialguard.audit.report import _scope, pseudonymiser
 
     code = pseudonymiser(b"k")
-    assert _scope("user:alice", code) == "one person"
+    assert _scope("user:alice", code) == "the person, wherever identified"
     assert _scope("ip:10.0.0.9", code) == "one address"
+
+
+# -- the terminal report: people as the same codes ------------------------------------------------
+
+PEOPLE = ("jdoe", "bwong", "10.0.0.5", "10.0.0.9", "laptop-17")
+
+
+def test_the_text_report_shows_codes_by_default(logdir: Path) -> None:
+    key = b"k" * 32
+    text = render_text(summarise(search(logdir, Filter()), DENVER), pseudonymiser(key))
+    for who in PEOPLE:
+        assert who not in text, who
+    jdoe = pseudonymiser(key)("user:jdoe")
+    assert text.count(jdoe) >= 3  # visits, the access request, the grant
+    assert "by principal" in text  # administrators are named where they acted
+    assert "jdoe" not in render_text(summarise(search(logdir, Filter()), DENVER))
+
+
+def test_the_text_report_shows_names_when_asked(logdir: Path) -> None:
+    text = render_text(summarise(search(logdir, Filter()), DENVER), show_names)
+    assert "user:jdoe" in text and "Person " not in text
+
+
+def test_cli_text_uses_the_codes_of_the_html_report_and_names_on_request(
+    logdir: Path, rules: Path, tmp_path: Path
+) -> None:
+    base = ["audit", "report", "--log-dir", str(logdir), "--rules", str(rules)]
+    base += ["--state", str(tmp_path / "state")]
+    (tmp_path / "state").mkdir()
+    page = tmp_path / "a.html"
+    shown = cli(*base, "--html", str(page))
+    assert shown.exit_code == 0
+    for who in PEOPLE:
+        assert who not in shown.stdout, who
+    codes = set(re.findall(r"Person [A-Z2-7]{6}", shown.stdout))
+    assert codes and codes <= set(re.findall(r"Person [A-Z2-7]{6}", page.read_text()))
+    again = cli(*base)
+    assert set(re.findall(r"Person [A-Z2-7]{6}", again.stdout)) == codes  # <state>/report.key
+    named = cli(*base, "--names")
+    assert "user:jdoe" in named.stdout and "Person " not in named.stdout
+
+
+def test_an_emergency_for_a_person_wherever_identified_says_so(
+    tmp_path: Path, open_log: Any
+) -> None:
+    log = open_log("n1-w0")
+    log.write(
+        admin_event("emergency_self_declared", by="user:kpark", source="10.0.0.7", target="e-7",
+                    reason="Bus crash", details={"scope": "user:kpark", "site": "facebook.com",
+                                                 "ends": "2026-12-01T19:30:00Z"})
+    )  # fmt: skip
+    log.close()
+    page = report(tmp_path / "log")
+    assert "<td>the person, wherever identified</td>" in page and "kpark" not in page
+
+
+# -- nested groups: each attempt once, under the most specific group ---------------------------
+
+NESTED_RULES = """
+district:
+  name: Example School District
+  timezone: America/Denver
+groups:
+  all-staff:
+    include: [teachers]
+    networks: [10.10.0.0/16]
+  teachers:
+    networks: [10.20.0.0/16]
+  coaches:
+    users: [kpark]
+categories:
+  social: {domains: [facebook.com]}
+rules: []
+default: allow
+"""
+
+
+def _nested_log(open_log: Any) -> None:
+    """3 by a teacher (teachers, in all-staff), 2 by other staff, 1 by a teacher who coaches."""
+    log = open_log("n1-w0")
+    for _ in range(3):
+        log.write(event(user="jdoe", groups=frozenset({"all-staff", "teachers"})))
+    for _ in range(2):
+        log.write(event(user="office", groups=frozenset({"all-staff"})))
+    log.write(event(user="kpark", groups=frozenset({"all-staff", "teachers", "coaches"})))
+    log.close()
+
+
+def test_nested_groups_count_each_attempt_once_and_show_the_nesting(
+    tmp_path: Path, open_log: Any
+) -> None:
+    _nested_log(open_log)
+    rules = tmp_path / "nested.yaml"
+    rules.write_text(NESTED_RULES, encoding="utf-8")
+    (tmp_path / "state").mkdir()
+    base = ["audit", "report", "--log-dir", str(tmp_path / "log"), "--rules", str(rules)]
+    page = tmp_path / "board.html"
+    out = cli(*base, "--state", str(tmp_path / "state"), "--html", str(page))
+    assert out.exit_code == 0, out.stdout
+    text = out.stdout.split("Blocked attempts by group", 1)[1].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^  (.+?)\s{2,}(\d+)$", text, re.M))
+    assert rows == {
+        "teachers (in all-staff)": "3",
+        "all-staff": "2",
+        "coaches + teachers (in all-staff)": "1",
+    }
+    assert sum(map(int, rows.values())) == 6  # the board's rows add up to the blocked requests
+    section = page.read_text().split("<h2>Blocked requests by group</h2>", 1)[1].split("<h2>")[0]
+    assert "The rows add up to the 6 blocked requests." in section
+    assert "<title>teachers (in all-staff): 3</title>" in section
+    assert "<title>all-staff: 2</title>" in section
+    assert "all-staff: 6" not in section  # the parent no longer repeats its members' attempts

@@ -4,9 +4,12 @@ decision."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -410,3 +413,123 @@ def test_the_request_page_says_the_request_opens_the_whole_service(
     out = forms.handle(post(REQUEST_PATH, token, reason="Update the PTA page"))
     assert out.status == 200
     assert b"for facebook.com (all of Facebook) was sent to administration" in out.body
+
+
+# -- where an emergency or a request applies: the person, or this device -----------------------
+
+RADIUS_JDOE = Principal(
+    client_ip="10.20.1.5", user="jdoe", groups=frozenset({"staff"}), source="radius"
+)
+BY_ADDRESS = Principal(client_ip="10.20.1.9", groups=frozenset({"staff"}))
+
+
+def test_a_person_named_by_an_identity_source_gets_the_emergency_wherever_identified(
+    forms: BlockPageForms, refresher: SnapshotRefresher, clock: FakeClock
+) -> None:
+    fragment = forms.links(blocked(principal=RADIUS_JDOE), url=URL, decision_id="d-1")
+    assert "wherever the network identifies you" in fragment and "this device" not in fragment
+    out = forms.handle(
+        post(EMERGENCY_PATH, tokens(fragment)[EMERGENCY_PATH], principal=RADIUS_JDOE)
+    )
+    page = out.body.decode()
+    assert out.status == 200
+    assert "open for you wherever the network identifies you" in page
+    assert "this device" not in page
+    # and it is true: the same person on another address the source binds to them
+    roaming = Principal(client_ip="10.20.7.70", user="jdoe", source="radius")
+    e = refresher.current.emergency_for(roaming, "www.facebook.com", {}, clock.now)
+    assert e is not None and e.scope == "user:jdoe"
+
+
+@pytest.mark.parametrize("who", [JDOE, BY_ADDRESS])
+def test_a_device_or_an_address_gets_the_emergency_on_this_device(
+    forms: BlockPageForms, refresher: SnapshotRefresher, clock: FakeClock, who: Principal
+) -> None:
+    fragment = forms.links(blocked(principal=who), url=URL, decision_id="d-1")
+    assert "on this device" in fragment and "wherever" not in fragment
+    out = forms.handle(post(EMERGENCY_PATH, tokens(fragment)[EMERGENCY_PATH], principal=who))
+    page = out.body.decode()
+    assert "open on this device until" in page and "wherever" not in page
+    other = Principal(client_ip="10.20.7.70", user=who.user, source="radius")
+    assert refresher.current.emergency_for(other, "www.facebook.com", {}, clock.now) is None
+
+
+@pytest.mark.parametrize(
+    ("who", "where"),
+    [
+        (RADIUS_JDOE, "wherever the network identifies you"),
+        (BY_ADDRESS, "on this device"),
+    ],
+)
+def test_the_request_page_says_where_an_approval_applies(
+    forms: BlockPageForms, who: Principal, where: str
+) -> None:
+    fragment = forms.links(blocked(principal=who), url=URL, decision_id="d-1")
+    out = forms.handle(post(REQUEST_PATH, tokens(fragment)[REQUEST_PATH], principal=who))
+    assert out.status == 200
+    page = out.body.decode()
+    assert where in page
+    assert ("this device" in page) is (where == "on this device")
+
+
+# -- the block page counts allowances in memory (the refresher's snapshot) ---------------------
+
+
+class _NoStore:
+    """A store the block page must not touch: building it runs on mitmproxy's event loop."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the block page read the store ({name})")
+
+
+def test_the_block_page_counts_a_used_up_allowance_from_memory(
+    forms: BlockPageForms,
+) -> None:
+    for _ in range(LIMITS.emergency_per_day):
+        token = tokens(forms.links(blocked(), url=URL, decision_id="d-1"))[EMERGENCY_PATH]
+        assert forms.handle(post(EMERGENCY_PATH, token)).status == 200
+    forms.store = _NoStore()  # type: ignore[assignment]
+    fragment = forms.links(blocked(), url=URL, decision_id="d-1")
+    assert set(tokens(fragment)) == {REQUEST_PATH}  # no emergency form the server would refuse
+    assert "They start again at midnight (2 Dec, 00:00 MST)" in fragment
+    other = Principal(client_ip="10.20.1.6", user="bwong", groups=frozenset({"staff"}))
+    assert set(tokens(forms.links(blocked(principal=other), url=URL, decision_id="d-2"))) == {
+        EMERGENCY_PATH,
+        REQUEST_PATH,
+    }
+
+
+DECLARE_ELSEWHERE = """
+import sys
+from datetime import UTC, datetime, timedelta
+from socialguard.engine.limits import Allowance
+from socialguard.overrides import Actor, open_store
+store = open_store(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    store.declare_self_emergency(
+        scope="device:laptop-17", person="user:jdoe", site="facebook.com", url=sys.argv[3],
+        reason="another node's block page", actor=Actor(by="user:jdoe", source="10.20.1.5"),
+        minutes=30, per_day=int(sys.argv[2]), day_start=datetime.now(UTC) - timedelta(days=1),
+        allowances=(Allowance("user:jdoe", int(sys.argv[2]), "emergency_per_day"),),
+    )
+store.close()
+"""
+
+
+def test_uses_in_another_process_are_counted_on_the_next_refresh(
+    forms: BlockPageForms, store: SqliteStore, refresher: SnapshotRefresher, clock: FakeClock
+) -> None:
+    clock.now = datetime.now(UTC)  # the other process's store keeps real time
+    assert EMERGENCY_PATH in tokens(forms.links(blocked(), url=URL, decision_id="d-1"))
+    done = subprocess.run(
+        [sys.executable, "-c", DECLARE_ELSEWHERE, str(store.path), str(LIMITS.emergency_per_day),
+         URL],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert refresher.refresh_if_needed()  # one poll: the change counter moved
+    forms.store = _NoStore()  # type: ignore[assignment]
+    fragment = forms.links(blocked(), url=URL, decision_id="d-1")
+    assert set(tokens(fragment)) == {REQUEST_PATH}
+    assert "emergency accesses are used up (your allowance)" in fragment
+    assert "They start again at midnight" in fragment

@@ -107,7 +107,12 @@ class Summary:
     blocked: int = 0
     blocked_by_day: Counter[str] = field(default_factory=Counter)
     blocked_by_hour: Counter[int] = field(default_factory=Counter)
-    blocked_by_group: Counter[str] = field(default_factory=Counter)
+    blocked_by_group: Counter[str] = field(default_factory=Counter)  # in each of its groups
+    # Each blocked request once, under the person's most specific group(s) (see own_groups):
+    # these rows add up to `blocked`, where a group included in another would double count.
+    blocked_by_own_group: Counter[str] = field(default_factory=Counter)
+    # group → itself and every group including it (the rules' nesting); empty: not known
+    group_parents: dict[str, frozenset[str]] = field(default_factory=dict)
     blocked_by_person: Counter[str] = field(default_factory=Counter)
     blocked_destinations: Counter[str] = field(default_factory=Counter)
     by_basis: Counter[str] = field(default_factory=Counter)
@@ -140,9 +145,35 @@ class Summary:
         rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
         return rows[:n]
 
+    def part_of(self, label: str) -> str:
+        """The groups that include the group(s) of a `blocked_by_own_group` row, for the reader:
+        `all-staff` for `staff` when all-staff includes staff; "" for a top-level group."""
+        own = set(label.split(" + "))
+        above = {p for g in own for p in self.group_parents.get(g, ())} - own
+        return ", ".join(sorted(above))
+
+    def own_group_rows(self, n: int = TOP) -> list[tuple[str, int]]:
+        """The once-counted group rows, each label saying what includes it (`staff (in
+        all-staff)`), most blocked first."""
+        return [
+            (f"{label} (in {above})" if (above := self.part_of(label)) else label, v)
+            for label, v in self.blocked_by_own_group.most_common(n)
+        ]
+
     @property
     def awaiting_review(self) -> list[tuple[str, AdminEntry]]:
         return [(k, v) for k, v in self.self_declared.items() if k not in self.acknowledged]
+
+
+def own_groups(groups: Iterable[str], parents: dict[str, frozenset[str]]) -> str:
+    """The row a blocked request counts in once: the most specific of its groups (those no other
+    of its groups is included in), joined with " + " when the person is in unrelated groups.
+
+    A decision record lists a person's groups with every group that includes them (staff and
+    all-staff); counting it in each would show a board the same attempts twice."""
+    gs = sorted(set(groups))
+    most = [g for g in gs if not any(h != g and g in parents.get(h, ()) for h in gs)]
+    return " + ".join(most) or "(no group)"
 
 
 def person_of(r: dict[str, Any]) -> str:
@@ -164,11 +195,14 @@ def summarise(
     since: str | None = None,
     until: str | None = None,
     describe: Describe | None = None,
+    group_parents: dict[str, frozenset[str]] | None = None,
 ) -> Summary:
     """Fold records into a Summary (one pass). `describe` names the service each granted,
     declared or requested site opens (overrides.Limits.describe, from the current rules); without
-    it the sites are shown as recorded."""
-    s = Summary(zone=tz.key, since=since, until=until)
+    it the sites are shown as recorded. `group_parents` is the rules' group nesting
+    (CompiledPolicy.group_parents), so each attempt counts once under its most specific group;
+    without it every group a record lists is taken as its own."""
+    s = Summary(zone=tz.key, since=since, until=until, group_parents=dict(group_parents or {}))
     for f in found:
         r = f.record
         kind = r.get("type")
@@ -259,8 +293,10 @@ def _add_decision(s: Summary, r: dict[str, Any], tz: ZoneInfo) -> None:
     when = local_time(str(r.get("ts")), tz)
     s.blocked_by_day[when.strftime("%Y-%m-%d")] += 1
     s.blocked_by_hour[when.hour] += 1
-    for g in r.get("groups") or ("(no group)",):
-        s.blocked_by_group[str(g)] += 1
+    groups = [str(g) for g in r.get("groups") or ()]
+    for g in groups or ("(no group)",):
+        s.blocked_by_group[g] += 1
+    s.blocked_by_own_group[own_groups(groups, s.group_parents)] += 1
     s.blocked_by_person[person_of(r)] += 1
     s.blocked_destinations[str(r.get("host"))] += 1
     _add_blocked_visit(s, r)
@@ -317,9 +353,12 @@ def _add_admin(s: Summary, r: dict[str, Any], tz: ZoneInfo, describe: Describe |
 # -- text ------------------------------------------------------------------------------------------
 
 
-def render_text(s: Summary) -> str:
+def render_text(s: Summary, people: Callable[[str], str] | None = None) -> str:
     """The summary as plain text for a terminal: every value `printable` (names, hosts and reasons
-    may come from the network)."""
+    may come from the network). `people` names each person as in `render_html` (default: a code
+    per person for this report alone; `show_names` shows them): a terminal report is read over
+    shoulders and pasted into mail as often as the board's copy."""
+    show = people or pseudonymiser(None)
     out: list[str] = []
     period = f"{s.since or 'the beginning'} to {s.until or 'now'}"
     out.append(f"Decision log report ({period}; times in {s.zone})")
@@ -340,8 +379,10 @@ def render_text(s: Summary) -> str:
         "Blocked attempts by hour of day",
         [(f"{h:02d}:00", s.blocked_by_hour[h]) for h in range(24) if s.blocked_by_hour[h]],
     )
-    table("Blocked attempts by group", s.blocked_by_group.most_common(TOP))
-    table("Blocked attempts by person", s.blocked_by_person.most_common(TOP))
+    table(
+        "Blocked attempts by group (each once, under its most specific group)", s.own_group_rows()
+    )
+    table("Blocked attempts by person", _people_rows(s.blocked_by_person, show))
     table("Top blocked destinations", s.blocked_destinations.most_common(TOP))
     out.append("")
     out.append(f"Blocked visits (pages opened): {s.blocked_visits}")
@@ -351,14 +392,19 @@ def render_text(s: Summary) -> str:
         out.append("  (none)")
     width = max((len(k) for k, _, _ in rows), default=0)
     out.extend(f"  {k:<{width}}  {v:>8} visits  {n:>8} requests" for k, v, n in rows)
-    table("Blocked visits by person", s.blocked_visits_by_person.most_common(TOP))
-    out.extend(_overrides_text(s))
+    table("Blocked visits by person", _people_rows(s.blocked_visits_by_person, show))
+    out.extend(_overrides_text(s, show))
     return "\n".join(map(printable, out)) + "\n"
 
 
-def _overrides_text(s: Summary) -> list[str]:
+def _people_rows(counts: Counter[str], show: Callable[[str], str]) -> list[tuple[str, int]]:
+    """The top people by count, each as `show` names them."""
+    return [(show(k), v) for k, v in counts.most_common(TOP)]
+
+
+def _overrides_text(s: Summary, show: Callable[[str], str]) -> list[str]:
     """The exceptions part of the text report: grants, emergencies, access requests, reviews;
-    each names the sites it concerns and what they open."""
+    each names the sites it concerns and what they open, and the people as `show` names them."""
     out: list[str] = []
     out.append("")
     out.append("Grants used")
@@ -366,7 +412,11 @@ def _overrides_text(s: Summary) -> list[str]:
         out.append("  (none)")
     for gid in sorted(set(s.grants_used) | set(s.grants)):
         g = s.grants.get(gid)
-        about = f" for {g.details.get('who')} on {g.opens} by {g.by}: {g.reason}" if g else ""
+        about = (
+            f" for {show(str(g.details.get('who')))} on {g.opens} by {g.by}: {g.reason}"
+            if g
+            else ""
+        )
         out.append(f"  {gid}{about}  ({s.grants_used[gid]} requests allowed)")
     out.append("")
     out.append("Emergencies")
@@ -375,8 +425,9 @@ def _overrides_text(s: Summary) -> list[str]:
     for e in s.emergencies:
         used = s.emergencies_used.get(e.target, 0)
         on = f" on {e.opens}" if e.opens else ""
+        by = show(e.by) if e.action == "emergency_self_declared" else e.by  # a person, or an admin
         out.append(
-            f"  {e.when}  {e.action}  {e.target}{on}  by {e.by}: {e.reason}  ({used} requests)"
+            f"  {e.when}  {e.action}  {e.target}{on}  by {by}: {e.reason}  ({used} requests)"
         )
     out.append("")
     out.append("Access requests")
@@ -384,7 +435,7 @@ def _overrides_text(s: Summary) -> list[str]:
         out.append("  (none)")
     for rid, a in s.access_requests.items():
         answer = s.request_answers.get(rid, "pending")
-        who = a.details.get("who") or a.by
+        who = show(str(a.details.get("who") or a.by))
         out.append(f"  {a.when}  {rid}  {who} on {a.opens}: {a.reason}  ({answer})")
     out.append("")
     out.append("Self-declared emergencies awaiting review")
@@ -392,7 +443,7 @@ def _overrides_text(s: Summary) -> list[str]:
     if not pending:
         out.append("  (none)")
     for eid, e in pending:
-        who = e.details.get("scope") or e.by
+        who = show(str(e.details.get("scope") or e.by))
         out.append(f"  {e.when}  {eid}  {who} on {e.opens}: {e.reason}")
     return out
 
@@ -533,7 +584,7 @@ def _scope(scope: str, show: Callable[[str], str]) -> str:
         return scope
     # the declarer's own device or address: its code would be a second one for the same person
     if scope.startswith("user:"):
-        return "one person"
+        return "the person, wherever identified"
     return "one device" if scope.startswith("device:") else "one address"
 
 
@@ -702,8 +753,12 @@ def render_html(
         "<h2>Blocked requests by hour of day</h2>",
         _bar_chart("Blocked requests by hour of day", hours, vertical=True),
         "<h2>Blocked requests by group</h2>",
-        "<p>A person in several groups is counted in each.</p>",
-        _bar_chart("Blocked requests by group", s.blocked_by_group.most_common(TOP)),
+        f"<p>Each blocked request is counted once, under the most specific group of the person "
+        "who made it: a group included in another is shown with the group that includes it "
+        "(for example <em>staff (in all-staff)</em>), and a person in two unrelated groups "
+        "under both (<em>coaches + staff</em>). "
+        f"The rows add up to the {s.blocked} blocked requests.</p>",
+        _bar_chart("Blocked requests by group", s.own_group_rows()),
         "<h2>Top blocked destinations</h2>",
         _bar_chart("Top blocked destinations", s.blocked_destinations.most_common(TOP)),
         "<h2>Blocked requests by person</h2>",

@@ -379,7 +379,8 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     names: Annotated[
         bool,
         typer.Option(
-            "--names", help="Name people in the HTML/PDF report [default: a code per person]."
+            "--names",
+            help="Name people in the report (text, HTML, PDF) [default: a code per person].",
         ),
     ] = False,
     as_json: JsonOption = False,
@@ -392,12 +393,14 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     access requests and their answers; grants used and unused; emergencies; refused forms.
 
     The HTML and PDF report states the district, the period, when it was made and what
-    `audit verify` says of the log, and shows each person as a stable code unless --names.
+    `audit verify` says of the log. Every form (text, HTML, PDF) shows each person as a stable code
+    (the same in every report, keyed by `<state>/report.key`) unless --names; --json is the raw
+    figures for scripts and names people.
 
     Example: socialguard audit report --since 2026-11-01 --until 2026-11-30 --pdf november.pdf
     """
     from socialguard.audit.reader import search as run_search
-    from socialguard.audit.report import render_text, summarise
+    from socialguard.audit.report import pseudonymiser, render_text, show_names, summarise
 
     if paper.lower() not in ("letter", "a4"):
         raise typer.BadParameter("--paper must be letter or a4", param_hint="--paper")
@@ -405,20 +408,28 @@ def report(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         zone = _zone(tz, rules)
         flt = _filter(zone, since=since, until=until)
         where = _log_dir(log_dir, state)
+        policy = _report_policy(rules)
         summary = summarise(
             run_search(where, flt),
             zone,
             since=since,
             until=until,
-            describe=_describe_sites(rules),
+            describe=_describe_sites(policy),
+            group_parents=dict(policy.group_parents) if policy is not None else None,
         )
         if as_json:
             typer.echo(json.dumps(_summary_json(summary), indent=2, sort_keys=True))
-        else:
-            typer.echo(render_text(summary), nl=False)
+            if html_file is None and pdf_file is None:
+                return
+        # one naming for the text and the board's copy: the same codes (`<state>/report.key`)
+        people = show_names if names else pseudonymiser(_pseudonym_key(state))
+        if not as_json:
+            typer.echo(render_text(summary, people), nl=False)
         if html_file is None and pdf_file is None:
             return
-        page = _board_html(summary, zone, where, rules=rules, state=state, names=names, paper=paper)
+        page = _board_html(
+            summary, zone, where, rules=rules, state=state, people=people, paper=paper
+        )
         if html_file is not None:
             try:
                 html_file.write_text(page, encoding="utf-8")
@@ -439,18 +450,17 @@ def _board_html(
     *,
     rules: Path | None,
     state: Path | None,
-    names: bool,
+    people: Any,
     paper: str,
 ) -> str:
-    """The report for a board: district, when made, the log's integrity, people as codes."""
-    from socialguard.audit.report import Integrity, pseudonymiser, render_html
-    from socialguard.audit.report import show_names as real_names
+    """The report for a board: district, when made, the log's integrity, people as `people`
+    names them (codes unless --names)."""
+    from socialguard.audit.report import Integrity, render_html
     from socialguard.audit.verify import VERDICT_LINES, verdict, verify_log
 
     default = paths.checkpoint_dir(None, state)
     result = verify_log(where, checkpoints=default if default.is_dir() else None)
     found = verdict(result)
-    people = real_names if names else pseudonymiser(_pseudonym_key(state))
     return render_html(
         summary,
         district=_district_name(rules) or "",
@@ -504,20 +514,27 @@ def _pseudonym_key(state: Path | None) -> bytes | None:
     return key
 
 
-def _describe_sites(rules: Path | None) -> Any:
-    """What names a site's service in the report (`www.facebook.com (all of Facebook)`): the
-    current rules' catalogue; None (sites as recorded) when the rules cannot be loaded."""
+def _report_policy(rules: Path | None) -> Any:
+    """The current rules, compiled, for what the report names from them (services, the groups'
+    nesting); None when they cannot be loaded (the report then shows what was recorded)."""
     from socialguard.errors import PolicyError
-    from socialguard.overrides import Limits
     from socialguard.policy import load_policy
 
     path = paths.rules_path(rules)
     if not path.is_file():
         return None
     try:
-        return Limits.from_policy(load_policy(path)).describe
+        return load_policy(path)
     except PolicyError:
         return None
+
+
+def _describe_sites(policy: Any) -> Any:
+    """What names a site's service in the report (`www.facebook.com (all of Facebook)`): the
+    current rules' catalogue; None (sites as recorded) without rules."""
+    from socialguard.overrides import Limits
+
+    return Limits.from_policy(policy).describe if policy is not None else None
 
 
 def _summary_json(s: Any) -> dict[str, Any]:
@@ -530,7 +547,11 @@ def _summary_json(s: Any) -> dict[str, Any]:
         "blocked": s.blocked,
         "blocked_by_day": dict(sorted(s.blocked_by_day.items())),
         "blocked_by_hour": {f"{h:02d}": n for h, n in sorted(s.blocked_by_hour.items())},
-        "blocked_by_group": dict(s.blocked_by_group.most_common()),
+        "blocked_by_group": dict(s.blocked_by_group.most_common()),  # in each group listed
+        "blocked_by_group_once": {  # each once, under the most specific group(s)
+            label: {"requests": n, "part_of": s.part_of(label)}
+            for label, n in s.blocked_by_own_group.most_common()
+        },
         "blocked_by_person": dict(s.blocked_by_person.most_common()),
         "top_blocked_destinations": dict(s.blocked_destinations.most_common(15)),
         "blocked_visits": s.blocked_visits,

@@ -12,11 +12,47 @@ import getpass
 import os
 import socket
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
+from socialguard.engine.limits import Allowance
 from socialguard.engine.model import Emergency, Grant
+
+# How far back the snapshot keeps form uses: any local day's start, even a 25-hour one (DST),
+# read up to an hour after the snapshot was built.
+USES_WINDOW_HOURS = 26
+
+
+@dataclass(frozen=True, slots=True)
+class RecentUses:
+    """When each person used each block-page form lately (`kind` → person key → start times),
+    as the refresher last read them: the block page asks this, not the database, whether a form
+    still has room today (issue 23: no offer the server will refuse, and no SQLite read on the
+    proxy's event loop). The store still decides when the form comes back."""
+
+    by_kind: dict[str, dict[str, tuple[datetime, ...]]] = field(default_factory=dict)
+
+    EMPTY: ClassVar[RecentUses]
+
+    def used(self, kind: str, allowance: Allowance, since: datetime) -> int:
+        """How many uses `allowance` counts since `since` (a shared one: every key it prefixes)."""
+        keys = self.by_kind.get(kind, {})
+        if allowance.shared:
+            times: Iterable[datetime] = (
+                t for k, ts in keys.items() if k.startswith(allowance.key) for t in ts
+            )
+        else:
+            times = keys.get(allowance.key, ())
+        return sum(1 for t in times if t >= since)
+
+    def room(self, kind: str, spends: Iterable[Allowance], since: datetime) -> bool:
+        """Whether every allowance one more use spends has room left since `since`."""
+        return all(self.used(kind, a, since) < a.per_day for a in spends)
+
+
+RecentUses.EMPTY = RecentUses()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +188,9 @@ class AdminEvent:
 @dataclass(frozen=True, slots=True)
 class ActiveOverrides:
     """What is in force (or scheduled) at `now`, and the next moment that changes by the clock
-    alone."""
+    alone; with the block-page forms used lately, so the page can count allowances in memory."""
 
     grants: tuple[Grant, ...]
     emergencies: tuple[Emergency, ...]
     next_boundary: datetime | None
+    uses: RecentUses = field(default_factory=lambda: RecentUses.EMPTY)

@@ -21,6 +21,7 @@ import structlog
 
 from socialguard.engine.model import Emergency, Grant
 
+from .records import RecentUses
 from .store import Clock, Store, utc_now
 
 log = structlog.get_logger(__name__)
@@ -84,6 +85,9 @@ class SnapshotRefresher:
         # pump drains the outbox then, instead of polling the store on a thread of its own.
         self.on_change: Callable[[], None] | None = None
         self.current: Any = initial
+        # The block-page forms used lately, read with the snapshot: the block page counts a
+        # person's daily allowance here, in memory, never in the database on the event loop.
+        self.uses: RecentUses = RecentUses.EMPTY
         if not self.refresh_now() and self.current is None:
             # No store yet: decide with no overrides at all (the stricter answer), not with None.
             self.current = (self._build or engine_builder())((), ())
@@ -108,6 +112,7 @@ class SnapshotRefresher:
                 log.error("overrides_refresh_failed", error=str(e), error_type=type(e).__name__)
                 return False
             self.current = snapshot
+            self.uses = getattr(active, "uses", RecentUses.EMPTY)
             changed, self._counter = counter != self._counter, counter
             self._next_boundary = active.next_boundary
             self.rebuilds += 1

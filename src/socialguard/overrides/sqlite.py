@@ -42,13 +42,16 @@ from socialguard.engine.limits import Allowance
 from socialguard.engine.model import Emergency, Grant
 from socialguard.errors import StoreError
 
+from . import handles
 from .records import (
+    USES_WINDOW_HOURS,
     AccessRequest,
     ActiveOverrides,
     Actor,
     AdminEvent,
     EmergencyRecord,
     GrantRecord,
+    RecentUses,
 )
 from .store import (
     Clock,
@@ -226,6 +229,7 @@ class SqliteStore:
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._missing = False
         self._reopen_lock = threading.Lock()
+        self._handles: list[handles.FileHandle] = []  # the files this store has used (see handles)
         try:
             _private_store(path)
         except OSError as e:
@@ -234,7 +238,11 @@ class SqliteStore:
             ) from e
         if not path.exists():
             self._create()
-        self._open_file()
+        try:
+            self._open_file()
+        except BaseException:
+            self.close()  # its connection and its hold on the file: nobody will close them later
+            raise
 
     # -- the file: creating, checking, following it -------------------------------------------
 
@@ -270,16 +278,34 @@ class SqliteStore:
     def _check_file(self) -> os.stat_result:
         """What is at the path is an SQLite file with content; else say what it is instead."""
         try:
-            st = os.stat(self.path)
-            with open(self.path, "rb") as f:
-                header = f.read(100)
-            head = header[: len(SQLITE_HEADER)]
+            # Never open()/close() the file here: that drops this process's SQLite locks on it.
+            handle = handles.acquire(self.path)
         except FileNotFoundError as e:
             raise StoreError(f"{self.path}: the overrides store is missing") from e
         except OSError as e:
             raise StoreError(
                 f"{self.path}: cannot read the overrides store: {_os_reason(e)}"
             ) from e
+        try:
+            st = self._check_header(handle)
+        except BaseException:
+            handle.release()  # not used: no connection of this store has it open
+            raise
+        if any(h.key == handle.key for h in self._handles):
+            handle.release()  # this store holds the file already (a poll seeing it again)
+        else:
+            self._handles.append(handle)
+        return st
+
+    def _check_header(self, handle: handles.FileHandle) -> os.stat_result:
+        try:
+            st = handle.stat()
+            header = handle.header(100)
+        except OSError as e:
+            raise StoreError(
+                f"{self.path}: cannot read the overrides store: {_os_reason(e)}"
+            ) from e
+        head = header[: len(SQLITE_HEADER)]
         if st.st_size == 0:
             raise StoreError(
                 f"{self.path}: zero-length file where the overrides store should be (truncated?); "
@@ -525,6 +551,9 @@ class SqliteStore:
                 continue
         self._local = threading.local()
         self._identity = None  # closed: nothing to follow
+        held, self._handles = self._handles, []
+        for handle in held:  # after the connections: the last user's release closes the file
+            handle.release()
 
     # -- block-page form tokens ------------------------------------------------------------------
 
@@ -675,7 +704,12 @@ class SqliteStore:
                     (t,),
                 )
             )
-            return ActiveOverrides(grants, emergencies, _next_boundary(now, grants, emergencies))
+            return ActiveOverrides(
+                grants,
+                emergencies,
+                _next_boundary(now, grants, emergencies),
+                _recent_uses(conn, now - timedelta(hours=USES_WINDOW_HOURS)),
+            )
 
         return self._read(read)
 
@@ -1302,6 +1336,24 @@ _SELF_EMERGENCIES_SINCE = (
     "person",
 )
 _REQUESTS_SINCE = ("SELECT COUNT(*) FROM access_requests WHERE created >= ? AND ", "who")
+
+
+def _recent_uses(conn: sqlite3.Connection, since: datetime) -> RecentUses:
+    """Who used which block-page form since `since`, for the snapshot (see RecentUses): the
+    rows `_check_allowances` counts, read once per rebuild instead of once per block page."""
+    by_kind: dict[str, dict[str, list[datetime]]] = {"emergency": {}, "requests": {}}
+    queries = (
+        (
+            "emergency",
+            "SELECT person, starts FROM emergencies WHERE self_declared = 1 AND starts >= ?",
+        ),
+        ("requests", "SELECT who, created FROM access_requests WHERE created >= ?"),
+    )
+    for kind, sql in queries:
+        for key, when in conn.execute(sql, (_ts(since),)):
+            if key is not None:
+                by_kind[kind].setdefault(str(key), []).append(_req_dt(when))
+    return RecentUses({k: {p: tuple(ts) for p, ts in v.items()} for k, v in by_kind.items()})
 
 
 def _check_allowances(

@@ -135,13 +135,21 @@ def form_person(p: Principal) -> dict[str, Any]:
 
 
 def emergency_scope(p: Principal) -> str:
-    """A self-declared emergency opens the site for this device (or this address), not for the user
-    everywhere; but for a person an identity source names, for that person: the address is theirs
-    only until their source ends the binding, and the emergency must not pass to its next holder
-    (nor would it reach them: an address's overrides do not apply to a named person)."""
+    """Whom a self-declared emergency opens the site for: a person an identity source named
+    (directory sign-in, RADIUS, DHCP: `Principal.source`) wherever a source names them, since
+    their phone and laptop are one person in one emergency; anyone else on this device (or this
+    address) only, because a device owner's or an address's "person" is only a guess."""
     if p.source is not None and p.user:
         return f"user:{p.user}"
     return f"device:{p.device}" if p.device else f"ip:{p.client_ip}"
+
+
+def where_it_applies(key: str) -> str:
+    """Where an override for `key` (an emergency's scope, a request's person) lets them in, in
+    the words the confirmation and the form use."""
+    if key.startswith("user:"):
+        return "for you wherever the network identifies you"
+    return "on this device"
 
 
 def _b64(data: bytes) -> str:
@@ -286,14 +294,19 @@ class BlockPageForms:
                     if limits.service_label
                     else None
                 )
-                parts.append(_emergency_form(token, limits, label or "this site"))
+                where = where_it_applies(emergency_scope(p))
+                parts.append(_emergency_form(token, limits, label or "this site", where))
             else:
                 parts.append(_used_up("emergency accesses", spends, resets))
         return "\n".join(parts)
 
     def _room_today(self, kind: str, spends: tuple[Allowance, ...], day_start: datetime) -> bool:
-        """Is any of today's allowance left? A form the store would refuse is not offered. A
-        store that cannot say (or fails to) gets the form: the store still has the last word."""
+        """Is any of today's allowance left? A form the store would refuse is not offered. With
+        a refresher this is read from its snapshot (memory: the block page is built on the event
+        loop); a use elsewhere is seen on its next poll. A store that cannot say (or fails to)
+        gets the form: the store still has the last word."""
+        if self.refresher is not None:
+            return self.refresher.uses.room(kind, spends, day_start)
         room = getattr(self.store, "allowance_left", None)
         if room is None:
             return True
@@ -429,8 +442,8 @@ class BlockPageForms:
         url = html.escape(ticket.url)
         body = (
             f"<p>You declared an emergency. {html.escape(label or ticket.site)} is open "
-            f"{'for you' if record.emergency.scope.startswith('user:') else 'on this device'} "
-            f"until <strong>{html.escape(until)}</strong>.</p>"
+            f"{where_it_applies(record.emergency.scope)} until "
+            f"<strong>{html.escape(until)}</strong>.</p>"
             "<p>Administration will review it; your reason was recorded.</p>"
             f'<p><a class="tap" href="{url}">Continue to {html.escape(_short(ticket.url))}</a></p>'
         )
@@ -489,12 +502,15 @@ class BlockPageForms:
             return self._refused(req, base, "replayed")
         except LimitReachedError as e:
             return self._limit_reached(base, who, e, "requests for access")
+        if self.refresher is not None:
+            self.refresher.refresh_now()  # the next block page counts this request already
         log.info("access_requested", request_id=r.id, who=who, site=ticket.site)
         return self._page(
             200,
             "Request sent",
             f"Your request ({r.id}) for {self.limits().describe((ticket.site,))} was sent to "
-            "administration. You will be able to reach the site once it is approved.",
+            f"administration. Once it is approved you will be able to reach the site "
+            f"{where_it_applies(r.who)}.",
             {**base, "outcome": "access_requested", "request_id": r.id},
             reference=ticket.decision_id,
             tone="ok",
@@ -632,11 +648,11 @@ def _times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
-def _emergency_form(token: str, limits: Limits, site: str) -> str:
+def _emergency_form(token: str, limits: Limits, site: str, where: str) -> str:
     return (
         '<form class="sg-form" method="post" action="/.socialguard/emergency">'
         "<h3>If you have an emergency</h3>"
-        f"<p>The board policy lets you open {html.escape(site)} on this device for "
+        f"<p>The board policy lets you open {html.escape(site)} {where} for "
         f"{limits.emergency_minutes} minutes in an emergency (at most "
         f"{_times(limits.emergency_per_day)} a day). Administration reviews every emergency.</p>"
         f'<input type="hidden" name="token" value="{html.escape(token)}">'
