@@ -393,6 +393,7 @@ class BlockPageForms:
                     per_unidentified=limits.emergency_per_day_unidentified,
                     what="emergency",
                 ),
+                groups=sorted(req.principal.groups),
             )
         except TokenUsedError:
             return self._refused(req, base, "replayed")
@@ -527,6 +528,7 @@ class BlockPageForms:
                 what="requests",
             ),
             day_start=_day_start(self._clock(), limits),
+            groups=sorted(p.groups),
         )
 
 
