@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import SMTP_PASSWORD, SMTP_USER, Receiver, SmtpServer, curl, free_port
 
 pytestmark = pytest.mark.e2e
@@ -90,9 +91,7 @@ def file_request(proxy: Any, reason: str) -> str:
     """Open the block page and send its access request form, as a browser would; the id."""
     page = curl(proxy, "https://www.facebook.com/groups/class-7b", *HTML)
     assert page.status == 403
-    token = re.search(
-        r'action="/\.socialguard/request".*?name="token" value="([^"]+)"', page.body
-    )
+    token = re.search(r'action="/\.socialguard/request".*?name="token" value="([^"]+)"', page.body)
     assert token, "the block page offers the request form"
     sent = curl(
         proxy,
