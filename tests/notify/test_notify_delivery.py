@@ -270,3 +270,23 @@ def test_a_grant_about_to_end_is_announced_once_to_its_holder_and_school(
     finally:
         a.stop()
     assert any("ending soon" in m.subject.lower() for m in mails)
+
+
+def test_finished_notices_are_pruned_and_pending_ones_kept(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    store = open_store(tmp_path / "s.db", clock=clock.now)
+    outbox = SqliteOutbox(store)
+    file(store, 1)
+    file(store, 2)
+    spec = NotificationsSpec.model_validate(
+        {"email": {"host": "127.0.0.1", "from": "sg@school.test"},
+         "recipients": [{"when": ["request_filed"], "email": ["p@school.test"]}]}
+    )  # fmt: skip
+    settings = NotificationSettings.compile(spec, tmp_path)
+    outbox.route_new(lambda n: route(n, settings), clock.now())
+    first, _second = outbox.claim_due("n", clock.now(), timedelta(minutes=5))
+    outbox.delivered(first.id, "n", clock.now())
+    clock.advance(timedelta(days=100))
+    assert outbox.prune(clock.now() - timedelta(days=90)) == 1
+    assert [r["status"] for r in outbox.rows()] == ["pending"]
+    assert len(outbox.notices()) == 1

@@ -36,7 +36,8 @@ log = structlog.get_logger(__name__)
 FIRST_RETRY_S = 15.0
 MAX_BACKOFF_S = 600.0  # ten minutes between attempts at most
 LEASE = timedelta(minutes=5)  # longer than any one send (SMTP 120 s at most per exchange)
-SCAN_EVERY_S = 30.0  # how often "about to end" is looked for
+SCAN_EVERY_S = 30.0  # how often "about to end" is looked for (and old notices pruned)
+KEEP = timedelta(days=90)  # finished notices are forgotten after this (an answer needs its request)
 
 
 def backoff(attempts: int, rand: Callable[[], float] = random.random) -> float:
@@ -166,6 +167,7 @@ class Notifier:
         if time.monotonic() >= self._next_scan:
             self._next_scan = time.monotonic() + SCAN_EVERY_S
             self.outbox.raise_ending(now, timedelta(minutes=settings.ending_lead_minutes))
+            self.outbox.prune(now - KEEP)
         parents = policy.group_parents
 
         def router(notice: Notice) -> list[Target]:

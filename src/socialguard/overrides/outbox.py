@@ -373,6 +373,22 @@ class SqliteOutbox:
             )
         )
 
+    def prune(self, before: datetime) -> int:
+        """Forget notices raised before `before` whose deliveries are all finished (delivered or
+        abandoned), so the outbox stays bounded; the decision log keeps the changes themselves."""
+        t = _ts(before)
+
+        def prune(conn: sqlite3.Connection) -> int:
+            old = (
+                "SELECT seq FROM outbox WHERE created < ? AND routed_at IS NOT NULL"
+                " AND NOT EXISTS (SELECT 1 FROM outbox_deliveries p"
+                " WHERE p.event_seq = outbox.seq AND p.status = 'pending')"
+            )
+            conn.execute(f"DELETE FROM outbox_deliveries WHERE event_seq IN ({old})", (t,))
+            return int(conn.execute(f"DELETE FROM outbox WHERE seq IN ({old})", (t,)).rowcount)
+
+        return int(self._store._retry(prune))
+
     # -- reading ------------------------------------------------------------------------------
 
     def backlog(self) -> list[Backlog]:
