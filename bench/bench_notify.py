@@ -207,11 +207,12 @@ def main() -> int:
         controller.start()
         proc, port = start_proxy(work, smtp_port, cert)
         try:
-            baseline = [direct_send(smtp_port, cert) for _ in range(ROUNDS)]
-            arrivals.times.clear()
+            baseline, latencies = [], []
             ca = str(work / "certs" / "mitmproxy-ca-cert.pem")
             with httpx.Client(proxy=f"http://127.0.0.1:{port}", verify=ca, timeout=30) as client:
-                latencies = [file_request(client, n, arrivals) for n in range(ROUNDS)]
+                for n in range(ROUNDS):  # interleaved: both see the machine's load alike
+                    baseline.append(direct_send(smtp_port, cert))
+                    latencies.append(file_request(client, n, arrivals))
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

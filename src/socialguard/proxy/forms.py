@@ -472,6 +472,8 @@ class BlockPageForms:
             return self._refused(req, base, "replayed")
         except LimitReachedError as e:
             return self._limit_reached(base, who, e, "requests for access")
+        if self.refresher is not None:
+            self.refresher.refresh_now()  # its listeners: the notice goes out now, not at a poll
         log.info("access_requested", request_id=r.id, who=who, site=ticket.site)
         return self._page(
             200,
