@@ -49,7 +49,7 @@ class NotificationCounts(Collector):
         )
         channels: set[str] = set()
         if n is not None:
-            policy = n._policy()
+            policy = n.policy()
             settings = getattr(policy, "notifications", None)
             if settings is not None:
                 if settings.spec.email is not None:

@@ -116,6 +116,10 @@ class Notifier:
         self._thread.start()
         return self
 
+    def policy(self) -> Any:
+        """The compiled policy in force, as this worker routes by it (None before one loads)."""
+        return self._policy()
+
     def wake(self) -> None:
         """Look soon: the store changed (thread-safe, returns at once)."""
         self._wake.set()
