@@ -357,6 +357,7 @@ def test_an_older_store_is_migrated_forward_keeping_its_data(
     conn = sqlite3.connect(path)  # wind the file back to the first schema version
     conn.executescript(
         "DROP TABLE form_secret; DROP TABLE used_form_tokens;"
+        "DROP TABLE outbox_deliveries; DROP TABLE outbox;"
         "DROP INDEX admin_events_unconfirmed; ALTER TABLE admin_events DROP COLUMN event_id;"
         "ALTER TABLE admin_events DROP COLUMN confirmed_at;"
         "DELETE FROM schema_migrations WHERE name != '0001_initial';"

@@ -24,6 +24,7 @@ from .gateway import GatewayService
 from .hosts import is_ip_literal
 from .identity import IdentitySettings
 from .model import Action, Bypass, Decision, Principal, Request, TraceStep
+from .notifications import NotificationSettings
 from .paths import readings
 from .schedule import Schedule
 from .services import ServiceCatalogue
@@ -452,6 +453,8 @@ class CompiledPolicy:
     gateway_services: tuple[GatewayService, ...] = ()
     # `services:` (engine/services.py): what each service needs to work, tagged in `index`
     services: ServiceCatalogue = field(default_factory=ServiceCatalogue)
+    # `notifications:` (engine/notifications.py): who is told of requests, emergencies, reloads
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     rule_index: RuleIndex = field(init=False)
     # host → (tags, candidate rules, True): a busy proxy asks about the same few thousand hosts all
     # day. Bounded (cleared when full); a plain dict is safe to share between threads (a racing

@@ -43,6 +43,7 @@ from socialguard.engine.model import Emergency, Grant
 from socialguard.errors import StoreError
 
 from . import handles
+from . import outbox
 from .records import (
     USES_WINDOW_HOURS,
     AccessRequest,
@@ -174,6 +175,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE confirmed_at IS NULL AND claimed_by IS NOT NULL;
         """,
     ),
+    # Notifications (socialguard.notify): notices and their deliveries, see overrides/outbox.py.
+    Migration("0004_outbox", outbox.MIGRATION_SQL),
 )
 
 
@@ -597,13 +600,14 @@ class SqliteStore:
         reason: str,
         details: dict[str, Any],
     ) -> None:
+        created = _ts(self._clock())
         conn.execute(
             "INSERT INTO admin_events"
             " (event_id, created, action, by_name, source, target, reason, details)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 secrets.token_hex(12),
-                _ts(self._clock()),
+                created,
                 action,
                 actor.by,
                 actor.source,
@@ -612,6 +616,8 @@ class SqliteStore:
                 json.dumps(details, sort_keys=True, default=str),
             ),
         )
+        # the notice it raises, if any, in the same transaction (overrides/outbox.py)
+        outbox.record_notice(conn, action, actor.by, actor.source, target, reason, details, created)
 
     def claim_admin_events(self, node: str, limit: int = 100) -> list[dict[str, Any]]:
         """Hand up to `limit` unclaimed events to `node`, oldest first; no other node will get
@@ -1015,9 +1021,11 @@ class SqliteStore:
         day_start: datetime,
         token: FormToken | None = None,
         allowances: Sequence[Allowance] = (),
+        groups: Sequence[str] = (),
     ) -> EmergencyRecord:
         """A person's own emergency from the block page: counted against the daily limits
-        atomically (`allowances`, see engine/limits.py; by default `per_day` for `person`)."""
+        atomically (`allowances`, see engine/limits.py; by default `per_day` for `person`).
+        `groups`: the person's, for whom it is routed to."""
         if minutes <= 0:
             raise StoreError(
                 "overrides.emergency_minutes is zero: self-declared emergencies are off"
@@ -1052,6 +1060,7 @@ class SqliteStore:
                     "ends": _ts(e.ends or now),
                     "used_today": used + 1,
                     "per_day": per_day,
+                    **({"groups": sorted(groups)} if groups else {}),
                 },
             )
             return _emergency_record_from_row(
@@ -1122,9 +1131,10 @@ class SqliteStore:
         token: FormToken | None = None,
         allowances: Sequence[Allowance] = (),
         day_start: datetime | None = None,
+        groups: Sequence[str] = (),
     ) -> AccessRequest:
         """A request from the block page; with `allowances`, counted against the daily limits
-        (since `day_start`) atomically."""
+        (since `day_start`) atomically. `groups`: the requester's, for whom it is routed to."""
         req = AccessRequest(
             id=new_id("r"),
             who=who,
@@ -1159,6 +1169,7 @@ class SqliteStore:
                     "url": url,
                     "rule_id": rule_id,
                     "decision_id": decision_id,
+                    **({"groups": sorted(groups)} if groups else {}),
                 },
             )
             return req

@@ -118,6 +118,7 @@ class Store(Protocol):
         day_start: datetime,
         token: FormToken | None = None,
         allowances: Sequence[Allowance] = (),
+        groups: Sequence[str] = (),
     ) -> EmergencyRecord: ...
 
     def pending_reviews(self) -> list[EmergencyRecord]: ...
@@ -141,6 +142,7 @@ class Store(Protocol):
         token: FormToken | None = None,
         allowances: Sequence[Allowance] = (),
         day_start: datetime | None = None,
+        groups: Sequence[str] = (),
     ) -> AccessRequest: ...
 
     def get_request(self, request_id: str) -> AccessRequest: ...

@@ -42,6 +42,7 @@ from socialguard.engine.gateway import parse_gateway_service
 from socialguard.engine.hosts import is_ip_literal, normalise_host
 from socialguard.engine.identity import DirectorySpec, IdentitySettings
 from socialguard.engine.model import Action, Bypass, TraceStep
+from socialguard.engine.notifications import NotificationSettings
 from socialguard.engine.paths import request_target
 from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
 from socialguard.engine.services import Service, ServiceCatalogue, shared_infrastructure
@@ -807,6 +808,7 @@ def compile_policy(
             )
     uploads = _uploads(main, spec, c)
     _check_identity(main, spec, c)
+    _check_notifications(main, spec, c)
     if c.problems:
         return None, c.problems
     index = builder.build()
@@ -847,8 +849,50 @@ def compile_policy(
         accounts=spec.accounts,
         identity=IdentitySettings.compile(spec.identity),
         services=services,
+        notifications=NotificationSettings.compile(spec.notifications, main.path.parent),
     )
     return policy, []
+
+
+def _check_notifications(main: SourceFile, spec: PolicyFile, c: _Compiler) -> None:
+    """`notifications:` names groups and webhooks that exist, files that do, and a relay for
+    the addresses it mails (engine/notifications.py)."""
+    n = spec.notifications
+    base = ("notifications",)
+    files: list[tuple[PathKey, str | None, str]] = []
+    if n.email is not None:
+        files.append(((*base, "email", "password_file"), n.email.password_file, "password file"))
+        files.append(((*base, "email", "ca_file"), n.email.ca_file, "CA file"))
+    for name, hook in n.webhooks.items():
+        files.append(((*base, "webhooks", name, "secret_file"), hook.secret_file, "secret file"))
+    for where, rel, what in files:
+        if rel is not None and not (main.path.parent / rel).is_file():
+            c.problems.append(main.problem(where, f"{what} {rel!r} not found"))
+    for i, r in enumerate(n.recipients):
+        for j, g in enumerate(r.groups or ()):
+            if g not in c.group_specs:
+                c.problems.append(
+                    main.problem(
+                        (*base, "recipients", i, "groups", j),
+                        f"unknown group {g!r}{_suggest(g, c.group_specs)}",
+                    )
+                )
+        for j, w in enumerate(r.webhook):
+            if w not in n.webhooks:
+                known = ", ".join(sorted(n.webhooks)) or "none defined under notifications.webhooks"
+                c.problems.append(
+                    main.problem(
+                        (*base, "recipients", i, "webhook", j),
+                        f"unknown webhook {w!r} (known: {known})",
+                    )
+                )
+        if r.email and n.email is None:
+            c.problems.append(
+                main.problem(
+                    (*base, "recipients", i, "email"),
+                    "addresses to mail, but no relay: add notifications.email (host, from)",
+                )
+            )
 
 
 def _check_identity(main: SourceFile, spec: PolicyFile, c: _Compiler) -> None:

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from socialguard.engine.accounts import AccountsSpec
 from socialguard.engine.gateway import parse_gateway_service
 from socialguard.engine.identity import IdentitySpec
+from socialguard.engine.notifications import NotificationsSpec
 from socialguard.engine.schedule import parse_days, parse_period
 from socialguard.policy.uploads import UploadsSpec
 
@@ -373,4 +374,5 @@ class PolicyFile(_Spec):
     uploads: UploadsSpec = Field(default_factory=UploadsSpec)  # policy/uploads.py
     accounts: AccountsSpec = Field(default_factory=AccountsSpec)  # engine/accounts.py
     identity: IdentitySpec = Field(default_factory=IdentitySpec)  # engine/identity.py
+    notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)  # ditto
     tests: list[PolicyTestSpec] = Field(default_factory=list)

@@ -179,6 +179,7 @@ class SocialGuard:
         # WeakKeyDictionary's len() and get() are Python code, on every request).
         self._proved_users = False
         self._pump: AdminEventPump | None = None
+        self._notifier: Any = None  # socialguard.notify.Notifier, once the store is open
         self._loading = False
         self._principals: dict[tuple[object, ...], Principal] = {}
         # Open client connections' facts (see _Peer); client_disconnected drops an entry.
@@ -377,12 +378,15 @@ class SocialGuard:
             self._open_audit(settings)
         if old is None or old.state != settings.state:
             self._stop_pump()
+            self._stop_notifier()
             self._open_store(settings)
         if self._pump is None:
             self._pump = AdminEventPump(self._store, self._audit, settings.node).start()
             self._pump.wake()  # what the outbox held before this start
             if self._refresher is not None:
-                self._refresher.on_change = self._pump.wake
+                self._refresher.on_change = self._store_changed
+        if self._notifier is None:
+            self._start_notifier(settings)
         self._settings = settings
         self._connects.timeout_s = settings.connect_timeout_s
         self._held.limit = settings.upload_memory
@@ -397,6 +401,7 @@ class SocialGuard:
             ("identity", self.identity.stop),
             ("overrides_refresher", self._refresher and self._refresher.stop),
             ("admin_events", self._stop_pump),
+            ("notifications", self._stop_notifier),
             ("neighbours", self._neighbours and self._neighbours.stop),
             ("admin_endpoint", self._admin and self._admin.stop),
             ("store", self._store and self._store.close),
@@ -515,6 +520,8 @@ class SocialGuard:
     def _reject_reload(self, errors: list[str]) -> None:
         current = self._loaded.policy.version if self._loaded else None
         log.error("rules_rejected", errors=errors, kept_version=current)
+        if self._notifier is not None and self._settings is not None:
+            self._notifier.rules_rejected(str(self._settings.rules), errors, current)
         if self._metrics is not None:
             self._metrics.reload(ok=False)
 
@@ -569,6 +576,28 @@ class SocialGuard:
 
         return BlockPageForms(store, limits, refresher=refresher, clock=self.clock.now, brand=brand)
 
+    def _start_notifier(self, settings: Settings) -> None:
+        """Deliver notices (socialguard.notify) on their own thread; woken on store changes."""
+        from socialguard.notify import Notifier
+
+        def policy() -> Any:
+            return self._loaded.policy if self._loaded else None
+
+        self._notifier = Notifier(self._store, policy, settings.node, clock=self.clock.now)
+        self._notifier.start()
+
+    def _stop_notifier(self) -> None:
+        notifier, self._notifier = self._notifier, None
+        if notifier is not None:
+            notifier.stop()
+
+    def _store_changed(self) -> None:
+        """The store's change counter moved: admin events and notices may be waiting."""
+        if self._pump is not None:
+            self._pump.wake()
+        if self._notifier is not None:
+            self._notifier.wake()
+
     def _stop_pump(self) -> None:
         pump, self._pump = self._pump, None
         if self._refresher is not None:
@@ -602,6 +631,11 @@ class SocialGuard:
                     else None
                 ),
                 what="records",
+            )
+            from socialguard.notify import NotificationCounts
+
+            self._metrics.registry.register(
+                NotificationCounts(lambda: self._notifier, self.clock.now)
             )
         host, port = settings.admin
         checks = {

@@ -423,6 +423,7 @@ class BlockPageForms:
                     per_unidentified=limits.emergency_per_day_unidentified,
                     what="emergency",
                 ),
+                groups=sorted(req.principal.groups),
             )
         except TokenUsedError:
             return self._refused(req, base, "replayed")
@@ -503,7 +504,8 @@ class BlockPageForms:
         except LimitReachedError as e:
             return self._limit_reached(base, who, e, "requests for access")
         if self.refresher is not None:
-            self.refresher.refresh_now()  # the next block page counts this request already
+            # the next block page counts this request, and the notice goes out now, not at a poll
+            self.refresher.refresh_now()
         log.info("access_requested", request_id=r.id, who=who, site=ticket.site)
         return self._page(
             200,
@@ -561,6 +563,7 @@ class BlockPageForms:
                 what="requests",
             ),
             day_start=_day_start(self._clock(), limits),
+            groups=sorted(p.groups),
         )
 
 
