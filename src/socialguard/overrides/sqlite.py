@@ -42,8 +42,7 @@ from socialguard.engine.limits import Allowance
 from socialguard.engine.model import Emergency, Grant
 from socialguard.errors import StoreError
 
-from . import handles
-from . import outbox
+from . import handles, outbox
 from .records import (
     USES_WINDOW_HOURS,
     AccessRequest,
