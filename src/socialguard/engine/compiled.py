@@ -25,6 +25,7 @@ from .hosts import is_ip_literal
 from .identity import IdentitySettings
 from .model import Action, Bypass, Decision, Principal, Request, TraceStep
 from .paths import readings
+from .roles import Roles
 from .schedule import Schedule
 from .services import ServiceCatalogue
 from .uploads import UploadRules
@@ -452,6 +453,7 @@ class CompiledPolicy:
     gateway_services: tuple[GatewayService, ...] = ()
     # `services:` (engine/services.py): what each service needs to work, tagged in `index`
     services: ServiceCatalogue = field(default_factory=ServiceCatalogue)
+    roles: Roles = field(default_factory=Roles)  # `roles:` (engine/roles.py): who may grant what
     rule_index: RuleIndex = field(init=False)
     # host → (tags, candidate rules, True): a busy proxy asks about the same few thousand hosts all
     # day. Bounded (cleared when full); a plain dict is safe to share between threads (a racing

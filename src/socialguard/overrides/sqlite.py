@@ -584,6 +584,17 @@ class SqliteStore:
             ),
         )
 
+    def record_refusal(
+        self, actor: Actor, action: str, target: str, reason: str, details: dict[str, Any]
+    ) -> None:
+        """An administrator's change their role refused, as an `admin_refused` event: who tried
+        what (`details.attempted`), and why it was refused."""
+        self._write(
+            lambda conn: self._event(
+                conn, "admin_refused", actor, target, reason, {**details, "attempted": action}
+            )
+        )
+
     def claim_admin_events(self, node: str, limit: int = 100) -> list[dict[str, Any]]:
         """Hand up to `limit` unclaimed events to `node`, oldest first; no other node will get
         them."""
