@@ -200,7 +200,7 @@ def _private_store(path: Path) -> None:
     # Tightened only: a new store is made whole beside the path (SqliteStore._create), and an
     # empty file here would be refused as a truncated store.
     for side in ("", "-wal", "-shm", "-journal"):
-        fsmode.secret_file(path.with_name(path.name + side), create=False)
+        fsmode.store_file(path.with_name(path.name + side), create=False)
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:
@@ -232,7 +232,11 @@ class SqliteStore:
             raise StoreError(
                 f"{path.parent}: cannot create the state directory: {_os_reason(e)}"
             ) from e
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as e:  # a state directory this account may not enter (not in its group)
+            raise StoreError(f"{path}: cannot open the overrides store: {_os_reason(e)}") from e
+        if not exists:
             self._create()
         self._open_file()
 
@@ -243,7 +247,7 @@ class SqliteStore:
         process made one first, that one is used)."""
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.new")
         try:
-            fsmode.secret_file(tmp)  # 0600 from the start: it will hold the form-signing key
+            fsmode.store_file(tmp)  # 0600 from the start (0660 shared): holds the form-signing key
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 conn.row_factory = sqlite3.Row
