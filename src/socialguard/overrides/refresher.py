@@ -21,6 +21,7 @@ import structlog
 
 from socialguard.engine.model import Emergency, Grant
 
+from .answers import ANSWERS_KEPT_FOR, RequestAnswers
 from .store import Clock, Store, utc_now
 
 log = structlog.get_logger(__name__)
@@ -84,6 +85,8 @@ class SnapshotRefresher:
         # pump drains the outbox then, instead of polling the store on a thread of its own.
         self.on_change: Callable[[], None] | None = None
         self.current: Any = initial
+        # The latest access request per person and site, for the block page (overrides/answers.py)
+        self.answers = RequestAnswers()
         if not self.refresh_now() and self.current is None:
             # No store yet: decide with no overrides at all (the stricter answer), not with None.
             self.current = (self._build or engine_builder())((), ())
@@ -103,11 +106,14 @@ class SnapshotRefresher:
                 active = self.store.active(now)
                 build = self._build or engine_builder()
                 snapshot = build(active.grants, active.emergencies)
+                answers = self._answers(now)
             except Exception as e:
                 self.failures += 1
                 log.error("overrides_refresh_failed", error=str(e), error_type=type(e).__name__)
                 return False
             self.current = snapshot
+            if answers is not None:
+                self.answers = answers
             changed, self._counter = counter != self._counter, counter
             self._next_boundary = active.next_boundary
             self.rebuilds += 1
@@ -123,6 +129,13 @@ class SnapshotRefresher:
             except Exception as e:  # a listener must not stop the snapshot from refreshing
                 log.error("overrides_change_listener_failed", error=repr(e))
         return True
+
+    def _answers(self, now: datetime) -> RequestAnswers | None:
+        """The recent access requests' answers; None from a store that keeps none."""
+        recent = getattr(self.store, "recent_answers", None)
+        if recent is None:
+            return None
+        return RequestAnswers.build(recent(now - ANSWERS_KEPT_FOR))
 
     def refresh_if_needed(self) -> bool:
         """One poll: rebuild if the store changed or a start/end has passed. True if rebuilt."""

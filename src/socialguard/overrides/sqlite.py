@@ -41,6 +41,7 @@ from socialguard import fsmode
 from socialguard.engine.limits import Allowance
 from socialguard.engine.model import Emergency, Grant
 from socialguard.errors import StoreError
+from socialguard.overrides.answers import RequestAnswer
 
 from .records import (
     AccessRequest,
@@ -170,6 +171,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX admin_events_unconfirmed ON admin_events (claimed_by, seq)
             WHERE confirmed_at IS NULL AND claimed_by IS NOT NULL;
         """,
+    ),
+    Migration(
+        # The block page shows each person the answer to their latest request
+        # (overrides/answers.py): the snapshot reads the recent ones on every rebuild.
+        "0005_access_requests_by_created",
+        "CREATE INDEX access_requests_by_created ON access_requests (created);",
     ),
 )
 
@@ -1240,6 +1247,31 @@ class SqliteStore:
             return req, grant
 
         return self._write(body)
+
+    def recent_answers(self, since: datetime) -> list[RequestAnswer]:
+        """Access requests filed since `since`, with their grant's end, for the block page."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT r.id, r.who, r.site, r.status, r.created, r.decided_at, r.decision_note,"
+                " g.ends, g.revoked_at FROM access_requests r"
+                " LEFT JOIN grants g ON g.id = r.grant_id WHERE r.created >= ?",
+                (_ts(since),),
+            ).fetchall()
+        )
+        return [
+            RequestAnswer(
+                id=r["id"],
+                who=r["who"],
+                site=r["site"],
+                status=r["status"],
+                filed=_req_dt(r["created"]),
+                decided_at=_dt(r["decided_at"]),
+                note=r["decision_note"],
+                ends=_dt(r["ends"]),
+                revoked=r["revoked_at"] is not None,
+            )
+            for r in rows
+        ]
 
     def deny_request(self, request_id: str, reason: str, actor: Actor) -> AccessRequest:
         def body(conn: sqlite3.Connection) -> AccessRequest:
