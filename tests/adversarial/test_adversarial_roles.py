@@ -101,3 +101,17 @@ def test_a_refused_grant_lets_nobody_through(start_proxy: Any, origin: Any) -> N
     assert not admin_records(proxy, "grant_added")
     blocks = [r for r in proxy.records() if r.get("host") == PAGE and r.get("stage") == "request"]
     assert blocks and blocks[-1]["action"] == "block" and blocks[-1]["basis"] == "rule"
+
+
+def test_rules_without_roles_cannot_stand_in_for_the_rules_in_force(
+    start_proxy: Any, origin: Any
+) -> None:
+    proxy = start_proxy(rules_text=RULES, at=datetime.now(UTC) + timedelta(minutes=1))
+    own = proxy.rules.parent / "mine.yaml"  # the actor's own copy, without roles
+    own.write_text(RULES.split("roles:", maxsplit=1)[0])
+    grant = ("grant", "add", "--who", "ip:127.0.0.1", "--site", "facebook.com", "--for", "1h")
+    r = sg(proxy, *grant, "--reason", "Mine", "--rules", str(own), SUDO_UID=str(NOBODY.pw_uid))
+    assert r.returncode == 5, r.stderr
+    assert "not in its groups (school-b)" in r.stderr
+    assert curl(proxy, f"https://{PAGE}/mine", "-H", "Accept: text/html").status == 403
+    assert not origin.saw(b"/mine")

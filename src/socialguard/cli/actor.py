@@ -26,7 +26,7 @@ from typing import Any
 
 from socialguard import paths
 from socialguard.engine.roles import Admin, AdminAct, Roles, authorize, target_groups
-from socialguard.errors import PolicyError, RoleRefused
+from socialguard.errors import ConfigError, PolicyError, RoleRefused
 from socialguard.overrides import Actor, Limits, Store
 from socialguard.overrides.records import _tty
 
@@ -55,20 +55,28 @@ def os_admin(environ: Mapping[str, str] | None = None, uid: int | None = None) -
 
 def roles_policy(rules: Path | None, state: Path | None) -> Any:
     """The compiled policy whose `roles:` judge this command (see the module docstring), or None
-    when no rules file can be read (then nothing is checked: no roles are known)."""
+    when there is no rules file at all (then no roles are known and nothing is checked).
+
+    When the state directory records a rules file in force, that file alone is read: one that
+    cannot be read refuses the change (exit 2) rather than falling back to `--rules`, which the
+    person acting chooses."""
     from socialguard.policy import load_policy
     from socialguard.policy.publish import read_in_force
 
     in_force = read_in_force(paths.state_dir(state))
-    candidates = [Path(in_force.rules_file)] if in_force is not None else []
-    candidates.append(paths.rules_path(rules))
-    for path in candidates:
-        if path.is_file():
-            try:
-                return load_policy(path)
-            except PolicyError:
-                continue
-    return None
+    if in_force is not None and Path(in_force.rules_file).is_file():
+        try:
+            return load_policy(Path(in_force.rules_file))
+        except PolicyError as e:
+            raise ConfigError(
+                f"{in_force.rules_file}: the rules in force cannot be read, so the roles that "
+                f"bind this change are unknown: {e}"
+            ) from e
+    path = paths.rules_path(rules)
+    try:
+        return load_policy(path) if path.is_file() else None
+    except PolicyError:
+        return None  # as before roles: commands that need the policy say so themselves
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +122,10 @@ class Gate:
         limits: Limits | None,
         **facts: Any,
     ) -> AdminAct:
-        """The AdminAct for a change on `who` opening `sites`."""
+        """The AdminAct for a change on `who` opening `sites`. The services a site opens are the
+        roles policy's (the one in force), not those of a `--rules` file the actor chose."""
+        if self.policy is not None:
+            limits = Limits.from_policy(self.policy)
         return AdminAct(
             action=action,
             target=who,
