@@ -176,7 +176,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         # The block page shows each person the answer to their latest request
         # (overrides/answers.py): the snapshot reads the recent ones on every rebuild.
         "0005_access_requests_by_created",
-        "CREATE INDEX access_requests_by_created ON access_requests (created);",
+        "CREATE INDEX IF NOT EXISTS access_requests_by_created ON access_requests (created);",
     ),
 )
 
