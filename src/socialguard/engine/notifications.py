@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -59,15 +59,7 @@ Kind = Literal[
     "emergency_ending",
     "rules_rejected",
 ]
-KINDS: tuple[str, ...] = (
-    "request_filed",
-    "emergency_declared",
-    "request_approved",
-    "request_denied",
-    "grant_ending",
-    "emergency_ending",
-    "rules_rejected",
-)
+KINDS: tuple[str, ...] = get_args(Kind)
 # The kinds that are news to the person they concern (their answer, their access ending).
 PERSON_KINDS = frozenset({"request_approved", "request_denied", "grant_ending", "emergency_ending"})
 
