@@ -191,11 +191,10 @@ class Notifier:
                 targets.append(Target("email", PENDING + str(notice.person)))
             return targets
 
-        if self.addresses is not None:
-            unrouted = self.outbox.unrouted_people()
-            self.addresses.prepare(p for kind, p in unrouted if kind in PERSON_KINDS)
-        while self.outbox.route_new(router, now) >= 100:
-            pass
+        while True:
+            self._prepare_addresses()
+            if self.outbox.route_new(router, now) < 100:
+                break
         attempted = 0
         for delivery in self.outbox.claim_due(self._node, now, LEASE):
             if self._stop.is_set() and attempted:
@@ -256,6 +255,13 @@ class Notifier:
         else:
             payload = generic_payload(delivery.notice, message, delivery.event_id)
         post_webhook(hook, settings.base, payload, delivery.event_id, now=time.time())
+
+    def _prepare_addresses(self) -> None:
+        """Look up the people of the next notices to route, before routing takes the store's
+        write lock (a directory lookup is network I/O)."""
+        if self.addresses is not None:
+            unrouted = self.outbox.unrouted_people()
+            self.addresses.prepare(p for kind, p in unrouted if kind in PERSON_KINDS)
 
     def _address_pending(self, notice: Notice, settings: NotificationSettings) -> bool:
         """The person is told this kind, `people:` has no address for them, and the directory
