@@ -47,3 +47,7 @@ class AuditError(SocialGuardError):
 
 class ConfigError(SocialGuardError):
     """A command-line or proxy option is invalid."""
+
+
+class RoleRefused(SocialGuardError):
+    """The acting administrator's role (the rules file's `roles:`) does not allow this change."""

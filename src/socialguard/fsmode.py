@@ -9,6 +9,13 @@
   auditors access once (`chgrp -R socialguard-audit <log> <checkpoints>`), and the state
   directory above them is 0750 so the group can pass through it.
 - Nothing is readable by other accounts.
+- Administrators who are not the service: IT opens the state directory to their OS group once
+  (`chgrp sg-admins <state> && chmod 2770 <state>`). A state directory that is set-group-id and
+  group-writable is *shared*: it stays 2770, and the store and its `-wal`/`-shm` are 0660 in
+  that group, so members run `socialguard grant …` as themselves (SQLite gives `-wal`/`-shm` the
+  store's own mode). The service's account must be in that group too. Members can then write the
+  store directly, bypassing their `roles:`: a district that must hold an administrator to a role
+  gives them `sudo socialguard …` instead (the actor is then the sudo user).
 
 Every entry point sets `PROCESS_UMASK` first (the CLI's `main`, the mitmdump entry point), so what
 any code path or library creates (gzip output, anchors, mitmproxy's files) grants nothing to
@@ -18,6 +25,7 @@ by an older version is tightened when it is next opened.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -32,6 +40,8 @@ PRIVATE_DIR = 0o700
 STATE_DIR = 0o750
 AUDIT_DIR = 0o2750
 AUDIT_FILE = 0o640
+SHARED_STATE_DIR = 0o2770
+SHARED_STORE_FILE = 0o660
 
 
 def restrict_umask() -> None:
@@ -79,9 +89,45 @@ def _make_dirs(path: Path, mode: int) -> None:
 
 
 def state_dir(path: Path) -> Path:
-    """The state directory: the service's, passable by the auditors' group (to the log)."""
+    """The state directory: the service's, passable by the auditors' group (to the log); a shared
+    one (2770, see the module docstring) keeps its group's write access."""
     _make_dirs(path, STATE_DIR)
-    _tighten(path, STATE_DIR)
+    if is_shared(path):
+        _tighten(path, SHARED_STATE_DIR & 0o777, stat.S_ISGID)
+    else:
+        _tighten(path, STATE_DIR)
+    return path
+
+
+def is_shared(directory: Path) -> bool:
+    """A state directory IT opened to an administrators' group: set-group-id, group rwx."""
+    try:
+        mode = directory.stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_ISGID) and mode & 0o070 == 0o070
+
+
+def store_file(path: Path, *, create: bool = True) -> Path:
+    """The overrides store (or its `-wal`/`-shm`): a secret file, or 0660 in the directory's
+    group when the state directory is shared (members of that group use the store)."""
+    if not is_shared(path.parent):
+        return secret_file(path, create=create)
+    try:
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_FILE))
+        st = path.stat()
+        if st.st_uid == os.geteuid():
+            gid = path.parent.stat().st_gid
+            if st.st_gid != gid:
+                os.chown(path, -1, gid)
+            if stat.S_IMODE(st.st_mode) != SHARED_STORE_FILE:
+                path.chmod(SHARED_STORE_FILE)  # widened on purpose: the directory says so
+    except (FileNotFoundError, PermissionError):
+        pass  # absent, or a directory this account may not enter: opening the store says so
+    except OSError as e:
+        log.warning("file_mode_not_shared", path=str(path), error=e.strerror)
     return path
 
 

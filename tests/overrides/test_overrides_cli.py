@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -138,7 +139,10 @@ def test_grant_add_with_several_sites_and_until(sg, store: SqliteStore) -> None:
 def test_by_defaults_to_the_sudo_user_then_the_os_user(  # type: ignore[no-untyped-def]
     sg, env: dict[str, str], store: SqliteStore
 ) -> None:
+    # The sudo user is the account of SUDO_UID (sudo sets it; only root is trusted with it), not
+    # the free-text SUDO_USER.
     env["SUDO_USER"] = "mrs.jones"
+    env["SUDO_UID"] = str(pwd.getpwnam("nobody").pw_uid)
     sg(
         "grant",
         "add",
@@ -151,9 +155,9 @@ def test_by_defaults_to_the_sudo_user_then_the_os_user(  # type: ignore[no-untyp
         "--reason",
         "r",
     )
-    assert store.list_grants(datetime.now(UTC))[0].grant.by == "mrs.jones"
+    assert store.list_grants(datetime.now(UTC))[0].grant.by == "nobody"
     (ev,) = store.admin_events()
-    assert ev.by == "mrs.jones" and ev.source  # host and tty of the invocation
+    assert ev.by == "nobody" and ev.source  # host and tty of the invocation
 
 
 @pytest.mark.parametrize(

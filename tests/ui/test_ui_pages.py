@@ -24,10 +24,12 @@ import pytest
 
 from socialguard.engine import Action, Basis, Bypass, Decision, Principal
 from socialguard.overrides import Limits, open_store
+from socialguard.overrides.answers import RequestAnswer
 from socialguard.overrides.sqlite import SqliteStore
 from socialguard.proxy.blockpage import BlockFormat, BlockNotice, render
 from socialguard.proxy.forms import EMERGENCY_PATH, REQUEST_PATH, BlockPageForms, FormRequest
 from socialguard.proxy.pagekit import Brand
+from socialguard.proxy.request_status import answer_html
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -87,7 +89,7 @@ def blocked() -> Decision:
     )
 
 
-def block_page(forms: BlockPageForms) -> str:
+def block_page(forms: BlockPageForms, answer: str = "") -> str:
     notice = BlockNotice(
         host="www.facebook.com",
         reason=blocked().reason,
@@ -101,8 +103,17 @@ def block_page(forms: BlockPageForms) -> str:
         policy_url="https://www.example.k12.mt.us/board/policies/social-networking",
         bypass_html=forms.links(blocked(), url=URL, decision_id="K7Q2-9XMD-4TRA"),
         service="Facebook",
+        answer_html=answer,
     )
     return render(notice, BlockFormat.HTML).body.decode()
+
+
+def answered(status: str, **kw: object) -> str:
+    """The block page's card for the teacher's own request in `status` (request_status.py)."""
+    a = RequestAnswer(
+        "r-3f9a2kq7xm", "user:jdoe", "facebook.com", status, T0 - timedelta(hours=1), **kw
+    )  # type: ignore[arg-type]
+    return answer_html(a, now=T0, zone=DENVER)
 
 
 def submit(forms: BlockPageForms, path: str, token: str) -> str:
@@ -135,6 +146,13 @@ def all_pages(forms: BlockPageForms) -> dict[str, str]:
     pages["limit-reached"] = submit(forms, REQUEST_PATH, stale[REQUEST_PATH])
     pages["form-expired"] = submit(forms, EMERGENCY_PATH, "forged.token")
     pages["blockpage-limits-used"] = block_page(forms)
+    pages["blockpage-request-pending"] = block_page(forms, answered("pending"))
+    pages["blockpage-request-approved"] = block_page(
+        forms, answered("approved", ends=T0 + timedelta(hours=4))
+    )
+    pages["blockpage-request-denied"] = block_page(
+        forms, answered("denied", note="Not for individual use; ask your principal to post it.")
+    )
     return pages
 
 

@@ -7,6 +7,8 @@ Exit codes scripts can rely on:
   3  an unexpected internal error
   4  the system refused (a port in use, a full or read-only disk, permissions): the same command
      works once that is fixed
+  5  refused by the acting administrator's role (the rules file's `roles:`); the attempt is
+     recorded in the decision log as an `admin_refused` event
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from socialguard.errors import SocialGuardError
+from socialguard.errors import RoleRefused, SocialGuardError
 from socialguard.refusals import environment_refused
 
 EXIT_OK = 0
@@ -28,6 +30,7 @@ EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_ENVIRONMENT = 4
+EXIT_REFUSED = 5
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -42,6 +45,9 @@ def domain_errors() -> Iterator[None]:
     system refused (a full or read-only disk, permissions)."""
     try:
         yield
+    except RoleRefused as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(EXIT_REFUSED) from e
     except SocialGuardError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_ENVIRONMENT if environment_refused(e) else EXIT_USAGE) from e

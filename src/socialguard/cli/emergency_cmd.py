@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from socialguard.cli.actor import Gate, acting
 from socialguard.cli.common import JsonOption, RulesOption, StateOption, domain_errors
 from socialguard.cli.grant_cmd import (
     ByOption,
@@ -22,8 +23,9 @@ from socialguard.cli.grant_cmd import (
     zone_of,
 )
 from socialguard.cli.helpfmt import HelpGroup
+from socialguard.engine.roles import AdminAct
 from socialguard.errors import ConfigError
-from socialguard.overrides import EmergencyRecord, Limits, invoking_actor, utc_now
+from socialguard.overrides import EmergencyRecord, Limits, Store, utc_now
 from socialguard.overrides.parse import (
     check_reason,
     check_scope,
@@ -85,6 +87,24 @@ def _rows(records: list[EmergencyRecord], now: datetime, limits: Limits | None) 
     ]
 
 
+def _check_stop(gate: Gate, store: Store, emergency_id: str | None, limits: Limits | None) -> None:
+    """Stopping is judged like starting: the actor's role must cover each emergency stopped
+    (without an id: every administrator-declared one in force)."""
+    now = utc_now()
+    if emergency_id is not None:
+        targets = [store.get_emergency(emergency_id)]
+    else:
+        targets = [
+            r
+            for r in store.list_emergencies(now)
+            if not r.emergency.self_declared and r.status(now) == "active"
+        ]
+    for r in targets:
+        e = r.emergency
+        act = gate.act("emergency_stop", e.scope, e.sites, limits, every_site=not e.sites)
+        gate.check(store, act, {"id": e.id})
+
+
 HEADERS = ["ID", "SCOPE", "SITES", "STARTS", "ENDS", "KIND", "STATUS", "BY", "REASON"]
 
 
@@ -144,8 +164,11 @@ def start(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             sites = domains_alone(sites)
         now = utc_now()
         ends = resolve_end(for_, None, now=now, zone=zone)
+        gate = acting(by, rules, state)
         with state_store(state) as store:
-            e = store.start_emergency(where, ends, why, invoking_actor(by), sites=sites)
+            act = gate.act("emergency_start", where, sites, limits, every_site=not sites)
+            gate.check(store, act, {"sites": list(sites), "ends": _iso(ends)})
+            e = store.start_emergency(where, ends, why, gate.actor, sites=sites)
             record = store.get_emergency(e.id)
     if as_json:
         print_json(emergency_as_dict(record, now))
@@ -185,12 +208,15 @@ def stop(  # noqa: PLR0917 - typer maps each CLI option to one parameter
     from socialguard.overrides.store import StateError
 
     with domain_errors():
-        load_limits(rules, required=False)
+        limits = load_limits(rules, required=False)
         why = check_reason(reason)
+        gate = acting(by, rules, state)
         with state_store(state) as store:
+            if gate.roles.configured:
+                _check_stop(gate, store, emergency_id, limits)
             try:
                 stopped = store.stop_emergencies(
-                    None if emergency_id is None else [emergency_id], why, invoking_actor(by)
+                    None if emergency_id is None else [emergency_id], why, gate.actor
                 )
             except StateError:
                 if emergency_id is not None:
@@ -249,7 +275,9 @@ def review(
         limits = load_limits(rules, required=False)
         zone = zone_of(limits)
         now = utc_now()
+        gate = acting(None, rules, state)
         with state_store(state) as store:
+            gate.check(store, AdminAct("emergency_review"))
             records = store.pending_reviews()
     if as_json:
         print_json([emergency_as_dict(r, now) for r in records])
@@ -296,8 +324,10 @@ def ack(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         text = note.strip() if note and note.strip() else None
         if note is not None and text is None:
             raise ConfigError("--note: empty; leave it out or say what the review found")
+        gate = acting(by, rules, state)
         with state_store(state) as store:
-            r = store.ack_emergency(emergency_id, text, invoking_actor(by))
+            gate.check(store, AdminAct("emergency_ack", emergency_id))
+            r = store.ack_emergency(emergency_id, text, gate.actor)
     if as_json:
         print_json(emergency_as_dict(r, utc_now()))
         return

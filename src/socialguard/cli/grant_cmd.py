@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from socialguard import paths
+from socialguard.cli.actor import acting
 from socialguard.cli.common import JsonOption, RulesOption, StateOption, domain_errors
 from socialguard.cli.helpfmt import HelpGroup
 from socialguard.errors import ConfigError, PolicyError
@@ -25,7 +26,6 @@ from socialguard.overrides import (
     GrantRecord,
     Limits,
     Store,
-    invoking_actor,
     open_store,
     parse_duration,
     parse_until,
@@ -50,7 +50,9 @@ app = typer.Typer(
 ByOption = Annotated[
     str | None,
     typer.Option(
-        "--by", help="Who is making the change (default: the OS user; SUDO_USER under sudo)."
+        "--by",
+        help="Who is making the change: the real OS user (the sudo user under sudo); with "
+        "roles: in the rules file it may only repeat that name.",
     ),
 ]
 ForOption = Annotated[
@@ -260,8 +262,11 @@ def add(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             raise ConfigError("--for / --until: say how long the grant lasts (e.g. --for 2h)")
         check_grant_end(ends, now=now, limits=limits, field="--until" if until else "--for")
         why = check_reason(reason)
+        gate = acting(by, rules, state)
         with state_store(state) as store:
-            grant = store.add_grant(who_key, sites, now, ends, why, invoking_actor(by))
+            act = gate.act("grant_add", who_key, sites, limits, length=ends - now)
+            gate.check(store, act, {"sites": list(sites), "ends": _iso(ends)})
+            grant = store.add_grant(who_key, sites, now, ends, why, gate.actor)
     if as_json:
         print_json(
             {"id": grant.id, "who": grant.who, "sites": list(grant.sites), "ends": _iso(grant.ends)}
@@ -380,10 +385,14 @@ def revoke(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         socialguard grant revoke g-7k2m9qxa3b --reason "Project finished early"
     """
     with domain_errors():
-        load_limits(rules, required=False)
+        limits = load_limits(rules, required=False)
         why = check_reason(reason)
+        gate = acting(by, rules, state)
         with state_store(state) as store:
-            record = store.revoke_grant(grant_id, why, invoking_actor(by))
+            if gate.roles.configured:
+                g = store.get_grant(grant_id).grant
+                gate.check(store, gate.act("grant_revoke", g.who, g.sites, limits), {"id": g.id})
+            record = store.revoke_grant(grant_id, why, gate.actor)
     if as_json:
         print_json(grant_as_dict(record, utc_now()))
         return
@@ -455,8 +464,12 @@ def approve(  # noqa: PLR0917 - typer maps each CLI option to one parameter
             raise ConfigError("--for / --until: say how long the grant lasts (e.g. --for 1h)")
         check_grant_end(ends, now=now, limits=limits, field="--until" if until else "--for")
         text = note.strip() if note and note.strip() else None
+        gate = acting(by, rules, state)
         with state_store(state) as store:
-            req, grant = store.approve_request(request_id, ends, invoking_actor(by), note=text)
+            asked = store.get_request(request_id)
+            act = gate.act("request_approve", asked.who, (asked.site,), limits, length=ends - now)
+            gate.check(store, act, {"id": asked.id, "ends": _iso(ends)})
+            req, grant = store.approve_request(request_id, ends, gate.actor, note=text)
             record = store.get_grant(grant.id)
     if as_json:
         print_json(
@@ -489,10 +502,14 @@ def deny(  # noqa: PLR0917 - typer maps each CLI option to one parameter
         socialguard grant deny r-3f9a2kq7xm --reason "Not for individual use"
     """
     with domain_errors():
-        load_limits(rules, required=False)
+        limits = load_limits(rules, required=False)
         why = check_reason(reason)
+        gate = acting(by, rules, state)
         with state_store(state) as store:
-            req = store.deny_request(request_id, why, invoking_actor(by))
+            asked = store.get_request(request_id)
+            act = gate.act("request_deny", asked.who, (asked.site,), limits)
+            gate.check(store, act, {"id": asked.id})
+            req = store.deny_request(request_id, why, gate.actor)
     if as_json:
         print_json(request_as_dict(req))
         return

@@ -218,7 +218,12 @@ def apply(
         bool, typer.Option("--yes", "-y", help="Publish a version that loses rules without asking.")
     ] = False,
     by: Annotated[
-        str | None, typer.Option("--by", help="Who publishes it (default: the OS user).")
+        str | None,
+        typer.Option(
+            "--by",
+            help="A name for the publisher, recorded beside the real OS user (the sudo user "
+            "under sudo), never instead of it.",
+        ),
     ] = None,
 ) -> None:
     """Publish a rules version: validate it, run its tests, show what changes, approve it.
@@ -240,7 +245,7 @@ def apply(
     """
     from datetime import UTC, datetime
 
-    from socialguard.overrides import invoking_actor
+    from socialguard.cli.actor import os_admin
     from socialguard.policy.publish import (
         approve,
         compare,
@@ -282,7 +287,7 @@ def apply(
                 typer.echo("not published", err=True)
                 raise typer.Exit(EXIT_FAIL)
         try:
-            approve(state_dir, summary, invoking_actor(by).by, datetime.now(UTC))
+            approve(state_dir, summary, _publisher(by, os_admin().user), datetime.now(UTC))
             if staged is not None:
                 os.replace(staged, rules)
                 staged = None
@@ -292,6 +297,13 @@ def apply(
         if staged is not None:
             staged.unlink(missing_ok=True)
     typer.echo(f"published {rules} (version {summary.version}); running proxies take it within 2 s")
+
+
+def _publisher(by: str | None, os_user: str) -> str:
+    """Who published: the real OS user (the sudo user under sudo); a --by naming someone else is
+    kept beside it, never instead of it."""
+    claim = (by or "").strip()
+    return os_user if not claim or claim == os_user else f"{claim} (os user {os_user})"
 
 
 def _stage(source: Path, rules: Path) -> Path:

@@ -26,6 +26,7 @@ from .identity import IdentitySettings
 from .model import Action, Bypass, Decision, Principal, Request, TraceStep
 from .notifications import NotificationSettings
 from .paths import readings
+from .roles import Roles
 from .schedule import Schedule
 from .services import ServiceCatalogue
 from .uploads import UploadRules
@@ -455,6 +456,7 @@ class CompiledPolicy:
     services: ServiceCatalogue = field(default_factory=ServiceCatalogue)
     # `notifications:` (engine/notifications.py): who is told of requests, emergencies, reloads
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    roles: Roles = field(default_factory=Roles)  # `roles:` (engine/roles.py): who may grant what
     rule_index: RuleIndex = field(init=False)
     # host → (tags, candidate rules, True): a busy proxy asks about the same few thousand hosts all
     # day. Bounded (cleared when full); a plain dict is safe to share between threads (a racing

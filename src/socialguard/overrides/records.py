@@ -8,8 +8,8 @@ history
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import socket
 import sys
 from collections.abc import Iterable
@@ -65,17 +65,23 @@ class Actor:
 
 
 def invoking_actor(by: str | None = None) -> Actor:
-    """The person running the CLI: `--by` if given, else the sudo user under sudo, else the OS
-    user."""
-    name = (by or "").strip() or os.environ.get("SUDO_USER") or _os_user()
+    """The person running this process: `by` if given, else the real OS user (the sudo user when
+    root runs under sudo). The CLI's changing commands use `socialguard.cli.actor` instead, which
+    also checks `by` against the rules file's roles."""
+    name = (by or "").strip() or _os_user()
     return Actor(by=name, source=f"{socket.gethostname()}:{_tty()}")
 
 
 def _os_user() -> str:
+    """The real user (getuid, never the spoofable LOGNAME/USER); under sudo as root, SUDO_UID's."""
+    uid = os.getuid()
+    sudo_uid = os.environ.get("SUDO_UID", "")
+    if uid == 0 and sudo_uid.isdigit():
+        uid = int(sudo_uid)
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
 
 
 def _tty() -> str:

@@ -21,6 +21,7 @@ import structlog
 
 from socialguard.engine.model import Emergency, Grant
 
+from .answers import ANSWERS_KEPT_FOR, RequestAnswers
 from .records import RecentUses
 from .store import Clock, Store, utc_now
 
@@ -88,6 +89,8 @@ class SnapshotRefresher:
         # The block-page forms used lately, read with the snapshot: the block page counts a
         # person's daily allowance here, in memory, never in the database on the event loop.
         self.uses: RecentUses = RecentUses.EMPTY
+        # The latest access request per person and site, for the block page (overrides/answers.py)
+        self.answers = RequestAnswers()
         if not self.refresh_now() and self.current is None:
             # No store yet: decide with no overrides at all (the stricter answer), not with None.
             self.current = (self._build or engine_builder())((), ())
@@ -107,12 +110,15 @@ class SnapshotRefresher:
                 active = self.store.active(now)
                 build = self._build or engine_builder()
                 snapshot = build(active.grants, active.emergencies)
+                answers = self._answers(now)
             except Exception as e:
                 self.failures += 1
                 log.error("overrides_refresh_failed", error=str(e), error_type=type(e).__name__)
                 return False
             self.current = snapshot
             self.uses = getattr(active, "uses", RecentUses.EMPTY)
+            if answers is not None:
+                self.answers = answers
             changed, self._counter = counter != self._counter, counter
             self._next_boundary = active.next_boundary
             self.rebuilds += 1
@@ -128,6 +134,13 @@ class SnapshotRefresher:
             except Exception as e:  # a listener must not stop the snapshot from refreshing
                 log.error("overrides_change_listener_failed", error=repr(e))
         return True
+
+    def _answers(self, now: datetime) -> RequestAnswers | None:
+        """The recent access requests' answers; None from a store that keeps none."""
+        recent = getattr(self.store, "recent_answers", None)
+        if recent is None:
+            return None
+        return RequestAnswers.build(recent(now - ANSWERS_KEPT_FOR))
 
     def refresh_if_needed(self) -> bool:
         """One poll: rebuild if the store changed or a start/end has passed. True if rebuilt."""

@@ -41,6 +41,7 @@ from socialguard import fsmode
 from socialguard.engine.limits import Allowance
 from socialguard.engine.model import Emergency, Grant
 from socialguard.errors import StoreError
+from socialguard.overrides.answers import RequestAnswer
 
 from . import handles, outbox
 from .records import (
@@ -176,6 +177,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # Notifications (socialguard.notify): notices and their deliveries, see overrides/outbox.py.
     Migration("0004_outbox", outbox.MIGRATION_SQL),
+    Migration(
+        # The block page shows each person the answer to their latest request
+        # (overrides/answers.py): the snapshot reads the recent ones on every rebuild.
+        "0005_access_requests_by_created",
+        "CREATE INDEX IF NOT EXISTS access_requests_by_created ON access_requests (created);",
+    ),
 )
 
 
@@ -205,7 +212,7 @@ def _private_store(path: Path) -> None:
     # Tightened only: a new store is made whole beside the path (SqliteStore._create), and an
     # empty file here would be refused as a truncated store.
     for side in ("", "-wal", "-shm", "-journal"):
-        fsmode.secret_file(path.with_name(path.name + side), create=False)
+        fsmode.store_file(path.with_name(path.name + side), create=False)
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:
@@ -238,7 +245,11 @@ class SqliteStore:
             raise StoreError(
                 f"{path.parent}: cannot create the state directory: {_os_reason(e)}"
             ) from e
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as e:  # a state directory this account may not enter (not in its group)
+            raise StoreError(f"{path}: cannot open the overrides store: {_os_reason(e)}") from e
+        if not exists:
             self._create()
         try:
             self._open_file()
@@ -253,7 +264,7 @@ class SqliteStore:
         process made one first, that one is used)."""
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.new")
         try:
-            fsmode.secret_file(tmp)  # 0600 from the start: it will hold the form-signing key
+            fsmode.store_file(tmp)  # 0600 from the start (0660 shared): holds the form-signing key
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 conn.row_factory = sqlite3.Row
@@ -617,6 +628,17 @@ class SqliteStore:
         )
         # the notice it raises, if any, in the same transaction (overrides/outbox.py)
         outbox.record_notice(conn, action, actor.by, actor.source, target, reason, details, created)
+
+    def record_refusal(
+        self, actor: Actor, action: str, target: str, reason: str, details: dict[str, Any]
+    ) -> None:
+        """An administrator's change their role refused, as an `admin_refused` event: who tried
+        what (`details.attempted`), and why it was refused."""
+        self._write(
+            lambda conn: self._event(
+                conn, "admin_refused", actor, target, reason, {**details, "attempted": action}
+            )
+        )
 
     def claim_admin_events(self, node: str, limit: int = 100) -> list[dict[str, Any]]:
         """Hand up to `limit` unclaimed events to `node`, oldest first; no other node will get
@@ -1269,6 +1291,31 @@ class SqliteStore:
             return req, grant
 
         return self._write(body)
+
+    def recent_answers(self, since: datetime) -> list[RequestAnswer]:
+        """Access requests filed since `since`, with their grant's end, for the block page."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT r.id, r.who, r.site, r.status, r.created, r.decided_at, r.decision_note,"
+                " g.ends, g.revoked_at FROM access_requests r"
+                " LEFT JOIN grants g ON g.id = r.grant_id WHERE r.created >= ?",
+                (_ts(since),),
+            ).fetchall()
+        )
+        return [
+            RequestAnswer(
+                id=r["id"],
+                who=r["who"],
+                site=r["site"],
+                status=r["status"],
+                filed=_req_dt(r["created"]),
+                decided_at=_dt(r["decided_at"]),
+                note=r["decision_note"],
+                ends=_dt(r["ends"]),
+                revoked=r["revoked_at"] is not None,
+            )
+            for r in rows
+        ]
 
     def deny_request(self, request_id: str, reason: str, actor: Actor) -> AccessRequest:
         def body(conn: sqlite3.Connection) -> AccessRequest:

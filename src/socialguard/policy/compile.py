@@ -44,6 +44,7 @@ from socialguard.engine.identity import DirectorySpec, IdentitySettings
 from socialguard.engine.model import Action, Bypass, TraceStep
 from socialguard.engine.notifications import NotificationSettings
 from socialguard.engine.paths import request_target
+from socialguard.engine.roles import Role, Roles
 from socialguard.engine.schedule import Period, Schedule, parse_days, parse_period
 from socialguard.engine.services import Service, ServiceCatalogue, shared_infrastructure
 from socialguard.engine.uploads import UploadRules
@@ -809,6 +810,7 @@ def compile_policy(
     uploads = _uploads(main, spec, c)
     _check_identity(main, spec, c)
     _check_notifications(main, spec, c)
+    roles = _roles(main, spec, c)
     if c.problems:
         return None, c.problems
     index = builder.build()
@@ -850,6 +852,7 @@ def compile_policy(
         identity=IdentitySettings.compile(spec.identity),
         services=services,
         notifications=NotificationSettings.compile(spec.notifications, main.path.parent),
+        roles=roles,
     )
     return policy, []
 
@@ -893,6 +896,54 @@ def _check_notifications(main: SourceFile, spec: PolicyFile, c: _Compiler) -> No
                     "addresses to mail, but no relay: add notifications.email (host, from)",
                 )
             )
+
+
+def _roles(main: SourceFile, spec: PolicyFile, c: _Compiler) -> Roles:
+    """`roles:` names groups and services that exist, and grants no longer than the policy's
+    `overrides.grant_max` (engine/roles.py)."""
+    policy_max = parse_duration(spec.overrides.grant_max)
+    out: list[Role] = []
+    for name, r in spec.roles.items():
+        at: PathKey = ("roles", name)
+        if not isinstance(r.groups, str):
+            for i, g in enumerate(r.groups):
+                if g not in c.group_specs:
+                    c.problems.append(
+                        main.problem(
+                            (*at, "groups", i), f"unknown group {g!r}{_suggest(g, c.group_specs)}"
+                        )
+                    )
+        if not isinstance(r.services, str):
+            for i, s in enumerate(r.services):
+                if s not in c.service_ids:
+                    c.problems.append(
+                        main.problem(
+                            (*at, "services", i),
+                            f"unknown service {s!r}{_suggest(s, c.service_ids)}",
+                        )
+                    )
+        longest = parse_duration(r.grant_max) if r.grant_max is not None else None
+        if longest is not None and longest > policy_max:
+            c.problems.append(
+                main.problem(
+                    (*at, "grant_max"),
+                    f"{r.grant_max} is longer than overrides.grant_max "
+                    f"({spec.overrides.grant_max})",
+                )
+            )
+        out.append(
+            Role(
+                name=name,
+                members=frozenset(r.members),
+                groups=None if isinstance(r.groups, str) else frozenset(r.groups),
+                services=None if isinstance(r.services, str) else frozenset(r.services),
+                grant_max=longest,
+                emergencies=r.emergencies,
+                review=r.review,
+                requests=r.requests,
+            )
+        )
+    return Roles(tuple(out))
 
 
 def _check_identity(main: SourceFile, spec: PolicyFile, c: _Compiler) -> None:

@@ -21,6 +21,7 @@ from socialguard.engine.accounts import AccountsSpec
 from socialguard.engine.gateway import parse_gateway_service
 from socialguard.engine.identity import IdentitySpec
 from socialguard.engine.notifications import NotificationsSpec
+from socialguard.engine.roles import check_member
 from socialguard.engine.schedule import parse_days, parse_period
 from socialguard.policy.uploads import UploadsSpec
 
@@ -32,6 +33,7 @@ __all__ = [
     "ListRef",
     "PolicyFile",
     "PolicyTestSpec",
+    "RoleSpec",
     "RuleSpec",
     "ScheduleSpec",
     "WhatSpec",
@@ -337,6 +339,30 @@ class OverridesSpec(_Spec):
         return v
 
 
+def _member(value: str) -> str:
+    return check_member(value)
+
+
+class RoleSpec(_Spec):
+    """One administrators' role (engine/roles.py): who, and what they may grant or declare."""
+
+    description: str | None = None
+    members: list[Annotated[str, AfterValidator(_member)]] = Field(min_length=1)
+    groups: list[str] | Literal["all"] = "all"  # policy groups their grants may name
+    services: list[str] | Literal["all"] = "all"  # service ids their grants may open
+    grant_max: str | None = None  # at most overrides.grant_max; default: that
+    emergencies: Literal["none", "services", "groups", "all"] = "none"
+    review: bool = False  # review and acknowledge self-declared emergencies
+    requests: bool = True  # approve and deny access requests (within groups and services)
+
+    @field_validator("grant_max")
+    @classmethod
+    def _grant_max(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+
 class LoggingSpec(_Spec):
     paths: bool = False
 
@@ -375,4 +401,5 @@ class PolicyFile(_Spec):
     accounts: AccountsSpec = Field(default_factory=AccountsSpec)  # engine/accounts.py
     identity: IdentitySpec = Field(default_factory=IdentitySpec)  # engine/identity.py
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)  # ditto
+    roles: dict[str, RoleSpec] = Field(default_factory=dict)  # engine/roles.py
     tests: list[PolicyTestSpec] = Field(default_factory=list)

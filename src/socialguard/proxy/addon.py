@@ -78,6 +78,7 @@ from .forms import FormRequest, form_person
 from .neighbours import NeighbourTable
 from .options import NeighbourMode, Settings, parse_settings
 from .reload import LoadedPolicy, RulesWatcher, load_checked, rejection_errors
+from .request_status import block_page_answer
 from .visits import is_visit
 
 log = structlog.get_logger(__name__)
@@ -1611,6 +1612,9 @@ class SocialGuard:
         district = getattr(loaded.policy, "district", None) if loaded else None
         tz = getattr(district, "timezone", None)
         local = now.astimezone(tz) if tz is not None else now
+        answer = ""
+        if fmt is blockpage.BlockFormat.HTML and local.tzinfo is not None:
+            answer = block_page_answer(self._refresher, decision, now=now, zone=local.tzinfo)
         notice = blockpage.BlockNotice(
             host=decision.host,
             reason=decision.reason,
@@ -1624,6 +1628,7 @@ class SocialGuard:
             policy_url=getattr(district, "policy_url", None),
             bypass_html=bypass_html,
             service=loaded.policy.services.name_of(decision.service) if loaded else None,
+            answer_html=answer,
         )
         out = blockpage.render(notice, fmt)
         return make_response(

@@ -48,6 +48,7 @@ class BlockNotice:
     policy_url: str | None = None
     bypass_html: str = ""  # trusted HTML fragment from the overrides forms (already escaped there)
     service: str | None = None  # the service's name people know ("Facebook"), if the host has one
+    answer_html: str = ""  # trusted HTML: the person's own access request (request_status.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,5 +154,6 @@ def _html(n: BlockNotice) -> str:
         who=e(n.who),
         contact_block=contact_block(brand, n.reference, heading="Whom to contact"),
         policy_link=policy_link,
+        answer=n.answer_html,
         choices=choices,
     )
