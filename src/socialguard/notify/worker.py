@@ -25,11 +25,18 @@ from typing import Any
 
 import structlog
 
-from socialguard.engine.notifications import Notice, NotificationSettings, Target, route
+from socialguard.engine.notifications import (
+    PERSON_KINDS,
+    Notice,
+    NotificationSettings,
+    Target,
+    route,
+)
 from socialguard.errors import SocialGuardError
 
 from .channels import DeliveryError, post_webhook, send_mail
 from .messages import describe, generic_payload, slack_payload, teams_payload
+from .people import PENDING, AddressLookupFailed, PersonAddresses
 
 log = structlog.get_logger(__name__)
 
@@ -75,8 +82,10 @@ class Notifier:
     """Delivers the store's notices for one node (see the module docstring).
 
     `policy()` returns the compiled policy in force (its `notifications`, district and groups),
-    or None; `email_of(person_key)` may supply an address the rules' `people:` lacks (a
-    directory's `mail` attribute, when an identity source knows one).
+    or None; `email_of(person_key)` may supply an address the rules' `people:` lacks, or
+    `addresses` (notify/people.py: the directory's `mail`, an address the sign-in vouched for),
+    whose blocking lookups this worker makes before routing and, if the directory was down,
+    when the person's delivery is sent.
     """
 
     def __init__(
@@ -88,12 +97,14 @@ class Notifier:
         clock: Callable[[], datetime],
         interval_s: float = 2.0,
         email_of: Callable[[str], str | None] | None = None,
+        addresses: PersonAddresses | None = None,
     ) -> None:
         from socialguard.overrides.outbox import SqliteOutbox
 
         self.outbox = SqliteOutbox(store)
         self.stats = NotifierStats()
-        self.email_of = email_of
+        self.addresses = addresses
+        self.email_of = addresses if addresses is not None else email_of
         self._policy = policy
         self._node = node
         self._clock = clock
@@ -175,10 +186,15 @@ class Notifier:
         parents = policy.group_parents
 
         def router(notice: Notice) -> list[Target]:
-            return route(notice, settings, parents, self.email_of)
+            targets = route(notice, settings, parents, self.email_of)
+            if self._address_pending(notice, settings):
+                targets.append(Target("email", PENDING + str(notice.person)))
+            return targets
 
-        while self.outbox.route_new(router, now) >= 100:
-            pass
+        while True:
+            self._prepare_addresses()
+            if self.outbox.route_new(router, now) < 100:
+                break
         attempted = 0
         for delivery in self.outbox.claim_due(self._node, now, LEASE):
             if self._stop.is_set() and attempted:
@@ -226,7 +242,7 @@ class Notifier:
         if target.channel == "email":
             if settings.spec.email is None:
                 raise DeliveryError("notifications.email is not configured any more")
-            send_mail(settings.spec.email, settings.base, target.recipient, message,
+            send_mail(settings.spec.email, settings.base, self._address(target), message,
                       delivery.event_id)  # fmt: skip
             return
         hook = settings.spec.webhooks.get(target.recipient)
@@ -239,6 +255,41 @@ class Notifier:
         else:
             payload = generic_payload(delivery.notice, message, delivery.event_id)
         post_webhook(hook, settings.base, payload, delivery.event_id, now=time.time())
+
+    def _prepare_addresses(self) -> None:
+        """Look up the people of the next notices to route, before routing takes the store's
+        write lock (a directory lookup is network I/O)."""
+        if self.addresses is not None:
+            unrouted = self.outbox.unrouted_people()
+            self.addresses.prepare(p for kind, p in unrouted if kind in PERSON_KINDS)
+
+    def _address_pending(self, notice: Notice, settings: NotificationSettings) -> bool:
+        """The person is told this kind, `people:` has no address for them, and the directory
+        could not be asked: their copy waits for it (notify/people.py)."""
+        return (
+            self.addresses is not None
+            and notice.person is not None
+            and notice.kind in PERSON_KINDS
+            and settings.spec.tell_person
+            and settings.spec.email is not None
+            and notice.person not in settings.people
+            and self.addresses.pending(notice.person)
+        )
+
+    def _address(self, target: Target) -> str:
+        """Where an email delivery goes: its address, or a pending person's, looked up now."""
+        if not target.recipient.startswith(PENDING):
+            return target.recipient
+        person = target.recipient.removeprefix(PENDING)
+        if self.addresses is None:
+            raise DeliveryError(f"no way to look up the address of {person}", permanent=True)
+        try:
+            address = self.addresses.resolve(person)
+        except AddressLookupFailed as e:
+            raise DeliveryError(f"the address of {person} is not known yet: {e}") from e
+        if address is None:
+            raise DeliveryError(f"no address is known for {person}", permanent=True)
+        return address
 
 
 def _file_stamp(path: str) -> str:

@@ -289,6 +289,18 @@ class SqliteOutbox:
 
         return int(self._store._retry(route))
 
+    def unrouted_people(self, limit: int = 100) -> list[tuple[str, str]]:
+        """(kind, person) of the notices `route_new` will route next (a read: the worker looks
+        the people's addresses up before it takes the write lock)."""
+        rows = self._store._read(
+            lambda c: c.execute(
+                "SELECT kind, person FROM outbox WHERE routed_at IS NULL AND person IS NOT NULL"
+                " ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     def claim_due(
         self, node: str, now: datetime, lease: timedelta, limit: int = 20
     ) -> list[Delivery]:

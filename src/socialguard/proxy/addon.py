@@ -580,11 +580,20 @@ class SocialGuard:
     def _start_notifier(self, settings: Settings) -> None:
         """Deliver notices (socialguard.notify) on their own thread; woken on store changes."""
         from socialguard.notify import Notifier
+        from socialguard.notify.people import PersonAddresses, signed_in_by
 
         def policy() -> Any:
             return self._loaded.policy if self._loaded else None
 
-        self._notifier = Notifier(self._store, policy, settings.node, clock=self.clock.now)
+        addresses = PersonAddresses(
+            policy,
+            lambda: self.identity.directory,
+            signed_in_by(self.identity, self.identity.clock),
+            monotonic=self.identity.clock,  # the proxy's clock: tests move it past the cache
+        )
+        self._notifier = Notifier(
+            self._store, policy, settings.node, clock=self.clock.now, addresses=addresses
+        )
         self._notifier.start()
 
     def _stop_notifier(self) -> None:
