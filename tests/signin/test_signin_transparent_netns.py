@@ -74,6 +74,7 @@ ADMIN = "127.0.0.1:9180"
 SOCIAL_HOST = "www.facebook.com"
 PORTAL_V4 = "10.99.2.80"  # nobody owns it: only the gateway's redirect ever answers it
 OTHER_CLIENT = "10.99.1.100"  # another device on the same network, never signed in
+THIRD_CLIENT = "10.99.1.101"  # a device whose district DNS names the gateway as the portal
 NAVIGATE = ("-H", "Accept: text/html", "-H", "Sec-Fetch-Mode: navigate")
 
 
@@ -148,11 +149,14 @@ class Gateway:
     log_dir: Path
     workdir: Path
 
-    def curl(self, url: str, *args: str, source: str | None = None) -> Any:
-        """curl in the client namespace (its own /etc/hosts resolves every name)."""
+    def curl(
+        self, url: str, *args: str, source: str | None = None, resolve: str | None = None
+    ) -> Any:
+        """curl in the client namespace (its own /etc/hosts resolves every name, unless
+        `resolve` gives the address)."""
         extra = ["--interface", source] if source else []
         return self.lab.curl(url, "--cacert", str(self.proxy_ca), "-D", "/dev/stderr", *extra,
-                             *args)  # fmt: skip
+                             *args, resolve=resolve)  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:
         out = []
@@ -185,7 +189,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 def _build(lab: Any, workdir: Path, etc: Path) -> Gateway:
-    lab.client.run("ip", "addr", "add", f"{OTHER_CLIENT}/24", "dev", "c0")
+    for address in (OTHER_CLIENT, THIRD_CLIENT):
+        lab.client.run("ip", "addr", "add", f"{address}/24", "dev", "c0")
     # The client's own names: `ip netns exec` binds /etc/netns/<ns>/hosts over /etc/hosts.
     etc.mkdir(parents=True)
     (etc / "hosts").write_text(
@@ -207,7 +212,8 @@ def _build(lab: Any, workdir: Path, etc: Path) -> Gateway:
     ruleset = workdir / "socialguard.nft"
     ruleset.write_text(
         socialguard("deploy", "nftables", "--lan", "r0", "--subnet", netns.LAN_V4,
-                    "--proxy-port", str(PROXY_PORT), "--mode", "full", "--workers", "1")
+                    "--proxy-port", str(PROXY_PORT), "--mode", "full", "--workers", "1",
+                    "--portal", netns.ROUTER_LAN_V4)
     )  # fmt: skip
     lab.router.run("nft", "-f", ruleset)
     certs, log_dir = workdir / "certs", workdir / "log"
@@ -310,3 +316,24 @@ def test_a_device_signs_in_through_the_transparent_gateway_and_is_then_the_perso
     other = gw.curl(f"http://{SOCIAL_HOST}/other-device", *NAVIGATE, source=OTHER_CLIENT)
     assert other.status == 302, other.stderr
     assert not gw.origin.saw(b"/other-device")
+
+
+def test_the_portal_answers_at_the_gateways_own_address(gateway: Gateway) -> None:
+    """The README says: point the portal's name at the gateway. Connections to the gateway's own
+    address are not the district's web traffic, yet the portal's must reach the proxy."""
+    gw = gateway
+    first = gw.curl(f"https://{SOCIAL_HOST}/portal-at-gateway", *NAVIGATE, source=THIRD_CLIENT)
+    assert first.status == 302, first.stderr
+    page = gw.curl(location(first.stderr), *NAVIGATE, source=THIRD_CLIENT,
+                   resolve=netns.ROUTER_LAN_V4)  # fmt: skip
+    assert page.status == 200, f"{page.stderr}\n{gw.proxy_log()}"
+    assert 'type="password"' in page.body
+    plain = gw.curl(f"http://{PORTAL}/", *NAVIGATE, source=THIRD_CLIENT,
+                    resolve=netns.ROUTER_LAN_V4)  # fmt: skip
+    assert plain.status == 308, plain.stderr
+    assert location(plain.stderr) == f"https://{PORTAL}/"
+    # Only the web ports: the gateway's other services are still its own.
+    ssh = gw.lab.client.run("curl", "-sS", "--max-time", "3", f"http://{netns.ROUTER_LAN_V4}:22/",
+                            check=False)  # fmt: skip
+    assert ssh.returncode == 7, ssh.stderr  # refused: nothing listens there, nothing redirected
+    assert not gw.origin.saw(b"portal-at-gateway")
