@@ -31,7 +31,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from typer.testing import CliRunner
 
-from conftest import PORTAL, RecordingOrigin, harness  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    ACCOUNTS,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PORTAL,
+    PROVIDER_MODULE,
+    PROVIDER_SCRIPT,
+    RecordingOrigin,
+    harness,
+)
 from slapd_district import (  # tests/slapd_district.py
     GROUPS,
     PASSWORDS,
@@ -68,6 +77,11 @@ REASON = netns.unavailable_reason() or (
 )
 if REASON:
     pytestmark.append(pytest.mark.skip(reason=REASON))
+OIDC_REASON = (
+    "node is not installed (apt-get install nodejs npm)" if shutil.which("node") is None
+    else None if PROVIDER_MODULE.is_file()
+    else "oidc-provider is not installed (npm install --prefix var/node oidc-provider)"
+)  # fmt: skip
 
 PROXY_PORT = 8080
 ADMIN = "127.0.0.1:9180"
@@ -75,10 +89,13 @@ SOCIAL_HOST = "www.facebook.com"
 PORTAL_V4 = "10.99.2.80"  # nobody owns it: only the gateway's redirect ever answers it
 OTHER_CLIENT = "10.99.1.100"  # another device on the same network, never signed in
 THIRD_CLIENT = "10.99.1.101"  # a device whose district DNS names the gateway as the portal
+OIDC_CLIENT = "10.99.1.102"  # a device whose person signs in with the district's provider
+LOGIN_HOST, LOGIN_V4 = "login.district.example", "10.99.2.60"  # the provider, upstream
+LOGIN_SCRIPT = Path(__file__).resolve().parent / "netns_provider_login.py"
 NAVIGATE = ("-H", "Accept: text/html", "-H", "Sec-Fetch-Mode: navigate")
 
 
-def policy(slapd: Slapd, bind_password: Path) -> str:
+def policy(slapd: Slapd, bind_password: Path, oidc: str) -> str:
     """The BYOD network must sign in; teachers may use social networking, the rest may not."""
     return f"""\
 district:
@@ -116,11 +133,23 @@ identity:
     group_base: {GROUPS}
   groups:
     teachers: [teachers]
+    District-Staff: [teachers]
   networks: [{netns.LAN_V4}]
   unidentified: sign-in
   sign_in:
     portal: {PORTAL}
     ldap: true
+{oidc}"""
+
+
+def oidc_block(provider_cert: Path, secret: Path) -> str:
+    return f"""\
+    oidc:
+      issuer: https://{LOGIN_HOST}
+      client_id: {CLIENT_ID}
+      client_secret_file: {secret}
+      ca_file: {provider_cert}
+      scopes: [openid, email, profile, groups]
 """
 
 
@@ -146,6 +175,8 @@ class Gateway:
     lab: Any
     origin: Any
     proxy_ca: Path
+    browser_ca: Path  # the proxy's CA and the provider's certificate: what the device trusts
+    provider_cert: Path | None
     log_dir: Path
     workdir: Path
 
@@ -155,7 +186,7 @@ class Gateway:
         """curl in the client namespace (its own /etc/hosts resolves every name, unless
         `resolve` gives the address)."""
         extra = ["--interface", source] if source else []
-        return self.lab.curl(url, "--cacert", str(self.proxy_ca), "-D", "/dev/stderr", *extra,
+        return self.lab.curl(url, "--cacert", str(self.browser_ca), "-D", "/dev/stderr", *extra,
                              *args, resolve=resolve)  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:
@@ -181,21 +212,31 @@ def location(stderr: str) -> str:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("signin-netns")
     with netns.Lab(workdir) as lab:
-        etc = Path("/etc/netns") / lab.client.name
+        etcs = [Path("/etc/netns") / ns.name for ns in (lab.client, lab.router)]
         try:
-            yield _build(lab, workdir, etc)
+            yield _build(lab, workdir, *etcs)
         finally:
-            shutil.rmtree(etc, ignore_errors=True)
+            for etc in etcs:
+                shutil.rmtree(etc, ignore_errors=True)
 
 
-def _build(lab: Any, workdir: Path, etc: Path) -> Gateway:
-    for address in (OTHER_CLIENT, THIRD_CLIENT):
+def _build(lab: Any, workdir: Path, client_etc: Path, router_etc: Path) -> Gateway:
+    for address in (OTHER_CLIENT, THIRD_CLIENT, OIDC_CLIENT):
         lab.client.run("ip", "addr", "add", f"{address}/24", "dev", "c0")
-    # The client's own names: `ip netns exec` binds /etc/netns/<ns>/hosts over /etc/hosts.
-    etc.mkdir(parents=True)
-    (etc / "hosts").write_text(
+    # Each side's own names: `ip netns exec` binds /etc/netns/<ns>/hosts over /etc/hosts.
+    client_etc.mkdir(parents=True)
+    (client_etc / "hosts").write_text(
         f"127.0.0.1 localhost\n{netns.SOCIAL_V4} {SOCIAL_HOST}\n{PORTAL_V4} {PORTAL}\n"
+        f"{LOGIN_V4} {LOGIN_HOST}\n"
     )
+    router_etc.mkdir(parents=True)
+    (router_etc / "hosts").write_text(f"127.0.0.1 localhost\n{LOGIN_V4} {LOGIN_HOST}\n")
+    oidc, provider_cert = "", None
+    if OIDC_REASON is None:
+        provider_cert = start_provider(lab, workdir)
+        secret = workdir / "oidc.secret"
+        secret.write_text(CLIENT_SECRET + "\n")
+        oidc = oidc_block(provider_cert, secret)
     # The social site: a recording origin in the upstream namespace, on its real address.
     cert, key = harness.make_self_signed(workdir, (SOCIAL_HOST,))
     with inside(lab.upstream):
@@ -208,7 +249,7 @@ def _build(lab: Any, workdir: Path, etc: Path) -> Gateway:
     bind_password = workdir / "bind.pw"
     bind_password.write_text(SERVICE_PASSWORD + "\n")
     rules = workdir / "policy.yaml"
-    rules.write_text(policy(slapd, bind_password))
+    rules.write_text(policy(slapd, bind_password, oidc))
     ruleset = workdir / "socialguard.nft"
     ruleset.write_text(
         socialguard("deploy", "nftables", "--lan", "r0", "--subnet", netns.LAN_V4,
@@ -231,7 +272,32 @@ def _build(lab: Any, workdir: Path, etc: Path) -> Gateway:
     except AssertionError as e:
         log = (workdir / "proxy.log").read_text(errors="replace")[-3000:]
         raise AssertionError(f"{e}\nproxy log:\n{log}") from e
-    return Gateway(lab, origin, certs / "mitmproxy-ca-cert.pem", log_dir, workdir)
+    proxy_ca = certs / "mitmproxy-ca-cert.pem"
+    bundle = workdir / "browser-ca.pem"
+    trusted = [proxy_ca, *([provider_cert] if provider_cert else [])]
+    bundle.write_bytes(b"".join(p.read_bytes() for p in trusted))
+    return Gateway(lab, origin, proxy_ca, bundle, provider_cert, log_dir, workdir)
+
+
+def start_provider(lab: Any, workdir: Path) -> Path:
+    """The real provider (oidc-provider) upstream on its own name and port 443; its certificate."""
+    lab.upstream.run("ip", "addr", "add", f"{LOGIN_V4}/24", "dev", "u0")
+    (workdir / "provider").mkdir()
+    cert, key = harness.make_self_signed(workdir / "provider", (LOGIN_HOST,))
+    config = workdir / "provider.json"
+    config.write_text(
+        json.dumps(
+            {
+                "module": str(PROVIDER_MODULE), "host": LOGIN_V4, "port": 443,
+                "cert": str(cert), "key": str(key), "issuer": f"https://{LOGIN_HOST}",
+                "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                "redirect_uri": f"https://{PORTAL}/oidc/callback", "accounts": ACCOUNTS,
+            }
+        )
+    )  # fmt: skip
+    lab.start(lab.upstream, ["node", PROVIDER_SCRIPT, config], ready="ready",
+              log=workdir / "provider.log")  # fmt: skip
+    return cert
 
 
 class _Closer:
@@ -337,3 +403,45 @@ def test_the_portal_answers_at_the_gateways_own_address(gateway: Gateway) -> Non
                             check=False)  # fmt: skip
     assert ssh.returncode == 7, ssh.stderr  # refused: nothing listens there, nothing redirected
     assert not gw.origin.saw(b"portal-at-gateway")
+
+
+@pytest.mark.skipif(OIDC_REASON is not None, reason=OIDC_REASON or "")
+def test_a_device_signs_in_with_the_districts_provider_through_the_transparent_gateway(
+    gateway: Gateway,
+) -> None:
+    """The provider is a site no rule concerns: the device reaches it through the gateway with
+    the provider's own certificate (passed through, never inspected), the proxy reaches it from
+    the gateway, and the callback at the portal binds the device to the person of the ID token."""
+    gw = gateway
+    first = gw.curl(f"https://{SOCIAL_HOST}/oidc-before", *NAVIGATE, source=OIDC_CLIENT)
+    assert first.status == 302, first.stderr
+    front = gw.curl(location(first.stderr), *NAVIGATE, source=OIDC_CLIENT)
+    assert front.status == 200, front.stderr
+    found = re.search(r'href="(/oidc/start[^"]*)"', front.body)
+    assert found, front.body
+    start = gw.curl(f"https://{PORTAL}{found.group(1).replace('&amp;', '&')}", *NAVIGATE,
+                    source=OIDC_CLIENT)  # fmt: skip
+    assert start.status == 303, f"{start.stderr}\n{gw.proxy_log()}"
+    authorize = location(start.stderr)
+    assert urlsplit(authorize).hostname == LOGIN_HOST
+    # Trusting only the provider's own certificate: the proxy never inspected the provider.
+    walked = gw.lab.client.run(
+        sys.executable, LOGIN_SCRIPT, authorize, str(gw.provider_cert), "jdoe", PORTAL, timeout=60
+    )
+    callback = walked.stdout.strip()
+    done = gw.curl(callback, *NAVIGATE, source=OIDC_CLIENT)
+    assert done.status == 303, f"{done.stderr}\n{done.body}\n{gw.proxy_log()}"
+    assert location(done.stderr) == f"https://{SOCIAL_HOST}/oidc-before"
+
+    after = gw.curl(f"http://{SOCIAL_HOST}/oidc-after", *NAVIGATE, source=OIDC_CLIENT)
+    assert after.status == 200, f"{after.stderr}\n{gw.proxy_log()}"
+    assert gw.origin.saw(b"GET /oidc-after HTTP/1.1")
+    assert not gw.origin.saw(b"/oidc-before")
+    record = [r for r in gw.records() if r.get("host") == SOCIAL_HOST
+              and r.get("stage") == "request"][-1]  # fmt: skip
+    assert (record["user"], record["identified_by"], record["groups"]) == (
+        "jdoe@district.example", "sign-in", ["teachers"],
+    ), record  # fmt: skip
+    # The provider's connections were passed through: no request record names it.
+    assert not [r for r in gw.records() if r.get("host") == LOGIN_HOST
+                and r.get("stage") == "request"]  # fmt: skip
