@@ -79,7 +79,7 @@ class OriginConnection:
 class RecordingOrigin:
     """A loopback origin that records all: plain and TLS on one port, told apart by first byte."""
 
-    def __init__(self, cert: Path, key: Path, port: int = 0) -> None:
+    def __init__(self, cert: Path, key: Path, port: int = 0, host: str = "127.0.0.1") -> None:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
         self.context.sni_callback = self._on_sni
@@ -92,7 +92,7 @@ class RecordingOrigin:
             def handle(self) -> None:
                 origin._serve(self.request, self.client_address)
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler)
+        self.server = socketserver.ThreadingTCPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port: int = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -15,6 +15,7 @@ from socialguard.cli import app
 from socialguard.deploy.nftables import (
     Mode,
     RulesetOptions,
+    parse_portal,
     parse_resolver,
     parse_subnet,
     render_ruleset,
@@ -64,6 +65,13 @@ VARIANTS = {
         mode=Mode.STEERED,
         workers=2,
         resolvers=(parse_resolver("10.20.0.53"), parse_resolver("fd20::53")),
+    ),
+    "steered-portals-workers": RulesetOptions(
+        lan=("br0",),
+        subnets=(V4,),
+        mode=Mode.STEERED,
+        workers=2,
+        portals=(parse_portal("10.20.0.1"), parse_portal("10.20.0.2"), parse_portal("fd20::1")),
     ),
 }
 
@@ -135,6 +143,22 @@ def test_the_routers_own_services_are_not_redirected() -> None:
     start = lines.index("type nat hook prerouting priority dstnat; policy accept;")
     assert lines[start + 2] == "fib daddr type local return"
     assert "redirect" not in " ".join(lines[start : start + 3])
+
+
+def test_the_sign_in_portals_address_on_the_router_goes_to_the_proxy() -> None:
+    """The portal's name points at the router (README: Sign-in page); only its web ports are
+    redirected, before the router's own services are left alone, in either mode."""
+    for mode in Mode:
+        opts = RulesetOptions(
+            lan=("eth1",), subnets=(V4,), mode=mode,
+            portals=(parse_portal("10.20.0.1"), parse_portal("fd20::1")),
+        )  # fmt: skip
+        lines = rules_lines(render_ruleset(opts))
+        local = lines.index("fib daddr type local return")
+        assert lines[local - 2 : local] == [
+            "ip saddr @district_v4 ip daddr 10.20.0.1 tcp dport { 80, 443 } redirect to :8080",
+            "meta nfproto ipv6 ip6 daddr fd20::1 tcp dport { 80, 443 } redirect to :8080",
+        ]
 
 
 def test_reapplying_flushes_chains_and_district_sets_but_not_the_steered_sets() -> None:
@@ -220,6 +244,7 @@ def test_cli_prints_the_ruleset_with_its_command_in_the_header(
         (["--lan", "eth1", "--subnet", "10.20.0.0/33"], "error: --subnet '10.20.0.0/33'"),
         (["--lan", "eth1", "--mode", "partial"], "error: --mode 'partial': choose full or steered"),
         (["--lan", "eth1", "--mode", "steered", "--resolver", "dns"], "error: --resolver 'dns'"),
+        (["--lan", "eth1", "--portal", "sign-in.example"], "error: --portal 'sign-in.example'"),
     ],
 )
 def test_cli_bad_input_exits_2_with_the_option_named(args: list[str], message: str) -> None:

@@ -1,7 +1,8 @@
 // A real OpenID Connect provider for the sign-in tests: panva's oidc-provider (certified),
 // served over TLS on loopback. Usage:
 //   node oidc_provider.mjs CONFIG.json
-// CONFIG: {module, port, cert, key, issuer, client_id, client_secret, redirect_uri, accounts}
+// CONFIG: {module, port, cert, key, issuer, client_id, client_secret, redirect_uri, accounts,
+//          host (the address to listen on; default 127.0.0.1)}
 // `module` is the path of oidc-provider's lib/index.js (installed under var/node by .ci/run).
 // Its development interactions (any login, any password) stand in for the district's login
 // form; everything the proxy relies on (discovery, JWKS, PKCE, the token endpoint, ID token
@@ -58,7 +59,7 @@ const server = https.createServer(
   { cert: fs.readFileSync(config.cert), key: fs.readFileSync(config.key) },
   provider.callback(),
 );
-server.listen(config.port, '127.0.0.1', () => {
+server.listen(config.port, config.host || '127.0.0.1', () => {
   process.stdout.write('ready\n');
 });
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -69,6 +69,14 @@ def nftables(
             "the resolver on this router).",
         ),
     ] = None,
+    portal: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--portal",
+            help="This router's address that the sign-in portal's name resolves to "
+            "(repeatable): its web connections go to the proxy, which serves the portal.",
+        ),
+    ] = None,
 ) -> None:
     """Print an nftables ruleset sending district web traffic to the proxy.
 
@@ -83,6 +91,7 @@ def nftables(
     from socialguard.deploy.nftables import (
         Mode,
         RulesetOptions,
+        parse_portal,
         parse_resolver,
         parse_subnet,
         render_ruleset,
@@ -100,6 +109,7 @@ def nftables(
         mode=chosen,
         workers=workers,
         resolvers=tuple(parse_resolver(r) for r in resolver or ()),
+        portals=tuple(parse_portal(p) for p in portal or ()),
         command=_invocation(),
     )
     typer.echo(render_ruleset(opts), nl=False)

@@ -68,6 +68,7 @@ class RulesetOptions:
     mode: Mode = Mode.FULL
     workers: int = 1
     resolvers: tuple[Address, ...] = ()  # steered mode: DNS goes here; none = this router
+    portals: tuple[Address, ...] = ()  # this router's addresses the sign-in portal's name gives
     command: str = "socialguard deploy nftables"
 
     def check(self) -> None:
@@ -115,6 +116,13 @@ def parse_resolver(text: str) -> Address:
         return ipaddress.ip_address(text)
     except ValueError as e:
         raise ConfigError(f"--resolver {text!r}: not an IP address") from e
+
+
+def parse_portal(text: str) -> Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError as e:
+        raise ConfigError(f"--portal {text!r}: not an IP address") from e
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +259,7 @@ def _nat_chain(opts: RulesetOptions) -> list[str]:
         "    chain prerouting {",
         f"        {NAT_HOOK}",
         f"        iifname != {_lan_match(opts)} return",
+        *_portal_rules(opts),
         "        # Connections to this router itself (its own services) are left alone.",
         "        fib daddr type local return",
     ]
@@ -273,6 +282,23 @@ def _nat_chain(opts: RulesetOptions) -> list[str]:
             ]
             out += _dns_rules(opts, fam, src)
     out += ["    }", ""]
+    return out
+
+
+def _portal_rules(opts: RulesetOptions) -> list[str]:
+    """The sign-in portal's name points at this router: its web connections go to the proxy,
+    which answers the portal itself (the router's other services stay its own)."""
+    out = []
+    for fam in (V4, V6):
+        addrs = [a for a in opts.portals if a.version == fam.version]
+        if addrs:
+            dest = str(addrs[0]) if len(addrs) == 1 else "{ " + ", ".join(map(str, addrs)) + " }"
+            out += [
+                f"        # {fam.nfproto}: the sign-in portal (this router's address) is the "
+                "proxy's.",
+                f"        {_from_district(opts, fam)} {fam.name} daddr {dest} tcp dport "
+                f"{{ 80, 443 }} {_redirect_target(opts, fam)}",
+            ]
     return out
 
 
