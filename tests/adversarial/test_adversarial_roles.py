@@ -115,3 +115,25 @@ def test_rules_without_roles_cannot_stand_in_for_the_rules_in_force(
     assert "not in its groups (school-b)" in r.stderr
     assert curl(proxy, f"https://{PAGE}/mine", "-H", "Accept: text/html").status == 403
     assert not origin.saw(b"/mine")
+
+
+def test_a_rules_file_in_force_that_went_missing_refuses_the_change_not_falls_back(
+    start_proxy: Any, origin: Any
+) -> None:
+    """Moving the rules in force away (or a typo in the unit's path) must not let `--rules` name
+    a file without roles: the change is refused until the roles that bind it can be read."""
+    proxy = start_proxy(rules_text=RULES, at=datetime.now(UTC) + timedelta(minutes=1))
+    own = proxy.rules.parent / "mine.yaml"
+    own.write_text(RULES.split("roles:", maxsplit=1)[0])
+    kept = proxy.rules.read_text()
+    proxy.rules.unlink()  # the proxy keeps its last good policy; the record still names the file
+    try:
+        grant = ("grant", "add", "--who", "ip:127.0.0.1", "--site", "facebook.com", "--for", "1h")
+        r = sg(proxy, *grant, "--reason", "Mine", "--rules", str(own), SUDO_UID=str(NOBODY.pw_uid))
+        assert r.returncode == 2, r.stderr
+        assert "the rules in force cannot be read" in r.stderr
+        assert curl(proxy, f"https://{PAGE}/mine", "-H", "Accept: text/html").status == 403
+        assert not origin.saw(b"/mine")
+        assert not admin_records(proxy, "grant_added")
+    finally:
+        proxy.rules.write_text(kept)

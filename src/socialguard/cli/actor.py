@@ -64,10 +64,10 @@ def roles_policy(rules: Path | None, state: Path | None) -> Any:
     from socialguard.policy.publish import read_in_force
 
     in_force = read_in_force(paths.state_dir(state))
-    if in_force is not None and Path(in_force.rules_file).is_file():
+    if in_force is not None:  # missing too: never fall back to a file the actor names
         try:
             return load_policy(Path(in_force.rules_file))
-        except PolicyError as e:
+        except (PolicyError, OSError) as e:
             raise ConfigError(
                 f"{in_force.rules_file}: the rules in force cannot be read, so the roles that "
                 f"bind this change are unknown: {e}"
