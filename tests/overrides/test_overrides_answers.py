@@ -49,6 +49,25 @@ def test_the_latest_request_of_that_person_for_that_site() -> None:
     assert answer_for(answers, decision(user="jdoe")) is None
 
 
+def test_of_two_filed_at_one_instant_the_later_filed_is_the_latest(tmp_path: Path) -> None:
+    """A clock that does not move between two requests (a frozen test clock, a coarse one) gives
+    them the same time: the store's order decides, not the random ids."""
+    store = SqliteStore(tmp_path / "s.db", clock=lambda: NOW)
+    try:
+        ids = []
+        for n in range(6):
+            filed = store.file_request(
+                who="ip:10.0.0.5", site="facebook.com", url="https://www.facebook.com/",
+                rule_id="x", decision_id=None, reason=f"r{n}", client_ip="10.0.0.5",
+                actor=Actor("ip:10.0.0.5", "10.0.0.5"),
+            )  # fmt: skip
+            ids.append(filed.id)
+            answers = RequestAnswers.build(store.recent_answers(NOW - timedelta(days=1)))
+            assert answer_for(answers, decision()).id == ids[-1]  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
 def test_a_request_for_the_domain_answers_on_its_hosts() -> None:
     answers = RequestAnswers.build([req("r-1", site="www.facebook.com")])
     assert answer_for(answers, decision(host="www.facebook.com")) is not None

@@ -42,11 +42,14 @@ class RequestAnswers:
 
     @classmethod
     def build(cls, answers: Iterable[RequestAnswer]) -> RequestAnswers:
+        """`answers` in the order they were filed (the store's order): of two filed at the same
+        instant — a clock that does not move between them — the one filed later wins, never the
+        one whose random id sorts higher."""
         latest: dict[tuple[str, str], RequestAnswer] = {}
         for a in answers:
             key = (a.who, a.site)
             seen = latest.get(key)
-            if seen is None or (a.filed, a.id) > (seen.filed, seen.id):
+            if seen is None or a.filed >= seen.filed:
                 latest[key] = a
         return cls(latest)
 

@@ -1298,7 +1298,8 @@ class SqliteStore:
             lambda c: c.execute(
                 "SELECT r.id, r.who, r.site, r.status, r.created, r.decided_at, r.decision_note,"
                 " g.ends, g.revoked_at FROM access_requests r"
-                " LEFT JOIN grants g ON g.id = r.grant_id WHERE r.created >= ?",
+                " LEFT JOIN grants g ON g.id = r.grant_id WHERE r.created >= ?"
+                " ORDER BY r.created, r.rowid",
                 (_ts(since),),
             ).fetchall()
         )
