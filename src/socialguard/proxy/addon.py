@@ -990,13 +990,7 @@ class SocialGuard:
         )
         page = (
             req.method in ("GET", "HEAD")
-            and blockpage.choose_format(
-                accept=req.headers.get("accept", ""),
-                sec_fetch_dest=req.headers.get("sec-fetch-dest", ""),
-                sec_fetch_mode=req.headers.get("sec-fetch-mode", ""),
-                upgrade=req.headers.get("upgrade", ""),
-            )
-            is blockpage.BlockFormat.HTML
+            and blockpage.format_for(req.headers) is blockpage.BlockFormat.HTML
         )
         answer = self.sign_in.send_to_sign_in(_request_url(req, hosts[0]), page=page)
         flow.response = http.Response.make(answer.status, answer.body, answer.headers)
@@ -1598,12 +1592,7 @@ class SocialGuard:
         """The block page (or short 403) for this request."""
         if headers is None:
             headers = flow.request.headers
-        fmt = blockpage.choose_format(
-            accept=headers.get("accept", ""),
-            sec_fetch_dest=headers.get("sec-fetch-dest", ""),
-            sec_fetch_mode=headers.get("sec-fetch-mode", ""),
-            upgrade=headers.get("upgrade", ""),
-        )
+        fmt = blockpage.format_for(headers)
         bypass_html = ""
         if fmt is blockpage.BlockFormat.HTML and decision.bypass and self.forms is not None:
             bypass_html = self.forms.links(

@@ -17,6 +17,7 @@ from enum import StrEnum
 from functools import cache
 from importlib import resources
 from string import Template
+from typing import Any
 
 from .pagekit import STYLE, Brand, contact_block
 
@@ -56,6 +57,17 @@ class BlockResponse:
     status: int
     content_type: str
     body: bytes
+
+
+def format_for(headers: Any) -> BlockFormat:
+    """`choose_format` for a request's headers (mitmproxy's `Headers`): the one reading of them
+    that the block page and the sign-in redirect share."""
+    return choose_format(
+        accept=headers.get("accept", ""),
+        sec_fetch_dest=headers.get("sec-fetch-dest", ""),
+        sec_fetch_mode=headers.get("sec-fetch-mode", ""),
+        upgrade=headers.get("upgrade", ""),
+    )
 
 
 def choose_format(
