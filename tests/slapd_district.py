@@ -34,12 +34,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 SLAPD = shutil.which("slapd") or ("/usr/sbin/slapd" if Path("/usr/sbin/slapd").exists() else None)
+# tests that start a directory (slapd) and change it (ldapmodify) skip, naming the packages
+NEEDS_SLAPD = pytest.mark.skipif(
+    SLAPD is None or shutil.which("ldapmodify") is None,
+    reason="needs slapd (apt-get install slapd ldap-utils)",
+)
 SLAPADD = shutil.which("slapadd") or (
     "/usr/sbin/slapadd" if Path("/usr/sbin/slapadd").exists() else None
 )

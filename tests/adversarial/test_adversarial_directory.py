@@ -22,10 +22,10 @@ import pytest
 from conftest import harness  # type: ignore[import-not-found]
 from slapd_district import (  # tests/slapd_district.py
     GROUPS,
+    NEEDS_SLAPD,
     PEOPLE,
     SERVICE_DN,
     SERVICE_PASSWORD,
-    SLAPD,
     Slapd,
     start_slapd,
 )
@@ -33,10 +33,7 @@ from slapd_district import (  # tests/slapd_district.py
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("radclient") is None, reason="needs radclient"),
-    pytest.mark.skipif(
-        SLAPD is None or shutil.which("ldapmodify") is None,
-        reason="needs slapd (apt-get install slapd ldap-utils)",
-    ),
+    NEEDS_SLAPD,
 ]
 
 SECRET = "s3cret-for-tests"

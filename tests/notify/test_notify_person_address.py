@@ -19,10 +19,10 @@ from test_notify_proxy import cli, deliveries, figure, file_request, metrics, wa
 from conftest import SMTP_PASSWORD, SMTP_USER, SmtpServer, free_port
 from slapd_district import (  # tests/slapd_district.py
     GROUPS,
+    NEEDS_SLAPD,
     PEOPLE,
     SERVICE_DN,
     SERVICE_PASSWORD,
-    SLAPD,
     Slapd,
     _wait_listening,
     start_slapd,
@@ -31,10 +31,7 @@ from slapd_district import (  # tests/slapd_district.py
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("radclient") is None, reason="needs radclient"),
-    pytest.mark.skipif(
-        SLAPD is None or shutil.which("ldapmodify") is None,
-        reason="needs slapd (apt-get install slapd ldap-utils)",
-    ),
+    NEEDS_SLAPD,
 ]
 
 APPROVER = "principal.a@school.test"

@@ -15,6 +15,7 @@ import pytest
 from conftest import SMTP_PASSWORD, SMTP_USER, SmtpServer
 from slapd_district import (  # tests/slapd_district.py
     GROUPS,
+    NEEDS_SLAPD,
     PEOPLE,
     SERVICE_DN,
     SERVICE_PASSWORD,
@@ -30,10 +31,7 @@ from socialguard.policy import load_policy
 
 T0 = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)
 
-needs_slapd = pytest.mark.skipif(
-    SLAPD is None or shutil.which("ldapmodify") is None,
-    reason="needs slapd (apt-get install slapd ldap-utils)",
-)
+needs_slapd = NEEDS_SLAPD
 
 # an entry whose user name is address-shaped and that has no `mail`: a password sign-in binds
 # it as the person typed it, so the name is no address to write to
